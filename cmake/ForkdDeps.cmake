@@ -1,0 +1,11 @@
+# Every dependency comes from a Debian package (see .ci/run for the list).
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(NFTNL REQUIRED IMPORTED_TARGET libnftnl)
+pkg_check_modules(MNL REQUIRED IMPORTED_TARGET libmnl)
+pkg_check_modules(NL3 REQUIRED IMPORTED_TARGET libnl-3.0 libnl-route-3.0)
+find_package(absl REQUIRED)
+find_package(GTest REQUIRED)
+find_package(Threads REQUIRED)
+if(FORKD_BUILD_BENCH)
+  find_package(benchmark REQUIRED)
+endif()

@@ -1,0 +1,28 @@
+// Declares what a test binary needs from the machine. The shared test main
+// checks every declared requirement before running any test; when one is
+// missing it prints "SKIP: <reason>" and exits 77, which ctest reports as a
+// skipped test (never as a pass).
+//
+//   FORKD_TEST_REQUIRES(forkd::testing::Requirement::kRootNetns);
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace forkd::testing {
+
+enum class Requirement {
+  kRootNetns,  // root with CAP_NET_ADMIN, able to create network namespaces
+  kKvm,        // /dev/kvm opens read-write and answers KVM_GET_API_VERSION
+  kHwVirt,     // hardware virtualization (vmx/svm), not PVM: Linux guests run at speed
+};
+
+// Why `r` is not met on this machine, or nullopt when it is.
+std::optional<std::string> Unmet(Requirement r);
+
+int RegisterRequirement(Requirement r);
+
+}  // namespace forkd::testing
+
+#define FORKD_TEST_REQUIRES(r) \
+  static const int forkd_requirement_registered_ = ::forkd::testing::RegisterRequirement(r)
