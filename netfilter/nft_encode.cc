@@ -1,0 +1,419 @@
+#include "netfilter/nft_encode.h"
+
+#include <endian.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/object.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/set.h>
+#include <libnftnl/table.h>
+#include <libnftnl/udata.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <net/if.h>
+
+#include <array>
+#include <cstring>
+#include <memory>
+
+#include "common/c_ptr.h"
+
+namespace forkd::netfilter::encode {
+namespace {
+
+// nft's datatype ids (nftables src/datatype.h), kept so `nft list` shows our
+// sets and maps with their proper types.
+constexpr uint32_t kTypeIpAddr = 7;
+constexpr uint32_t kTypeIp6Addr = 8;
+constexpr uint32_t kTypeInetService = 13;
+constexpr uint32_t kTypeIfname = 41;
+constexpr uint32_t kTypeBits = 6;  // concatenated types: (a << 6) | b
+constexpr uint32_t kByteorderHost = 1;
+
+// Connection tracking state bits as the ct expression reports them.
+constexpr uint32_t kCtEstablished = 1U << 1;
+constexpr uint32_t kCtRelated = 1U << 2;
+
+constexpr uint32_t kRegSize32 = 4;  // concatenation fields start on 32-bit registers
+
+using TablePtr = CPtr<nftnl_table, nftnl_table_free>;
+using ChainPtr = CPtr<nftnl_chain, nftnl_chain_free>;
+using RulePtr = CPtr<nftnl_rule, nftnl_rule_free>;
+using SetPtr = CPtr<nftnl_set, nftnl_set_free>;
+using ObjPtr = CPtr<nftnl_obj, nftnl_obj_free>;
+using UdataPtr = CPtr<nftnl_udata_buf, nftnl_udata_buf_free>;
+
+constexpr uint16_t kCreate = NLM_F_CREATE;
+constexpr uint16_t kCreateExcl = NLM_F_CREATE | NLM_F_EXCL;
+
+uint32_t PadTo32(uint32_t len) { return (len + kRegSize32 - 1) / kRegSize32 * kRegSize32; }
+
+// --- expressions -----------------------------------------------------------
+
+class RuleBuilder {
+ public:
+  explicit RuleBuilder(nftnl_rule* r) : r_(r) {}
+
+  void Meta(uint32_t key, uint32_t dreg) {
+    nftnl_expr* e = New("meta");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, dreg);
+  }
+  void Payload(uint32_t base, uint32_t offset, uint32_t len, uint32_t dreg) {
+    nftnl_expr* e = New("payload");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, dreg);
+  }
+  void Cmp(uint32_t op, const void* data, uint32_t len) {
+    nftnl_expr* e = New("cmp");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
+    nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
+  }
+  void Mask(const void* mask, uint32_t len) {
+    const std::array<uint8_t, 16> zero{};
+    nftnl_expr* e = New("bitwise");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, len);
+    nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, mask, len);
+    nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, zero.data(), len);
+  }
+  void Range(uint16_t first_be, uint16_t last_be) {
+    nftnl_expr* e = New("range");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_SREG, NFT_REG_1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_OP, NFT_RANGE_EQ);
+    nftnl_expr_set(e, NFTNL_EXPR_RANGE_FROM_DATA, &first_be, sizeof(first_be));
+    nftnl_expr_set(e, NFTNL_EXPR_RANGE_TO_DATA, &last_be, sizeof(last_be));
+  }
+  void Ct(uint32_t key) {
+    nftnl_expr* e = New("ct");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, key);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+  }
+  void Lookup(uint32_t sreg, const std::string& set, bool is_map) {
+    nftnl_expr* e = New("lookup");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, sreg);
+    nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set.c_str());
+    if (is_map) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, NFT_REG_VERDICT);
+  }
+  void CounterRef(const std::string& name) {
+    nftnl_expr* e = New("objref");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_OBJREF_IMM_TYPE, NFT_OBJECT_COUNTER);
+    nftnl_expr_set_str(e, NFTNL_EXPR_OBJREF_IMM_NAME, name.c_str());
+  }
+  void Verdict(uint32_t code) {
+    nftnl_expr* e = New("immediate");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, code);
+  }
+  void Masquerade() { New("masq"); }
+
+  // `<family> saddr|daddr [!=] prefix`
+  void Address(const Cidr& c, bool source, bool negate) {
+    const bool v4 = c.family() == Family::kV4;
+    const uint32_t offset = v4 ? (source ? 12 : 16) : (source ? 8 : 24);
+    const auto len = static_cast<uint32_t>(c.address.size());
+    Payload(NFT_PAYLOAD_NETWORK_HEADER, offset, len, NFT_REG_1);
+    if (c.prefix < c.address.max_prefix()) {
+      const auto mask = c.Mask();
+      Mask(mask.data(), len);
+    }
+    Cmp(negate ? uint32_t{NFT_CMP_NEQ} : uint32_t{NFT_CMP_EQ}, c.address.bytes.data(), len);
+  }
+
+ private:
+  nftnl_expr* New(const char* name) {
+    nftnl_expr* e = nftnl_expr_alloc(name);
+    nftnl_rule_add_expr(r_, e);  // the rule owns it from here
+    return e;
+  }
+  nftnl_rule* r_;
+};
+
+void EncodeFamily(RuleBuilder& rb, Family f) {
+  const uint8_t proto = f == Family::kV4 ? uint8_t{NFPROTO_IPV4} : uint8_t{NFPROTO_IPV6};
+  rb.Meta(NFT_META_NFPROTO, NFT_REG_1);
+  rb.Cmp(NFT_CMP_EQ, &proto, sizeof(proto));
+}
+
+void EncodeRule(RuleBuilder& rb, const Rule& r) {
+  if (auto f = r.family()) EncodeFamily(rb, *f);
+  if (r.saddr) rb.Address(*r.saddr, /*source=*/true, r.saddr_negate);
+  if (r.daddr && r.daddr->prefix > 0) rb.Address(*r.daddr, /*source=*/false, false);
+  for (const Cidr& c : r.daddr_not) rb.Address(c, /*source=*/false, /*negate=*/true);
+  if (r.l4proto) {
+    rb.Meta(NFT_META_L4PROTO, NFT_REG_1);
+    rb.Cmp(NFT_CMP_EQ, &*r.l4proto, 1);
+  }
+  if (r.icmpv6_type) {
+    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
+    rb.Cmp(NFT_CMP_EQ, &*r.icmpv6_type, 1);
+  }
+  if (r.dport && !r.pin_set) {
+    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
+    const uint16_t first = htobe16(r.dport->first);
+    if (r.dport->first == r.dport->last) {
+      rb.Cmp(NFT_CMP_EQ, &first, sizeof(first));
+    } else {
+      rb.Range(first, htobe16(r.dport->last));
+    }
+  }
+  if (r.ct_established_related) {
+    const uint32_t mask = kCtEstablished | kCtRelated;
+    const uint32_t zero = 0;
+    rb.Ct(NFT_CT_STATE);
+    rb.Mask(&mask, sizeof(mask));
+    rb.Cmp(NFT_CMP_NEQ, &zero, sizeof(zero));
+  }
+  if (r.pin_set) {
+    // (daddr . th dport) concatenated into consecutive 32-bit registers.
+    const bool v4 = *r.pin_family == Family::kV4;
+    const uint32_t addr_len = v4 ? 4 : 16;
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, addr_len, NFT_REG32_00);
+    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_00 + addr_len / kRegSize32);
+    rb.Lookup(NFT_REG32_00, *r.pin_set, /*is_map=*/false);
+  }
+  if (r.oifname) {
+    char name[IFNAMSIZ] = {};
+    std::strncpy(name, r.oifname->c_str(), IFNAMSIZ - 1);
+    rb.Meta(NFT_META_OIFNAME, NFT_REG_1);
+    rb.Cmp(NFT_CMP_EQ, name, static_cast<uint32_t>(r.oifname->size() + 1));
+  }
+  if (r.counter) rb.CounterRef(*r.counter);
+  switch (r.verdict) {
+    case Verdict::kNone:
+      break;
+    case Verdict::kAccept:
+      rb.Verdict(NF_ACCEPT);
+      break;
+    case Verdict::kDrop:
+      rb.Verdict(NF_DROP);
+      break;
+    case Verdict::kReturn:
+      rb.Verdict(NFT_RETURN);
+      break;
+    case Verdict::kMasquerade:
+      rb.Masquerade();
+      break;
+  }
+}
+
+std::array<char, IFNAMSIZ> IfnameKey(const std::string& name) {
+  std::array<char, IFNAMSIZ> key{};
+  std::strncpy(key.data(), name.c_str(), IFNAMSIZ - 1);
+  return key;
+}
+
+SetPtr NamedSet(const std::string& table, const std::string& name) {
+  SetPtr s(nftnl_set_alloc());
+  nftnl_set_set_str(s.get(), NFTNL_SET_TABLE, table.c_str());
+  nftnl_set_set_str(s.get(), NFTNL_SET_NAME, name.c_str());
+  return s;
+}
+
+void AddSetMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::string what) {
+  // The kernel requires a transaction-unique id on every new set; the
+  // message's sequence number is one.
+  if (type == NFT_MSG_NEWSET) nftnl_set_set_u32(s, NFTNL_SET_ID, b.next_seq());
+  nlmsghdr* nlh = b.Begin(type, flags, std::move(what));
+  nftnl_set_nlmsg_build_payload(nlh, s);
+  b.Commit(nlh);
+}
+
+void AddElemsMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::string what) {
+  nlmsghdr* nlh = b.Begin(type, flags, std::move(what));
+  nftnl_set_elems_nlmsg_build_payload(nlh, s);
+  b.Commit(nlh);
+}
+
+}  // namespace
+
+void NewTable(Batch& b, const std::string& table) {
+  TablePtr t(nftnl_table_alloc());
+  nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, table.c_str());
+  nlmsghdr* nlh = b.Begin(NFT_MSG_NEWTABLE, kCreate, "add table " + table);
+  nftnl_table_nlmsg_build_payload(nlh, t.get());
+  b.Commit(nlh);
+}
+
+void DelTable(Batch& b, const std::string& table) {
+  TablePtr t(nftnl_table_alloc());
+  nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, table.c_str());
+  nlmsghdr* nlh = b.Begin(NFT_MSG_DELTABLE, 0, "delete table " + table);
+  nftnl_table_nlmsg_build_payload(nlh, t.get());
+  b.Commit(nlh);
+}
+
+void NewBaseChain(Batch& b, const std::string& table, const std::string& chain,
+                  const BaseChain& base) {
+  ChainPtr c(nftnl_chain_alloc());
+  nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, table.c_str());
+  nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, chain.c_str());
+  nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TYPE, base.type);
+  nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, base.hook);
+  nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, base.priority);
+  nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
+  nlmsghdr* nlh = b.Begin(NFT_MSG_NEWCHAIN, kCreate, "add base chain " + chain);
+  nftnl_chain_nlmsg_build_payload(nlh, c.get());
+  b.Commit(nlh);
+}
+
+void NewChain(Batch& b, const std::string& table, const std::string& chain, bool exclusive) {
+  ChainPtr c(nftnl_chain_alloc());
+  nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, table.c_str());
+  nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, chain.c_str());
+  nlmsghdr* nlh =
+      b.Begin(NFT_MSG_NEWCHAIN, exclusive ? kCreateExcl : kCreate, "add chain " + chain);
+  nftnl_chain_nlmsg_build_payload(nlh, c.get());
+  b.Commit(nlh);
+}
+
+void FlushChain(Batch& b, const std::string& table, const std::string& chain) {
+  RulePtr r(nftnl_rule_alloc());
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
+  nlmsghdr* nlh = b.Begin(NFT_MSG_DELRULE, 0, "flush chain " + chain);
+  nftnl_rule_nlmsg_build_payload(nlh, r.get());
+  b.Commit(nlh);
+}
+
+void DelChain(Batch& b, const std::string& table, const std::string& chain) {
+  ChainPtr c(nftnl_chain_alloc());
+  nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, table.c_str());
+  nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, chain.c_str());
+  nlmsghdr* nlh = b.Begin(NFT_MSG_DELCHAIN, 0, "delete chain " + chain);
+  nftnl_chain_nlmsg_build_payload(nlh, c.get());
+  b.Commit(nlh);
+}
+
+void NewRule(Batch& b, const std::string& table, const std::string& chain, const Rule& rule,
+             const std::string& what) {
+  RulePtr r(nftnl_rule_alloc());
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
+  RuleBuilder rb(r.get());
+  EncodeRule(rb, rule);
+  if (!rule.comment.empty()) {
+    UdataPtr ud(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
+    nftnl_udata_put_strz(ud.get(), NFTNL_UDATA_RULE_COMMENT, rule.comment.c_str());
+    nftnl_rule_set_data(r.get(), NFTNL_RULE_USERDATA, nftnl_udata_buf_data(ud.get()),
+                        nftnl_udata_buf_len(ud.get()));
+  }
+  nlmsghdr* nlh = b.Begin(NFT_MSG_NEWRULE, NLM_F_APPEND | kCreate, what);
+  nftnl_rule_nlmsg_build_payload(nlh, r.get());
+  b.Commit(nlh);
+}
+
+void NewDispatchRule(Batch& b, const std::string& table, const std::string& chain,
+                     const std::string& map, bool by_output_interface) {
+  RulePtr r(nftnl_rule_alloc());
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
+  RuleBuilder rb(r.get());
+  rb.Meta(by_output_interface ? NFT_META_OIFNAME : NFT_META_IIFNAME, NFT_REG_1);
+  rb.Lookup(NFT_REG_1, map, /*is_map=*/true);
+  nlmsghdr* nlh =
+      b.Begin(NFT_MSG_NEWRULE, NLM_F_APPEND | kCreate, "add rule " + chain + " dispatch @" + map);
+  nftnl_rule_nlmsg_build_payload(nlh, r.get());
+  b.Commit(nlh);
+}
+
+void NewCounter(Batch& b, const std::string& table, const std::string& name, bool exclusive) {
+  ObjPtr o(nftnl_obj_alloc());
+  nftnl_obj_set_str(o.get(), NFTNL_OBJ_TABLE, table.c_str());
+  nftnl_obj_set_str(o.get(), NFTNL_OBJ_NAME, name.c_str());
+  nftnl_obj_set_u32(o.get(), NFTNL_OBJ_TYPE, NFT_OBJECT_COUNTER);
+  nlmsghdr* nlh = b.Begin(NFT_MSG_NEWOBJ, exclusive ? kCreateExcl : kCreate, "add counter " + name);
+  nftnl_obj_nlmsg_build_payload(nlh, o.get());
+  b.Commit(nlh);
+}
+
+void DelCounter(Batch& b, const std::string& table, const std::string& name) {
+  ObjPtr o(nftnl_obj_alloc());
+  nftnl_obj_set_str(o.get(), NFTNL_OBJ_TABLE, table.c_str());
+  nftnl_obj_set_str(o.get(), NFTNL_OBJ_NAME, name.c_str());
+  nftnl_obj_set_u32(o.get(), NFTNL_OBJ_TYPE, NFT_OBJECT_COUNTER);
+  nlmsghdr* nlh = b.Begin(NFT_MSG_DELOBJ, 0, "delete counter " + name);
+  nftnl_obj_nlmsg_build_payload(nlh, o.get());
+  b.Commit(nlh);
+}
+
+void NewDispatchMap(Batch& b, const std::string& table, const std::string& map) {
+  SetPtr s = NamedSet(table, map);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_MAP);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, kTypeIfname);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, IFNAMSIZ);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_DATA_TYPE, NFT_DATA_VERDICT);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_DATA_LEN, 0);
+  // Interface names are host-order strings; without saying so, `nft list`
+  // prints every key as "".
+  UdataPtr ud(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
+  nftnl_udata_put_u32(ud.get(), NFTNL_UDATA_SET_KEYBYTEORDER, kByteorderHost);
+  nftnl_set_set_data(s.get(), NFTNL_SET_USERDATA, nftnl_udata_buf_data(ud.get()),
+                     nftnl_udata_buf_len(ud.get()));
+  AddSetMessage(b, s.get(), NFT_MSG_NEWSET, kCreate, "add map " + map);
+}
+
+void NewPinSet(Batch& b, const std::string& table, const PinSetSpec& set, bool exclusive) {
+  const bool v4 = set.family == Family::kV4;
+  SetPtr s = NamedSet(table, set.name);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_TIMEOUT);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE,
+                    ((v4 ? kTypeIpAddr : kTypeIp6Addr) << kTypeBits) | kTypeInetService);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, (v4 ? 4 : 16) + PadTo32(2));
+  nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, set.max_elements);
+  AddSetMessage(b, s.get(), NFT_MSG_NEWSET, exclusive ? kCreateExcl : kCreate,
+                "add set " + set.name);
+}
+
+void DelSet(Batch& b, const std::string& table, const std::string& set) {
+  SetPtr s = NamedSet(table, set);
+  AddSetMessage(b, s.get(), NFT_MSG_DELSET, 0, "delete set " + set);
+}
+
+void NewDispatchElement(Batch& b, const std::string& table, const std::string& map,
+                        const std::string& ifname, const std::string& chain) {
+  SetPtr s = NamedSet(table, map);
+  nftnl_set_elem* e = nftnl_set_elem_alloc();
+  const auto key = IfnameKey(ifname);
+  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
+  nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT, static_cast<uint32_t>(NFT_JUMP));
+  nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, chain.c_str());
+  nftnl_set_elem_add(s.get(), e);
+  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreateExcl,
+                  "add element \"" + ifname + "\" to map " + map);
+}
+
+void DelDispatchElement(Batch& b, const std::string& table, const std::string& map,
+                        const std::string& ifname) {
+  SetPtr s = NamedSet(table, map);
+  nftnl_set_elem* e = nftnl_set_elem_alloc();
+  const auto key = IfnameKey(ifname);
+  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
+  nftnl_set_elem_add(s.get(), e);
+  AddElemsMessage(b, s.get(), NFT_MSG_DELSETELEM, 0,
+                  "delete element \"" + ifname + "\" from map " + map);
+}
+
+void NewPinElements(Batch& b, const std::string& table, const std::string& set, Family family,
+                    const std::vector<PinElement>& elements) {
+  SetPtr s = NamedSet(table, set);
+  const size_t addr_len = family == Family::kV4 ? 4 : 16;
+  for (const PinElement& pin : elements) {
+    std::array<uint8_t, 20> key{};
+    std::memcpy(key.data(), pin.address.bytes.data(), addr_len);
+    const uint16_t port = htobe16(pin.port);
+    std::memcpy(key.data() + addr_len, &port, sizeof(port));
+    nftnl_set_elem* e = nftnl_set_elem_alloc();
+    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), addr_len + PadTo32(2));
+    nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, pin.timeout_ms);
+    nftnl_set_elem_add(s.get(), e);
+  }
+  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreate,
+                  "pin " + std::to_string(elements.size()) + " element(s) into set " + set);
+}
+
+}  // namespace forkd::netfilter::encode

@@ -1,0 +1,56 @@
+// Encodes the ruleset model into libnftnl objects appended to a Batch. Every
+// function appends exactly the messages its name says, nothing else, so the
+// operations in nftables.cc read as a list of what one transaction does.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "netfilter/nft_batch.h"
+#include "netfilter/ruleset.h"
+
+namespace forkd::netfilter::encode {
+
+// `exclusive`: fail with EEXIST if the object exists (otherwise a no-op).
+void NewTable(Batch& b, const std::string& table);
+void DelTable(Batch& b, const std::string& table);
+
+struct BaseChain {
+  const char* type;  // "filter" or "nat"
+  uint32_t hook;     // NF_INET_*
+  int32_t priority;
+};
+void NewBaseChain(Batch& b, const std::string& table, const std::string& chain,
+                  const BaseChain& base);
+void NewChain(Batch& b, const std::string& table, const std::string& chain, bool exclusive);
+void FlushChain(Batch& b, const std::string& table, const std::string& chain);
+// Deletes a chain and its rules; its dispatch elements must be gone first.
+void DelChain(Batch& b, const std::string& table, const std::string& chain);
+
+void NewRule(Batch& b, const std::string& table, const std::string& chain, const Rule& rule,
+             const std::string& what);
+// `<meta key> vmap @map`: the dispatch rule of a base chain.
+void NewDispatchRule(Batch& b, const std::string& table, const std::string& chain,
+                     const std::string& map, bool by_output_interface);
+
+void NewCounter(Batch& b, const std::string& table, const std::string& name, bool exclusive);
+void DelCounter(Batch& b, const std::string& table, const std::string& name);
+
+void NewDispatchMap(Batch& b, const std::string& table, const std::string& map);
+void NewPinSet(Batch& b, const std::string& table, const PinSetSpec& set, bool exclusive);
+void DelSet(Batch& b, const std::string& table, const std::string& set);
+
+void NewDispatchElement(Batch& b, const std::string& table, const std::string& map,
+                        const std::string& ifname, const std::string& chain);
+void DelDispatchElement(Batch& b, const std::string& table, const std::string& map,
+                        const std::string& ifname);
+
+struct PinElement {
+  IpAddress address;
+  uint16_t port;
+  uint64_t timeout_ms;
+};
+void NewPinElements(Batch& b, const std::string& table, const std::string& set, Family family,
+                    const std::vector<PinElement>& elements);
+
+}  // namespace forkd::netfilter::encode

@@ -1,0 +1,126 @@
+#include "netfilter/nft_text.h"
+
+#include <netinet/in.h>
+
+namespace forkd::netfilter {
+namespace {
+
+std::string Ip(Family f) { return f == Family::kV4 ? "ip" : "ip6"; }
+
+std::string Prefix(const Cidr& c) {
+  return c.prefix == c.address.max_prefix() ? c.address.ToString() : c.ToString();
+}
+
+std::string Proto(uint8_t p) {
+  switch (p) {
+    case IPPROTO_TCP:
+      return "tcp";
+    case IPPROTO_UDP:
+      return "udp";
+    case IPPROTO_ICMPV6:
+      return "ipv6-icmp";
+    default:
+      return std::to_string(p);
+  }
+}
+
+std::string VerdictText(Verdict v) {
+  switch (v) {
+    case Verdict::kNone:
+      return "";
+    case Verdict::kAccept:
+      return "accept";
+    case Verdict::kDrop:
+      return "drop";
+    case Verdict::kReturn:
+      return "return";
+    case Verdict::kMasquerade:
+      return "masquerade";
+  }
+  return "";
+}
+
+void Append(std::string& out, const std::string& part) {
+  if (part.empty()) return;
+  if (!out.empty()) out += " ";
+  out += part;
+}
+
+}  // namespace
+
+std::string RenderRule(const Rule& r) {
+  std::string out;
+  if (r.only_family)
+    Append(out, std::string("meta nfproto ") + (*r.only_family == Family::kV4 ? "ipv4" : "ipv6"));
+  if (r.saddr) {
+    Append(out,
+           Ip(r.saddr->family()) + " saddr " + (r.saddr_negate ? "!= " : "") + Prefix(*r.saddr));
+  }
+  if (r.daddr) Append(out, Ip(r.daddr->family()) + " daddr " + Prefix(*r.daddr));
+  for (const Cidr& c : r.daddr_not) Append(out, Ip(c.family()) + " daddr != " + Prefix(c));
+  if (r.l4proto) Append(out, "meta l4proto " + Proto(*r.l4proto));
+  if (r.icmpv6_type) Append(out, "icmpv6 type " + std::to_string(*r.icmpv6_type));
+  if (r.dport && !r.pin_set) Append(out, "th dport " + ToString(*r.dport));
+  if (r.ct_established_related) Append(out, "ct state established,related");
+  if (r.pin_set) Append(out, Ip(*r.pin_family) + " daddr . th dport @" + *r.pin_set);
+  if (r.oifname) Append(out, "oifname \"" + *r.oifname + "\"");
+  if (r.counter) Append(out, "counter name \"" + *r.counter + "\"");
+  Append(out, VerdictText(r.verdict));
+  if (!r.comment.empty()) Append(out, "comment \"" + r.comment + "\"");
+  return out;
+}
+
+std::string RenderAddTap(const TapRuleset& rs) {
+  const std::string t = std::string("inet ") + kTable;
+  std::string out;
+  for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) {
+    out += "add chain " + t + " " + c->name + "\n";
+  }
+  for (const std::string& c : rs.counters) out += "add counter " + t + " " + c + "\n";
+  for (const PinSetSpec& s : rs.pin_sets) {
+    out += "add set " + t + " " + s.name + " { type " +
+           (s.family == Family::kV4 ? "ipv4_addr" : "ipv6_addr") +
+           " . inet_service; flags timeout; size " + std::to_string(s.max_elements) + "; }\n";
+  }
+  for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) {
+    for (const Rule& r : c->rules)
+      out += "add rule " + t + " " + c->name + " " + RenderRule(r) + "\n";
+  }
+  out += "add element " + t + " " + kEgressMap + " { \"" + rs.tap + "\" : jump " +
+         rs.names.egress_chain + " }\n";
+  out += "add element " + t + " " + kInboundMap + " { \"" + rs.tap + "\" : jump " +
+         rs.names.inbound_chain + " }\n";
+  out += "add element " + t + " " + kInputMap + " { \"" + rs.tap + "\" : jump " +
+         rs.names.input_chain + " }\n";
+  return out;
+}
+
+std::string RenderSkeleton(const SkeletonConfig& config) {
+  const std::string t = std::string("inet ") + kTable;
+  std::string out = "add table " + t + "\n";
+  out += "add chain " + t + " " + kForwardChain +
+         " { type filter hook forward priority 0; policy accept; }\n";
+  out += "add chain " + t + " " + kInputChain +
+         " { type filter hook input priority 0; policy accept; }\n";
+  for (const char* map : {kEgressMap, kInboundMap, kInputMap}) {
+    out += "add map " + t + " " + map + " { type ifname : verdict; }\n";
+  }
+  out += "flush chain " + t + " " + kForwardChain + "\n";
+  out += "flush chain " + t + " " + kInputChain + "\n";
+  out += "add rule " + t + " " + kForwardChain + " oifname vmap @" + kInboundMap + "\n";
+  out += "add rule " + t + " " + kForwardChain + " iifname vmap @" + kEgressMap + "\n";
+  out += "add rule " + t + " " + kInputChain + " iifname vmap @" + kInputMap + "\n";
+  if (config.uplink) {
+    const std::string n = std::string("inet ") + kNatTable;
+    out += "add table " + n + "\n";
+    out += "add chain " + n + " " + kPostroutingChain +
+           " { type nat hook postrouting priority 100; policy accept; }\n";
+    out += "flush chain " + n + " " + kPostroutingChain + "\n";
+    for (const Rule& r : BuildMasqueradeRules(config)) {
+      out += "add rule " + n + " " + kPostroutingChain + " " + RenderRule(r) + "\n";
+    }
+  }
+  return out;
+}
+
+}  // namespace forkd::netfilter

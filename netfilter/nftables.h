@@ -1,0 +1,74 @@
+// The sandbox datapath in one network namespace: every operation is ONE
+// atomic nftables transaction (a netlink batch built with libnftnl, sent with
+// libmnl). Either all of it takes effect or none of it does.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "netfilter/nft_batch.h"
+#include "netfilter/policy.h"
+#include "netfilter/ruleset.h"
+
+namespace forkd::netfilter {
+
+// A destination the DNS proxy resolved for the guest: reachable (TCP and UDP)
+// until `timeout` passes.
+struct Pin {
+  IpAddress address;
+  uint16_t port = 0;
+  std::chrono::milliseconds timeout{0};
+};
+
+class Nftables {
+ public:
+  // Binds to the network namespace `netns_fd` (negative: the caller's own).
+  // The namespace is captured at open time; the calling thread is unchanged.
+  static absl::StatusOr<Nftables> Open(int netns_fd = -1);
+
+  // Creates the shared skeleton if missing: table, base chains `forward` and
+  // `input` (policy accept) each with only the dispatch rules, the three
+  // dispatch maps, and (with an uplink) the masquerade table. Idempotent:
+  // re-running it keeps every installed tap and rewrites only the base chains'
+  // own rules, inside the same transaction.
+  absl::Status EnsureSkeleton(const SkeletonConfig& config);
+
+  // Removes the skeleton and everything in it (every tap of this namespace).
+  absl::Status RemoveAll();
+
+  // Installs a tap: its egress, inbound and input chains, pin sets, counters
+  // and dispatch elements. Fails with AlreadyExists if the tap is installed.
+  absl::Status AddTap(const TapPolicy& policy);
+
+  // Swaps an installed tap's rules for `policy`'s in one transaction: the
+  // chains are flushed and refilled atomically, so there is no moment where
+  // the tap is unfenced or half-configured. Pins survive; pin-set limits are
+  // fixed at AddTap. NotFound if the tap is not installed.
+  absl::Status ReplaceTap(const TapPolicy& policy);
+
+  // Removes every object the tap owns. NotFound if it is not installed.
+  absl::Status RemoveTap(std::string_view tap);
+
+  // Taps installed in this namespace (for crash recovery), sorted.
+  absl::StatusOr<std::vector<std::string>> ListTaps();
+
+  // Adds (address, port) pins to the tap's pin sets. Re-pinning an existing
+  // element keeps its current expiry on kernels without timeout update.
+  absl::Status Pin(std::string_view tap, const std::vector<Pin>& pins);
+
+  // Building blocks, public so tests can prove atomicity by committing a batch
+  // that fails part-way.
+  Batch NewBatch();
+  void AppendAddTap(Batch& batch, const TapRuleset& ruleset);
+  absl::Status Commit(Batch& batch, const std::string& context);
+
+ private:
+  explicit Nftables(NetlinkSocket sock) : sock_(std::move(sock)) {}
+  NetlinkSocket sock_;
+};
+
+}  // namespace forkd::netfilter

@@ -1,0 +1,284 @@
+#include "netfilter/ruleset.h"
+
+#include <netinet/in.h>
+
+#include <algorithm>
+
+#include "common/errno_status.h"
+
+namespace forkd::netfilter {
+namespace {
+
+constexpr uint16_t kDnsPort = 53;
+// ICMPv6 neighbour discovery the guest needs to find its gateway on the tap.
+constexpr uint8_t kNdRouterSolicit = 133;
+constexpr uint8_t kNdNeighborSolicit = 135;
+constexpr uint8_t kNdNeighborAdvert = 136;
+
+Cidr MetadataV6() { return *Cidr::Parse("fd00:ec2::254/128"); }
+Cidr LinkLocalV4() { return *Cidr::Parse("169.254.0.0/16"); }
+
+std::vector<uint8_t> ProtocolsOf(Protocol p) {
+  switch (p) {
+    case Protocol::kTcp:
+      return {IPPROTO_TCP};
+    case Protocol::kUdp:
+      return {IPPROTO_UDP};
+    case Protocol::kAny:
+      break;
+  }
+  return {IPPROTO_TCP, IPPROTO_UDP};
+}
+
+void AddAntiSpoof(const TapPolicy& p, const TapObjectNames& n, std::vector<Rule>& rules) {
+  Rule v4;
+  v4.saddr = Cidr::Host(p.guest_v4);
+  v4.saddr_negate = true;
+  v4.counter = n.spoof_counter;
+  v4.verdict = Verdict::kDrop;
+  v4.comment = "anti-spoof: IPv4 source other than the guest's";
+  rules.push_back(v4);
+  Rule v6;
+  if (p.guest_v6) {
+    v6.saddr = Cidr::Host(*p.guest_v6);
+    v6.saddr_negate = true;
+    v6.comment = "anti-spoof: IPv6 source other than the guest's";
+  } else {
+    v6.only_family = Family::kV6;
+    v6.comment = "anti-spoof: the guest has no IPv6 address";
+  }
+  v6.counter = n.spoof_counter;
+  v6.verdict = Verdict::kDrop;
+  rules.push_back(v6);
+}
+
+void AddResolverRules(const TapPolicy& p, bool with_source, std::vector<Rule>& rules) {
+  for (const IpAddress& r : p.resolvers) {
+    for (uint8_t proto : {IPPROTO_UDP, IPPROTO_TCP}) {
+      Rule rule;
+      if (with_source) {
+        rule.saddr = Cidr::Host(r.family == Family::kV4 ? p.guest_v4 : *p.guest_v6);
+      }
+      rule.daddr = Cidr::Host(r);
+      rule.l4proto = proto;
+      rule.dport = PortRange{kDnsPort, kDnsPort};
+      rule.verdict = Verdict::kAccept;
+      rule.comment = "resolver";
+      rules.push_back(rule);
+    }
+  }
+}
+
+void AddPrivateBlocks(const TapPolicy& p, std::vector<Rule>& rules) {
+  for (const Cidr& range : PrivateRanges()) {
+    if (range.family() == Family::kV6 && !p.guest_v6) continue;
+    Rule rule;
+    rule.daddr = range;
+    bool fully_excepted = false;
+    for (const Cidr& e : p.private_exceptions) {
+      if (e.Covers(range)) fully_excepted = true;
+      if (range.Covers(e) && e != range) rule.daddr_not.push_back(e);
+    }
+    if (fully_excepted) continue;
+    rule.verdict = Verdict::kDrop;
+    rule.comment = "private range " + range.ToString();
+    rules.push_back(rule);
+  }
+}
+
+void AddAllowRules(const TapPolicy& p, std::vector<Rule>& rules) {
+  for (const AllowRule& a : p.allow) {
+    if (a.ports.empty()) {
+      Rule rule;
+      rule.daddr = a.destination;
+      rule.verdict = Verdict::kAccept;
+      rule.comment = "allow " + ToString(a);
+      rules.push_back(rule);
+      continue;
+    }
+    for (uint8_t proto : ProtocolsOf(a.protocol)) {
+      for (const PortRange& range : a.ports) {
+        Rule rule;
+        rule.daddr = a.destination;
+        rule.l4proto = proto;
+        rule.dport = range;
+        rule.verdict = Verdict::kAccept;
+        rule.comment = "allow " + ToString(a);
+        rules.push_back(rule);
+      }
+    }
+  }
+}
+
+void AddPinRules(const TapPolicy& p, const TapObjectNames& n, std::vector<Rule>& rules) {
+  for (Family f : {Family::kV4, Family::kV6}) {
+    if (f == Family::kV6 && !p.guest_v6) continue;
+    for (uint8_t proto : {IPPROTO_TCP, IPPROTO_UDP}) {
+      Rule rule;
+      rule.l4proto = proto;
+      rule.pin_set = f == Family::kV4 ? n.pin_set_v4 : n.pin_set_v6;
+      rule.pin_family = f;
+      rule.verdict = Verdict::kAccept;
+      rule.comment = "DNS-pinned destination";
+      rules.push_back(rule);
+    }
+  }
+}
+
+ChainSpec BuildEgress(const TapPolicy& p, const TapObjectNames& n) {
+  ChainSpec chain{n.egress_chain, {}};
+  auto& rules = chain.rules;
+  AddAntiSpoof(p, n, rules);
+
+  Rule tx;
+  tx.counter = n.tx_counter;
+  tx.comment = "egress from the guest's own address";
+  rules.push_back(tx);
+
+  // The resolver comes before the metadata block so an operator-chosen
+  // link-local resolver (AWS's 169.254.169.253) is reachable off-box too;
+  // Validate() refuses the metadata addresses themselves as resolvers.
+  AddResolverRules(p, /*with_source=*/false, rules);
+
+  Rule metadata;
+  metadata.daddr = LinkLocalV4();
+  metadata.verdict = Verdict::kDrop;
+  metadata.comment = "cloud metadata and IPv4 link-local";
+  rules.push_back(metadata);
+  if (p.guest_v6) {
+    Rule metadata6;
+    metadata6.daddr = MetadataV6();
+    metadata6.verdict = Verdict::kDrop;
+    metadata6.comment = "cloud metadata (IPv6)";
+    rules.push_back(metadata6);
+  }
+
+  Rule established;
+  established.ct_established_related = true;
+  established.verdict = Verdict::kAccept;
+  established.comment = "established and related flows";
+  rules.push_back(established);
+
+  AddPrivateBlocks(p, rules);
+  AddAllowRules(p, rules);
+  AddPinRules(p, n, rules);
+
+  Rule terminal;
+  terminal.verdict = p.mode == EgressMode::kAllowAll ? Verdict::kAccept : Verdict::kDrop;
+  terminal.comment = p.mode == EgressMode::kAllowAll ? "allow-all mode" : "default deny";
+  rules.push_back(terminal);
+  return chain;
+}
+
+ChainSpec BuildInbound(const TapObjectNames& n) {
+  ChainSpec chain{n.inbound_chain, {}};
+  Rule established;
+  established.ct_established_related = true;
+  established.verdict = Verdict::kReturn;
+  established.comment = "replies to the guest's flows continue to the egress dispatch";
+  chain.rules.push_back(established);
+  Rule drop;
+  drop.verdict = Verdict::kDrop;
+  drop.comment = "unsolicited traffic to the guest";
+  chain.rules.push_back(drop);
+  return chain;
+}
+
+ChainSpec BuildInput(const TapPolicy& p, const TapObjectNames& n) {
+  ChainSpec chain{n.input_chain, {}};
+  AddResolverRules(p, /*with_source=*/true, chain.rules);
+  if (p.guest_v6) {
+    for (uint8_t type : {kNdRouterSolicit, kNdNeighborSolicit, kNdNeighborAdvert}) {
+      Rule nd;
+      nd.only_family = Family::kV6;
+      nd.l4proto = IPPROTO_ICMPV6;
+      nd.icmpv6_type = type;
+      nd.verdict = Verdict::kAccept;
+      nd.comment = "IPv6 neighbour discovery";
+      chain.rules.push_back(nd);
+    }
+  }
+  Rule drop;
+  drop.verdict = Verdict::kDrop;
+  drop.comment = "guest to any other pod-local address";
+  chain.rules.push_back(drop);
+  return chain;
+}
+
+constexpr char kTapPrefix[] = "tap_";
+constexpr char kEgressSuffix[] = "_egress";
+
+}  // namespace
+
+std::optional<Family> Rule::family() const {
+  if (saddr) return saddr->family();
+  if (daddr) return daddr->family();
+  if (pin_family) return pin_family;
+  return only_family;
+}
+
+TapObjectNames NamesFor(const std::string& tap) {
+  const std::string base = kTapPrefix + tap;
+  return TapObjectNames{
+      .egress_chain = base + kEgressSuffix,
+      .inbound_chain = base + "_inbound",
+      .input_chain = base + "_input",
+      .pin_set_v4 = base + "_pin4",
+      .pin_set_v6 = base + "_pin6",
+      .tx_counter = base + "_tx",
+      .spoof_counter = base + "_spoofed",
+  };
+}
+
+std::optional<std::string> TapFromEgressChain(const std::string& chain) {
+  const std::string prefix = kTapPrefix;
+  const std::string suffix = kEgressSuffix;
+  if (chain.size() <= prefix.size() + suffix.size()) return std::nullopt;
+  if (chain.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
+  if (chain.compare(chain.size() - suffix.size(), suffix.size(), suffix) != 0) return std::nullopt;
+  return chain.substr(prefix.size(), chain.size() - prefix.size() - suffix.size());
+}
+
+TapRuleset BuildTapRuleset(const TapPolicy& policy) {
+  TapRuleset r;
+  r.tap = policy.tap;
+  r.names = NamesFor(policy.tap);
+  r.egress = BuildEgress(policy, r.names);
+  r.inbound = BuildInbound(r.names);
+  r.input = BuildInput(policy, r.names);
+  // Both pin sets always exist, so a policy replacement that adds or drops
+  // IPv6 never has to create or delete sets.
+  r.pin_sets = {{r.names.pin_set_v4, Family::kV4, policy.pins.max_elements},
+                {r.names.pin_set_v6, Family::kV6, policy.pins.max_elements}};
+  r.counters = {r.names.tx_counter, r.names.spoof_counter};
+  return r;
+}
+
+absl::Status Validate(const SkeletonConfig& config) {
+  if (config.uplink) {
+    FORKD_RETURN_IF_ERROR(ValidateName("uplink", *config.uplink, kMaxTapNameLength));
+    if (config.guest_subnets.empty()) {
+      return absl::InvalidArgumentError("skeleton: an uplink needs at least one guest subnet");
+    }
+  } else if (!config.guest_subnets.empty()) {
+    return absl::InvalidArgumentError(
+        "skeleton: guest subnets given but no uplink to masquerade to");
+  }
+  return absl::OkStatus();
+}
+
+std::vector<Rule> BuildMasqueradeRules(const SkeletonConfig& config) {
+  std::vector<Rule> rules;
+  if (!config.uplink) return rules;
+  for (const Cidr& subnet : config.guest_subnets) {
+    Rule rule;
+    rule.saddr = subnet;
+    rule.oifname = *config.uplink;
+    rule.verdict = Verdict::kMasquerade;
+    rule.comment = "sandbox subnet out of the uplink";
+    rules.push_back(rule);
+  }
+  return rules;
+}
+
+}  // namespace forkd::netfilter

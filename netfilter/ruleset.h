@@ -1,0 +1,97 @@
+// What nftables objects and rules a tap gets: a pure model, built from a
+// validated TapPolicy. The netlink encoder (nft_encode.cc) and the text
+// renderer (nft_text.cc) both consume it, so the library and the `nft -f`
+// baseline of the benchmark install exactly the same ruleset.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "netfilter/ip.h"
+#include "netfilter/policy.h"
+
+namespace forkd::netfilter {
+
+// Names of the shared objects (one set per network namespace).
+inline constexpr char kTable[] = "forkd";         // inet: filtering
+inline constexpr char kNatTable[] = "forkd_nat";  // inet: masquerade
+inline constexpr char kForwardChain[] = "forward";
+inline constexpr char kInputChain[] = "input";
+inline constexpr char kPostroutingChain[] = "postrouting";
+inline constexpr char kEgressMap[] = "egress_dispatch";    // iifname -> jump tap_T_egress
+inline constexpr char kInboundMap[] = "inbound_dispatch";  // oifname -> jump tap_T_inbound
+inline constexpr char kInputMap[] = "input_dispatch";      // iifname -> jump tap_T_input
+
+enum class Verdict : uint8_t { kNone, kAccept, kDrop, kReturn, kMasquerade };
+
+// One rule: every present field must match (logical AND), then the verdict.
+struct Rule {
+  std::optional<Cidr> saddr;
+  bool saddr_negate = false;  // match packets whose source is NOT in saddr
+  std::optional<Cidr> daddr;
+  std::vector<Cidr> daddr_not;  // and the destination is in none of these
+  std::optional<uint8_t> l4proto;
+  std::optional<PortRange> dport;
+  std::optional<uint8_t> icmpv6_type;
+  bool ct_established_related = false;
+  std::optional<Family> only_family;   // bare `meta nfproto` match (no address field)
+  std::optional<std::string> pin_set;  // (daddr . th dport) in this set; family from the set
+  std::optional<Family> pin_family;
+  std::optional<std::string> oifname;  // output interface name
+  std::optional<std::string> counter;  // named counter to bump
+  Verdict verdict = Verdict::kNone;
+  std::string comment;  // why the rule exists; shown by `nft list`
+
+  // The address family this rule is restricted to, if any.
+  std::optional<Family> family() const;
+};
+
+struct ChainSpec {
+  std::string name;
+  std::vector<Rule> rules;
+};
+
+struct PinSetSpec {
+  std::string name;
+  Family family;
+  uint32_t max_elements;
+};
+
+struct TapObjectNames {
+  std::string egress_chain, inbound_chain, input_chain;
+  std::string pin_set_v4, pin_set_v6;
+  std::string tx_counter, spoof_counter;
+};
+TapObjectNames NamesFor(const std::string& tap);
+// The tap a chain name belongs to, if it is a per-tap egress chain.
+std::optional<std::string> TapFromEgressChain(const std::string& chain);
+
+struct TapRuleset {
+  std::string tap;
+  TapObjectNames names;
+  ChainSpec egress;   // forward hook, packets from the tap
+  ChainSpec inbound;  // forward hook, packets to the tap (returns if allowed)
+  ChainSpec input;    // input hook, packets from the tap to pod-local addresses
+  std::vector<PinSetSpec> pin_sets;
+  std::vector<std::string> counters;
+};
+
+// `policy` must have passed Validate().
+TapRuleset BuildTapRuleset(const TapPolicy& policy);
+
+// Shared skeleton configuration.
+struct SkeletonConfig {
+  // Masquerade sandbox traffic from `guest_subnets` leaving through `uplink`.
+  // No uplink: no NAT table is installed (and an existing one is left alone).
+  std::optional<std::string> uplink;
+  std::vector<Cidr> guest_subnets;
+};
+
+absl::Status Validate(const SkeletonConfig& config);
+
+// Rules of the masquerade chain.
+std::vector<Rule> BuildMasqueradeRules(const SkeletonConfig& config);
+
+}  // namespace forkd::netfilter

@@ -1,0 +1,212 @@
+#include "netfilter/ruleset.h"
+
+#include <netinet/in.h>
+
+#include "gtest/gtest.h"
+#include "netfilter/nft_text.h"
+
+namespace forkd::netfilter {
+namespace {
+
+TapPolicy Base() {
+  TapPolicy p;
+  p.tap = "sbt0";
+  p.guest_v4 = *IpAddress::Parse("10.200.0.2");
+  p.resolvers = {*IpAddress::Parse("169.254.1.1")};
+  return p;
+}
+
+bool IsUnconditional(const Rule& r) {
+  return !r.saddr && !r.daddr && r.daddr_not.empty() && !r.l4proto && !r.dport && !r.icmpv6_type &&
+         !r.ct_established_related && !r.only_family && !r.pin_set && !r.oifname;
+}
+
+std::vector<std::string> Render(const ChainSpec& c) {
+  std::vector<std::string> out;
+  for (const Rule& r : c.rules) out.push_back(RenderRule(r));
+  return out;
+}
+
+TEST(Ruleset, AntiSpoofComesFirstAndCoversBothFamilies) {
+  const TapRuleset rs = BuildTapRuleset(Base());
+  ASSERT_GE(rs.egress.rules.size(), 2u);
+  const Rule& v4 = rs.egress.rules[0];
+  EXPECT_TRUE(v4.saddr_negate);
+  EXPECT_EQ(v4.saddr->ToString(), "10.200.0.2/32");
+  EXPECT_EQ(v4.verdict, Verdict::kDrop);
+  // No IPv6 address: every IPv6 packet from the tap is a spoof.
+  const Rule& v6 = rs.egress.rules[1];
+  EXPECT_EQ(v6.only_family, Family::kV6);
+  EXPECT_EQ(v6.verdict, Verdict::kDrop);
+
+  TapPolicy p = Base();
+  p.guest_v6 = *IpAddress::Parse("fd42::2");
+  const TapRuleset rs6 = BuildTapRuleset(p);
+  EXPECT_EQ(RenderRule(rs6.egress.rules[1]).substr(0, 32), "ip6 saddr != fd42::2 counter nam");
+}
+
+TEST(Ruleset, TerminalVerdictIsUnconditional) {
+  TapPolicy p = Base();
+  const Rule& deny = BuildTapRuleset(p).egress.rules.back();
+  EXPECT_TRUE(IsUnconditional(deny));
+  EXPECT_EQ(deny.verdict, Verdict::kDrop);
+  p.mode = EgressMode::kAllowAll;
+  const Rule& allow = BuildTapRuleset(p).egress.rules.back();
+  EXPECT_TRUE(IsUnconditional(allow));
+  EXPECT_EQ(allow.verdict, Verdict::kAccept);
+}
+
+TEST(Ruleset, NoAcceptBeforeAntiSpoofAndMetadataExceptResolver) {
+  TapPolicy p = Base();
+  p.allow = {{*Cidr::Parse("0.0.0.0/0"), Protocol::kAny, {}}};
+  const auto rules = BuildTapRuleset(p).egress.rules;
+  size_t metadata = 0;
+  for (size_t i = 0; i < rules.size(); ++i) {
+    if (rules[i].daddr && rules[i].daddr->ToString() == "169.254.0.0/16") metadata = i;
+  }
+  ASSERT_GT(metadata, 2u);
+  for (size_t i = 0; i < metadata; ++i) {
+    if (rules[i].verdict != Verdict::kAccept) continue;
+    EXPECT_EQ(rules[i].dport->first, 53) << RenderRule(rules[i]);
+    EXPECT_EQ(rules[i].daddr->ToString(), "169.254.1.1/32");
+  }
+}
+
+TEST(Ruleset, PrivateRangesBlockedBeforeAllowRulesEvenInAllowAll) {
+  TapPolicy p = Base();
+  p.mode = EgressMode::kAllowAll;
+  p.allow = {{*Cidr::Parse("0.0.0.0/0"), Protocol::kAny, {}}};
+  const auto rendered = Render(BuildTapRuleset(p).egress);
+  auto index_of = [&](const std::string& needle) {
+    for (size_t i = 0; i < rendered.size(); ++i) {
+      if (rendered[i].find(needle) != std::string::npos) return i;
+    }
+    ADD_FAILURE() << "no rule contains " << needle;
+    return rendered.size();
+  };
+  const size_t allow = index_of("ip daddr 0.0.0.0/0 accept");
+  for (const char* range :
+       {"10.0.0.0/8 drop", "172.16.0.0/12 drop", "192.168.0.0/16 drop", "100.64.0.0/10 drop"}) {
+    EXPECT_LT(index_of(std::string("ip daddr ") + range), allow) << range;
+  }
+  // Without IPv6 on the guest there is no point in IPv6 range rules.
+  for (const auto& r : rendered) EXPECT_EQ(r.find("fc00::/7"), std::string::npos) << r;
+}
+
+TEST(Ruleset, PrivateExceptionsCarveOutOrRemoveTheBlock) {
+  TapPolicy p = Base();
+  p.private_exceptions = {*Cidr::Parse("10.1.0.0/16"), *Cidr::Parse("192.168.0.0/16")};
+  const auto rendered = Render(BuildTapRuleset(p).egress);
+  bool carved = false;
+  for (const auto& r : rendered) {
+    if (r.rfind("ip daddr 10.0.0.0/8 ip daddr != 10.1.0.0/16 drop", 0) == 0) carved = true;
+    EXPECT_EQ(r.find("192.168.0.0/16 drop"), std::string::npos) << r;
+  }
+  EXPECT_TRUE(carved);
+}
+
+TEST(Ruleset, AllowRuleWithoutPortsAllowsEveryPortAndProtocol) {
+  TapPolicy p = Base();
+  p.allow = {{*Cidr::Parse("198.51.100.7"), Protocol::kAny, {}}};
+  int matching = 0;
+  for (const Rule& r : BuildTapRuleset(p).egress.rules) {
+    if (r.daddr && r.daddr->ToString() == "198.51.100.7/32") {
+      ++matching;
+      EXPECT_FALSE(r.l4proto);
+      EXPECT_FALSE(r.dport);
+      EXPECT_EQ(r.verdict, Verdict::kAccept);
+    }
+  }
+  EXPECT_EQ(matching, 1);
+}
+
+TEST(Ruleset, AllowRuleWithPortsAllowsOnlyThosePorts) {
+  TapPolicy p = Base();
+  p.allow = {{*Cidr::Parse("203.0.113.0/24"), Protocol::kAny, {{443, 443}, {8000, 8080}}}};
+  std::vector<std::string> got;
+  for (const Rule& r : BuildTapRuleset(p).egress.rules) {
+    if (r.daddr && r.daddr->ToString() == "203.0.113.0/24") got.push_back(RenderRule(r));
+  }
+  const std::string c = " accept comment \"allow 203.0.113.0/24 any 443,8000-8080\"";
+  EXPECT_EQ(got, (std::vector<std::string>{
+                     "ip daddr 203.0.113.0/24 meta l4proto tcp th dport 443" + c,
+                     "ip daddr 203.0.113.0/24 meta l4proto tcp th dport 8000-8080" + c,
+                     "ip daddr 203.0.113.0/24 meta l4proto udp th dport 443" + c,
+                     "ip daddr 203.0.113.0/24 meta l4proto udp th dport 8000-8080" + c,
+                 }));
+}
+
+TEST(Ruleset, InputChainAllowsOnlyTheResolverThenDrops) {
+  const ChainSpec input = BuildTapRuleset(Base()).input;
+  ASSERT_EQ(input.rules.size(), 3u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(input.rules[i].saddr->ToString(), "10.200.0.2/32");
+    EXPECT_EQ(input.rules[i].daddr->ToString(), "169.254.1.1/32");
+    EXPECT_EQ(input.rules[i].dport->first, 53);
+    EXPECT_EQ(input.rules[i].verdict, Verdict::kAccept);
+  }
+  EXPECT_TRUE(IsUnconditional(input.rules[2]));
+  EXPECT_EQ(input.rules[2].verdict, Verdict::kDrop);
+
+  TapPolicy none = Base();
+  none.resolvers.clear();
+  const ChainSpec closed = BuildTapRuleset(none).input;
+  ASSERT_EQ(closed.rules.size(), 1u);
+  EXPECT_EQ(closed.rules[0].verdict, Verdict::kDrop);
+}
+
+TEST(Ruleset, InboundChainReturnsRepliesAndDropsTheRest) {
+  const ChainSpec inbound = BuildTapRuleset(Base()).inbound;
+  ASSERT_EQ(inbound.rules.size(), 2u);
+  EXPECT_TRUE(inbound.rules[0].ct_established_related);
+  EXPECT_EQ(inbound.rules[0].verdict, Verdict::kReturn);
+  EXPECT_TRUE(IsUnconditional(inbound.rules[1]));
+  EXPECT_EQ(inbound.rules[1].verdict, Verdict::kDrop);
+}
+
+TEST(Ruleset, PinRulesReferenceTheTapsSets) {
+  TapPolicy p = Base();
+  p.guest_v6 = *IpAddress::Parse("fd42::2");
+  const TapRuleset rs = BuildTapRuleset(p);
+  int v4 = 0;
+  int v6 = 0;
+  for (const Rule& r : rs.egress.rules) {
+    if (!r.pin_set) continue;
+    EXPECT_TRUE(r.l4proto == IPPROTO_TCP || r.l4proto == IPPROTO_UDP);
+    (*r.pin_set == "tap_sbt0_pin4" ? v4 : v6)++;
+  }
+  EXPECT_EQ(v4, 2);
+  EXPECT_EQ(v6, 2);
+  ASSERT_EQ(rs.pin_sets.size(), 2u);
+  EXPECT_EQ(rs.pin_sets[0].max_elements, 4096u);
+}
+
+TEST(Names, DerivedFromTapAndRecoverable) {
+  const TapObjectNames n = NamesFor("sbt0");
+  EXPECT_EQ(n.egress_chain, "tap_sbt0_egress");
+  EXPECT_EQ(TapFromEgressChain(n.egress_chain), "sbt0");
+  EXPECT_EQ(TapFromEgressChain("tap_x_egress_egress"), "x_egress");
+  EXPECT_FALSE(TapFromEgressChain("forward"));
+  EXPECT_FALSE(TapFromEgressChain("tap__egress"));
+  EXPECT_FALSE(TapFromEgressChain("tap_sbt0_input"));
+}
+
+TEST(Skeleton, ValidatesUplinkAndSubnets) {
+  EXPECT_TRUE(Validate(SkeletonConfig{}).ok());
+  EXPECT_FALSE(Validate(SkeletonConfig{.uplink = "eth0", .guest_subnets = {}}).ok());
+  EXPECT_FALSE(
+      Validate(SkeletonConfig{.uplink = "bad name", .guest_subnets = {*Cidr::Parse("10.0.0.0/8")}})
+          .ok());
+  EXPECT_FALSE(Validate(SkeletonConfig{.uplink = std::nullopt,
+                                       .guest_subnets = {*Cidr::Parse("10.0.0.0/8")}})
+                   .ok());
+  const auto rules =
+      BuildMasqueradeRules({.uplink = "eth0", .guest_subnets = {*Cidr::Parse("10.200.0.0/16")}});
+  ASSERT_EQ(rules.size(), 1u);
+  EXPECT_EQ(RenderRule(rules[0]),
+            "ip saddr 10.200.0.0/16 oifname \"eth0\" masquerade comment \"sandbox subnet out of "
+            "the uplink\"");
+}
+
+}  // namespace
+}  // namespace forkd::netfilter
