@@ -28,6 +28,9 @@
 namespace forkd::netfilter {
 namespace {
 
+// IF_OPER_UP from <linux/if.h>, which cannot be included beside <net/if.h>.
+constexpr uint8_t kOperUp = 6;
+
 using LinkPtr = CPtr<rtnl_link, rtnl_link_put>;
 using AddrPtr = CPtr<rtnl_addr, rtnl_addr_put>;
 using RoutePtr = CPtr<rtnl_route, rtnl_route_put>;
@@ -265,6 +268,15 @@ absl::StatusOr<int> RtNetlink::IfIndex(const std::string& name) {
   }
   LinkPtr link(raw);
   return rtnl_link_get_ifindex(link.get());
+}
+
+absl::StatusOr<bool> RtNetlink::IsOperUp(const std::string& name) {
+  rtnl_link* raw = nullptr;
+  if (int err = rtnl_link_get_kernel(sock_, 0, name.c_str(), &raw); err < 0) {
+    return NlStatus(err, "look up link " + name);
+  }
+  LinkPtr link(raw);
+  return rtnl_link_get_operstate(link.get()) == kOperUp;
 }
 
 bool RtNetlink::LinkExists(const std::string& name) { return IfIndex(name).ok(); }

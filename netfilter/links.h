@@ -67,6 +67,9 @@ class RtNetlink {
   absl::Status AddRoute(const Cidr& destination, const std::optional<IpAddress>& gateway,
                         const std::optional<std::string>& device);
   absl::StatusOr<int> IfIndex(const std::string& name);
+  // True once the kernel reports the link operationally up (carrier and
+  // queueing discipline active). Until then transmitted packets are dropped.
+  absl::StatusOr<bool> IsOperUp(const std::string& name);
   bool LinkExists(const std::string& name);
 
  private:

@@ -1,0 +1,42 @@
+// Socket helpers for tests that send real packets between network namespaces
+// the test created. Every socket is created inside the namespace it is given
+// and stays there; nothing touches the machine's own namespace.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/unique_fd.h"
+
+namespace forkd::testing {
+
+using namespace std::chrono_literals;
+
+// How long a probe waits before calling a destination unreachable. Local veth
+// round trips take microseconds; this only bounds a dropped packet's wait.
+inline constexpr std::chrono::milliseconds kDropWait = 600ms;
+
+enum class Reach { kConnected, kRefused, kTimedOut, kError };
+std::string ToString(Reach r);
+
+// Writes a sysctl under /proc/sys as seen from `netns`.
+absl::Status WriteSysctl(int netns, const std::string& path, const std::string& value);
+
+// A TCP listener on addr:port inside `netns` (addr "0.0.0.0" = any).
+absl::StatusOr<UniqueFd> TcpListen(int netns, const std::string& addr, uint16_t port);
+// A connect attempt from `netns` (optionally from source address `src`).
+Reach TcpConnect(int netns, const std::string& dst, uint16_t port, const std::string& src = "",
+                 std::chrono::milliseconds wait = kDropWait);
+
+absl::StatusOr<UniqueFd> UdpBind(int netns, const std::string& addr, uint16_t port);
+// Sends `payload` from `netns` (bound to `src` when given).
+absl::Status UdpSend(int netns, const std::string& dst, uint16_t port, const std::string& payload,
+                     const std::string& src = "");
+// True when a datagram equal to `payload` arrives on `sock` within `wait`.
+bool UdpReceives(int sock, const std::string& payload, std::chrono::milliseconds wait = kDropWait);
+
+// Runs `nft <args>` inside `netns`, for asserting state only; returns stdout.
+absl::StatusOr<std::string> NftInNetns(int netns, const std::string& args);
+
+}  // namespace forkd::testing
