@@ -2,6 +2,8 @@
 
 #include <netinet/in.h>
 
+#include <algorithm>
+
 namespace forkd::netfilter {
 namespace {
 
@@ -71,7 +73,7 @@ std::string RenderRule(const Rule& r) {
 }
 
 std::string RenderAddTap(const TapRuleset& rs) {
-  const std::string t = std::string("inet ") + kTable;
+  const std::string t = "inet " + rs.names.table;
   std::string out;
   for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) {
     out += "add chain " + t + " " + c->name + "\n";
@@ -96,20 +98,23 @@ std::string RenderAddTap(const TapRuleset& rs) {
 }
 
 std::string RenderSkeleton(const SkeletonConfig& config) {
-  const std::string t = std::string("inet ") + kTable;
-  std::string out = "add table " + t + "\n";
-  out += "add chain " + t + " " + kForwardChain +
-         " { type filter hook forward priority 0; policy accept; }\n";
-  out += "add chain " + t + " " + kInputChain +
-         " { type filter hook input priority 0; policy accept; }\n";
-  for (const char* map : {kEgressMap, kInboundMap, kInputMap}) {
-    out += "add map " + t + " " + map + " { type ifname : verdict; }\n";
+  std::string out;
+  for (uint32_t shard = 0; shard < std::max(config.shards, 1U); ++shard) {
+    const std::string t = "inet " + ShardTableName(shard, config.shards);
+    out += "add table " + t + "\n";
+    out += "add chain " + t + " " + kForwardChain +
+           " { type filter hook forward priority 0; policy accept; }\n";
+    out += "add chain " + t + " " + kInputChain +
+           " { type filter hook input priority 0; policy accept; }\n";
+    for (const char* map : {kEgressMap, kInboundMap, kInputMap}) {
+      out += "add map " + t + " " + map + " { type ifname : verdict; }\n";
+    }
+    out += "flush chain " + t + " " + kForwardChain + "\n";
+    out += "flush chain " + t + " " + kInputChain + "\n";
+    out += "add rule " + t + " " + kForwardChain + " oifname vmap @" + kInboundMap + "\n";
+    out += "add rule " + t + " " + kForwardChain + " iifname vmap @" + kEgressMap + "\n";
+    out += "add rule " + t + " " + kInputChain + " iifname vmap @" + kInputMap + "\n";
   }
-  out += "flush chain " + t + " " + kForwardChain + "\n";
-  out += "flush chain " + t + " " + kInputChain + "\n";
-  out += "add rule " + t + " " + kForwardChain + " oifname vmap @" + kInboundMap + "\n";
-  out += "add rule " + t + " " + kForwardChain + " iifname vmap @" + kEgressMap + "\n";
-  out += "add rule " + t + " " + kInputChain + " iifname vmap @" + kInputMap + "\n";
   if (config.uplink) {
     const std::string n = std::string("inet ") + kNatTable;
     out += "add table " + n + "\n";

@@ -2,6 +2,7 @@
 
 #include <libnftnl/chain.h>
 #include <libnftnl/common.h>
+#include <libnftnl/table.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 
@@ -18,35 +19,47 @@ namespace {
 // Upper bound on messages per batch we size sequence numbers for.
 constexpr uint32_t kSeqWindow = 1U << 16;
 
-void AppendRules(Batch& b, const ChainSpec& chain, const std::string& tap) {
+void AppendRules(Batch& b, const std::string& table, const ChainSpec& chain,
+                 const std::string& tap) {
   for (size_t i = 0; i < chain.rules.size(); ++i) {
-    encode::NewRule(b, kTable, chain.name, chain.rules[i],
+    encode::NewRule(b, table, chain.name, chain.rules[i],
                     "add rule " + std::to_string(i + 1) + " (" + chain.rules[i].comment +
                         ") to chain " + chain.name + " of tap " + tap);
   }
 }
 
-struct ChainList {
-  std::string table;
-  std::vector<std::string> names;
-};
-
+// Chains of forkd's filter tables.
 int CollectChain(const nlmsghdr* nlh, void* data) {
-  auto* out = static_cast<ChainList*>(data);
+  auto* out = static_cast<std::vector<std::string>*>(data);
   CPtr<nftnl_chain, nftnl_chain_free> c(nftnl_chain_alloc());
   if (nftnl_chain_nlmsg_parse(nlh, c.get()) < 0) return MNL_CB_ERROR;
   const char* table = nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TABLE);
   const char* name = nftnl_chain_get_str(c.get(), NFTNL_CHAIN_NAME);
-  if (table != nullptr && name != nullptr && out->table == table) out->names.emplace_back(name);
+  if (table != nullptr && name != nullptr && IsForkdFilterTable(table)) out->emplace_back(name);
+  return MNL_CB_OK;
+}
+
+// Every forkd table (filter shards and NAT).
+int CollectTable(const nlmsghdr* nlh, void* data) {
+  auto* out = static_cast<std::vector<std::string>*>(data);
+  CPtr<nftnl_table, nftnl_table_free> t(nftnl_table_alloc());
+  if (nftnl_table_nlmsg_parse(nlh, t.get()) < 0) return MNL_CB_ERROR;
+  const char* name = nftnl_table_get_str(t.get(), NFTNL_TABLE_NAME);
+  if (name != nullptr && (IsForkdFilterTable(name) || std::string(name) == kNatTable)) {
+    out->emplace_back(name);
+  }
   return MNL_CB_OK;
 }
 
 }  // namespace
 
-absl::StatusOr<Nftables> Nftables::Open(int netns_fd) {
+absl::StatusOr<Nftables> Nftables::Open(int netns_fd, uint32_t shards) {
+  if (shards < 1 || shards > 256) return absl::InvalidArgumentError("shards must be 1..256");
   FORKD_ASSIGN_OR_RETURN(NetlinkSocket sock, NetlinkSocket::Open(netns_fd));
-  return Nftables(std::move(sock));
+  return Nftables(std::move(sock), shards);
 }
+
+std::string Nftables::TableFor(const std::string& tap) const { return ShardTable(tap, shards_); }
 
 Batch Nftables::NewBatch() { return Batch(sock_.NextSeq(kSeqWindow)); }
 
@@ -56,21 +69,29 @@ absl::Status Nftables::Commit(Batch& batch, const std::string& context) {
 
 absl::Status Nftables::EnsureSkeleton(const SkeletonConfig& config) {
   FORKD_RETURN_IF_ERROR(Validate(config));
+  if (config.shards != shards_) {
+    return absl::InvalidArgumentError("skeleton: " + std::to_string(config.shards) +
+                                      " shards requested but this handle was opened for " +
+                                      std::to_string(shards_));
+  }
   Batch b = NewBatch();
-  encode::NewTable(b, kTable);
-  encode::NewBaseChain(b, kTable, kForwardChain, {"filter", NF_INET_FORWARD, 0});
-  encode::NewBaseChain(b, kTable, kInputChain, {"filter", NF_INET_LOCAL_IN, 0});
-  for (const char* map : {kEgressMap, kInboundMap, kInputMap})
-    encode::NewDispatchMap(b, kTable, map);
-  // Flush and refill the base chains inside the transaction: a re-run never
-  // duplicates a dispatch rule and no packet sees an empty base chain.
-  encode::FlushChain(b, kTable, kForwardChain);
-  encode::FlushChain(b, kTable, kInputChain);
-  // Inbound first: its chains only `return` or drop, so a packet between two
-  // taps still meets the sender's egress chain afterwards.
-  encode::NewDispatchRule(b, kTable, kForwardChain, kInboundMap, /*by_output_interface=*/true);
-  encode::NewDispatchRule(b, kTable, kForwardChain, kEgressMap, /*by_output_interface=*/false);
-  encode::NewDispatchRule(b, kTable, kInputChain, kInputMap, /*by_output_interface=*/false);
+  for (uint32_t shard = 0; shard < shards_; ++shard) {
+    const std::string table = ShardTableName(shard, shards_);
+    encode::NewTable(b, table);
+    encode::NewBaseChain(b, table, kForwardChain, {"filter", NF_INET_FORWARD, 0});
+    encode::NewBaseChain(b, table, kInputChain, {"filter", NF_INET_LOCAL_IN, 0});
+    for (const char* map : {kEgressMap, kInboundMap, kInputMap})
+      encode::NewDispatchMap(b, table, map);
+    // Flush and refill the base chains inside the transaction: a re-run never
+    // duplicates a dispatch rule and no packet sees an empty base chain.
+    encode::FlushChain(b, table, kForwardChain);
+    encode::FlushChain(b, table, kInputChain);
+    // Inbound first: its chains only `return` or drop, so a packet between two
+    // taps still meets the sender's egress chain afterwards.
+    encode::NewDispatchRule(b, table, kForwardChain, kInboundMap, /*by_output_interface=*/true);
+    encode::NewDispatchRule(b, table, kForwardChain, kEgressMap, /*by_output_interface=*/false);
+    encode::NewDispatchRule(b, table, kInputChain, kInputMap, /*by_output_interface=*/false);
+  }
   if (config.uplink) {
     encode::NewTable(b, kNatTable);
     encode::NewBaseChain(b, kNatTable, kPostroutingChain, {"nat", NF_INET_POST_ROUTING, 100});
@@ -84,34 +105,35 @@ absl::Status Nftables::EnsureSkeleton(const SkeletonConfig& config) {
 }
 
 absl::Status Nftables::RemoveAll() {
-  // Tables that do not exist are not an error: "remove all" is the crash
-  // recovery path and must work on a clean namespace too.
-  for (const char* table : {kTable, kNatTable}) {
-    Batch b = NewBatch();
-    encode::NewTable(b, table);  // make the delete unconditional in one batch
-    encode::DelTable(b, table);
-    FORKD_RETURN_IF_ERROR(Commit(b, std::string("remove table ") + table));
-  }
-  return absl::OkStatus();
+  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_DUMP,
+                                        sock_.NextSeq(1));
+  std::vector<std::string> tables;
+  FORKD_RETURN_IF_ERROR(sock_.Dump(nlh, CollectTable, &tables, "remove all: list tables"));
+  if (tables.empty()) return absl::OkStatus();  // crash recovery on a clean namespace
+  Batch b = NewBatch();
+  for (const std::string& table : tables) encode::DelTable(b, table);
+  return Commit(b, "remove all");
 }
 
 void Nftables::AppendAddTap(Batch& b, const TapRuleset& rs) {
+  const std::string& t = rs.names.table;
   for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) {
-    encode::NewChain(b, kTable, c->name, /*exclusive=*/true);
+    encode::NewChain(b, t, c->name, /*exclusive=*/true);
   }
-  for (const std::string& counter : rs.counters) encode::NewCounter(b, kTable, counter, true);
-  for (const PinSetSpec& set : rs.pin_sets) encode::NewPinSet(b, kTable, set, true);
-  for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) AppendRules(b, *c, rs.tap);
+  for (const std::string& counter : rs.counters) encode::NewCounter(b, t, counter, true);
+  for (const PinSetSpec& set : rs.pin_sets) encode::NewPinSet(b, t, set, true);
+  for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) AppendRules(b, t, *c, rs.tap);
   // Dispatch last: the tap is governed from the moment the transaction
   // commits, and never jumps into a chain that is still being filled.
-  encode::NewDispatchElement(b, kTable, kEgressMap, rs.tap, rs.names.egress_chain);
-  encode::NewDispatchElement(b, kTable, kInboundMap, rs.tap, rs.names.inbound_chain);
-  encode::NewDispatchElement(b, kTable, kInputMap, rs.tap, rs.names.input_chain);
+  encode::NewDispatchElement(b, t, kEgressMap, rs.tap, rs.names.egress_chain);
+  encode::NewDispatchElement(b, t, kInboundMap, rs.tap, rs.names.inbound_chain);
+  encode::NewDispatchElement(b, t, kInputMap, rs.tap, rs.names.input_chain);
 }
 
 absl::Status Nftables::AddTap(const TapPolicy& policy) {
   FORKD_RETURN_IF_ERROR(Validate(policy));
-  const TapRuleset rs = BuildTapRuleset(policy);
+  const TapRuleset rs = BuildTapRuleset(policy, TableFor(policy.tap));
   Batch b = NewBatch();
   AppendAddTap(b, rs);
   return Commit(b, "add tap " + policy.tap);
@@ -119,31 +141,31 @@ absl::Status Nftables::AddTap(const TapPolicy& policy) {
 
 absl::Status Nftables::ReplaceTap(const TapPolicy& policy) {
   FORKD_RETURN_IF_ERROR(Validate(policy));
-  const TapRuleset rs = BuildTapRuleset(policy);
+  const TapRuleset rs = BuildTapRuleset(policy, TableFor(policy.tap));
   Batch b = NewBatch();
-  for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) {
-    encode::FlushChain(b, kTable, c->name);
-  }
-  for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) AppendRules(b, *c, rs.tap);
+  const std::string& t = rs.names.table;
+  for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) encode::FlushChain(b, t, c->name);
+  for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) AppendRules(b, t, *c, rs.tap);
   return Commit(b, "replace policy of tap " + policy.tap);
 }
 
 absl::Status Nftables::RemoveTap(std::string_view tap_view) {
   const std::string tap(tap_view);
   FORKD_RETURN_IF_ERROR(ValidateName("tap", tap, kMaxTapNameLength));
-  const TapObjectNames n = NamesFor(tap);
+  const TapObjectNames n = NamesFor(tap, TableFor(tap));
+  const std::string& t = n.table;
   Batch b = NewBatch();
   // Elements first: they hold references to the chains.
-  encode::DelDispatchElement(b, kTable, kEgressMap, tap);
-  encode::DelDispatchElement(b, kTable, kInboundMap, tap);
-  encode::DelDispatchElement(b, kTable, kInputMap, tap);
+  encode::DelDispatchElement(b, t, kEgressMap, tap);
+  encode::DelDispatchElement(b, t, kInboundMap, tap);
+  encode::DelDispatchElement(b, t, kInputMap, tap);
   for (const std::string* chain : {&n.egress_chain, &n.inbound_chain, &n.input_chain}) {
-    encode::DelChain(b, kTable, *chain);
+    encode::DelChain(b, t, *chain);
   }
-  encode::DelSet(b, kTable, n.pin_set_v4);
-  encode::DelSet(b, kTable, n.pin_set_v6);
-  encode::DelCounter(b, kTable, n.tx_counter);
-  encode::DelCounter(b, kTable, n.spoof_counter);
+  encode::DelSet(b, t, n.pin_set_v4);
+  encode::DelSet(b, t, n.pin_set_v6);
+  encode::DelCounter(b, t, n.tx_counter);
+  encode::DelCounter(b, t, n.spoof_counter);
   return Commit(b, "remove tap " + tap);
 }
 
@@ -152,10 +174,10 @@ absl::StatusOr<std::vector<std::string>> Nftables::ListTaps() {
   const uint32_t seq = sock_.NextSeq(1);
   nlmsghdr* nlh =
       nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETCHAIN, NFPROTO_INET, NLM_F_DUMP, seq);
-  ChainList chains{kTable, {}};
+  std::vector<std::string> chains;
   FORKD_RETURN_IF_ERROR(sock_.Dump(nlh, CollectChain, &chains, "list taps"));
   std::vector<std::string> taps;
-  for (const std::string& chain : chains.names) {
+  for (const std::string& chain : chains) {
     if (auto tap = TapFromEgressChain(chain)) taps.push_back(*tap);
   }
   std::sort(taps.begin(), taps.end());
@@ -176,10 +198,10 @@ absl::Status Nftables::Pin(std::string_view tap_view, const std::vector<netfilte
     list.push_back({p.address, p.port, static_cast<uint64_t>(p.timeout.count())});
   }
   if (v4.empty() && v6.empty()) return absl::OkStatus();
-  const TapObjectNames n = NamesFor(tap);
+  const TapObjectNames n = NamesFor(tap, TableFor(tap));
   Batch b = NewBatch();
-  if (!v4.empty()) encode::NewPinElements(b, kTable, n.pin_set_v4, Family::kV4, v4);
-  if (!v6.empty()) encode::NewPinElements(b, kTable, n.pin_set_v6, Family::kV6, v6);
+  if (!v4.empty()) encode::NewPinElements(b, n.table, n.pin_set_v4, Family::kV4, v4);
+  if (!v6.empty()) encode::NewPinElements(b, n.table, n.pin_set_v6, Family::kV6, v6);
   return Commit(b, "pin destinations for tap " + tap);
 }
 

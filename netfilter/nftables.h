@@ -28,7 +28,12 @@ class Nftables {
  public:
   // Binds to the network namespace `netns_fd` (negative: the caller's own).
   // The namespace is captured at open time; the calling thread is unchanged.
-  static absl::StatusOr<Nftables> Open(int netns_fd = -1);
+  // `shards`: how many filter tables taps are spread over (ruleset.h,
+  // ShardTable); must match SkeletonConfig::shards.
+  static absl::StatusOr<Nftables> Open(int netns_fd = -1, uint32_t shards = 1);
+
+  // The filter table `tap` lives in.
+  std::string TableFor(const std::string& tap) const;
 
   // Creates the shared skeleton if missing: table, base chains `forward` and
   // `input` (policy accept) each with only the dispatch rules, the three
@@ -37,7 +42,8 @@ class Nftables {
   // own rules, inside the same transaction.
   absl::Status EnsureSkeleton(const SkeletonConfig& config);
 
-  // Removes the skeleton and everything in it (every tap of this namespace).
+  // Removes every forkd table and everything in it (every tap of this
+  // namespace, whatever shard count installed it). No-op on a clean namespace.
   absl::Status RemoveAll();
 
   // Installs a tap: its egress, inbound and input chains, pin sets, counters
@@ -67,8 +73,9 @@ class Nftables {
   absl::Status Commit(Batch& batch, const std::string& context);
 
  private:
-  explicit Nftables(NetlinkSocket sock) : sock_(std::move(sock)) {}
+  Nftables(NetlinkSocket sock, uint32_t shards) : sock_(std::move(sock)), shards_(shards) {}
   NetlinkSocket sock_;
+  uint32_t shards_;
 };
 
 }  // namespace forkd::netfilter

@@ -217,9 +217,27 @@ std::optional<Family> Rule::family() const {
   return only_family;
 }
 
-TapObjectNames NamesFor(const std::string& tap) {
+std::string ShardTableName(uint32_t index, uint32_t shards) {
+  if (shards <= 1) return kTable;
+  return std::string(kTable) + "_s" + std::to_string(index);
+}
+
+std::string ShardTable(const std::string& tap, uint32_t shards) {
+  // FNV-1a: stable across builds and processes, unlike std::hash.
+  uint32_t h = 2166136261U;
+  for (unsigned char c : tap) h = (h ^ c) * 16777619U;
+  return ShardTableName(shards <= 1 ? 0 : h % shards, shards);
+}
+
+bool IsForkdFilterTable(const std::string& table) {
+  const std::string shard_prefix = std::string(kTable) + "_s";
+  return table == kTable || table.compare(0, shard_prefix.size(), shard_prefix) == 0;
+}
+
+TapObjectNames NamesFor(const std::string& tap, const std::string& table) {
   const std::string base = kTapPrefix + tap;
   return TapObjectNames{
+      .table = table,
       .egress_chain = base + kEgressSuffix,
       .inbound_chain = base + "_inbound",
       .input_chain = base + "_input",
@@ -239,10 +257,10 @@ std::optional<std::string> TapFromEgressChain(const std::string& chain) {
   return chain.substr(prefix.size(), chain.size() - prefix.size() - suffix.size());
 }
 
-TapRuleset BuildTapRuleset(const TapPolicy& policy) {
+TapRuleset BuildTapRuleset(const TapPolicy& policy, const std::string& table) {
   TapRuleset r;
   r.tap = policy.tap;
-  r.names = NamesFor(policy.tap);
+  r.names = NamesFor(policy.tap, table);
   r.egress = BuildEgress(policy, r.names);
   r.inbound = BuildInbound(r.names);
   r.input = BuildInput(policy, r.names);
@@ -255,6 +273,10 @@ TapRuleset BuildTapRuleset(const TapPolicy& policy) {
 }
 
 absl::Status Validate(const SkeletonConfig& config) {
+  if (config.shards < 1 || config.shards > 256) {
+    return absl::InvalidArgumentError("skeleton: shards must be 1..256, got " +
+                                      std::to_string(config.shards));
+  }
   if (config.uplink) {
     FORKD_RETURN_IF_ERROR(ValidateName("uplink", *config.uplink, kMaxTapNameLength));
     if (config.guest_subnets.empty()) {

@@ -15,7 +15,7 @@
 namespace forkd::netfilter {
 
 // Names of the shared objects (one set per network namespace).
-inline constexpr char kTable[] = "forkd";         // inet: filtering
+inline constexpr char kTable[] = "forkd";         // inet: filtering (the only shard by default)
 inline constexpr char kNatTable[] = "forkd_nat";  // inet: masquerade
 inline constexpr char kForwardChain[] = "forward";
 inline constexpr char kInputChain[] = "input";
@@ -59,12 +59,24 @@ struct PinSetSpec {
   uint32_t max_elements;
 };
 
+// The filter table ("shard") a tap lives in. One table serves a pod
+// namespace (one tap); a namespace holding many taps spreads them over
+// `shards` tables because the kernel re-validates a whole table, every chain
+// of every tap in it, on each change that touches a rule or a jump: with 1000
+// taps in one table every install costs ~12 ms, with 32 shards ~1/32 of that.
+// Each existing shard costs forwarded packets one more base chain, so the
+// count is the operator's trade-off (SkeletonConfig::shards).
+std::string ShardTable(const std::string& tap, uint32_t shards);
+std::string ShardTableName(uint32_t index, uint32_t shards);
+bool IsForkdFilterTable(const std::string& table);
+
 struct TapObjectNames {
+  std::string table;
   std::string egress_chain, inbound_chain, input_chain;
   std::string pin_set_v4, pin_set_v6;
   std::string tx_counter, spoof_counter;
 };
-TapObjectNames NamesFor(const std::string& tap);
+TapObjectNames NamesFor(const std::string& tap, const std::string& table = kTable);
 // The tap a chain name belongs to, if it is a per-tap egress chain.
 std::optional<std::string> TapFromEgressChain(const std::string& chain);
 
@@ -79,7 +91,7 @@ struct TapRuleset {
 };
 
 // `policy` must have passed Validate().
-TapRuleset BuildTapRuleset(const TapPolicy& policy);
+TapRuleset BuildTapRuleset(const TapPolicy& policy, const std::string& table = kTable);
 
 // Shared skeleton configuration.
 struct SkeletonConfig {
@@ -87,6 +99,8 @@ struct SkeletonConfig {
   // No uplink: no NAT table is installed (and an existing one is left alone).
   std::optional<std::string> uplink;
   std::vector<Cidr> guest_subnets;
+  // Filter tables to spread taps over (see ShardTable); 1..256.
+  uint32_t shards = 1;
 };
 
 absl::Status Validate(const SkeletonConfig& config);

@@ -2,6 +2,8 @@
 
 #include <netinet/in.h>
 
+#include <set>
+
 #include "gtest/gtest.h"
 #include "netfilter/nft_text.h"
 
@@ -189,6 +191,21 @@ TEST(Names, DerivedFromTapAndRecoverable) {
   EXPECT_FALSE(TapFromEgressChain("forward"));
   EXPECT_FALSE(TapFromEgressChain("tap__egress"));
   EXPECT_FALSE(TapFromEgressChain("tap_sbt0_input"));
+}
+
+TEST(Shards, StableSpreadAndNaming) {
+  EXPECT_EQ(ShardTable("sbt0", 1), "forkd");
+  EXPECT_EQ(ShardTable("sbt0", 32), ShardTable("sbt0", 32));
+  std::set<std::string> used;
+  for (int i = 0; i < 1000; ++i) used.insert(ShardTable("s" + std::to_string(i), 32));
+  EXPECT_EQ(used.size(), 32u);  // 1000 taps reach every shard
+  EXPECT_TRUE(IsForkdFilterTable("forkd"));
+  EXPECT_TRUE(IsForkdFilterTable(ShardTableName(7, 32)));
+  EXPECT_FALSE(IsForkdFilterTable("forkd_nat"));
+  EXPECT_FALSE(IsForkdFilterTable("filter"));
+  EXPECT_EQ(BuildTapRuleset(Base(), "forkd_s3").names.table, "forkd_s3");
+  EXPECT_FALSE(Validate(SkeletonConfig{.shards = 0}).ok());
+  EXPECT_FALSE(Validate(SkeletonConfig{.shards = 257}).ok());
 }
 
 TEST(Skeleton, ValidatesUplinkAndSubnets) {

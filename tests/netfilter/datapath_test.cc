@@ -244,11 +244,11 @@ TEST_F(DatapathTest, FailedBatchLeavesNothingHalfInstalled) {
   p.tap = "sbt9";
   const std::string before = Ruleset();
   netfilter::Batch batch = nft_->NewBatch();
-  nft_->AppendAddTap(batch, netfilter::BuildTapRuleset(p));
+  nft_->AppendAddTap(batch, netfilter::BuildTapRuleset(p, nft_->TableFor(p.tap)));
   // A last message the kernel must refuse: a rule for a chain that does not exist.
   netfilter::Rule accept;
   accept.verdict = netfilter::Verdict::kAccept;
-  netfilter::encode::NewRule(batch, netfilter::kTable, "no_such_chain", accept, "poison rule");
+  netfilter::encode::NewRule(batch, nft_->TableFor("sbt9"), "no_such_chain", accept, "poison rule");
   absl::Status s = nft_->Commit(batch, "add tap sbt9");
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
   EXPECT_NE(std::string(s.message()).find("poison rule"), std::string::npos) << s;
@@ -300,6 +300,31 @@ TEST_F(DatapathTest, ClearErrorsForExistingAndUnknownTaps) {
   EXPECT_NE(std::string(rm.message()).find("remove tap ghost"), std::string::npos) << rm;
   // The failed calls changed nothing.
   EXPECT_EQ(FromGuest(0, kAllowedHost, 443), Reach::kConnected);
+}
+
+TEST_F(DatapathTest, ShardedTablesFenceEachTapAndListTogether) {
+  ASSERT_OK(nft_->RemoveAll());
+  auto sharded = Nftables::Open(topo_.pod.get(), 4);
+  ASSERT_OK(sharded.status());
+  ASSERT_OK(sharded->EnsureSkeleton(
+      {.uplink = kUplink, .guest_subnets = {*Cidr::Parse("10.200.0.0/16")}, .shards = 4}));
+  ASSERT_NE(sharded->TableFor("sbt0"), sharded->TableFor("sbt1"));  // the two taps hash apart
+  ASSERT_OK(sharded->AddTap(PolicyA()));
+  ASSERT_OK(sharded->AddTap(PolicyB()));
+  EXPECT_EQ(FromGuest(0, kAllowedHost, 443), Reach::kConnected);
+  EXPECT_EQ(FromGuest(0, kOtherHost, 443), Reach::kTimedOut);
+  EXPECT_EQ(FromGuest(1, kOtherHost, 443), Reach::kConnected);
+  EXPECT_EQ(FromGuest(1, kAllowedHost, 443), Reach::kTimedOut);
+  auto taps = sharded->ListTaps();
+  ASSERT_OK(taps.status());
+  EXPECT_EQ(*taps, (std::vector<std::string>{"sbt0", "sbt1"}));
+  // A handle opened with another shard count is refused, not silently wrong.
+  EXPECT_FALSE(
+      nft_->EnsureSkeleton(
+              {.uplink = kUplink, .guest_subnets = {*Cidr::Parse("10.200.0.0/16")}, .shards = 4})
+          .ok());
+  ASSERT_OK(nft_->RemoveAll());
+  EXPECT_EQ(Ruleset().find("forkd"), std::string::npos);
 }
 
 TEST_F(DatapathTest, RemoveAllLeavesAnEmptyRuleset) {
