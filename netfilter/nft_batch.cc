@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "common/errno_status.h"
@@ -17,8 +19,12 @@
 namespace forkd::netfilter {
 namespace {
 
-// Enough for the largest single message we build (a rule with ~20 expressions).
+// Enough for the largest single message we build (a rule with ~20
+// expressions, or a set with a few hundred elements).
 constexpr size_t kMaxMessage = 16 * 1024;
+// Holds a typical per-tap batch without growing.
+constexpr size_t kInitialBatch = 64 * 1024;
+constexpr size_t kReceiveBuffer = 64 * 1024;
 // Socket buffers large enough for a batch of thousands of messages and the
 // error answers to all of them.
 constexpr int kSocketBuffer = 8 * 1024 * 1024;
@@ -26,28 +32,37 @@ constexpr int kSocketBuffer = 8 * 1024 * 1024;
 }  // namespace
 
 Batch::Batch(uint32_t first_seq) : first_seq_(first_seq), seq_(first_seq) {
-  buf_.resize(kMaxMessage);
-  nlmsghdr* nlh = nftnl_batch_begin(buf_.data(), seq_++);
+  Reserve(kInitialBatch);
+  nlmsghdr* nlh = nftnl_batch_begin(buf_.get(), seq_++);
   used_ = NLMSG_ALIGN(nlh->nlmsg_len);
 }
 
+void Batch::Reserve(size_t bytes) {
+  if (capacity_ >= bytes) return;
+  const size_t capacity = std::max(bytes, 2 * capacity_);
+  auto grown = std::make_unique_for_overwrite<char[]>(capacity);
+  if (used_ > 0) std::memcpy(grown.get(), buf_.get(), used_);
+  buf_ = std::move(grown);
+  capacity_ = capacity;
+}
+
 nlmsghdr* Batch::Begin(uint16_t type, uint16_t flags, std::string what) {
-  if (buf_.size() < used_ + kMaxMessage) buf_.resize(2 * buf_.size() + kMaxMessage);
+  // No zeroing needed: libmnl clears each header and every attribute's padding.
+  Reserve(used_ + kMaxMessage);
   what_.push_back(std::move(what));
-  return nftnl_nlmsg_build_hdr(buf_.data() + used_, type, NFPROTO_INET, flags, seq_++);
+  return nftnl_nlmsg_build_hdr(buf_.get() + used_, type, NFPROTO_INET, flags, seq_++);
 }
 
 void Batch::Commit(const nlmsghdr* nlh) { used_ += NLMSG_ALIGN(nlh->nlmsg_len); }
 
-const std::vector<char>& Batch::Finish() {
+std::span<const char> Batch::Finish() {
   if (!finished_) {
-    if (buf_.size() < used_ + kMaxMessage) buf_.resize(used_ + kMaxMessage);
-    nlmsghdr* nlh = nftnl_batch_end(buf_.data() + used_, seq_++);
+    Reserve(used_ + kMaxMessage);
+    nlmsghdr* nlh = nftnl_batch_end(buf_.get() + used_, seq_++);
     used_ += NLMSG_ALIGN(nlh->nlmsg_len);
-    buf_.resize(used_);
     finished_ = true;
   }
-  return buf_;
+  return {buf_.get(), used_};
 }
 
 const std::string* Batch::Describe(uint32_t seq) const {
@@ -55,19 +70,26 @@ const std::string* Batch::Describe(uint32_t seq) const {
   return &what_[seq - first_seq_ - 1];
 }
 
-NetlinkSocket::NetlinkSocket(mnl_socket* s) : sock_(s), portid_(mnl_socket_get_portid(s)) {
+NetlinkSocket::NetlinkSocket(mnl_socket* s)
+    : sock_(s),
+      rx_(std::make_unique_for_overwrite<char[]>(kReceiveBuffer)),
+      portid_(mnl_socket_get_portid(s)) {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
   seq_ = static_cast<uint32_t>(ts.tv_nsec);
 }
 
 NetlinkSocket::NetlinkSocket(NetlinkSocket&& o) noexcept
-    : sock_(std::exchange(o.sock_, nullptr)), portid_(o.portid_), seq_(o.seq_) {}
+    : sock_(std::exchange(o.sock_, nullptr)),
+      rx_(std::move(o.rx_)),
+      portid_(o.portid_),
+      seq_(o.seq_) {}
 
 NetlinkSocket& NetlinkSocket::operator=(NetlinkSocket&& o) noexcept {
   if (this != &o) {
     if (sock_ != nullptr) mnl_socket_close(sock_);
     sock_ = std::exchange(o.sock_, nullptr);
+    rx_ = std::move(o.rx_);
     portid_ = o.portid_;
     seq_ = o.seq_;
   }
@@ -108,7 +130,7 @@ uint32_t NetlinkSocket::NextSeq(uint32_t count) {
 }
 
 absl::Status NetlinkSocket::Send(Batch& batch, const std::string& context) {
-  const std::vector<char>& bytes = batch.Finish();
+  const std::span<const char> bytes = batch.Finish();
   if (mnl_socket_sendto(sock_, bytes.data(), bytes.size()) < 0) {
     return ErrnoStatus(errno, context + ": send batch");
   }
@@ -116,17 +138,16 @@ absl::Status NetlinkSocket::Send(Batch& batch, const std::string& context) {
   // every error answer is queued by now; only errors are answered (no
   // NLM_F_ACK), so an empty queue means the whole batch committed.
   const int fd = mnl_socket_get_fd(sock_);
-  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE * 4);
   uint32_t first_bad_seq = 0;
   int first_bad_err = 0;
   for (;;) {
-    const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+    const ssize_t n = ::recv(fd, rx_.get(), kReceiveBuffer, MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       if (errno == EINTR) continue;
       return ErrnoStatus(errno, context + ": read batch answers");
     }
-    auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
+    auto* nlh = reinterpret_cast<const nlmsghdr*>(rx_.get());
     int len = static_cast<int>(n);
     for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
       if (nlh->nlmsg_type != NLMSG_ERROR) continue;
@@ -148,11 +169,10 @@ absl::Status NetlinkSocket::Dump(const nlmsghdr* request, mnl_cb_t cb, void* dat
   if (mnl_socket_sendto(sock_, request, request->nlmsg_len) < 0) {
     return ErrnoStatus(errno, context + ": send dump request");
   }
-  std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE * 4);
   for (;;) {
-    const ssize_t n = mnl_socket_recvfrom(sock_, buf.data(), buf.size());
+    const ssize_t n = mnl_socket_recvfrom(sock_, rx_.get(), kReceiveBuffer);
     if (n < 0) return ErrnoStatus(errno, context + ": read dump");
-    const int ret = mnl_cb_run(buf.data(), n, request->nlmsg_seq, portid_, cb, data);
+    const int ret = mnl_cb_run(rx_.get(), n, request->nlmsg_seq, portid_, cb, data);
     if (ret < 0) return ErrnoStatus(errno, context);
     if (ret == MNL_CB_STOP) return absl::OkStatus();
   }

@@ -34,7 +34,9 @@ constexpr uint32_t kByteorderHost = 1;
 constexpr uint32_t kCtEstablished = 1U << 1;
 constexpr uint32_t kCtRelated = 1U << 2;
 
-constexpr uint32_t kRegSize32 = 4;  // concatenation fields start on 32-bit registers
+constexpr uint32_t kRegSize32 = 4;
+// The kernel names an anonymous set itself, replacing %d.
+constexpr char kAnonymousSet[] = "__set%d";  // concatenation fields start on 32-bit registers
 
 using TablePtr = CPtr<nftnl_table, nftnl_table_free>;
 using ChainPtr = CPtr<nftnl_chain, nftnl_chain_free>;
@@ -93,10 +95,11 @@ class RuleBuilder {
     nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, key);
     nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
   }
-  void Lookup(uint32_t sreg, const std::string& set, bool is_map) {
+  void Lookup(uint32_t sreg, const std::string& set, bool is_map, uint32_t set_id = 0) {
     nftnl_expr* e = New("lookup");
     nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, sreg);
     nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set.c_str());
+    if (set_id != 0) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, set_id);
     if (is_map) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, NFT_REG_VERDICT);
   }
   void CounterRef(const std::string& name) {
@@ -115,9 +118,12 @@ class RuleBuilder {
   void Address(const Cidr& c, bool source, bool negate) {
     const bool v4 = c.family() == Family::kV4;
     const uint32_t offset = v4 ? (source ? 12 : 16) : (source ? 8 : 24);
-    const auto len = static_cast<uint32_t>(c.address.size());
+    // A byte-aligned prefix compares only its leading bytes: one expression
+    // fewer than load + mask + compare, as nft itself encodes it.
+    const bool aligned = c.prefix % 8 == 0;
+    const auto len = static_cast<uint32_t>(aligned ? c.prefix / 8 : c.address.size());
     Payload(NFT_PAYLOAD_NETWORK_HEADER, offset, len, NFT_REG_1);
-    if (c.prefix < c.address.max_prefix()) {
+    if (!aligned) {
       const auto mask = c.Mask();
       Mask(mask.data(), len);
     }
@@ -139,7 +145,9 @@ void EncodeFamily(RuleBuilder& rb, Family f) {
   rb.Cmp(NFT_CMP_EQ, &proto, sizeof(proto));
 }
 
-void EncodeRule(RuleBuilder& rb, const Rule& r) {
+uint32_t NewPortSet(Batch& b, const std::string& table, const std::vector<PortRange>& ports);
+
+void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule& r) {
   if (auto f = r.family()) EncodeFamily(rb, *f);
   if (r.saddr) rb.Address(*r.saddr, /*source=*/true, r.saddr_negate);
   if (r.daddr && r.daddr->prefix > 0) rb.Address(*r.daddr, /*source=*/false, false);
@@ -152,14 +160,18 @@ void EncodeRule(RuleBuilder& rb, const Rule& r) {
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
     rb.Cmp(NFT_CMP_EQ, &*r.icmpv6_type, 1);
   }
-  if (r.dport && !r.pin_set) {
+  if (r.dports.size() == 1) {
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
-    const uint16_t first = htobe16(r.dport->first);
-    if (r.dport->first == r.dport->last) {
+    const uint16_t first = htobe16(r.dports[0].first);
+    if (r.dports[0].first == r.dports[0].last) {
       rb.Cmp(NFT_CMP_EQ, &first, sizeof(first));
     } else {
-      rb.Range(first, htobe16(r.dport->last));
+      rb.Range(first, htobe16(r.dports[0].last));
     }
+  } else if (r.dports.size() > 1) {
+    const uint32_t set_id = NewPortSet(b, table, r.dports);
+    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
+    rb.Lookup(NFT_REG_1, kAnonymousSet, /*is_map=*/false, set_id);
   }
   if (r.ct_established_related) {
     const uint32_t mask = kCtEstablished | kCtRelated;
@@ -217,7 +229,9 @@ SetPtr NamedSet(const std::string& table, const std::string& name) {
 void AddSetMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::string what) {
   // The kernel requires a transaction-unique id on every new set; the
   // message's sequence number is one.
-  if (type == NFT_MSG_NEWSET) nftnl_set_set_u32(s, NFTNL_SET_ID, b.next_seq());
+  if (type == NFT_MSG_NEWSET && !nftnl_set_is_set(s, NFTNL_SET_ID)) {
+    nftnl_set_set_u32(s, NFTNL_SET_ID, b.next_seq());
+  }
   nlmsghdr* nlh = b.Begin(type, flags, std::move(what));
   nftnl_set_nlmsg_build_payload(nlh, s);
   b.Commit(nlh);
@@ -227,6 +241,44 @@ void AddElemsMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std:
   nlmsghdr* nlh = b.Begin(type, flags, std::move(what));
   nftnl_set_elems_nlmsg_build_payload(nlh, s);
   b.Commit(nlh);
+}
+
+// An anonymous, constant interval set of ports for one rule, created in the
+// same transaction; returns its transaction id for the rule's lookup.
+uint32_t NewPortSet(Batch& b, const std::string& table, const std::vector<PortRange>& ports) {
+  const uint32_t id = b.next_seq();
+  SetPtr s = NamedSet(table, kAnonymousSet);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS,
+                    NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_INTERVAL);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, kTypeInetService);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, 2);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_ID, id);
+  auto add = [&](uint16_t port, bool end) {
+    const uint16_t key = htobe16(port);
+    nftnl_set_elem* e = nftnl_set_elem_alloc();
+    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, &key, sizeof(key));
+    if (end) nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+    nftnl_set_elem_add(s.get(), e);
+  };
+  // Intervals as nft encodes them: [first, last+1) with an explicit end
+  // element, and a leading end at 0 when the first range does not start there.
+  uint32_t count = 0;
+  if (ports.front().first > 0) {
+    add(0, true);
+    ++count;
+  }
+  for (const PortRange& r : ports) {
+    add(r.first, false);
+    ++count;
+    if (r.last < UINT16_MAX) {
+      add(static_cast<uint16_t>(r.last + 1), true);
+      ++count;
+    }
+  }
+  nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, count);
+  AddSetMessage(b, s.get(), NFT_MSG_NEWSET, kCreate, "add anonymous port set");
+  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreate, "add ports to anonymous set");
+  return id;
 }
 
 }  // namespace
@@ -295,7 +347,7 @@ void NewRule(Batch& b, const std::string& table, const std::string& chain, const
   nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
   nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
   RuleBuilder rb(r.get());
-  EncodeRule(rb, rule);
+  EncodeRule(b, table, rb, rule);
   if (!rule.comment.empty()) {
     UdataPtr ud(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
     nftnl_udata_put_strz(ud.get(), NFTNL_UDATA_RULE_COMMENT, rule.comment.c_str());

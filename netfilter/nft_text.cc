@@ -62,7 +62,12 @@ std::string RenderRule(const Rule& r) {
   for (const Cidr& c : r.daddr_not) Append(out, Ip(c.family()) + " daddr != " + Prefix(c));
   if (r.l4proto) Append(out, "meta l4proto " + Proto(*r.l4proto));
   if (r.icmpv6_type) Append(out, "icmpv6 type " + std::to_string(*r.icmpv6_type));
-  if (r.dport && !r.pin_set) Append(out, "th dport " + ToString(*r.dport));
+  if (r.dports.size() == 1) Append(out, "th dport " + ToString(r.dports[0]));
+  if (r.dports.size() > 1) {
+    std::string set;
+    for (const PortRange& p : r.dports) set += (set.empty() ? "" : ", ") + ToString(p);
+    Append(out, "th dport { " + set + " }");
+  }
   if (r.ct_established_related) Append(out, "ct state established,related");
   if (r.pin_set) Append(out, Ip(*r.pin_family) + " daddr . th dport @" + *r.pin_set);
   if (r.oifname) Append(out, "oifname \"" + *r.oifname + "\"");

@@ -33,7 +33,8 @@ struct Rule {
   std::optional<Cidr> daddr;
   std::vector<Cidr> daddr_not;  // and the destination is in none of these
   std::optional<uint8_t> l4proto;
-  std::optional<PortRange> dport;
+  // Destination ports (sorted, disjoint); several become one anonymous set.
+  std::vector<PortRange> dports;
   std::optional<uint8_t> icmpv6_type;
   bool ct_established_related = false;
   std::optional<Family> only_family;   // bare `meta nfproto` match (no address field)

@@ -19,8 +19,8 @@ TapPolicy Base() {
 }
 
 bool IsUnconditional(const Rule& r) {
-  return !r.saddr && !r.daddr && r.daddr_not.empty() && !r.l4proto && !r.dport && !r.icmpv6_type &&
-         !r.ct_established_related && !r.only_family && !r.pin_set && !r.oifname;
+  return !r.saddr && !r.daddr && r.daddr_not.empty() && !r.l4proto && r.dports.empty() &&
+         !r.icmpv6_type && !r.ct_established_related && !r.only_family && !r.pin_set && !r.oifname;
 }
 
 std::vector<std::string> Render(const ChainSpec& c) {
@@ -69,7 +69,7 @@ TEST(Ruleset, NoAcceptBeforeAntiSpoofAndMetadataExceptResolver) {
   ASSERT_GT(metadata, 2u);
   for (size_t i = 0; i < metadata; ++i) {
     if (rules[i].verdict != Verdict::kAccept) continue;
-    EXPECT_EQ(rules[i].dport->first, 53) << RenderRule(rules[i]);
+    EXPECT_EQ(rules[i].dports.at(0).first, 53) << RenderRule(rules[i]);
     EXPECT_EQ(rules[i].daddr->ToString(), "169.254.1.1/32");
   }
 }
@@ -115,7 +115,7 @@ TEST(Ruleset, AllowRuleWithoutPortsAllowsEveryPortAndProtocol) {
     if (r.daddr && r.daddr->ToString() == "198.51.100.7/32") {
       ++matching;
       EXPECT_FALSE(r.l4proto);
-      EXPECT_FALSE(r.dport);
+      EXPECT_TRUE(r.dports.empty());
       EXPECT_EQ(r.verdict, Verdict::kAccept);
     }
   }
@@ -124,17 +124,17 @@ TEST(Ruleset, AllowRuleWithoutPortsAllowsEveryPortAndProtocol) {
 
 TEST(Ruleset, AllowRuleWithPortsAllowsOnlyThosePorts) {
   TapPolicy p = Base();
-  p.allow = {{*Cidr::Parse("203.0.113.0/24"), Protocol::kAny, {{443, 443}, {8000, 8080}}}};
+  p.allow = {
+      {*Cidr::Parse("203.0.113.0/24"), Protocol::kAny, {{8000, 8080}, {443, 443}, {8081, 8090}}}};
   std::vector<std::string> got;
   for (const Rule& r : BuildTapRuleset(p).egress.rules) {
     if (r.daddr && r.daddr->ToString() == "203.0.113.0/24") got.push_back(RenderRule(r));
   }
-  const std::string c = " accept comment \"allow 203.0.113.0/24 any 443,8000-8080\"";
+  // Sorted, adjacent ranges merged, one rule per protocol.
+  const std::string c = " accept comment \"allow 203.0.113.0/24 any 8000-8080,443,8081-8090\"";
   EXPECT_EQ(got, (std::vector<std::string>{
-                     "ip daddr 203.0.113.0/24 meta l4proto tcp th dport 443" + c,
-                     "ip daddr 203.0.113.0/24 meta l4proto tcp th dport 8000-8080" + c,
-                     "ip daddr 203.0.113.0/24 meta l4proto udp th dport 443" + c,
-                     "ip daddr 203.0.113.0/24 meta l4proto udp th dport 8000-8080" + c,
+                     "ip daddr 203.0.113.0/24 meta l4proto tcp th dport { 443, 8000-8090 }" + c,
+                     "ip daddr 203.0.113.0/24 meta l4proto udp th dport { 443, 8000-8090 }" + c,
                  }));
 }
 
@@ -144,7 +144,7 @@ TEST(Ruleset, InputChainAllowsOnlyTheResolverThenDrops) {
   for (int i = 0; i < 2; ++i) {
     EXPECT_EQ(input.rules[i].saddr->ToString(), "10.200.0.2/32");
     EXPECT_EQ(input.rules[i].daddr->ToString(), "169.254.1.1/32");
-    EXPECT_EQ(input.rules[i].dport->first, 53);
+    EXPECT_EQ(input.rules[i].dports.at(0).first, 53);
     EXPECT_EQ(input.rules[i].verdict, Verdict::kAccept);
   }
   EXPECT_TRUE(IsUnconditional(input.rules[2]));

@@ -118,6 +118,16 @@ TEST_F(DatapathTest, AllowedPortConnectsOtherPortAndOtherHostBlocked) {
   EXPECT_EQ(FromGuest(0, kOtherHost, 443), Reach::kTimedOut);
 }
 
+TEST_F(DatapathTest, SeveralPortsAndRangesInOneRule) {
+  TapPolicy p = Base(0);
+  p.allow = {Allow(std::string(kAllowedHost) + "/32", Protocol::kTcp, {{8000, 8080}, {80, 80}})};
+  ASSERT_OK(nft_->ReplaceTap(p));
+  ASSERT_EQ(FromPod(kAllowedHost, 443), Reach::kConnected);
+  EXPECT_EQ(FromGuest(0, kAllowedHost, 80), Reach::kConnected);
+  EXPECT_EQ(FromGuest(0, kAllowedHost, 8080), Reach::kConnected);
+  EXPECT_EQ(FromGuest(0, kAllowedHost, 443), Reach::kTimedOut);
+}
+
 TEST_F(DatapathTest, RuleWithoutPortsAllowsEveryPortAndProtocol) {
   EXPECT_EQ(FromGuest(0, kAnyPortHost, 443), Reach::kConnected);
   EXPECT_EQ(FromGuest(0, kAnyPortHost, 8080), Reach::kConnected);
