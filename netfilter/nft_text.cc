@@ -85,9 +85,9 @@ std::string RenderAddTap(const TapRuleset& rs) {
   }
   for (const std::string& c : rs.counters) out += "add counter " + t + " " + c + "\n";
   for (const PinSetSpec& s : rs.pin_sets) {
-    out += "add set " + t + " " + s.name + " { type " +
-           (s.family == Family::kV4 ? "ipv4_addr" : "ipv6_addr") +
-           " . inet_service; flags timeout; size " + std::to_string(s.max_elements) + "; }\n";
+    out += "add set " + t + " " + s.name + " { type ";
+    out += s.family == Family::kV4 ? "ipv4_addr" : "ipv6_addr";
+    out += " . inet_service; flags timeout; size " + std::to_string(s.max_elements) + "; }\n";
   }
   for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) {
     for (const Rule& r : c->rules)
