@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/syscall.h>
@@ -70,6 +71,27 @@ struct Output {
     }
   }
 };
+
+// write() to the command's stdin without SIGPIPE when it stopped reading:
+// SIGPIPE from write() is directed at the calling thread, so blocking it here
+// and discarding the pending one afterwards leaves the rest of the process
+// untouched (the agent ignores SIGPIPE anyway; a library must not rely on it).
+ssize_t WriteWithoutSigpipe(int fd, const char* data, size_t len) {
+  sigset_t pipe_only, old;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  (void)pthread_sigmask(SIG_BLOCK, &pipe_only, &old);  // cannot fail with a valid set
+  const ssize_t n = ::write(fd, data, len);
+  const int err = errno;
+  if (n < 0 && err == EPIPE && !sigismember(&old, SIGPIPE)) {
+    const timespec zero{};
+    while (::sigtimedwait(&pipe_only, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  (void)pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = err;
+  return n;
+}
 
 // Spawns the command; everything that must happen between fork and exec is
 // expressed as posix_spawn attributes so no code of ours runs in the child.
@@ -218,8 +240,8 @@ v1::ExecResponse RunExec(const v1::ExecRequest& req) {
       if (pfds[i].revents == 0) continue;
       switch (slots[i]) {
         case kIn: {
-          const ssize_t w =
-              ::write(stdin_fd.get(), input.data() + input_sent, input.size() - input_sent);
+          const ssize_t w = WriteWithoutSigpipe(stdin_fd.get(), input.data() + input_sent,
+                                                input.size() - input_sent);
           if (w > 0) input_sent += static_cast<size_t>(w);
           // EPIPE: the command stopped reading; it owes us nothing more.
           if ((w < 0 && errno != EAGAIN && errno != EINTR) || input_sent == input.size()) {

@@ -13,6 +13,7 @@ namespace forkd::agent {
 namespace {
 
 constexpr size_t kRecvBufBytes = 32 * 1024;
+constexpr time_t kReplyTimeoutSec = 5;
 
 }  // namespace
 
@@ -70,6 +71,12 @@ absl::StatusOr<NetlinkSocket> NetlinkSocket::Open() {
       errno != ENOPROTOOPT) {
     return ErrnoStatus(errno, "setsockopt NETLINK_EXT_ACK");
   }
+  // The kernel answers at once; a bound on the wait keeps a kernel surprise
+  // from wedging NotifyForked (which holds a lock) forever.
+  const timeval timeout{.tv_sec = kReplyTimeoutSec, .tv_usec = 0};
+  if (::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) != 0) {
+    return ErrnoStatus(errno, "setsockopt SO_RCVTIMEO");
+  }
   sockaddr_nl local{};
   local.nl_family = AF_NETLINK;
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) {
@@ -78,8 +85,8 @@ absl::StatusOr<NetlinkSocket> NetlinkSocket::Open() {
   return NetlinkSocket(std::move(fd));
 }
 
-absl::Status NetlinkSocket::Send(NetlinkMessage& msg, std::string_view what) {
-  msg.header()->nlmsg_seq = seq_;
+absl::Status NetlinkSocket::Send(NetlinkMessage& msg, uint32_t seq, std::string_view what) {
+  msg.header()->nlmsg_seq = seq;
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
   const auto bytes = msg.bytes();
@@ -102,12 +109,13 @@ absl::Status NetlinkSocket::Dump(NetlinkMessage& msg, std::string_view what,
   msg.header()->nlmsg_flags |= NLM_F_REQUEST;
   if (each) msg.header()->nlmsg_flags |= NLM_F_DUMP;
   const uint32_t seq = seq_++;
-  FORKD_RETURN_IF_ERROR(Send(msg, what));
+  FORKD_RETURN_IF_ERROR(Send(msg, seq, what));
   std::vector<char> buf(kRecvBufBytes);
   for (;;) {
     const ssize_t n = ::recv(fd_.get(), buf.data(), buf.size(), 0);
     if (n < 0) {
       if (errno == EINTR) continue;
+      // EAGAIN: SO_RCVTIMEO expired with no answer from the kernel.
       return ErrnoStatus(errno, absl::StrCat(std::string(what), ": recv netlink"));
     }
     int len = static_cast<int>(n);

@@ -60,7 +60,7 @@ class NetlinkSocket {
 
  private:
   explicit NetlinkSocket(UniqueFd fd) : fd_(std::move(fd)) {}
-  absl::Status Send(NetlinkMessage& msg, std::string_view what);
+  absl::Status Send(NetlinkMessage& msg, uint32_t seq, std::string_view what);
 
   UniqueFd fd_;
   uint32_t seq_ = 1;

@@ -50,9 +50,14 @@ AgentServer::AgentServer(AgentOptions options)
 
 AgentServer::~AgentServer() {
   Stop();
-  std::lock_guard lock(conns_mu_);
-  for (auto& c : conns_) c.thread.join();
-  conns_.clear();
+  // Join without holding conns_mu_: a finishing thread takes it to close its fd.
+  // splice keeps every Connection at its address, which the threads rely on.
+  std::list<Connection> conns;
+  {
+    std::lock_guard lock(conns_mu_);
+    conns.splice(conns.begin(), conns_);
+  }
+  for (auto& c : conns) c.thread.join();
 }
 
 void AgentServer::Log(std::string_view message) { options_.log(message); }
@@ -64,7 +69,9 @@ void AgentServer::Stop() {
   }
   std::lock_guard lock(conns_mu_);
   // Wakes connection threads blocked on their socket; they then see EOF.
-  for (auto& c : conns_) (void)::shutdown(c.fd.get(), SHUT_RDWR);
+  for (auto& c : conns_) {
+    if (c.fd) (void)::shutdown(c.fd.get(), SHUT_RDWR);
+  }
 }
 
 void AgentServer::ReapFinished() {
@@ -110,6 +117,12 @@ absl::Status AgentServer::Serve(int listen_fd) {
     c.fd = std::move(conn);
     c.thread = std::thread([this, &c] {
       ServeConnection(c.fd.get());
+      {
+        // Close now so the peer sees EOF; under the lock because Stop() may be
+        // shutting this fd down concurrently.
+        std::lock_guard conn_lock(conns_mu_);
+        c.fd.reset();
+      }
       c.done.store(true);
     });
   }
