@@ -49,8 +49,8 @@ void RunAsInit(int (*serve)(void*), void* arg) {
     const pid_t child = ::fork();
     if (child == 0) std::_Exit(serve(arg));
     if (child < 0) {
-      std::fprintf(stderr, "forkd-agent init: fork: %s\n",
-                   std::string(ToStd(ErrnoStatus(errno, "fork").message())).c_str());
+      (void)std::fprintf(stderr, "forkd-agent init: fork: %s\n",
+                         std::string(ToStd(ErrnoStatus(errno, "fork").message())).c_str());
       ::sleep(1);
       continue;
     }
@@ -62,8 +62,8 @@ void RunAsInit(int (*serve)(void*), void* arg) {
         break;  // ECHILD: nothing left to wait for; restart the server
       }
       if (pid != child) continue;  // an orphan, now reaped
-      std::fprintf(stderr, "forkd-agent init: server exited (status 0x%x); restarting\n",
-                   static_cast<unsigned>(status));
+      (void)std::fprintf(stderr, "forkd-agent init: server exited (status 0x%x); restarting\n",
+                         static_cast<unsigned>(status));
       break;
     }
     // Never spin if the server dies at once every time.

@@ -39,7 +39,7 @@ struct Flags {
 };
 
 void Fatal(std::string_view what) {
-  std::fprintf(stderr, "forkd-agent: %.*s\n", static_cast<int>(what.size()), what.data());
+  (void)std::fprintf(stderr, "forkd-agent: %.*s\n", static_cast<int>(what.size()), what.data());
   std::exit(1);
 }
 
@@ -73,10 +73,10 @@ Flags ParseFlags(int argc, char** argv, bool lenient) {
     } else if (arg == "--no-netconfig") {
       f.netconfig = false;
     } else if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
+      (void)std::fputs(kUsage, stdout);
       std::exit(0);
     } else if (lenient) {
-      std::fprintf(stderr, "forkd-agent: ignoring argument '%s'\n", argv[i]);
+      (void)std::fprintf(stderr, "forkd-agent: ignoring argument '%s'\n", argv[i]);
     } else {
       Fatal(absl::StrCat("unknown argument '", std::string(arg), "'\n", kUsage));
     }
@@ -125,10 +125,10 @@ int Serve(void* arg) {
   options.generation_file = f.generation_file;
   if (f.netconfig) options.net = MakeRtnetlinkConfigurator(f.iface);
   AgentServer server(std::move(options));
-  std::fprintf(stderr, "forkd-agent: %s serving protocol %u on %s\n", kAgentVersion,
-               kProtocolVersion,
-               f.unix_path.empty() ? absl::StrCat("vsock port ", f.vsock_port).c_str()
-                                   : f.unix_path.c_str());
+  (void)std::fprintf(stderr, "forkd-agent: %s serving protocol %u on %s\n", kAgentVersion,
+                     kProtocolVersion,
+                     f.unix_path.empty() ? absl::StrCat("vsock port ", f.vsock_port).c_str()
+                                         : f.unix_path.c_str());
   const auto s = server.Serve(listener->get());
   Fatal(absl::StrCat("server stopped: ", s.message()));
   return 1;
@@ -144,15 +144,16 @@ int main(int argc, char** argv) {
   if (!is_init) return Serve(&flags);
 
   for (const auto& err : MountEarlyFilesystems()) {
-    std::fprintf(stderr, "forkd-agent init: %s\n",
-                 std::string(forkd::ToStd(err.message())).c_str());
+    (void)std::fprintf(stderr, "forkd-agent init: %s\n",
+                       std::string(forkd::ToStd(err.message())).c_str());
   }
   // The kernel starts init with no PATH; Exec requests resolve argv[0] with it.
   if (::setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 0) != 0) {
     std::perror("forkd-agent init: setenv PATH");
   }
   if (auto s = SetLinkUp("lo"); !s.ok()) {
-    std::fprintf(stderr, "forkd-agent init: %s\n", std::string(forkd::ToStd(s.message())).c_str());
+    (void)std::fprintf(stderr, "forkd-agent init: %s\n",
+                       std::string(forkd::ToStd(s.message())).c_str());
   }
   RunAsInit(&Serve, &flags);
 }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -41,7 +42,7 @@ AgentServer::AgentServer(AgentOptions options)
     : options_(std::move(options)), stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (!options_.log) {
     options_.log = [](std::string_view m) {
-      std::fprintf(stderr, "forkd-agent: %.*s\n", static_cast<int>(m.size()), m.data());
+      (void)std::fprintf(stderr, "forkd-agent: %.*s\n", static_cast<int>(m.size()), m.data());
     };
   }
   // Without the eventfd Stop() could not wake Serve(); that is a broken process.
@@ -198,7 +199,14 @@ void AgentServer::ServeConnection(int fd) {
                 "no request kind this agent knows is set");
       continue;
     }
-    if (!SendResponse(fd, Handle(req))) return;
+    const v1::Response resp = Handle(req);
+    if (req.has_notify_forked()) {
+      // The entropy is this fork's key material: leave no copy in freed memory.
+      std::string* entropy = req.mutable_notify_forked()->mutable_entropy();
+      explicit_bzero(entropy->data(), entropy->size());
+      explicit_bzero(frame->data(), frame->size());
+    }
+    if (!SendResponse(fd, resp)) return;
   }
 }
 

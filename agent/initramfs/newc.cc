@@ -20,10 +20,11 @@ void Pad4(std::string& out) {
 void AppendRecord(std::string& out, uint32_t ino, const Entry& e) {
   char header[kHeaderBytes + 1];
   const uint32_t nlink = S_ISDIR(e.mode) ? 2 : 1;
-  std::snprintf(header, sizeof(header), "%s%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
-                kMagic, ino, e.mode, 0u /*uid*/, 0u /*gid*/, nlink, 0u /*mtime: reproducible*/,
-                static_cast<uint32_t>(e.data.size()), 0u, 0u, e.rdev_major, e.rdev_minor,
-                static_cast<uint32_t>(e.name.size() + 1), 0u /*check*/);
+  (void)std::snprintf(header, sizeof(header),
+                      "%s%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X", kMagic, ino, e.mode,
+                      0u /*uid*/, 0u /*gid*/, nlink, 0u /*mtime: reproducible*/,
+                      static_cast<uint32_t>(e.data.size()), 0u, 0u, e.rdev_major, e.rdev_minor,
+                      static_cast<uint32_t>(e.name.size() + 1), 0u /*check*/);
   out.append(header, kHeaderBytes);
   out.append(e.name);
   out.push_back('\0');
