@@ -1,0 +1,98 @@
+#include "forkd/gate/fork_resources.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "common/errno_status.h"
+#include "netfilter/links.h"
+#include "netfilter/nftables.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+namespace forkd::gate {
+namespace {
+
+// How long a killed VMM may take to disappear before the reap reports it.
+constexpr int kExitWaitMs = 5000;
+
+absl::Status KillAndWait(int pidfd, const std::string& who) {
+  if (::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0) != 0 && errno != ESRCH) {
+    return ErrnoStatus(errno, who + ": kill VMM");
+  }
+  siginfo_t info{};
+  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED) == 0) {
+    return absl::OkStatus();
+  }
+  if (errno != ECHILD) return ErrnoStatus(errno, who + ": wait for VMM");
+  // Not our child (adopted after a restart): the pidfd turns readable on exit.
+  pollfd p{pidfd, POLLIN, 0};
+  const int n = ::poll(&p, 1, kExitWaitMs);
+  if (n < 0) return ErrnoStatus(errno, who + ": wait for VMM exit");
+  if (n == 0) return absl::DeadlineExceededError(who + ": VMM still alive after SIGKILL");
+  return absl::OkStatus();
+}
+
+void Keep(absl::Status& first, absl::Status next) {
+  if (first.ok() && !next.ok()) first = std::move(next);
+}
+
+absl::Status RemoveNetwork(const ForkResources& fork, const std::string& who) {
+  absl::Status first;
+  auto nft = netfilter::Nftables::Open(fork.netns.get(), fork.nft_shards);
+  if (!nft.ok()) {
+    Keep(first, Annotate(nft.status(), who));
+  } else if (absl::Status s = nft->RemoveTap(fork.tap);
+             !s.ok() && s.code() != absl::StatusCode::kNotFound) {
+    Keep(first, Annotate(s, who));
+  }
+  auto rt = netfilter::RtNetlink::Open(fork.netns.get());
+  if (!rt.ok()) {
+    Keep(first, Annotate(rt.status(), who));
+  } else if (rt->LinkExists(fork.tap)) {
+    Keep(first, Annotate(rt->DeleteLink(fork.tap), who));
+  }
+  return first;
+}
+
+}  // namespace
+
+absl::StatusOr<UniqueFd> OpenPidfd(pid_t pid) {
+  UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!fd) return ErrnoStatus(errno, "pidfd_open " + std::to_string(pid));
+  return fd;
+}
+
+absl::Status Reap(ForkResources& fork) {
+  const std::string who = "reap fork " + fork.fork_id;
+  absl::Status first;
+  if (fork.vmm_pidfd) {
+    absl::Status s = KillAndWait(fork.vmm_pidfd.get(), who);
+    if (s.ok()) fork.vmm_pidfd.reset();
+    Keep(first, s);
+  }
+  if (!fork.tap.empty()) {
+    absl::Status s = RemoveNetwork(fork, who);
+    if (s.ok()) fork.tap.clear();
+    Keep(first, s);
+  }
+  std::vector<std::filesystem::path> left;
+  for (const auto& path : fork.paths) {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+    if (ec) {
+      left.push_back(path);
+      Keep(first, absl::InternalError(who + ": remove " + path.string() + ": " + ec.message()));
+    }
+  }
+  fork.paths = std::move(left);
+  return first;
+}
+
+}  // namespace forkd::gate
