@@ -1,6 +1,6 @@
 // Writes (and, for tests, reads) the cpio "newc" format the kernel unpacks as
 // an initramfs. Written by hand rather than with cpio(1) so that the archive is
-// reproducible (fixed mtimes, uid 0) and can hold /dev/console without running
+// deterministic (fixed mtimes, uid 0) and can hold /dev/console without running
 // mknod as root: the kernel opens /dev/console for init's stdio before /init
 // runs, so it must already exist in the archive.
 #pragma once

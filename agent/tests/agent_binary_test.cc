@@ -27,6 +27,7 @@ class AgentProcess {
         FORKD_AGENT_BINARY,  "--unix", socket,          "--random-device", random,
         "--generation-file", gen,      "--no-netconfig"};
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     const int err = posix_spawn(&pid_, argv[0], nullptr, nullptr, argv.data(), environ);

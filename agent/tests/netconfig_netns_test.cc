@@ -65,8 +65,8 @@ std::string Mac(const char* ifname) {
   if (::ioctl(s.get(), SIOCGIFHWADDR, &ifr) != 0) return "error";
   char text[18];
   const auto* m = reinterpret_cast<const unsigned char*>(ifr.ifr_hwaddr.sa_data);
-  std::snprintf(text, sizeof(text), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4],
-                m[5]);
+  (void)std::snprintf(text, sizeof(text), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3],
+                      m[4], m[5]);
   return text;
 }
 
@@ -78,12 +78,12 @@ std::string DefaultRoutes() {
   std::string out;
   std::istringstream l4(v4);
   std::string line;
-  std::getline(l4, line);  // header
+  std::getline(l4, line);  // header; the gateway column is little-endian hex
   while (std::getline(l4, line)) {
     std::istringstream f(line);
     std::string dev, dst, gw;
     f >> dev >> dst >> gw;
-    if (dst == "00000000") out += "v4 " + gw + " " + dev + "\n";  // gateway in little-endian hex
+    if (dst == "00000000") out.append("v4 ").append(gw).append(" ").append(dev).append("\n");
   }
   std::istringstream l6(v6);
   while (std::getline(l6, line)) {
@@ -91,7 +91,7 @@ std::string DefaultRoutes() {
     std::string dst, dst_len, src, src_len, gw, metric, ref, use, flags, dev;
     f >> dst >> dst_len >> src >> src_len >> gw >> metric >> ref >> use >> flags >> dev;
     if (dst == std::string(32, '0') && dst_len == "00" && gw != std::string(32, '0')) {
-      out += "v6 " + gw + " " + dev + "\n";
+      out.append("v6 ").append(gw).append(" ").append(dev).append("\n");
     }
   }
   return out;
