@@ -20,6 +20,7 @@
 #include "netfilter/links.h"
 #include "netfilter/netns.h"
 #include "netfilter/nftables.h"
+#include "tests/support/assert_ok.h"
 #include "tests/support/requirements.h"
 
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kRootNetns);
@@ -29,12 +30,6 @@ namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
-
-#define ASSERT_OK(expr)                          \
-  do {                                           \
-    const auto& s_ = (expr);                     \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_; \
-  } while (0)
 
 constexpr auto kDeadline = 500ms;
 

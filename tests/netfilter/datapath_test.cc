@@ -10,6 +10,7 @@
 #include "netfilter/nftables.h"
 #include "tests/netfilter/netns_sockets.h"
 #include "tests/netfilter/topology.h"
+#include "tests/support/assert_ok.h"
 #include "tests/support/requirements.h"
 
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kRootNetns);
@@ -24,12 +25,6 @@ using netfilter::IpAddress;
 using netfilter::Nftables;
 using netfilter::Protocol;
 using netfilter::TapPolicy;
-
-#define ASSERT_OK(expr)                          \
-  do {                                           \
-    const auto& s_ = (expr);                     \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_; \
-  } while (0)
 
 AllowRule Allow(const std::string& cidr, Protocol proto = Protocol::kAny,
                 std::vector<netfilter::PortRange> ports = {}) {

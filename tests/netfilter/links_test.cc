@@ -7,18 +7,13 @@
 #include "netfilter/links.h"
 #include "netfilter/netns.h"
 #include "tests/netfilter/netns_sockets.h"
+#include "tests/support/assert_ok.h"
 #include "tests/support/requirements.h"
 
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kRootNetns);
 
 namespace forkd::netfilter {
 namespace {
-
-#define ASSERT_OK(expr)                          \
-  do {                                           \
-    const auto& s_ = (expr);                     \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_; \
-  } while (0)
 
 class LinksTest : public ::testing::Test {
  protected:
