@@ -113,7 +113,6 @@ absl::Status GuestMemory::SaveToFile(const std::string& path) const {
     }
     off = end;
   }
-  if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, "fsync " + path);
   return absl::OkStatus();
 }
 

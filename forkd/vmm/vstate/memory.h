@@ -37,7 +37,8 @@ class GuestMemory {
   }
 
   // Writes all of guest RAM to `path` (created or truncated), leaving pages
-  // that are entirely zero as holes so the file is sparse.
+  // that are entirely zero as holes so the file is sparse. No fsync: the
+  // snapshot manifest writer syncs the file before hashing it.
   absl::Status SaveToFile(const std::string& path) const;
 
  private:
