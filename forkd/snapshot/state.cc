@@ -11,10 +11,11 @@ bool SameBytes(const T& a, const T& b) {
 }  // namespace
 
 bool operator==(const VcpuState& a, const VcpuState& b) {
-  return SameBytes(a.regs, b.regs) && SameBytes(a.sregs, b.sregs) && a.xsave == b.xsave &&
-         SameBytes(a.xcrs, b.xcrs) && a.msrs == b.msrs && SameBytes(a.lapic, b.lapic) &&
-         SameBytes(a.events, b.events) && SameBytes(a.debugregs, b.debugregs) &&
-         SameBytes(a.mp_state, b.mp_state) && a.tsc_khz == b.tsc_khz;
+  return SameBytes(a.regs, b.regs) && SameBytes(a.sregs, b.sregs) && SameBytes(a.fpu, b.fpu) &&
+         a.xsave == b.xsave && SameBytes(a.xcrs, b.xcrs) && a.msrs == b.msrs &&
+         SameBytes(a.lapic, b.lapic) && SameBytes(a.events, b.events) &&
+         SameBytes(a.debugregs, b.debugregs) && SameBytes(a.mp_state, b.mp_state) &&
+         a.tsc_khz == b.tsc_khz;
 }
 
 bool operator==(const VmState& a, const VmState& b) {

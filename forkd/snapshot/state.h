@@ -21,8 +21,10 @@ inline constexpr uint32_t kFormatVersion = 1;
 // Limits that keep an untrusted file from asking for absurd work or memory.
 inline constexpr uint32_t kMaxVcpus = 4;
 inline constexpr uint32_t kMaxMsrs = 1024;  // ~50 are saved in practice (kvm-feasibility.md)
-inline constexpr uint32_t kMinXsaveBytes = sizeof(kvm_xsave);  // the legacy 4 KiB KVM_GET_XSAVE
-inline constexpr uint32_t kMaxXsaveBytes = 64 * 1024;          // KVM_CAP_XSAVE2 incl. AMX < 12 KiB
+// The legacy 4 KiB KVM_GET_XSAVE region. Not sizeof(kvm_xsave): in C++ the kernel header's
+// flexible-array shim (__DECLARE_FLEX_ARRAY) adds padding and makes it 4100.
+inline constexpr uint32_t kMinXsaveBytes = sizeof(kvm_xsave::region);
+inline constexpr uint32_t kMaxXsaveBytes = 64 * 1024;  // KVM_CAP_XSAVE2 incl. AMX < 12 KiB
 inline constexpr uint32_t kMaxDevices = 64;
 inline constexpr uint32_t kMaxDeviceStateBytes = 16 * 1024 * 1024;
 inline constexpr uint32_t kMaxDeviceNameBytes = 64;
@@ -40,8 +42,10 @@ struct MsrEntry {
 struct VcpuState {
   kvm_regs regs{};
   kvm_sregs sregs{};
+  // KVM_GET_FPU. Redundant with `xsave` when the host has XSAVE; the only FPU/SSE state when not.
+  kvm_fpu fpu{};
   // KVM_GET_XSAVE (4096 bytes) or KVM_GET_XSAVE2 (KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) bytes).
-  // Size must be in [kMinXsaveBytes, kMaxXsaveBytes].
+  // Size is 0 (host without XSAVE: restore from `fpu`) or in [kMinXsaveBytes, kMaxXsaveBytes].
   std::vector<uint8_t> xsave;
   kvm_xcrs xcrs{};
   // Restore these one at a time: KVM_SET_MSRS stops at the first MSR it rejects (DESIGN.md 7).

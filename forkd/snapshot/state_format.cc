@@ -54,6 +54,7 @@ void EncodeVcpu(uint32_t id, const VcpuState& v, ByteWriter& w) {
   w.U32(id);
   w.Struct(v.regs);
   w.Struct(v.sregs);
+  w.Struct(v.fpu);
   w.Blob(v.xsave);
   w.Struct(v.xcrs);
   w.U32(static_cast<uint32_t>(v.msrs.size()));
@@ -151,8 +152,9 @@ absl::StatusOr<VcpuState> DecodeVcpu(ByteReader& r, uint32_t want_id) {
   }
   FORKD_RETURN_IF_ERROR(r.Struct(&v.regs, "regs"));
   FORKD_RETURN_IF_ERROR(r.Struct(&v.sregs, "sregs"));
+  FORKD_RETURN_IF_ERROR(r.Struct(&v.fpu, "fpu"));
   FORKD_ASSIGN_OR_RETURN(v.xsave, r.Blob(kMaxXsaveBytes, "xsave"));
-  if (v.xsave.size() < kMinXsaveBytes) {
+  if (!v.xsave.empty() && v.xsave.size() < kMinXsaveBytes) {
     return absl::InvalidArgumentError(absl::StrCat(r.context(), ": xsave size ", v.xsave.size(),
                                                    " is below the minimum ", kMinXsaveBytes));
   }

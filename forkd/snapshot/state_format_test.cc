@@ -185,7 +185,8 @@ TEST(StateFormat, VcpuSectionsOutOfOrderAreRefused) {
 size_t MsrCountOffset(const std::vector<uint8_t>& b) {
   const size_t p = FindSection(b, SectionTag::kVcpu).payload_offset;
   uint32_t xsave_len;
-  const size_t xsave_at = p + 4 + (4 + sizeof(kvm_regs)) + (4 + sizeof(kvm_sregs));
+  const size_t xsave_at =
+      p + 4 + (4 + sizeof(kvm_regs)) + (4 + sizeof(kvm_sregs)) + (4 + sizeof(kvm_fpu));
   std::memcpy(&xsave_len, b.data() + xsave_at, 4);
   return xsave_at + 4 + xsave_len + 4 + sizeof(kvm_xcrs);
 }
@@ -208,7 +209,7 @@ TEST(StateFormat, XsaveSizeOutOfRangeIsRefused) {
   auto r = SerializeState(s);
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(std::string(r.status().message()),
-              HasSubstr("vcpu 0: xsave size 100 is out of range"));
+              HasSubstr("vcpu 0: xsave size 100 is neither 0 nor in 4096..65536"));
 }
 
 // Offset of region `i`'s guest_phys_addr in the HEADER payload (regions close the payload).

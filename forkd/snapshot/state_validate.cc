@@ -91,9 +91,9 @@ absl::Status ValidateState(const SnapshotState& s) {
   if (absl::Status st = ValidateMemoryLayout(h.memory); !st.ok()) return st;
   for (size_t i = 0; i < s.vcpus.size(); ++i) {
     const VcpuState& v = s.vcpus[i];
-    if (v.xsave.size() < kMinXsaveBytes || v.xsave.size() > kMaxXsaveBytes) {
-      return Invalid(absl::StrCat("vcpu ", i, ": xsave size ", v.xsave.size(), " is out of range ",
-                                  kMinXsaveBytes, "..", kMaxXsaveBytes));
+    if (!v.xsave.empty() && (v.xsave.size() < kMinXsaveBytes || v.xsave.size() > kMaxXsaveBytes)) {
+      return Invalid(absl::StrCat("vcpu ", i, ": xsave size ", v.xsave.size(),
+                                  " is neither 0 nor in ", kMinXsaveBytes, "..", kMaxXsaveBytes));
     }
     if (v.msrs.size() > kMaxMsrs) {
       return Invalid(

@@ -50,8 +50,10 @@ SnapshotState RandomState(uint32_t seed, uint32_t vcpus, uint32_t devices) {
     VcpuState v;
     Randomize(v.regs, rng);
     Randomize(v.sregs, rng);
-    // Alternate between the legacy 4 KiB region and a KVM_CAP_XSAVE2-sized one.
-    v.xsave = RandomBytes(i % 2 == 0 ? kMinXsaveBytes : 11008, rng);
+    Randomize(v.fpu, rng);
+    // The legacy 4 KiB region, a KVM_CAP_XSAVE2-sized one, and none (host without XSAVE).
+    const size_t xsave_sizes[] = {kMinXsaveBytes, 11008, 0};
+    v.xsave = RandomBytes(xsave_sizes[i % 3], rng);
     Randomize(v.xcrs, rng);
     for (uint32_t m = 0; m < 40 + i; ++m) {
       v.msrs.push_back({static_cast<uint32_t>(rng()), rng()});
