@@ -63,6 +63,16 @@ std::optional<size_t> OutputCollector::WaitFor(const std::string& needle, size_t
   return end;
 }
 
+std::string OutputCollector::DrainedText() {
+  static constexpr char kMarker[] = "\x01drained\x01";
+  if (::write(write_.get(), kMarker, sizeof kMarker - 1) != sizeof kMarker - 1) std::abort();
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, kHangGuard, [&] { return text_.find(kMarker) != std::string::npos; });
+  size_t at = text_.find(kMarker);
+  if (at != std::string::npos) text_.erase(at, sizeof kMarker - 1);
+  return text_;
+}
+
 std::vector<std::string> OutputCollector::Lines(const std::string& prefix) const {
   std::string t = text();
   std::vector<std::string> out;

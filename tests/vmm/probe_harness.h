@@ -35,6 +35,10 @@ class OutputCollector {
   // returns the offset just past the complete line holding it.
   std::optional<size_t> WaitFor(const std::string& needle, size_t from = 0,
                                 std::chrono::milliseconds timeout = kHangGuard) const;
+  // Once nothing else writes to the pipe (the VM stopped): everything that
+  // was written, guaranteed complete (a marker is sent through the pipe
+  // and waited for, then removed).
+  std::string DrainedText();
   // Complete lines that start with `prefix`.
   std::vector<std::string> Lines(const std::string& prefix) const;
 

@@ -77,9 +77,7 @@ std::string MakeSnapshot(const fs::path& dir, uint64_t mem = 64 << 20, int vcpus
   absl::Status st = SaveSnapshot(*vm->machine, dir);
   EXPECT_TRUE(st.ok()) << st;
   vm->machine->Stop();
-  // The collector has every byte once the writer side is idle; vCPUs are gone.
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  return vm->out->text();
+  return vm->out->DrainedText();
 }
 
 struct Fork {
