@@ -212,49 +212,89 @@ absl::StatusOr<Manifest> ParseManifest(std::string_view text) {
   return m;
 }
 
+namespace {
+
+// Reads [off, off + n) with pread and feeds it to `h`, `buf.size()` bytes at a time.
+absl::Status HashRange(int fd, uint64_t off, uint64_t n, std::vector<uint8_t>& buf, Sha256Hasher& h,
+                       const std::string& name) {
+  while (n > 0) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(n, buf.size()));
+    ssize_t r = ::pread(fd, buf.data(), want, static_cast<off_t>(off));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, absl::StrCat("read ", name, " at ", off));
+    }
+    if (r == 0) {
+      return absl::DataLossError(absl::StrCat(name, ": file shrank while hashing (at ", off, ")"));
+    }
+    h.Update({buf.data(), static_cast<size_t>(r)});
+    off += static_cast<uint64_t>(r);
+    n -= static_cast<uint64_t>(r);
+  }
+  return absl::OkStatus();
+}
+
+// Feeds `n` zero bytes to `h` without touching the file: a hole reads as zeros, and reading it
+// costs the kernel a zero-fill and a copy per page (measured: sparse files hashed ~45% slower
+// than dense ones when holes were read).
+void HashZeros(uint64_t n, Sha256Hasher& h) {
+  static const std::vector<uint8_t> zeros(64 * 1024, 0);
+  while (n > 0) {
+    const size_t k = static_cast<size_t>(std::min<uint64_t>(n, zeros.size()));
+    h.Update({zeros.data(), k});
+    n -= k;
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<Sha256Digest>> HashMemoryFile(int fd, uint64_t size, uint64_t chunk_size,
                                                          const std::string& name) {
   std::vector<Sha256Digest> out;
-  std::vector<uint8_t> buf(static_cast<size_t>(std::min(chunk_size, std::max<uint64_t>(size, 1))));
-  std::optional<Sha256Digest> zero_chunk;  // a full chunk of zeros, computed once
-  bool seek_data_works = true;
+  std::vector<uint8_t> buf(static_cast<size_t>(std::min<uint64_t>(chunk_size, 1 << 20)));
+  std::optional<Sha256Digest> zero_chunk;  // digest of a full chunk of zeros, computed once
+  bool seek_works = true;                  // SEEK_DATA/SEEK_HOLE; without them every byte is read
   for (uint64_t off = 0; off < size; off += chunk_size) {
-    const size_t n = static_cast<size_t>(std::min(chunk_size, size - off));
-    if (seek_data_works) {
-      // A chunk entirely inside a hole reads as zeros: hash without reading. Snapshots are
-      // mostly holes (zero pages are skipped on save), so this is most of the win.
-      off_t data = ::lseek(fd, static_cast<off_t>(off), SEEK_DATA);
-      bool hole = false;
-      if (data < 0 && errno == ENXIO) {
-        hole = true;  // no data at or after off
-      } else if (data < 0) {
-        seek_data_works = false;  // filesystem without SEEK_DATA: read everything
-      } else {
-        hole = static_cast<uint64_t>(data) >= off + n;
+    const uint64_t end = off + std::min(chunk_size, size - off);
+    Sha256Hasher h;
+    uint64_t pos = off;
+    bool whole_hole = false;
+    while (pos < end) {
+      if (!seek_works) {
+        FORKD_RETURN_IF_ERROR(HashRange(fd, pos, end - pos, buf, h, name));
+        break;
       }
-      if (hole && n == chunk_size) {
-        if (!zero_chunk) {
-          std::fill(buf.begin(), buf.end(), 0);
-          zero_chunk = Sha256({buf.data(), n});
-        }
-        out.push_back(*zero_chunk);
+      off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+      if (data < 0 && errno != ENXIO) {
+        seek_works = false;
         continue;
       }
-    }
-    size_t done = 0;
-    while (done < n) {
-      ssize_t r = ::pread(fd, buf.data() + done, n - done, static_cast<off_t>(off + done));
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus(errno, absl::StrCat("read ", name, " at ", off + done));
+      // ENXIO: no data at or after pos.
+      const uint64_t data_at =
+          data < 0 ? end : std::min<uint64_t>(static_cast<uint64_t>(data), end);
+      if (pos == off && data_at == end && end - off == chunk_size) {
+        whole_hole = true;  // use the cached digest below
+        break;
       }
-      if (r == 0) {
-        return absl::DataLossError(
-            absl::StrCat(name, ": file shrank while hashing (at ", off + done, ")"));
-      }
-      done += static_cast<size_t>(r);
+      HashZeros(data_at - pos, h);
+      pos = data_at;
+      if (pos == end) break;
+      off_t hole = ::lseek(fd, static_cast<off_t>(pos), SEEK_HOLE);
+      const uint64_t hole_at =
+          hole < 0 ? end : std::min<uint64_t>(static_cast<uint64_t>(hole), end);
+      FORKD_RETURN_IF_ERROR(HashRange(fd, pos, hole_at - pos, buf, h, name));
+      pos = hole_at;
     }
-    out.push_back(Sha256({buf.data(), n}));
+    if (whole_hole) {
+      if (!zero_chunk) {
+        Sha256Hasher z;
+        HashZeros(chunk_size, z);
+        zero_chunk = z.Final();
+      }
+      out.push_back(*zero_chunk);
+    } else {
+      out.push_back(h.Final());
+    }
   }
   return out;
 }
