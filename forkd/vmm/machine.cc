@@ -113,6 +113,7 @@ void Machine::Resume() {
 }
 
 VmExit Machine::Stop() {
+  std::lock_guard lock(stop_mu_);
   latch_.Set({ExitKind::kStopped, "host request"});
   for (auto& v : vcpus_) v->RequestStop();
   for (auto& t : threads_) {

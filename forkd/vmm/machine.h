@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -65,6 +66,7 @@ class Machine {
   void Resume();
   bool paused() const { return paused_; }
   // Ends the VM (status kStopped unless it already ended) and joins threads.
+  // Idempotent and thread-safe.
   VmExit Stop();
 
   // How the VM ended; nullopt while it runs. WaitForExit blocks (hang guard).
@@ -96,6 +98,7 @@ class Machine {
   std::thread input_thread_;
   UniqueFd input_stop_;  // eventfd that wakes the input pump to exit
   ExitLatch latch_;
+  std::mutex stop_mu_;  // Stop() may race from a signal thread and main
   bool started_ = false;
   bool paused_ = false;
 };

@@ -101,11 +101,11 @@ TEST(VmmLifecycle, PauseStopsGuestAndResumeContinues) {
   ASSERT_TRUE(vm->out->WaitFor("PROBE count 2").has_value()) << vm->out->text();
   vm->machine->Pause();
   ASSERT_TRUE(vm->machine->paused());
-  std::string at_pause = vm->out->text();
+  std::string at_pause = vm->out->DrainedText();
   // Not a timing assertion: a paused guest must produce nothing, however
   // long we look; 200 ms is just how long we look.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  EXPECT_EQ(vm->out->text(), at_pause);
+  EXPECT_EQ(vm->out->DrainedText(), at_pause);
   uint64_t last = CountsIn(at_pause).back();
   vm->machine->Resume();
   ASSERT_TRUE(vm->out->WaitFor("PROBE count " + std::to_string(last + 2)).has_value());
