@@ -71,7 +71,9 @@ absl::Status WriteFileAtomically(const std::filesystem::path& path,
 
 absl::StatusOr<std::vector<uint8_t>> ReadFileBounded(const std::filesystem::path& path,
                                                      uint64_t max_bytes) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK: a FIFO planted in place of a snapshot file must fail the S_ISREG check below,
+  // not block the open forever. It has no effect on reads of a regular file.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!fd) return ErrnoStatus(errno, "open " + path.string());
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, "stat " + path.string());

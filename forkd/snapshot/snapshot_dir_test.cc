@@ -1,6 +1,7 @@
 #include "forkd/snapshot/snapshot_dir.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -34,8 +35,8 @@ class SnapshotDirTest : public ::testing::Test {
     host_ = state_.header.cpu;
   }
 
-  // 5 MiB + 8 KiB of memory: three full 2 MiB chunks would not fit, so the last chunk is short.
-  // Chunk 1 is left as a hole (sparse) to exercise the hole shortcut.
+  // 5 MiB + 8 KiB of memory, so the last 2 MiB chunk is short. Chunk 1 is left entirely as a
+  // hole and chunk 0 has 4 KiB holes scattered through it, to exercise both hole shortcuts.
   void WriteMemory(uint64_t size = 5 * kMiB + 8192) {
     UniqueFd fd(::open(MemoryPath(dir_).c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644));
     ASSERT_TRUE(fd.valid());
@@ -43,7 +44,8 @@ class SnapshotDirTest : public ::testing::Test {
     std::mt19937 rng(1);
     std::vector<uint8_t> page(4096);
     for (uint64_t off = 0; off < size; off += 4096) {
-      if (off >= 2 * kMiB && off < 4 * kMiB) continue;  // hole
+      if (off >= 2 * kMiB && off < 4 * kMiB) continue;        // a whole chunk of hole
+      if (off < 2 * kMiB && (off / 4096) % 7 == 3) continue;  // holes inside chunk 0
       for (auto& b : page) b = static_cast<uint8_t>(rng());
       ASSERT_EQ(::pwrite(fd.get(), page.data(), std::min<uint64_t>(4096, size - off),
                          static_cast<off_t>(off)),
@@ -193,6 +195,16 @@ TEST_F(SnapshotDirTest, OtherCpuIsRefused) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("different CPU: model is 85"));
+}
+
+TEST_F(SnapshotDirTest, FifoInPlaceOfStateIsRefusedWithoutBlocking) {
+  WriteMemory();
+  ASSERT_TRUE(SaveSnapshot(dir_, state_).ok());
+  std::filesystem::remove(StatePath(dir_));
+  ASSERT_EQ(::mkfifo(StatePath(dir_).c_str(), 0600), 0);
+  auto r = OpenSnapshot(dir_, VerifyMode::kStateOnly, host_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("not a regular file"));
 }
 
 TEST(Manifest, SerializeParseRoundTrips) {
