@@ -53,6 +53,10 @@ Machine::~Machine() { Stop(); }
 
 absl::Status Machine::Start() {
   if (started_) return absl::FailedPreconditionError("machine already started");
+  if (pending_clock_) {
+    FORKD_RETURN_IF_ERROR(vm_.RestoreClock(*pending_clock_, pending_tsc_khz_));
+    pending_clock_.reset();
+  }
   InstallKickSignalHandler();
   input_stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!input_stop_) return ErrnoStatus(errno, "eventfd");
@@ -171,8 +175,9 @@ absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
       return absl::InvalidArgumentError(absl::StrCat("snapshot has unknown device ", d.name));
     }
   }
-  // Last, so the guest clock jumps by as little as possible before it runs.
-  FORKD_RETURN_IF_ERROR(vm_.RestoreClock(state.vm, state.vcpus[0].tsc_khz));
+  // kvmclock is set in Start(), right before the vCPUs run.
+  pending_clock_ = state.vm;
+  pending_tsc_khz_ = state.vcpus[0].tsc_khz;
   return rejected;
 }
 

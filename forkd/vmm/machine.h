@@ -59,7 +59,9 @@ class Machine {
   Bus& pio_bus() { return pio_; }
   Bus& mmio_bus() { return mmio_; }
 
-  // Starts one thread per vCPU and the serial input pump.
+  // Starts one thread per vCPU and the serial input pump. After
+  // RestoreState, first sets kvmclock (advanced to now), so a machine may be
+  // restored ahead of time and started on demand (a standby fork).
   absl::Status Start();
   // Parks every vCPU with its state complete (see Vcpu). Idempotent.
   void Pause();
@@ -101,6 +103,10 @@ class Machine {
   std::mutex stop_mu_;  // Stop() may race from a signal thread and main
   bool started_ = false;
   bool paused_ = false;
+  // Set by RestoreState; applied by Start() so the guest clock advances by
+  // all the host time that passed before the vCPUs run.
+  std::optional<VmState> pending_clock_;
+  uint32_t pending_tsc_khz_ = 0;
 };
 
 }  // namespace forkd::vmm

@@ -34,15 +34,17 @@ namespace {
 constexpr char kUsage[] =
     "usage: forkd-vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--mem-mib N] [--vcpus N]\n"
     "                 [--serial-out FD|PATH] [--serial-in FD|PATH] [--control-fd FD]\n"
-    "       forkd-vmm --restore DIR [--serial-out FD|PATH] [--serial-in FD|PATH]\n"
+    "       forkd-vmm --restore DIR [--standby] [--serial-out FD|PATH] [--serial-in FD|PATH]\n"
     "                 [--control-fd FD]\n"
     "\n"
     "Runs one KVM microVM. Boots a bzImage/ELF kernel through the 64-bit Linux boot\n"
     "protocol, or restores a snapshot directory (copy-on-write: the snapshot is never\n"
     "modified). Guest serial output goes to --serial-out (default: stdout).\n"
+    "--standby restores everything, answers STANDBY, and starts the vCPUs on GO (a\n"
+    "pre-provisioned fork; the guest clock is advanced at GO). Needs --control-fd.\n"
     "Control protocol on --control-fd (default: READY/EXIT lines on stderr, no commands):\n"
-    "  out: READY | OK | ERR <why> | EXIT <reset|shutdown: ...|stopped|error: ...>\n"
-    "  in:  PAUSE | RESUME | STOP | SNAPSHOT <dir>   (EOF stops the VM)\n"
+    "  out: STANDBY | READY | OK | ERR <why> | EXIT <reset|shutdown: ...|stopped|error: ...>\n"
+    "  in:  GO | PAUSE | RESUME | STOP | SNAPSHOT <dir>   (EOF stops the VM)\n"
     "Exit code: 0 stopped or reset, 3 guest shutdown/triple fault, 1 VM error, 2 usage.\n";
 
 struct Options {
@@ -50,6 +52,7 @@ struct Options {
   uint64_t mem_mib = 256;
   int vcpus = 1;
   std::string serial_out = "1", serial_in, control_fd;
+  bool standby = false;
 };
 
 std::optional<uint64_t> ParseUint(std::string_view s) {
@@ -64,6 +67,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "--help" || a == "-h") return absl::CancelledError("help");
+    if (a == "--standby") {
+      o.standby = true;
+      continue;
+    }
     auto value = [&]() -> absl::StatusOr<std::string> {
       if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(argv[i], " needs a value"));
       return std::string(argv[++i]);
@@ -99,6 +106,9 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   }
   if (o.kernel.empty() == o.restore.empty()) {
     return absl::InvalidArgumentError("give exactly one of --kernel or --restore");
+  }
+  if (o.standby && (o.restore.empty() || o.control_fd.empty())) {
+    return absl::InvalidArgumentError("--standby needs --restore and --control-fd");
   }
   if (!o.restore.empty() && !o.initrd.empty()) {
     return absl::InvalidArgumentError("--initrd makes no sense with --restore");
@@ -251,7 +261,16 @@ int Main(int argc, char** argv) {
     cfg.serial = serial;
     machine = BuildForBoot(shared_kvm, cfg);
   }
-  absl::Status st = machine.ok() ? (*machine)->Start() : machine.status();
+  absl::Status st = machine.status();
+  if (st.ok() && opts->standby) {
+    control.Send("STANDBY");
+    auto go = control.ReadLine();
+    if (!go || *go != "GO") {
+      control.Send("EXIT stopped: no GO");
+      return 0;
+    }
+  }
+  if (st.ok()) st = (*machine)->Start();
   if (!st.ok()) {
     control.Send("EXIT error: " + st.ToString());
     return 1;

@@ -45,6 +45,42 @@ TEST(ForkdVmm, BootSnapshotRestoreInNewProcess) {
   fs::remove_all(dir);
 }
 
+TEST(ForkdVmm, StandbyForkStartsOnGoAndContinuesCounter) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("forkd_vmm_standby." + std::to_string(getpid()));
+  auto src = VmmProcess::Spawn(
+      {"--kernel", ProbeGuestPath(), "--cmdline", "probe.report=32", "--mem-mib", "64"});
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->ReadLine(), "READY");
+  ASSERT_TRUE((*src)->serial().WaitFor("PROBE count 1").has_value());
+  (*src)->Send("SNAPSHOT " + dir.string());  // pauses, saves, resumes
+  EXPECT_EQ((*src)->ReadLine(), "OK");
+  (*src)->Send("STOP");
+  EXPECT_EQ((*src)->ReadLine(), "EXIT stopped: host request");
+
+  auto standby = VmmProcess::Spawn({"--restore", dir.string(), "--standby"});
+  ASSERT_TRUE(standby.ok()) << standby.status();
+  EXPECT_EQ((*standby)->ReadLine(), "STANDBY");
+  // Nothing runs before GO: the guest has not printed anything yet.
+  EXPECT_EQ((*standby)->serial().DrainedText(), "");
+  (*standby)->Send("GO");
+  EXPECT_EQ((*standby)->ReadLine(), "READY");
+  (*standby)->input().Send("p");
+  EXPECT_TRUE((*standby)->serial().WaitFor("PROBE count").has_value());
+  (*standby)->Send("STOP");
+  EXPECT_EQ((*standby)->ReadLine(), "EXIT stopped: host request");
+  EXPECT_EQ((*standby)->Wait(), 0);
+  fs::remove_all(dir);
+}
+
+TEST(ForkdVmm, ControlEofStopsTheVm) {
+  auto p = VmmProcess::Spawn({"--kernel", ProbeGuestPath(), "--mem-mib", "64"});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ((*p)->ReadLine(), "READY");
+  (*p)->CloseControl();
+  EXPECT_EQ((*p)->Wait(), 0);
+}
+
 TEST(ForkdVmm, GuestResetAndTripleFaultReportDistinctExits) {
   auto reset = VmmProcess::Spawn(
       {"--kernel", ProbeGuestPath(), "--cmdline", "probe.mode=reset", "--mem-mib", "64"});
@@ -66,7 +102,8 @@ TEST(ForkdVmm, BadInputIsRejectedClearly) {
        std::vector<std::vector<std::string>>{{"--vcpus", "5", "--kernel", ProbeGuestPath()},
                                              {"--mem-mib", "abc", "--kernel", ProbeGuestPath()},
                                              {"--kernel", ProbeGuestPath(), "--restore", "/tmp"},
-                                             {"--frobnicate"}}) {
+                                             {"--frobnicate"},
+                                             {"--standby", "--kernel", ProbeGuestPath()}}) {
     auto p = VmmProcess::Spawn(args);
     ASSERT_TRUE(p.ok());
     EXPECT_EQ((*p)->Wait(), 2) << args[0];

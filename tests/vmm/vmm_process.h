@@ -27,6 +27,8 @@ class VmmProcess {
   OutputCollector& serial() { return *out_; }
   const InputPipe& input() const { return in_; }
   void Send(const std::string& line) const;
+  // The supervisor going away: the VMM must stop its VM and exit.
+  void CloseControl() { control_.reset(); }
   // Next control line (hang-guarded), or nullopt on EOF/timeout.
   std::optional<std::string> ReadLine();
   // Waits for the process; returns its exit code (or -signal).
