@@ -23,18 +23,12 @@ uint64_t MonotonicNs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-absl::StatusOr<snapshot::VcpuState> ToFormat(const VcpuState& v) {
-  if (v.xsave.empty()) {
-    return absl::UnimplementedError("snapshot format needs XSAVE state; host has no KVM_CAP_XSAVE");
-  }
+snapshot::VcpuState ToFormat(const VcpuState& v) {
   snapshot::VcpuState f;
   f.regs = v.regs;
   f.sregs = v.sregs;
-  f.xsave = v.xsave;
-  // The format's minimum is sizeof(kvm_xsave), which Debian 12's C++ headers
-  // make 4100 rather than the kernel's 4096 (see kvm_abi.h); pad with zeros
-  // that KVM never reads.
-  if (f.xsave.size() < snapshot::kMinXsaveBytes) f.xsave.resize(snapshot::kMinXsaveBytes, 0);
+  f.fpu = v.fpu;
+  f.xsave = v.xsave;  // empty on a host without XSAVE: restore uses `fpu`
   f.xcrs = v.xcrs;
   for (const auto& m : v.msrs) f.msrs.push_back({m.index, m.value});
   f.lapic = v.lapic;
@@ -49,6 +43,7 @@ VcpuState FromFormat(const snapshot::VcpuState& f) {
   VcpuState v;
   v.regs = f.regs;
   v.sregs = f.sregs;
+  v.fpu = f.fpu;
   v.xsave = f.xsave;
   v.xcrs = f.xcrs;
   for (const auto& m : f.msrs) v.msrs.push_back({m.index, m.value});
@@ -79,8 +74,7 @@ absl::Status SaveSnapshot(const Machine& machine, const fs::path& dir) {
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count());
   for (const auto& v : ms.vcpus) {
-    FORKD_ASSIGN_OR_RETURN(auto f, ToFormat(v));
-    s.vcpus.push_back(std::move(f));
+    s.vcpus.push_back(ToFormat(v));
   }
   s.vm.pic_master = ms.vm.pic_master;
   s.vm.pic_slave = ms.vm.pic_slave;
