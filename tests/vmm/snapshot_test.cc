@@ -1,6 +1,10 @@
 // Tier 2: pause/resume, snapshot -> restore continuity, N concurrent CoW
 // forks of one snapshot, and no fd/mapping leaks across create/destroy.
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+
+#include <future>
 
 #include <filesystem>
 #include <fstream>
@@ -111,6 +115,40 @@ TEST(VmmLifecycle, PauseStopsGuestAndResumeContinues) {
   ASSERT_TRUE(vm->out->WaitFor("PROBE count " + std::to_string(last + 2)).has_value());
   ExpectConsecutive(Counts(*vm->out));
   EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
+}
+
+TEST(VmmLifecycle, StalledSerialReaderCannotWedgePauseOrStop) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  UniqueFd r(fds[0]), w(fds[1]);
+  // Smallest pipe (one page), so the guest fills it quickly.
+  const int capacity = ::fcntl(w.get(), F_SETPIPE_SZ, 4096);
+  ASSERT_GT(capacity, 0);
+  BootConfig cfg;
+  cfg.kernel_path = ProbeGuestPath();
+  cfg.cmdline = "probe.report=1";  // a line per poll: fills the pipe quickly
+  cfg.mem_size = 64 << 20;
+  cfg.serial = {w.get(), -1};
+  auto m = BuildForBoot(SharedKvm(), cfg);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_TRUE((*m)->Start().ok());
+  // Wait until the pipe is full (nobody reads it), i.e. the vCPU blocks.
+  int queued = 0;
+  for (int i = 0; i < 6000 && queued < capacity; ++i) {
+    ::ioctl(r.get(), FIONREAD, &queued);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GE(queued, capacity) << "guest never filled the serial pipe";
+  auto done = std::async(std::launch::async, [&] {
+    (*m)->Pause();
+    (*m)->Resume();
+    return (*m)->Stop();
+  });
+  if (done.wait_for(kHangGuard) != std::future_status::ready) {
+    ADD_FAILURE() << "pause/stop wedged behind a full serial pipe";
+    std::_Exit(1);  // the wedged threads would block the test's exit forever
+  }
+  EXPECT_EQ(done.get().kind, ExitKind::kStopped);
 }
 
 TEST(VmmSnapshot, RestoredGuestContinuesItsCounter) {

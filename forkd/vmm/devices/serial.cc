@@ -161,9 +161,11 @@ void Serial::UpdateInterruptLocked(bool* raise) {
 
 void Serial::Emit(uint8_t byte) {
   if (out_fd_ < 0) return;
-  // A full or closed log must not stall the vCPU forever: retry EINTR only.
-  while (::write(out_fd_, &byte, 1) < 0 && errno == EINTR) {
-  }
+  // One attempt. A write blocked on a full pipe is interrupted by the vCPU
+  // kick signal (pause/stop); the byte is then dropped rather than retried,
+  // so a reader that stopped reading can never wedge pause or stop. Other
+  // errors (closed reader) also drop the byte: console output is best effort.
+  (void)::write(out_fd_, &byte, 1);
 }
 
 size_t Serial::EnqueueInput(std::span<const uint8_t> bytes) {

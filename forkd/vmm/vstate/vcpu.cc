@@ -315,6 +315,10 @@ std::optional<VmExit> Vcpu::HandleExit(const Bus& pio, const Bus& mmio) {
                     absl::StrCat("hardware entry failure reason ",
                                  absl::Hex(r->fail_entry.hardware_entry_failure_reason), " on cpu ",
                                  r->fail_entry.cpu)};
+    case KVM_EXIT_UNKNOWN:
+      return VmExit{ExitKind::kError,
+                    absl::StrCat("unknown exit, hardware reason ",
+                                 absl::Hex(r->hw.hardware_exit_reason), " on vcpu ", index_)};
     default:
       return VmExit{ExitKind::kError, absl::StrCat("unhandled KVM exit reason ", r->exit_reason)};
   }
