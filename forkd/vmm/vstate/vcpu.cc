@@ -182,6 +182,9 @@ absl::Status Vcpu::Restore(const VcpuState& s, int* rejected_msrs) {
 
 void Vcpu::SetThread(pthread_t thread) {
   std::lock_guard lock(mu_);
+  // The loop may already have ended (e.g. KVM_RUN failed at once); never
+  // arm kicks at a thread that is about to be joined.
+  if (loop_done_) return;
   thread_ = thread;
   has_thread_ = true;
 }
