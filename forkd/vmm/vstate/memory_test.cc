@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "forkd/vmm/vm_exit.h"
+#include "forkd/vmm/vstate/vm.h"
 #include "gtest/gtest.h"
 
 namespace forkd::vmm {
@@ -72,6 +73,16 @@ TEST(GuestMemory, SharedFileBackingWritesThrough) {
   f.seekg(4096);
   EXPECT_EQ(f.get(), 'S');
   fs::remove(path);
+}
+
+TEST(Kvmclock, AdvancesByHostTscTime) {
+  // 2.5 GHz: 2.5e9 cycles are one second.
+  EXPECT_EQ(AdvancedKvmclock(1000, 0, 2500000000ULL, 2500000), 1000 + 1000000000ULL);
+  EXPECT_EQ(AdvancedKvmclock(1000, 5000, 5000, 2500000), 1000u);  // no time passed
+  EXPECT_EQ(AdvancedKvmclock(1000, 5000, 4000, 2500000), 1000u);  // never backwards
+  EXPECT_EQ(AdvancedKvmclock(1000, 0, 2500000000ULL, 0), 1000u);  // unknown frequency
+  // A day of cycles does not overflow the intermediate product.
+  EXPECT_EQ(AdvancedKvmclock(0, 0, 2500000000ULL * 86400, 2500000), 86400ULL * 1000000000ULL);
 }
 
 TEST(ExitLatch, FirstReasonWins) {

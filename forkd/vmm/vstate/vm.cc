@@ -11,6 +11,14 @@
 
 namespace forkd::vmm {
 
+uint64_t AdvancedKvmclock(uint64_t saved_clock_ns, uint64_t saved_host_tsc, uint64_t now_host_tsc,
+                          uint32_t tsc_khz) {
+  if (tsc_khz == 0 || now_host_tsc <= saved_host_tsc) return saved_clock_ns;
+  // cycles / kHz = ms; scale to ns in 128 bits so long gaps cannot overflow.
+  unsigned __int128 cycles = now_host_tsc - saved_host_tsc;
+  return saved_clock_ns + static_cast<uint64_t>(cycles * 1000000 / tsc_khz);
+}
+
 absl::StatusOr<Vm> Vm::Create(const Kvm& kvm) {
   int fd = ::ioctl(kvm.fd(), KVM_CREATE_VM, 0);
   if (fd < 0) return ErrnoStatus(errno, "KVM_CREATE_VM");
@@ -82,13 +90,8 @@ absl::Status Vm::RestoreChips(const VmState& state) {
 absl::Status Vm::RestoreClock(const VmState& state, uint32_t tsc_khz) {
   kvm_clock_data clock{};
   clock.clock = state.clock.clock;
-  if ((state.clock.flags & KVM_CLOCK_HOST_TSC) && tsc_khz != 0) {
-    uint64_t now = __rdtsc();
-    if (now > state.clock.host_tsc) {
-      // cycles / (kHz) = ms; scale to ns without overflowing for long gaps.
-      unsigned __int128 cycles = now - state.clock.host_tsc;
-      clock.clock += static_cast<uint64_t>(cycles * 1000000 / tsc_khz);
-    }
+  if (state.clock.flags & KVM_CLOCK_HOST_TSC) {
+    clock.clock = AdvancedKvmclock(state.clock.clock, state.clock.host_tsc, __rdtsc(), tsc_khz);
   }
   if (::ioctl(fd(), KVM_SET_CLOCK, &clock) != 0) return ErrnoStatus(errno, "KVM_SET_CLOCK");
   return absl::OkStatus();

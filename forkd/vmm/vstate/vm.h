@@ -13,6 +13,12 @@
 
 namespace forkd::vmm {
 
+// kvmclock value (ns) for a restore: the saved clock plus the host time
+// since it was saved, measured in host TSC cycles at `tsc_khz`. Never goes
+// backwards (a TSC that reads lower than the saved one adds nothing).
+uint64_t AdvancedKvmclock(uint64_t saved_clock_ns, uint64_t saved_host_tsc, uint64_t now_host_tsc,
+                          uint32_t tsc_khz);
+
 class Vm {
  public:
   static absl::StatusOr<Vm> Create(const Kvm& kvm);
