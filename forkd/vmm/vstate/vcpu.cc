@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -42,6 +43,36 @@ bool GetOneMsr(int fd, uint32_t index, uint64_t* value) {
   if (::ioctl(fd, kvm_abi::kGetMsrs, &m) != 1) return false;
   *value = m.entry.data;
   return true;
+}
+
+// Sets `msrs`, skipping the ones KVM rejects; returns how many it rejected.
+// KVM_SET_MSRS stops at the first MSR it refuses and returns how many it set
+// (DESIGN.md section 7), so: set a batch, skip the refused entry, set the
+// rest -- the same result as one ioctl per MSR, in a few ioctls instead of ~50.
+int SetMsrsSkippingRejected(int fd, const std::vector<MsrValue>& msrs) {
+  std::vector<uint8_t> buf(sizeof(kvm_abi::MsrsHeader) + msrs.size() * sizeof(kvm_msr_entry));
+  auto* hdr = reinterpret_cast<kvm_abi::MsrsHeader*>(buf.data());
+  auto* entries = reinterpret_cast<kvm_msr_entry*>(buf.data() + sizeof(*hdr));
+  int rejected = 0;
+  size_t next = 0;
+  while (next < msrs.size()) {
+    const size_t n = msrs.size() - next;
+    hdr->nmsrs = static_cast<uint32_t>(n);
+    hdr->pad = 0;
+    for (size_t i = 0; i < n; ++i) {
+      entries[i] = kvm_msr_entry{};
+      entries[i].index = msrs[next + i].index;
+      entries[i].data = msrs[next + i].value;
+    }
+    int set = ::ioctl(fd, kvm_abi::kSetMsrs, buf.data());
+    if (set < 0) set = 0;  // a failing ioctl: treat the first entry as refused
+    next += static_cast<size_t>(set);
+    if (next < msrs.size()) {
+      ++rejected;  // msrs[next] was refused: skip it
+      ++next;
+    }
+  }
+  return rejected;
 }
 
 absl::Status Ioctl(int fd, unsigned long req, void* arg, const char* what) {
@@ -171,10 +202,7 @@ absl::Status Vcpu::Restore(const VcpuState& s, int* rejected_msrs) {
                               "KVM_SET_DEBUGREGS"));
   FORKD_RETURN_IF_ERROR(
       Ioctl(fd(), KVM_SET_LAPIC, const_cast<kvm_lapic_state*>(&s.lapic), "KVM_SET_LAPIC"));
-  int rejected = 0;
-  for (const auto& m : s.msrs) {
-    if (!SetOneMsr(fd(), m.index, m.value)) ++rejected;
-  }
+  const int rejected = SetMsrsSkippingRejected(fd(), s.msrs);
   if (rejected_msrs != nullptr) *rejected_msrs = rejected;
   return Ioctl(fd(), KVM_SET_VCPU_EVENTS, const_cast<kvm_vcpu_events*>(&s.events),
                "KVM_SET_VCPU_EVENTS");

@@ -44,9 +44,9 @@ class Vcpu {
   absl::Status ConfigureForBoot(uint64_t entry, uint64_t zero_page);
 
   absl::StatusOr<VcpuState> Save(const Kvm& kvm) const;
-  // MSRs are set one at a time: KVM_SET_MSRS stops at the first rejected
-  // one and kvm_pvm rejects some it lists as readable. Rejected indices are
-  // counted in `rejected_msrs`.
+  // KVM_SET_MSRS stops at the first rejected MSR and kvm_pvm rejects some it
+  // lists as readable, so a refused MSR is skipped and the rest set on
+  // (never "stop at the first"). Rejected MSRs are counted in `rejected_msrs`.
   absl::Status Restore(const VcpuState& s, int* rejected_msrs);
 
   // Runs the guest until the VM ends (latch set by anyone) or a stop is
