@@ -1,0 +1,31 @@
+#include "forkd/snapshot/state.h"
+
+#include <cstring>
+
+namespace forkd::snapshot {
+namespace {
+template <typename T>
+bool SameBytes(const T& a, const T& b) {
+  return std::memcmp(&a, &b, sizeof(T)) == 0;
+}
+}  // namespace
+
+bool operator==(const VcpuState& a, const VcpuState& b) {
+  return SameBytes(a.regs, b.regs) && SameBytes(a.sregs, b.sregs) && SameBytes(a.fpu, b.fpu) &&
+         a.xsave == b.xsave && SameBytes(a.xcrs, b.xcrs) && a.msrs == b.msrs &&
+         SameBytes(a.lapic, b.lapic) && SameBytes(a.events, b.events) &&
+         SameBytes(a.debugregs, b.debugregs) && SameBytes(a.mp_state, b.mp_state) &&
+         a.tsc_khz == b.tsc_khz;
+}
+
+bool operator==(const VmState& a, const VmState& b) {
+  return SameBytes(a.pic_master, b.pic_master) && SameBytes(a.pic_slave, b.pic_slave) &&
+         SameBytes(a.ioapic, b.ioapic) && SameBytes(a.pit, b.pit) && SameBytes(a.clock, b.clock) &&
+         a.host_monotonic_ns == b.host_monotonic_ns && a.host_tsc == b.host_tsc;
+}
+
+bool operator==(const SnapshotState& a, const SnapshotState& b) {
+  return a.header == b.header && a.vcpus == b.vcpus && a.vm == b.vm && a.devices == b.devices;
+}
+
+}  // namespace forkd::snapshot

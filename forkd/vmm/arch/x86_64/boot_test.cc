@@ -1,0 +1,129 @@
+// Pure boot-path construction: zero page, e820, page tables, GDT, CPUID.
+#include <cstring>
+
+#include "forkd/vmm/arch/x86_64/boot_params.h"
+#include "forkd/vmm/arch/x86_64/cpuid.h"
+#include "forkd/vmm/arch/x86_64/gdt.h"
+#include "forkd/vmm/arch/x86_64/layout.h"
+#include "forkd/vmm/arch/x86_64/page_tables.h"
+#include "gtest/gtest.h"
+
+namespace forkd::vmm {
+namespace {
+
+TEST(E820, LowRamAndRamFromOneMiB) {
+  auto map = BuildE820(256 << 20);
+  ASSERT_EQ(map.size(), 2u);
+  EXPECT_EQ(map[0].addr, 0u);
+  EXPECT_EQ(map[0].size, layout::kEbdaStart);
+  EXPECT_EQ(map[1].addr, layout::kKernelLoadAddr);
+  EXPECT_EQ(map[1].addr + map[1].size, 256u << 20);
+  EXPECT_EQ(map[1].type, kE820Ram);
+}
+
+TEST(ZeroPage, SynthesisedHeaderForElf) {
+  ZeroPageParams p;
+  p.mem_size = 128 << 20;
+  p.cmdline_addr = layout::kCmdlineAddr;
+  p.cmdline_size = 12;
+  p.initrd_addr = 0x5000000;
+  p.initrd_size = 0x1234;
+  auto bp = BuildZeroPage(p);
+  ASSERT_TRUE(bp.ok()) << bp.status();
+  EXPECT_EQ(bp->hdr.boot_flag, 0xaa55);
+  EXPECT_EQ(bp->hdr.header, 0x53726448u);
+  EXPECT_EQ(bp->hdr.type_of_loader, 0xff);
+  EXPECT_EQ(bp->hdr.cmd_line_ptr, layout::kCmdlineAddr);
+  EXPECT_EQ(bp->hdr.cmdline_size, 12u);
+  EXPECT_EQ(bp->hdr.ramdisk_image, 0x5000000u);
+  EXPECT_EQ(bp->hdr.ramdisk_size, 0x1234u);
+  EXPECT_EQ(bp->e820_entries, 2);
+  EXPECT_EQ(bp->e820_table[1].size, (128u << 20) - layout::kKernelLoadAddr);
+}
+
+TEST(ZeroPage, KeepsBzImageHeaderFields) {
+  setup_header h{};
+  h.boot_flag = 0xaa55;
+  h.header = 0x53726448;
+  h.version = 0x020f;
+  h.kernel_alignment = 0x200000;
+  ZeroPageParams p;
+  p.mem_size = 64 << 20;
+  p.header = h;
+  auto bp = BuildZeroPage(p);
+  ASSERT_TRUE(bp.ok());
+  EXPECT_EQ(bp->hdr.version, 0x020f);
+  EXPECT_EQ(bp->hdr.kernel_alignment, 0x200000u);
+  EXPECT_EQ(bp->hdr.type_of_loader, 0xff);
+}
+
+TEST(ZeroPage, RejectsTinyMemory) {
+  ZeroPageParams p;
+  p.mem_size = 1 << 20;
+  EXPECT_FALSE(BuildZeroPage(p).ok());
+}
+
+TEST(Initrd, PlacedHighestBelowLimits) {
+  auto a = PlaceInitrd(256 << 20, 0x37ffffff, 8 << 20, 10000);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(*a % layout::kPageSize, 0u);
+  EXPECT_LE(*a + 10000, 256u << 20);
+  EXPECT_GT(*a + 10000 + layout::kPageSize, 256u << 20);
+  auto capped = PlaceInitrd(2048ULL << 20, 0x37ffffff, 8 << 20, 4096);
+  ASSERT_TRUE(capped.ok());
+  EXPECT_LE(*capped + 4096, 0x38000000u);
+  EXPECT_FALSE(PlaceInitrd(64 << 20, 0x37ffffff, 60 << 20, 8 << 20).ok());  // overlaps kernel
+  EXPECT_FALSE(PlaceInitrd(64 << 20, 0x37ffffff, 0, 0).ok());
+}
+
+TEST(PageTables, IdentityMapsLowFourGiB) {
+  auto t = page_tables::BuildIdentityTables();
+  EXPECT_EQ(t.pml4[0] & ~0xfffULL, layout::kPdptAddr);
+  EXPECT_EQ(t.pml4[1], 0u);
+  for (int i = 0; i < page_tables::kNumPds; ++i) {
+    EXPECT_EQ(t.pdpt[i] & ~0xfffULL, layout::kPdAddr + i * layout::kPageSize);
+    EXPECT_TRUE(t.pdpt[i] & page_tables::kPresent);
+  }
+  // A walk of an arbitrary address lands on itself.
+  for (uint64_t addr : {0x0ULL, 0x1234567ULL, 0xbfffffffULL, 0xfffbd000ULL}) {
+    uint64_t pde = t.pds[addr >> 30][(addr >> 21) & 511];
+    EXPECT_TRUE(pde & page_tables::kHugePage);
+    EXPECT_EQ((pde & ~0x1fffffULL & ((1ULL << 52) - 1)) | (addr & 0x1fffff), addr);
+  }
+  EXPECT_LT(layout::kPdAddr + page_tables::kNumPds * layout::kPageSize, layout::kCmdlineAddr);
+}
+
+TEST(Gdt, SegmentsDecodeToLongModeCode) {
+  auto cs = gdt::SegmentFromEntry(gdt::kBootGdt[2], 2);
+  EXPECT_EQ(cs.selector, gdt::kCodeSelector);
+  EXPECT_EQ(cs.l, 1);
+  EXPECT_EQ(cs.db, 0);
+  EXPECT_EQ(cs.present, 1);
+  EXPECT_EQ(cs.type, 0xb);
+  EXPECT_EQ(cs.limit, 0xffffffffu);
+  auto ds = gdt::SegmentFromEntry(gdt::kBootGdt[3], 3);
+  EXPECT_EQ(ds.selector, gdt::kDataSelector);
+  EXPECT_EQ(ds.db, 1);
+  EXPECT_EQ(ds.type, 0x3);
+  auto null_seg = gdt::SegmentFromEntry(0, 0);
+  EXPECT_EQ(null_seg.unusable, 1);
+}
+
+TEST(Cpuid, PerVcpuApicIdsAndHypervisorLeaves) {
+  std::vector<kvm_cpuid_entry2> supported(2);
+  supported[0].function = 1;
+  supported[0].ebx = 0xffff0800;
+  supported[1].function = 0xb;
+  auto c = cpuid::ForVcpu(supported, 3, 4);
+  EXPECT_EQ(c[0].ebx >> 24, 3u);
+  EXPECT_EQ((c[0].ebx >> 16) & 0xff, 4u);
+  EXPECT_EQ(c[0].ebx & 0xffff, 0x0800u);
+  EXPECT_TRUE(c[0].ecx & (1u << 31));
+  EXPECT_EQ(c[1].edx, 3u);
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(c[2].function, 0x40000000u);
+  EXPECT_EQ(std::memcmp(&c[2].ebx, "KVMKVMKVM", 4), 0);
+}
+
+}  // namespace
+}  // namespace forkd::vmm

@@ -1,0 +1,108 @@
+#include "forkd/vmm/builder.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/errno_status.h"
+#include "common/unique_fd.h"
+#include "forkd/vmm/arch/x86_64/boot_params.h"
+#include "forkd/vmm/arch/x86_64/layout.h"
+#include "forkd/vmm/arch/x86_64/regs.h"
+#include "forkd/vmm/loader/kernel_image.h"
+
+namespace forkd::vmm {
+namespace {
+
+constexpr uint64_t kDefaultInitrdAddrMax = 0x37ffffff;
+
+absl::Status LoadKernel(const GuestMemory& mem, const KernelImage& k, std::string_view bytes) {
+  for (const auto& seg : k.segments) {
+    FORKD_ASSIGN_OR_RETURN(auto dst, mem.Slice(seg.gpa, seg.mem_size));
+    std::memcpy(dst.data(), bytes.data() + seg.file_offset, seg.file_size);
+    std::memset(dst.data() + seg.file_size, 0, seg.mem_size - seg.file_size);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return ErrnoStatus(errno, "open " + path);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, "fstat " + path);
+  std::string out(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::read(fd.get(), out.data() + done, out.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus(errno, "read " + path);
+    if (n == 0) return absl::DataLossError(absl::StrCat(path, " shrank while reading"));
+    done += static_cast<size_t>(n);
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Machine>> BuildForBoot(std::shared_ptr<const Kvm> kvm,
+                                                      const BootConfig& cfg) {
+  if (cfg.cmdline.size() + 1 > layout::kCmdlineMaxSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel command line of ", cfg.cmdline.size(), " bytes is too long"));
+  }
+  FORKD_ASSIGN_OR_RETURN(std::string kernel, ReadWholeFile(cfg.kernel_path));
+  auto parsed = ParseKernelImage({reinterpret_cast<const uint8_t*>(kernel.data()), kernel.size()});
+  if (!parsed.ok()) return Annotate(parsed.status(), "kernel " + cfg.kernel_path);
+  const KernelImage& image = *parsed;
+  if (image.end() > cfg.mem_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel needs ", image.end(), " bytes of guest memory, have ", cfg.mem_size));
+  }
+
+  absl::StatusOr<GuestMemory> mem =
+      cfg.shared_memory_path.empty()
+          ? GuestMemory::Anonymous(cfg.mem_size)
+          : GuestMemory::FileShared(cfg.shared_memory_path, cfg.mem_size);
+  if (!mem.ok()) return mem.status();
+  FORKD_ASSIGN_OR_RETURN(auto machine,
+                         Machine::Create(std::move(kvm), *std::move(mem), cfg.vcpus, cfg.serial));
+  const GuestMemory& m = machine->memory();
+
+  FORKD_RETURN_IF_ERROR(LoadKernel(m, image, kernel));
+  std::string cmdline = cfg.cmdline;
+  cmdline.push_back('\0');
+  FORKD_RETURN_IF_ERROR(m.Write(
+      layout::kCmdlineAddr, {reinterpret_cast<const uint8_t*>(cmdline.data()), cmdline.size()}));
+
+  ZeroPageParams zp;
+  zp.mem_size = cfg.mem_size;
+  zp.cmdline_addr = layout::kCmdlineAddr;
+  zp.cmdline_size = static_cast<uint32_t>(cfg.cmdline.size());
+  zp.header = image.header;
+  if (!cfg.initrd_path.empty()) {
+    FORKD_ASSIGN_OR_RETURN(std::string initrd, ReadWholeFile(cfg.initrd_path));
+    uint64_t addr_max = image.header && image.header->initrd_addr_max != 0
+                            ? image.header->initrd_addr_max
+                            : kDefaultInitrdAddrMax;
+    FORKD_ASSIGN_OR_RETURN(uint64_t addr,
+                           PlaceInitrd(cfg.mem_size, addr_max, image.end(), initrd.size()));
+    FORKD_RETURN_IF_ERROR(
+        m.Write(addr, {reinterpret_cast<const uint8_t*>(initrd.data()), initrd.size()}));
+    zp.initrd_addr = addr;
+    zp.initrd_size = initrd.size();
+  }
+  FORKD_ASSIGN_OR_RETURN(boot_params bp, BuildZeroPage(zp));
+  FORKD_RETURN_IF_ERROR(m.WriteObj(layout::kZeroPageAddr, bp));
+  FORKD_RETURN_IF_ERROR(regs::WriteBootTables(m));
+  for (auto& v : machine->vcpus()) {
+    FORKD_RETURN_IF_ERROR(Annotate(v->ConfigureForBoot(image.entry, layout::kZeroPageAddr),
+                                   absl::StrCat("vcpu ", v->index())));
+  }
+  return machine;
+}
+
+}  // namespace forkd::vmm

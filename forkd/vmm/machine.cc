@@ -1,0 +1,184 @@
+#include "forkd/vmm/machine.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "common/errno_status.h"
+#include "forkd/vmm/arch/x86_64/layout.h"
+
+namespace forkd::vmm {
+
+Machine::Machine(std::shared_ptr<const Kvm> kvm, Vm vm, GuestMemory mem, SerialConfig serial)
+    : kvm_(std::move(kvm)), vm_(std::move(vm)), mem_(std::move(mem)), serial_cfg_(serial) {}
+
+absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const Kvm> kvm,
+                                                         GuestMemory mem, int num_vcpus,
+                                                         SerialConfig serial) {
+  if (num_vcpus < 1 || num_vcpus > layout::kMaxVcpus) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vCPU count ", num_vcpus, " is outside 1..", layout::kMaxVcpus));
+  }
+  FORKD_ASSIGN_OR_RETURN(Vm vm, Vm::Create(*kvm));
+  FORKD_RETURN_IF_ERROR(vm.SetMemory(mem));
+  FORKD_RETURN_IF_ERROR(vm.CreateIrqchipAndPit());
+  std::unique_ptr<Machine> m(new Machine(kvm, std::move(vm), std::move(mem), serial));
+  for (int i = 0; i < num_vcpus; ++i) {
+    FORKD_ASSIGN_OR_RETURN(auto vcpu, Vcpu::Create(*kvm, m->vm_, i));
+    FORKD_RETURN_IF_ERROR(vcpu->SetCpuid(*kvm, num_vcpus));
+    m->vcpus_.push_back(std::move(vcpu));
+  }
+
+  Machine* self = m.get();
+  m->serial_ = std::make_shared<Serial>(serial.out_fd, [self] {
+    // A failed IRQ pulse only delays the guest's interrupt-driven I/O; the
+    // guest still sees LSR state, so it is not worth ending the VM for.
+    (void)self->vm_.TriggerIrq(layout::kCom1Irq);
+  });
+  m->i8042_ = std::make_shared<I8042>([self] { self->EndVm({ExitKind::kReset, "i8042"}); });
+  FORKD_RETURN_IF_ERROR(
+      m->pio_.Register(layout::kCom1Port, layout::kCom1PortCount, m->serial_, Serial::kName));
+  FORKD_RETURN_IF_ERROR(m->mmio_.Register(layout::kSerialMmioAddr, layout::kSerialMmioSize,
+                                          m->serial_, Serial::kName));
+  FORKD_RETURN_IF_ERROR(m->pio_.Register(layout::kI8042DataPort,
+                                         layout::kI8042CommandPort - layout::kI8042DataPort + 1,
+                                         m->i8042_, I8042::kName));
+  return m;
+}
+
+Machine::~Machine() { Stop(); }
+
+absl::Status Machine::Start() {
+  if (started_) return absl::FailedPreconditionError("machine already started");
+  if (pending_clock_) {
+    FORKD_RETURN_IF_ERROR(vm_.RestoreClock(*pending_clock_, pending_tsc_khz_));
+    pending_clock_.reset();
+  }
+  InstallKickSignalHandler();
+  input_stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!input_stop_) return ErrnoStatus(errno, "eventfd");
+  started_ = true;
+  for (auto& v : vcpus_) {
+    threads_.emplace_back(&Machine::VcpuThread, this, v.get());
+    v->SetThread(threads_.back().native_handle());
+  }
+  if (serial_cfg_.in_fd >= 0) input_thread_ = std::thread(&Machine::InputPumpThread, this);
+  return absl::OkStatus();
+}
+
+void Machine::VcpuThread(Vcpu* vcpu) {
+  VmExit e = vcpu->RunLoop(pio_, mmio_, latch_);
+  if (e.kind != ExitKind::kStopped) EndVm(std::move(e));
+}
+
+void Machine::EndVm(VmExit e) {
+  if (!latch_.Set(std::move(e))) return;
+  for (auto& v : vcpus_) v->RequestStop();
+}
+
+void Machine::InputPumpThread() {
+  uint8_t buf[64];
+  size_t have = 0;
+  while (true) {
+    pollfd fds[2] = {{input_stop_.get(), POLLIN, 0}, {serial_cfg_.in_fd, POLLIN, 0}};
+    // While the guest's receive FIFO is full, wake up periodically to retry
+    // instead of reading more.
+    const bool backlog = have > 0;
+    int n = ::poll(fds, backlog ? 1 : 2, backlog ? 1 : -1);
+    if (n < 0 && errno != EINTR) return;
+    if (fds[0].revents) return;
+    if (!backlog && fds[1].revents) {
+      ssize_t r = ::read(serial_cfg_.in_fd, buf, sizeof buf);
+      if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) return;  // EOF: input closed
+      if (r > 0) have = static_cast<size_t>(r);
+    }
+    if (have > 0) {
+      size_t taken = serial_->EnqueueInput({buf, have});
+      std::copy(buf + taken, buf + have, buf);
+      have -= taken;
+    }
+  }
+}
+
+void Machine::Pause() {
+  if (!started_ || paused_) return;
+  for (auto& v : vcpus_) v->RequestPause();
+  for (auto& v : vcpus_) v->WaitPaused();
+  paused_ = true;
+}
+
+void Machine::Resume() {
+  if (!paused_) return;
+  paused_ = false;
+  for (auto& v : vcpus_) v->Resume();
+}
+
+VmExit Machine::Stop() {
+  std::lock_guard lock(stop_mu_);
+  latch_.Set({ExitKind::kStopped, "host request"});
+  for (auto& v : vcpus_) v->RequestStop();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+  if (input_thread_.joinable()) {
+    uint64_t one = 1;
+    (void)!::write(input_stop_.get(), &one, sizeof one);
+    input_thread_.join();
+  }
+  return *latch_.Get();
+}
+
+std::optional<VmExit> Machine::WaitForExit(std::chrono::milliseconds timeout) const {
+  if (!latch_.WaitFor(timeout)) return std::nullopt;
+  return latch_.Get();
+}
+
+absl::StatusOr<MachineState> Machine::SaveState() const {
+  if (started_ && !paused_ && !latch_.is_set()) {
+    return absl::FailedPreconditionError("save state: pause the machine first");
+  }
+  MachineState s;
+  for (const auto& v : vcpus_) {
+    FORKD_ASSIGN_OR_RETURN(auto vs, v->Save(*kvm_));
+    s.vcpus.push_back(std::move(vs));
+  }
+  FORKD_ASSIGN_OR_RETURN(s.vm, vm_.Save());
+  s.devices.push_back(serial_->SaveDevice());
+  s.devices.push_back(i8042_->SaveDevice());
+  return s;
+}
+
+absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
+  if (started_) return absl::FailedPreconditionError("restore state: machine already started");
+  if (state.vcpus.size() != vcpus_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot has ", state.vcpus.size(), " vCPUs, machine has ", vcpus_.size()));
+  }
+  FORKD_RETURN_IF_ERROR(vm_.RestoreChips(state.vm));
+  int rejected = 0;
+  for (size_t i = 0; i < vcpus_.size(); ++i) {
+    int r = 0;
+    FORKD_RETURN_IF_ERROR(
+        Annotate(vcpus_[i]->Restore(state.vcpus[i], &r), absl::StrCat("vcpu ", i)));
+    rejected += r;
+  }
+  for (const auto& d : state.devices) {
+    if (d.name == Serial::kName) {
+      FORKD_RETURN_IF_ERROR(serial_->RestoreDevice(d));
+    } else if (d.name == I8042::kName) {
+      FORKD_RETURN_IF_ERROR(i8042_->RestoreDevice(d));
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("snapshot has unknown device ", d.name));
+    }
+  }
+  // kvmclock is set in Start(), right before the vCPUs run.
+  pending_clock_ = state.vm;
+  pending_tsc_khz_ = state.vcpus[0].tsc_khz;
+  return rejected;
+}
+
+}  // namespace forkd::vmm

@@ -1,0 +1,112 @@
+// Machine: one running microVM. Owns the VM fd, guest memory, vCPUs (one
+// thread each), the device buses and devices, and the serial input pump.
+// Built by builder.h (cold boot or restore); pause/resume/stop from any
+// thread; the first VM-ending event is recorded once in the exit latch.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/unique_fd.h"
+#include "forkd/vmm/devices/bus.h"
+#include "forkd/vmm/devices/i8042.h"
+#include "forkd/vmm/devices/serial.h"
+#include "forkd/vmm/vm_exit.h"
+#include "forkd/vmm/vstate/kvm.h"
+#include "forkd/vmm/vstate/memory.h"
+#include "forkd/vmm/vstate/state.h"
+#include "forkd/vmm/vstate/vcpu.h"
+#include "forkd/vmm/vstate/vm.h"
+
+namespace forkd::vmm {
+
+struct SerialConfig {
+  int out_fd = -1;  // borrowed; guest output is written here as it happens
+  int in_fd = -1;   // borrowed; bytes read here are fed to the guest
+};
+
+// Everything a snapshot holds besides guest memory, in VMM terms.
+struct MachineState {
+  std::vector<VcpuState> vcpus;
+  VmState vm;
+  std::vector<DeviceState> devices;
+};
+
+class Machine {
+ public:
+  // Creates the VM, registers `mem`, then the irqchip and PIT (in that
+  // order, see Vm::SetMemory), the vCPUs with CPUID, and the devices.
+  static absl::StatusOr<std::unique_ptr<Machine>> Create(std::shared_ptr<const Kvm> kvm,
+                                                         GuestMemory mem, int num_vcpus,
+                                                         SerialConfig serial);
+  ~Machine();
+  Machine(const Machine&) = delete;
+  Machine& operator=(const Machine&) = delete;
+
+  const Kvm& kvm() const { return *kvm_; }
+  Vm& vm() { return vm_; }
+  const GuestMemory& memory() const { return mem_; }
+  std::vector<std::unique_ptr<Vcpu>>& vcpus() { return vcpus_; }
+  Serial& serial() { return *serial_; }
+  I8042& i8042() { return *i8042_; }
+  Bus& pio_bus() { return pio_; }
+  Bus& mmio_bus() { return mmio_; }
+
+  // Starts one thread per vCPU and the serial input pump. After
+  // RestoreState, first sets kvmclock (advanced to now), so a machine may be
+  // restored ahead of time and started on demand (a standby fork).
+  absl::Status Start();
+  // Parks every vCPU with its state complete (see Vcpu). Idempotent.
+  void Pause();
+  void Resume();
+  bool paused() const { return paused_; }
+  // Ends the VM (status kStopped unless it already ended) and joins threads.
+  // Idempotent and thread-safe.
+  VmExit Stop();
+
+  // How the VM ended; nullopt while it runs. WaitForExit blocks (hang guard).
+  std::optional<VmExit> exit() const { return latch_.Get(); }
+  std::optional<VmExit> WaitForExit(std::chrono::milliseconds timeout) const;
+
+  // Snapshot state of a paused VM (vCPUs, irqchip/PIT/clock, devices).
+  absl::StatusOr<MachineState> SaveState() const;
+  // Applies a snapshot's state to a freshly created (not started) machine.
+  // Returns the number of MSRs KVM refused (kvm_pvm has read-only ones).
+  absl::StatusOr<int> RestoreState(const MachineState& state);
+
+ private:
+  Machine(std::shared_ptr<const Kvm> kvm, Vm vm, GuestMemory mem, SerialConfig serial);
+  void VcpuThread(Vcpu* vcpu);
+  void InputPumpThread();
+  void EndVm(VmExit e);
+
+  std::shared_ptr<const Kvm> kvm_;
+  Vm vm_;
+  GuestMemory mem_;
+  SerialConfig serial_cfg_;
+  Bus pio_;
+  Bus mmio_;
+  std::shared_ptr<Serial> serial_;
+  std::shared_ptr<I8042> i8042_;
+  std::vector<std::unique_ptr<Vcpu>> vcpus_;
+  std::vector<std::thread> threads_;
+  std::thread input_thread_;
+  UniqueFd input_stop_;  // eventfd that wakes the input pump to exit
+  ExitLatch latch_;
+  std::mutex stop_mu_;  // Stop() may race from a signal thread and main
+  bool started_ = false;
+  bool paused_ = false;
+  // Set by RestoreState; applied by Start() so the guest clock advances by
+  // all the host time that passed before the vCPUs run.
+  std::optional<VmState> pending_clock_;
+  uint32_t pending_tsc_khz_ = 0;
+};
+
+}  // namespace forkd::vmm

@@ -1,0 +1,306 @@
+// forkd-vmm: one microVM per process (DESIGN.md section 1). Boots a kernel
+// or restores a snapshot, then reports on a control fd with a line protocol:
+//
+//   VMM -> supervisor:  READY                  the vCPUs are running
+//                       OK | ERR <why>         answer to a command
+//                       EXIT <status>          the VM ended: reset, shutdown: ...,
+//                                              stopped, error: ... (then the process exits)
+//   supervisor -> VMM:  PAUSE | RESUME | STOP | SNAPSHOT <dir>
+//
+// EOF on the control fd stops the VM: a VMM never outlives its supervisor.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/errno_status.h"
+#include "common/unique_fd.h"
+#include "forkd/vmm/builder.h"
+#include "forkd/vmm/persist.h"
+
+namespace forkd::vmm {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: forkd-vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--mem-mib N] [--vcpus N]\n"
+    "                 [--serial-out FD|PATH] [--serial-in FD|PATH] [--control-fd FD]\n"
+    "       forkd-vmm --restore DIR [--standby] [--serial-out FD|PATH] [--serial-in FD|PATH]\n"
+    "                 [--control-fd FD]\n"
+    "\n"
+    "Runs one KVM microVM. Boots a bzImage/ELF kernel through the 64-bit Linux boot\n"
+    "protocol, or restores a snapshot directory (copy-on-write: the snapshot is never\n"
+    "modified). Guest serial output goes to --serial-out (default: stdout).\n"
+    "--standby restores everything, answers STANDBY, and starts the vCPUs on GO (a\n"
+    "pre-provisioned fork; the guest clock is advanced at GO). Needs --control-fd.\n"
+    "Control protocol on --control-fd (default: READY/EXIT lines on stderr, no commands):\n"
+    "  out: STANDBY | READY | OK | ERR <why> | EXIT <reset|shutdown: ...|stopped|error: ...>\n"
+    "  in:  GO | PAUSE | RESUME | STOP | SNAPSHOT <dir>   (EOF stops the VM)\n"
+    "Exit code: 0 stopped or reset, 3 guest shutdown/triple fault, 1 VM error, 2 usage.\n";
+
+struct Options {
+  std::string kernel, initrd, cmdline = "console=ttyS0 reboot=k panic=-1", restore;
+  uint64_t mem_mib = 256;
+  int vcpus = 1;
+  std::string serial_out = "1", serial_in, control_fd;
+  bool standby = false;
+};
+
+std::optional<uint64_t> ParseUint(std::string_view s) {
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
+}
+
+absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--help" || a == "-h") return absl::CancelledError("help");
+    if (a == "--standby") {
+      o.standby = true;
+      continue;
+    }
+    auto value = [&]() -> absl::StatusOr<std::string> {
+      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(argv[i], " needs a value"));
+      return std::string(argv[++i]);
+    };
+    absl::StatusOr<std::string> v;
+    if (a == "--kernel" || a == "--initrd" || a == "--cmdline" || a == "--restore" ||
+        a == "--mem-mib" || a == "--vcpus" || a == "--serial-out" || a == "--serial-in" ||
+        a == "--control-fd") {
+      v = value();
+      if (!v.ok()) return v.status();
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown argument '", std::string(a), "'"));
+    }
+    if (a == "--kernel") o.kernel = *v;
+    if (a == "--initrd") o.initrd = *v;
+    if (a == "--cmdline") o.cmdline = *v;
+    if (a == "--restore") o.restore = *v;
+    if (a == "--serial-out") o.serial_out = *v;
+    if (a == "--serial-in") o.serial_in = *v;
+    if (a == "--control-fd") o.control_fd = *v;
+    if (a == "--mem-mib") {
+      auto n = ParseUint(*v);
+      if (!n || *n < 2 || *n > 3072) {
+        return absl::InvalidArgumentError("--mem-mib must be a number in 2..3072");
+      }
+      o.mem_mib = *n;
+    }
+    if (a == "--vcpus") {
+      auto n = ParseUint(*v);
+      if (!n || *n < 1 || *n > 4) return absl::InvalidArgumentError("--vcpus must be 1..4");
+      o.vcpus = static_cast<int>(*n);
+    }
+  }
+  if (o.kernel.empty() == o.restore.empty()) {
+    return absl::InvalidArgumentError("give exactly one of --kernel or --restore");
+  }
+  if (o.standby && (o.restore.empty() || o.control_fd.empty())) {
+    return absl::InvalidArgumentError("--standby needs --restore and --control-fd");
+  }
+  if (!o.restore.empty() && !o.initrd.empty()) {
+    return absl::InvalidArgumentError("--initrd makes no sense with --restore");
+  }
+  return o;
+}
+
+// "3" -> borrowed fd 3; anything else is a path we open and own.
+absl::StatusOr<int> OpenFdArg(const std::string& arg, bool for_write, UniqueFd* owned) {
+  if (auto n = ParseUint(arg)) {
+    if (::fcntl(static_cast<int>(*n), F_GETFD) < 0) return ErrnoStatus(errno, "fd " + arg);
+    return static_cast<int>(*n);
+  }
+  int flags = for_write ? (O_WRONLY | O_CREAT | O_APPEND) : O_RDONLY;
+  *owned = UniqueFd(::open(arg.c_str(), flags | O_CLOEXEC, 0600));
+  if (!*owned) return ErrnoStatus(errno, "open " + arg);
+  return owned->get();
+}
+
+class Control {
+ public:
+  explicit Control(int fd) : fd_(fd) {}
+  void Send(const std::string& line) {
+    std::lock_guard lock(mu_);
+    std::string l = line + "\n";
+    size_t done = 0;
+    while (done < l.size()) {
+      ssize_t n = ::write(fd_, l.data() + done, l.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;  // supervisor gone: the EOF path stops the VM
+      done += static_cast<size_t>(n);
+    }
+  }
+  // Next line, or nullopt at EOF/error.
+  std::optional<std::string> ReadLine() {
+    while (true) {
+      size_t nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return line;
+      }
+      char tmp[512];
+      ssize_t n = ::read(fd_, tmp, sizeof tmp);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return std::nullopt;
+      buf_.append(tmp, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  int fd_;
+  std::mutex mu_;
+  std::string buf_;
+};
+
+void ServeCommands(Control& control, Machine& machine) {
+  while (auto line = control.ReadLine()) {
+    if (*line == "PAUSE") {
+      machine.Pause();
+      control.Send("OK");
+    } else if (*line == "RESUME") {
+      machine.Resume();
+      control.Send("OK");
+    } else if (*line == "STOP") {
+      break;
+    } else if (line->rfind("SNAPSHOT ", 0) == 0) {
+      const bool was_paused = machine.paused();
+      machine.Pause();
+      absl::Status st = SaveSnapshot(machine, line->substr(9));
+      if (!was_paused) machine.Resume();
+      control.Send(st.ok() ? std::string("OK") : "ERR " + std::string(st.message()));
+    } else {
+      control.Send("ERR unknown command: " + *line);
+    }
+    if (machine.exit()) return;
+  }
+  machine.Stop();
+}
+
+int ExitCode(const VmExit& e) {
+  switch (e.kind) {
+    case ExitKind::kStopped:
+    case ExitKind::kReset:
+      return 0;
+    case ExitKind::kShutdown:
+      return 3;
+    default:
+      return 1;
+  }
+}
+
+int Main(int argc, char** argv) {
+  auto opts = ParseArgs(argc, argv);
+  if (!opts.ok()) {
+    if (absl::IsCancelled(opts.status())) {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    std::fprintf(stderr, "forkd-vmm: %s\n\n%s", std::string(opts.status().message()).c_str(),
+                 kUsage);
+    return 2;
+  }
+  UniqueFd serial_out_owned, serial_in_owned;
+  auto serial_out = OpenFdArg(opts->serial_out, true, &serial_out_owned);
+  absl::StatusOr<int> serial_in = -1;
+  if (!opts->serial_in.empty()) serial_in = OpenFdArg(opts->serial_in, false, &serial_in_owned);
+  std::optional<int> control_fd;
+  if (!opts->control_fd.empty()) {
+    auto n = ParseUint(opts->control_fd);
+    if (!n || ::fcntl(static_cast<int>(*n), F_GETFD) < 0) {
+      std::fprintf(stderr, "forkd-vmm: --control-fd %s is not an open fd\n",
+                   opts->control_fd.c_str());
+      return 2;
+    }
+    control_fd = static_cast<int>(*n);
+  }
+  if (!serial_out.ok() || !serial_in.ok()) {
+    std::fprintf(stderr, "forkd-vmm: %s\n",
+                 (!serial_out.ok() ? serial_out.status() : serial_in.status()).ToString().c_str());
+    return 2;
+  }
+  Control control(control_fd.value_or(STDERR_FILENO));
+
+  // SIGTERM/SIGINT stop the VM cleanly; blocked here so only sigwait sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto kvm = Kvm::Open();
+  if (!kvm.ok()) {
+    control.Send("EXIT error: " + kvm.status().ToString());
+    return 1;
+  }
+  auto shared_kvm = std::make_shared<const Kvm>(*std::move(kvm));
+  SerialConfig serial{*serial_out, *serial_in};
+  absl::StatusOr<std::unique_ptr<Machine>> machine;
+  if (!opts->restore.empty()) {
+    machine = RestoreSnapshot(shared_kvm, opts->restore, serial);
+  } else {
+    BootConfig cfg;
+    cfg.kernel_path = opts->kernel;
+    cfg.initrd_path = opts->initrd;
+    cfg.cmdline = opts->cmdline;
+    cfg.mem_size = opts->mem_mib << 20;
+    cfg.vcpus = opts->vcpus;
+    cfg.serial = serial;
+    machine = BuildForBoot(shared_kvm, cfg);
+  }
+  absl::Status st = machine.status();
+  if (st.ok() && opts->standby) {
+    control.Send("STANDBY");
+    auto go = control.ReadLine();
+    if (!go || *go != "GO") {
+      control.Send("EXIT stopped: no GO");
+      return 0;
+    }
+  }
+  if (st.ok()) st = (*machine)->Start();
+  if (!st.ok()) {
+    control.Send("EXIT error: " + st.ToString());
+    return 1;
+  }
+  Machine& m = **machine;
+  control.Send("READY");
+
+  std::thread signals([&] {
+    int sig = 0;
+    if (sigwait(&stop_signals, &sig) == 0) m.Stop();
+  });
+  std::thread commands;
+  if (control_fd) commands = std::thread([&] { ServeCommands(control, m); });
+
+  std::optional<VmExit> e;
+  while (!(e = m.WaitForExit(std::chrono::hours(24)))) {
+  }
+  VmExit final_exit = m.Stop();
+  control.Send("EXIT " + final_exit.ToString());
+  // Release the helper threads: the signal waiter with a SIGTERM (its Stop()
+  // is a no-op now), the command reader by exiting the process (it may sit
+  // in read()).
+  pthread_kill(signals.native_handle(), SIGTERM);
+  signals.join();
+  if (commands.joinable()) commands.detach();
+  std::fflush(nullptr);
+  _exit(ExitCode(final_exit));
+}
+
+}  // namespace
+}  // namespace forkd::vmm
+
+int main(int argc, char** argv) { return forkd::vmm::Main(argc, argv); }

@@ -1,0 +1,122 @@
+#include "forkd/vmm/persist.h"
+
+#include <x86intrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+
+#include "absl/strings/str_cat.h"
+#include "common/errno_status.h"
+#include "forkd/snapshot/cpu_identity.h"
+#include "forkd/snapshot/snapshot_dir.h"
+#include "forkd/snapshot/state.h"
+
+namespace forkd::vmm {
+namespace {
+
+namespace fs = std::filesystem;
+
+uint64_t MonotonicNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+snapshot::VcpuState ToFormat(const VcpuState& v) {
+  snapshot::VcpuState f;
+  f.regs = v.regs;
+  f.sregs = v.sregs;
+  f.fpu = v.fpu;
+  f.xsave = v.xsave;  // empty on a host without XSAVE: restore uses `fpu`
+  f.xcrs = v.xcrs;
+  for (const auto& m : v.msrs) f.msrs.push_back({m.index, m.value});
+  f.lapic = v.lapic;
+  f.events = v.events;
+  f.debugregs = v.debugregs;
+  f.mp_state = v.mp_state;
+  f.tsc_khz = v.tsc_khz;
+  return f;
+}
+
+VcpuState FromFormat(const snapshot::VcpuState& f) {
+  VcpuState v;
+  v.regs = f.regs;
+  v.sregs = f.sregs;
+  v.fpu = f.fpu;
+  v.xsave = f.xsave;
+  v.xcrs = f.xcrs;
+  for (const auto& m : f.msrs) v.msrs.push_back({m.index, m.value});
+  v.lapic = f.lapic;
+  v.events = f.events;
+  v.debugregs = f.debugregs;
+  v.mp_state = f.mp_state;
+  v.tsc_khz = f.tsc_khz;
+  return v;
+}
+
+}  // namespace
+
+absl::Status SaveSnapshot(const Machine& machine, const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("create ", dir.string(), ": ", ec.message()));
+  // State first (cheap, and fails fast if the machine is running), then RAM.
+  FORKD_ASSIGN_OR_RETURN(MachineState ms, machine.SaveState());
+  FORKD_RETURN_IF_ERROR(machine.memory().SaveToFile(snapshot::MemoryPath(dir).string()));
+
+  snapshot::SnapshotState s;
+  s.header.cpu = snapshot::HostCpuIdentity();
+  s.header.memory = {{0, machine.memory().size(), 0}};
+  s.header.vcpu_count = static_cast<uint32_t>(ms.vcpus.size());
+  s.header.created_unix_ns =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
+  for (const auto& v : ms.vcpus) {
+    s.vcpus.push_back(ToFormat(v));
+  }
+  s.vm.pic_master = ms.vm.pic_master;
+  s.vm.pic_slave = ms.vm.pic_slave;
+  s.vm.ioapic = ms.vm.ioapic;
+  s.vm.pit = ms.vm.pit;
+  s.vm.clock = ms.vm.clock;
+  s.vm.host_monotonic_ns = MonotonicNs();
+  s.vm.host_tsc = (ms.vm.clock.flags & KVM_CLOCK_HOST_TSC) ? ms.vm.clock.host_tsc
+                                                           : static_cast<uint64_t>(__rdtsc());
+  for (const auto& d : ms.devices) s.devices.push_back({d.name, d.bytes});
+  return Annotate(snapshot::SaveSnapshot(dir, s), "save snapshot " + dir.string());
+}
+
+absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
+                                                         const fs::path& dir, SerialConfig serial,
+                                                         RestoreReport* report) {
+  auto opened =
+      snapshot::OpenSnapshot(dir, snapshot::VerifyMode::kStateOnly, snapshot::HostCpuIdentity());
+  if (!opened.ok()) return Annotate(opened.status(), "open snapshot " + dir.string());
+  const snapshot::SnapshotState& s = opened->state;
+  if (s.header.memory.size() != 1 || s.header.memory[0].guest_phys_addr != 0 ||
+      s.header.memory[0].file_offset != 0) {
+    return absl::UnimplementedError(
+        "snapshot memory layout is not the single region at GPA 0 this VMM writes");
+  }
+  FORKD_ASSIGN_OR_RETURN(GuestMemory mem, GuestMemory::FilePrivate(opened->memory_path.string(),
+                                                                   s.header.memory[0].size));
+  FORKD_ASSIGN_OR_RETURN(auto machine, Machine::Create(std::move(kvm), std::move(mem),
+                                                       static_cast<int>(s.vcpus.size()), serial));
+  MachineState ms;
+  for (const auto& v : s.vcpus) ms.vcpus.push_back(FromFormat(v));
+  ms.vm.pic_master = s.vm.pic_master;
+  ms.vm.pic_slave = s.vm.pic_slave;
+  ms.vm.ioapic = s.vm.ioapic;
+  ms.vm.pit = s.vm.pit;
+  ms.vm.clock = s.vm.clock;
+  ms.vm.clock.host_tsc = s.vm.host_tsc;
+  ms.vm.clock.flags |= KVM_CLOCK_HOST_TSC;
+  for (const auto& d : s.devices) ms.devices.push_back({d.name, d.bytes});
+  FORKD_ASSIGN_OR_RETURN(int rejected, machine->RestoreState(ms));
+  if (report != nullptr) report->rejected_msrs = rejected;
+  return machine;
+}
+
+}  // namespace forkd::vmm

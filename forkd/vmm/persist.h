@@ -1,0 +1,33 @@
+// Snapshot and restore of a whole Machine, in the on-disk format of
+// forkd/snapshot (memory + state + manifest in one directory). This file is
+// the only seam between the VMM's state structs and the format's.
+//
+// Save:    Pause() -> guest RAM to dir/memory (sparse) -> collect state ->
+//          snapshot::SaveSnapshot (state, then manifest as commit point).
+// Restore: OpenSnapshot (state hash, version and CPU checks) -> map
+//          dir/memory MAP_PRIVATE -> new VM: memory slot, then irqchip/PIT
+//          -> vCPU/VM/device state -> kvmclock advanced -> ready to Start().
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "forkd/vmm/machine.h"
+
+namespace forkd::vmm {
+
+// `machine` must be paused (or ended); it stays paused.
+absl::Status SaveSnapshot(const Machine& machine, const std::filesystem::path& dir);
+
+struct RestoreReport {
+  int rejected_msrs = 0;  // MSRs KVM refused to set (read-only on kvm_pvm)
+};
+
+absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
+                                                         const std::filesystem::path& dir,
+                                                         SerialConfig serial,
+                                                         RestoreReport* report = nullptr);
+
+}  // namespace forkd::vmm

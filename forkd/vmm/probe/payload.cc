@@ -1,0 +1,97 @@
+// The CPL3 payload of the probe guest: runs natively even on PVM hosts.
+//
+// Behaviour, selected by the kernel command line:
+//   probe.mode=run     (default) count, report "PROBE count N state=S"
+//                      every probe.report polls, react to serial input
+//   probe.mode=reset   request a reset through the i8042 (reboot=k path;
+//                      done by the CPL0 handler since CPL3 port I/O faults)
+//   probe.mode=triple  cause a triple fault
+// Serial input bytes: 'd' dirties probe.dirty_kib KiB of guest memory,
+// 'p' reports the count now, anything else is folded into the state and
+// echoed as "PROBE input <hex> state=S" so forks fed different input diverge.
+#include "runtime.h"
+
+#define DIRTY_BASE 0x2000000UL /* 32 MiB: beyond the image, inside any >=64 MiB guest */
+#define POLL_EVERY (1u << 16)
+
+extern "C" unsigned char probe_idt[];
+
+static volatile uint64_t counter;
+static uint64_t reports;
+static uint64_t state = 1469598103934665603ULL;
+static uint64_t dirty_kib = 1024;
+static uint64_t dirty_round;
+
+static void report_count(void) {
+  serial_print("PROBE count ");
+  serial_print_dec(reports++);
+  serial_print(" state=");
+  serial_print_hex(state);
+  serial_putc('\n');
+}
+
+static void dirty_memory(void) {
+  volatile uint8_t* p = reinterpret_cast<volatile uint8_t*>(DIRTY_BASE);
+  dirty_round++;
+  for (uint64_t off = 0; off < dirty_kib * 1024; off += 4096)
+    p[off] = static_cast<uint8_t>(dirty_round + 1);
+  report_ok("dirty");
+}
+
+static void on_input(uint8_t c) {
+  if (c == 'd') {
+    dirty_memory();
+  } else if (c == 'p') {
+    report_count();
+  } else if (c != '\n' && c != '\r') {
+    state = (state ^ c) * 1099511628211ULL;
+    serial_print("PROBE input ");
+    serial_print_hex(c);
+    serial_print(" state=");
+    serial_print_hex(state);
+    serial_putc('\n');
+  }
+}
+
+static void triple_fault(void) {
+  // Every page is user-writable in the probe's map, so user mode can take
+  // the IDT's gates away; the next exception then escalates #GP -> #DF ->
+  // shutdown without any CPL0 help.
+  memset(probe_idt, 0, 256 * 16);
+  __asm__ volatile("ud2");
+}
+
+extern "C" [[noreturn]] void probe_payload_main(const void* boot_params) {
+  serial_use_mmio(SERIAL_MMIO_BASE);
+  const char* cmdline = boot_cmdline(boot_params);
+  char value[32];
+  uint64_t report_every = 2048;
+  if (cmdline_get(cmdline, "probe.report", value, sizeof value)) report_every = parse_dec(value);
+  if (cmdline_get(cmdline, "probe.dirty_kib", value, sizeof value)) dirty_kib = parse_dec(value);
+  if (report_every == 0) report_every = 1;
+
+  serial_print("PROBE ready\n");
+  if (cmdline_get(cmdline, "probe.mode", value, sizeof value)) {
+    if (str_eq(value, "reset")) {
+      report_ok("reset-request");
+      // Port I/O needs CPL0 on kvm_pvm: ask the exception handler to do it.
+      probe_request = PROBE_REQUEST_RESET;
+      __asm__ volatile("ud2");
+      report_fail("reset-request", "still running after i8042 reset");
+    } else if (str_eq(value, "triple")) {
+      report_ok("triple-request");
+      triple_fault();
+      report_fail("triple-request", "still running after triple fault");
+    } else if (!str_eq(value, "run")) {
+      report_fail("mode", "unknown probe.mode");
+    }
+  }
+
+  uint64_t polls = 0;
+  for (;;) {
+    for (uint32_t i = 0; i < POLL_EVERY; i++) counter = counter + 1;
+    uint8_t c;
+    while (serial_try_getc(&c)) on_input(c);
+    if (++polls % report_every == 0) report_count();
+  }
+}

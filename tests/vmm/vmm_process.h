@@ -1,0 +1,45 @@
+// Runs forkd-vmm as a child process (one VMM per VM, as forkd will) with a
+// control socket, a serial-output collector and a serial-input pipe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/unique_fd.h"
+#include "tests/vmm/probe_harness.h"
+
+namespace forkd::vmm::testing {
+
+inline std::string ForkdVmmPath() { return FORKD_VMM_BINARY_PATH; }
+
+class VmmProcess {
+ public:
+  // `args` follow the binary name; --control-fd/--serial-* are added.
+  static absl::StatusOr<std::unique_ptr<VmmProcess>> Spawn(const std::vector<std::string>& args);
+  ~VmmProcess();
+
+  pid_t pid() const { return pid_; }
+  OutputCollector& serial() { return *out_; }
+  const InputPipe& input() const { return in_; }
+  void Send(const std::string& line) const;
+  // The supervisor going away: the VMM must stop its VM and exit.
+  void CloseControl() { control_.reset(); }
+  // Next control line (hang-guarded), or nullopt on EOF/timeout.
+  std::optional<std::string> ReadLine();
+  // Waits for the process; returns its exit code (or -signal).
+  int Wait();
+
+ private:
+  pid_t pid_ = -1;
+  UniqueFd control_;
+  std::unique_ptr<OutputCollector> out_ = std::make_unique<OutputCollector>();
+  InputPipe in_ = InputPipe::Make();
+  std::string buf_;
+};
+
+}  // namespace forkd::vmm::testing
