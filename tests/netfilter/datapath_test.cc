@@ -127,7 +127,10 @@ TEST_F(DatapathTest, RuleWithoutPortsAllowsEveryPortAndProtocol) {
   EXPECT_EQ(FromGuest(0, kAnyPortHost, 443), Reach::kConnected);
   EXPECT_EQ(FromGuest(0, kAnyPortHost, 8080), Reach::kConnected);
   ASSERT_OK(UdpSend(Guest(0), kAnyPortHost, 7000, "any-port-udp"));
-  EXPECT_TRUE(UdpReceives(internet_udp_.get(), "any-port-udp"));
+  std::string seen_from;
+  EXPECT_TRUE(UdpReceives(internet_udp_.get(), "any-port-udp", kDropWait, &seen_from));
+  // The masquerade rule rewrote the guest's address to the pod's uplink.
+  EXPECT_EQ(seen_from, kUplinkAddress);
   // The ported rule does not open UDP to its host.
   ASSERT_OK(UdpSend(Guest(0), kAllowedHost, 7000, "ported-udp"));
   EXPECT_FALSE(UdpReceives(internet_udp_.get(), "ported-udp"));

@@ -124,7 +124,8 @@ absl::Status UdpSend(int netns, const std::string& dst, uint16_t port, const std
   return absl::OkStatus();
 }
 
-bool UdpReceives(int sock, const std::string& payload, std::chrono::milliseconds wait) {
+bool UdpReceives(int sock, const std::string& payload, std::chrono::milliseconds wait,
+                 std::string* from) {
   const auto deadline = std::chrono::steady_clock::now() + wait;
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -133,8 +134,18 @@ bool UdpReceives(int sock, const std::string& payload, std::chrono::milliseconds
     pollfd p{sock, POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
     char buf[2048];
-    const ssize_t n = ::recv(sock, buf, sizeof(buf), 0);
-    if (n >= 0 && std::string(buf, static_cast<size_t>(n)) == payload) return true;
+    sockaddr_in sender{};
+    socklen_t len = sizeof(sender);
+    const ssize_t n =
+        ::recvfrom(sock, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&sender), &len);
+    if (n >= 0 && std::string(buf, static_cast<size_t>(n)) == payload) {
+      if (from != nullptr) {
+        char text[INET_ADDRSTRLEN] = {};
+        ::inet_ntop(AF_INET, &sender.sin_addr, text, sizeof(text));
+        *from = text;
+      }
+      return true;
+    }
   }
 }
 

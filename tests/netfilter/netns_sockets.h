@@ -33,8 +33,10 @@ absl::StatusOr<UniqueFd> UdpBind(int netns, const std::string& addr, uint16_t po
 // Sends `payload` from `netns` (bound to `src` when given).
 absl::Status UdpSend(int netns, const std::string& dst, uint16_t port, const std::string& payload,
                      const std::string& src = "");
-// True when a datagram equal to `payload` arrives on `sock` within `wait`.
-bool UdpReceives(int sock, const std::string& payload, std::chrono::milliseconds wait = kDropWait);
+// True when a datagram equal to `payload` arrives on `sock` within `wait`;
+// `from` (if given) receives the sender's address as the receiver saw it.
+bool UdpReceives(int sock, const std::string& payload, std::chrono::milliseconds wait = kDropWait,
+                 std::string* from = nullptr);
 
 // Runs `nft <args>` inside `netns`, for asserting state only; returns stdout.
 absl::StatusOr<std::string> NftInNetns(int netns, const std::string& args);

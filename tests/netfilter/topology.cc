@@ -58,7 +58,7 @@ absl::StatusOr<Topology> Topology::Create(int guest_count) {
   FORKD_RETURN_IF_ERROR(pod.SetUp("lo"));
   FORKD_RETURN_IF_ERROR(inet.SetUp("lo"));
   FORKD_RETURN_IF_ERROR(pod.CreateVethPair(kUplink, "inet0", t.internet.get()));
-  FORKD_RETURN_IF_ERROR(AddAddr(pod, kUplink, "198.18.0.1/30"));
+  FORKD_RETURN_IF_ERROR(AddAddr(pod, kUplink, std::string(kUplinkAddress) + "/30"));
   FORKD_RETURN_IF_ERROR(pod.SetUp(kUplink));
   FORKD_RETURN_IF_ERROR(AddAddr(inet, "inet0", "198.18.0.2/30"));
   FORKD_RETURN_IF_ERROR(inet.SetUp("inet0"));

@@ -41,6 +41,7 @@ inline constexpr char kOtherHost[] = "198.51.100.20";
 inline constexpr char kMetadataHost[] = "169.254.169.254";
 inline constexpr char kResolver[] = "169.254.1.1";
 inline constexpr char kUplink[] = "up0";
+inline constexpr char kUplinkAddress[] = "198.18.0.1";
 const std::vector<std::string>& PrivateHosts();  // one per private IPv4 range
 
 }  // namespace forkd::testing
