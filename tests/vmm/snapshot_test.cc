@@ -170,6 +170,35 @@ TEST(VmmSnapshot, RestoredGuestContinuesItsCounter) {
   EXPECT_EQ(fork->vm.machine->Stop().kind, ExitKind::kStopped);
 }
 
+TEST(VmmSnapshot, LiveForkSourceAndChildBothContinue) {
+  TempDir tmp;
+  auto src = BootProbe("probe.report=32");
+  ASSERT_TRUE(src.ok()) << src.status();
+  ASSERT_TRUE(src->out->WaitFor("PROBE count 2").has_value());
+  src->machine->Pause();
+  const std::string at_pause = src->out->DrainedText();
+  ASSERT_TRUE(SaveSnapshot(*src->machine, tmp.path()).ok());
+  src->machine->Resume();  // live fork: the source goes on
+  const uint64_t last = CountsIn(at_pause).back();
+
+  auto child = RestoreFork(tmp.path());
+  ASSERT_TRUE(child.ok()) << child.status();
+  src->in.Send("S");
+  child->vm.in.Send("C");
+  ASSERT_TRUE(src->out->WaitFor("PROBE input 0x53").has_value()) << src->out->text();
+  ASSERT_TRUE(child->vm.out->WaitFor("PROBE input 0x43").has_value()) << child->vm.out->text();
+  const std::string next = "PROBE count " + std::to_string(last + 2);
+  ASSERT_TRUE(src->out->WaitFor(next).has_value());
+  ASSERT_TRUE(child->vm.out->WaitFor(next).has_value());
+  ExpectConsecutive(CountsIn(src->out->text()));
+  ExpectConsecutive(CountsIn(at_pause + child->vm.out->text()));
+  // Each saw only its own input.
+  EXPECT_EQ(src->out->text().find("PROBE input 0x43"), std::string::npos);
+  EXPECT_EQ(child->vm.out->text().find("PROBE input 0x53"), std::string::npos);
+  EXPECT_EQ(src->machine->Stop().kind, ExitKind::kStopped);
+  EXPECT_EQ(child->vm.machine->Stop().kind, ExitKind::kStopped);
+}
+
 TEST(VmmSnapshot, RestoreOfMultiVcpuSnapshot) {
   TempDir tmp;
   std::string before = MakeSnapshot(tmp.path(), 64 << 20, 2);
