@@ -112,6 +112,12 @@ class RuleBuilder {
     nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
     nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, code);
   }
+  void Goto(const std::string& chain) {
+    nftnl_expr* e = New("immediate");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, static_cast<uint32_t>(NFT_GOTO));
+    nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, chain.c_str());
+  }
   void Masquerade() { New("masq"); }
 
   // `<family> saddr|daddr [!=] prefix`
@@ -148,7 +154,7 @@ void EncodeFamily(RuleBuilder& rb, Family f) {
 uint32_t NewPortSet(Batch& b, const std::string& table, const std::vector<PortRange>& ports);
 
 void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule& r) {
-  if (auto f = r.family()) EncodeFamily(rb, *f);
+  if (auto f = r.family(); f && !r.family_known) EncodeFamily(rb, *f);
   if (r.saddr) rb.Address(*r.saddr, /*source=*/true, r.saddr_negate);
   if (r.daddr && r.daddr->prefix > 0) rb.Address(*r.daddr, /*source=*/false, false);
   for (const Cidr& c : r.daddr_not) rb.Address(c, /*source=*/false, /*negate=*/true);
@@ -206,6 +212,9 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
       break;
     case Verdict::kReturn:
       rb.Verdict(NFT_RETURN);
+      break;
+    case Verdict::kGoto:
+      rb.Goto(*r.target);
       break;
     case Verdict::kMasquerade:
       rb.Masquerade();

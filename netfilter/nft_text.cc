@@ -36,6 +36,8 @@ std::string VerdictText(Verdict v) {
       return "drop";
     case Verdict::kReturn:
       return "return";
+    case Verdict::kGoto:
+      return "goto";
     case Verdict::kMasquerade:
       return "masquerade";
   }
@@ -73,6 +75,7 @@ std::string RenderRule(const Rule& r) {
   if (r.oifname) Append(out, "oifname \"" + *r.oifname + "\"");
   if (r.counter) Append(out, "counter name \"" + *r.counter + "\"");
   Append(out, VerdictText(r.verdict));
+  if (r.target) Append(out, *r.target);
   if (!r.comment.empty()) Append(out, "comment \"" + r.comment + "\"");
   return out;
 }
@@ -80,7 +83,7 @@ std::string RenderRule(const Rule& r) {
 std::string RenderAddTap(const TapRuleset& rs) {
   const std::string t = "inet " + rs.names.table;
   std::string out;
-  for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) {
+  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input}) {
     out += "add chain " + t + " " + c->name + "\n";
   }
   for (const std::string& c : rs.counters) out += "add counter " + t + " " + c + "\n";
@@ -89,7 +92,7 @@ std::string RenderAddTap(const TapRuleset& rs) {
     out += s.family == Family::kV4 ? "ipv4_addr" : "ipv6_addr";
     out += " . inet_service; flags timeout; size " + std::to_string(s.max_elements) + "; }\n";
   }
-  for (const ChainSpec* c : {&rs.egress, &rs.inbound, &rs.input}) {
+  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input}) {
     for (const Rule& r : c->rules)
       out += "add rule " + t + " " + c->name + " " + RenderRule(r) + "\n";
   }

@@ -136,16 +136,9 @@ void AddPinRules(const TapPolicy& p, const TapObjectNames& n, std::vector<Rule>&
   }
 }
 
-ChainSpec BuildEgress(const TapPolicy& p, const TapObjectNames& n) {
-  ChainSpec chain{n.egress_chain, {}};
-  auto& rules = chain.rules;
-  AddAntiSpoof(p, n, rules);
-
-  Rule tx;
-  tx.counter = n.tx_counter;
-  tx.comment = "egress from the guest's own address";
-  rules.push_back(tx);
-
+// The policy itself, for both families, in evaluation order.
+std::vector<Rule> BuildPolicyBody(const TapPolicy& p, const TapObjectNames& n) {
+  std::vector<Rule> rules;
   // The resolver comes before the metadata block so an operator-chosen
   // link-local resolver (AWS's 169.254.169.253) is reachable off-box too;
   // Validate() refuses the metadata addresses themselves as resolvers.
@@ -178,7 +171,46 @@ ChainSpec BuildEgress(const TapPolicy& p, const TapObjectNames& n) {
   terminal.verdict = p.mode == EgressMode::kAllowAll ? Verdict::kAccept : Verdict::kDrop;
   terminal.comment = p.mode == EgressMode::kAllowAll ? "allow-all mode" : "default deny";
   rules.push_back(terminal);
-  return chain;
+  return rules;
+}
+
+// The rules of `body` that apply to `family`, marked so the encoder skips
+// the per-rule family check: only packets of that family reach them.
+std::vector<Rule> ForFamily(const std::vector<Rule>& body, Family family) {
+  std::vector<Rule> out;
+  for (Rule r : body) {
+    if (r.family() && *r.family() != family) continue;
+    r.family_known = true;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+// Egress is split by family right after the anti-spoof rules: IPv6 goes to
+// its own chain, so every later rule of either chain sees one family only and
+// needs no `meta nfproto` check (a fifth of an install's expressions).
+void BuildEgress(const TapPolicy& p, const TapObjectNames& n, ChainSpec& v4, ChainSpec& v6) {
+  v4 = ChainSpec{n.egress_chain, {}};
+  v6 = ChainSpec{n.egress6_chain, {}};
+  AddAntiSpoof(p, n, v4.rules);
+
+  Rule tx;
+  tx.counter = n.tx_counter;
+  tx.comment = "egress from the guest's own address";
+  v4.rules.push_back(tx);
+
+  const std::vector<Rule> body = BuildPolicyBody(p, n);
+  if (p.guest_v6) {
+    Rule to_v6;
+    to_v6.only_family = Family::kV6;
+    to_v6.verdict = Verdict::kGoto;
+    to_v6.target = n.egress6_chain;
+    to_v6.comment = "IPv6 continues in its own chain";
+    v4.rules.push_back(to_v6);
+    v6.rules = ForFamily(body, Family::kV6);
+  }
+  // Without IPv6 the anti-spoof rules dropped every IPv6 packet already.
+  for (Rule& r : ForFamily(body, Family::kV4)) v4.rules.push_back(std::move(r));
 }
 
 ChainSpec BuildInbound(const TapObjectNames& n) {
@@ -250,6 +282,7 @@ TapObjectNames NamesFor(const std::string& tap, const std::string& table) {
   return TapObjectNames{
       .table = table,
       .egress_chain = base + kEgressSuffix,
+      .egress6_chain = base + kEgressSuffix + "6",
       .inbound_chain = base + "_inbound",
       .input_chain = base + "_input",
       .pin_set_v4 = base + "_pin4",
@@ -272,7 +305,7 @@ TapRuleset BuildTapRuleset(const TapPolicy& policy, const std::string& table) {
   TapRuleset r;
   r.tap = policy.tap;
   r.names = NamesFor(policy.tap, table);
-  r.egress = BuildEgress(policy, r.names);
+  BuildEgress(policy, r.names, r.egress, r.egress6);
   r.inbound = BuildInbound(r.names);
   r.input = BuildInput(policy, r.names);
   // Both pin sets always exist, so a policy replacement that adds or drops

@@ -24,7 +24,7 @@ inline constexpr char kEgressMap[] = "egress_dispatch";    // iifname -> jump ta
 inline constexpr char kInboundMap[] = "inbound_dispatch";  // oifname -> jump tap_T_inbound
 inline constexpr char kInputMap[] = "input_dispatch";      // iifname -> jump tap_T_input
 
-enum class Verdict : uint8_t { kNone, kAccept, kDrop, kReturn, kMasquerade };
+enum class Verdict : uint8_t { kNone, kAccept, kDrop, kReturn, kGoto, kMasquerade };
 
 // One rule: every present field must match (logical AND), then the verdict.
 struct Rule {
@@ -43,6 +43,10 @@ struct Rule {
   std::optional<std::string> oifname;  // output interface name
   std::optional<std::string> counter;  // named counter to bump
   Verdict verdict = Verdict::kNone;
+  std::optional<std::string> target;  // chain for kGoto
+  // Only packets of family() reach this rule (its chain is per family), so the
+  // encoder leaves out the `meta nfproto` check.
+  bool family_known = false;
   std::string comment;  // why the rule exists; shown by `nft list`
 
   // The address family this rule is restricted to, if any.
@@ -73,7 +77,7 @@ bool IsForkdFilterTable(const std::string& table);
 
 struct TapObjectNames {
   std::string table;
-  std::string egress_chain, inbound_chain, input_chain;
+  std::string egress_chain, egress6_chain, inbound_chain, input_chain;
   std::string pin_set_v4, pin_set_v6;
   std::string tx_counter, spoof_counter;
 };
@@ -84,7 +88,8 @@ std::optional<std::string> TapFromEgressChain(const std::string& chain);
 struct TapRuleset {
   std::string tap;
   TapObjectNames names;
-  ChainSpec egress;   // forward hook, packets from the tap
+  ChainSpec egress;   // forward hook, packets from the tap (IPv4 after anti-spoof)
+  ChainSpec egress6;  // the IPv6 part of egress (empty without a guest IPv6 address)
   ChainSpec inbound;  // forward hook, packets to the tap (returns if allowed)
   ChainSpec input;    // input hook, packets from the tap to pod-local addresses
   std::vector<PinSetSpec> pin_sets;

@@ -47,6 +47,36 @@ TEST(Ruleset, AntiSpoofComesFirstAndCoversBothFamilies) {
   EXPECT_EQ(RenderRule(rs6.egress.rules[1]).substr(0, 32), "ip6 saddr != fd42::2 counter nam");
 }
 
+TEST(Ruleset, EgressSplitsByFamilyAfterAntiSpoof) {
+  TapPolicy p = Base();
+  p.guest_v6 = *IpAddress::Parse("fd42::2");
+  p.allow = {{*Cidr::Parse("203.0.113.0/24"), Protocol::kAny, {}},
+             {*Cidr::Parse("2001:db8::/32"), Protocol::kAny, {}}};
+  const TapRuleset rs = BuildTapRuleset(p);
+  // Anti-spoof (both families) and the counter come before the split, and
+  // check the family themselves.
+  for (int i = 0; i < 2; ++i) EXPECT_FALSE(rs.egress.rules[i].family_known);
+  const Rule& split = rs.egress.rules[3];
+  EXPECT_EQ(split.verdict, Verdict::kGoto);
+  EXPECT_EQ(split.target, "tap_sbt0_egress6");
+  EXPECT_EQ(split.only_family, Family::kV6);
+  for (size_t i = 4; i < rs.egress.rules.size(); ++i) {
+    const Rule& r = rs.egress.rules[i];
+    EXPECT_TRUE(r.family_known) << RenderRule(r);
+    EXPECT_NE(r.family(), Family::kV6) << RenderRule(r);
+  }
+  for (const Rule& r : rs.egress6.rules) {
+    EXPECT_TRUE(r.family_known) << RenderRule(r);
+    EXPECT_NE(r.family(), Family::kV4) << RenderRule(r);
+  }
+  EXPECT_TRUE(IsUnconditional(rs.egress6.rules.back()));
+  EXPECT_EQ(rs.egress6.rules.back().verdict, Verdict::kDrop);
+  // Without IPv6 there is no split: the anti-spoof rule drops all IPv6.
+  const TapRuleset v4only = BuildTapRuleset(Base());
+  EXPECT_TRUE(v4only.egress6.rules.empty());
+  for (const Rule& r : v4only.egress.rules) EXPECT_NE(r.verdict, Verdict::kGoto);
+}
+
 TEST(Ruleset, TerminalVerdictIsUnconditional) {
   TapPolicy p = Base();
   const Rule& deny = BuildTapRuleset(p).egress.rules.back();
@@ -170,15 +200,19 @@ TEST(Ruleset, PinRulesReferenceTheTapsSets) {
   TapPolicy p = Base();
   p.guest_v6 = *IpAddress::Parse("fd42::2");
   const TapRuleset rs = BuildTapRuleset(p);
-  int v4 = 0;
-  int v6 = 0;
-  for (const Rule& r : rs.egress.rules) {
-    if (!r.pin_set) continue;
-    EXPECT_TRUE(r.l4proto == IPPROTO_TCP || r.l4proto == IPPROTO_UDP);
-    (*r.pin_set == "tap_sbt0_pin4" ? v4 : v6)++;
-  }
-  EXPECT_EQ(v4, 2);
-  EXPECT_EQ(v6, 2);
+  auto count = [](const ChainSpec& c, const std::string& set) {
+    int n = 0;
+    for (const Rule& r : c.rules) {
+      if (!r.pin_set || *r.pin_set != set) continue;
+      EXPECT_TRUE(r.l4proto == IPPROTO_TCP || r.l4proto == IPPROTO_UDP);
+      ++n;
+    }
+    return n;
+  };
+  EXPECT_EQ(count(rs.egress, "tap_sbt0_pin4"), 2);
+  EXPECT_EQ(count(rs.egress, "tap_sbt0_pin6"), 0);
+  EXPECT_EQ(count(rs.egress6, "tap_sbt0_pin6"), 2);
+  EXPECT_EQ(count(rs.egress6, "tap_sbt0_pin4"), 0);
   ASSERT_EQ(rs.pin_sets.size(), 2u);
   EXPECT_EQ(rs.pin_sets[0].max_elements, 4096u);
 }

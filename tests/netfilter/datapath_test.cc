@@ -296,6 +296,37 @@ TEST_F(DatapathTest, ReplaceSwapsThePolicyAtomically) {
   EXPECT_EQ(chain->find(kAllowedHost), std::string::npos) << *chain;
 }
 
+TEST_F(DatapathTest, Ipv6GuestIsFencedLikeIpv4) {
+  const int inet = topo_.internet.get();
+  Keep(TcpListen(inet, "::", 443));
+  Keep(TcpListen(inet, "::", 80));
+  const GuestLink& g = topo_.guests[0];
+  ASSERT_OK(nft_->EnsureSkeleton(
+      {.uplink = kUplink,
+       .guest_subnets = {*Cidr::Parse("10.200.0.0/16"), *Cidr::Parse("fd42::/16")}}));
+  TapPolicy p = PolicyA();
+  p.guest_v6 = *IpAddress::Parse(g.guest_ip6);
+  p.allow.push_back(Allow(std::string(kAllowedHost6) + "/128", Protocol::kTcp, {{443, 443}}));
+  ASSERT_OK(nft_->ReplaceTap(p));
+  // Controls: every destination is up and routed from the pod.
+  ASSERT_EQ(FromPod(kAllowedHost6, 80), Reach::kConnected);
+  ASSERT_EQ(FromPod(kOtherHost6, 443), Reach::kConnected);
+  ASSERT_EQ(FromPod(kMetadataHost6, 80), Reach::kConnected);
+  EXPECT_EQ(FromGuest(0, kAllowedHost6, 443), Reach::kConnected);  // needs neighbour discovery
+  EXPECT_EQ(FromGuest(0, kAllowedHost6, 80), Reach::kTimedOut);
+  EXPECT_EQ(FromGuest(0, kOtherHost6, 443), Reach::kTimedOut);
+  EXPECT_EQ(FromGuest(0, kMetadataHost6, 80), Reach::kTimedOut);
+  EXPECT_EQ(FromGuest(0, kAllowedHost6, 443, g.spoof_ip6), Reach::kTimedOut);
+  // IPv4 still works beside it.
+  EXPECT_EQ(FromGuest(0, kAllowedHost, 443), Reach::kConnected);
+  // A v6 pin opens the other host's port until it expires.
+  ASSERT_OK(nft_->Pin(g.tap, {{*IpAddress::Parse(kOtherHost6), 443, std::chrono::seconds(30)}}));
+  EXPECT_EQ(FromGuest(0, kOtherHost6, 443), Reach::kConnected);
+  // Dropping the guest's IPv6 address from the policy closes IPv6 entirely.
+  ASSERT_OK(nft_->ReplaceTap(PolicyA()));
+  EXPECT_EQ(FromGuest(0, kAllowedHost6, 443), Reach::kTimedOut);
+}
+
 TEST_F(DatapathTest, ClearErrorsForExistingAndUnknownTaps) {
   absl::Status again = nft_->AddTap(PolicyA());
   EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists) << again;

@@ -19,30 +19,53 @@
 namespace forkd::testing {
 namespace {
 
-sockaddr_in V4(const std::string& addr, uint16_t port) {
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  ::inet_pton(AF_INET, addr.c_str(), &sa.sin_addr);
-  return sa;
+bool IsV6(const std::string& addr) { return addr.find(':') != std::string::npos; }
+
+struct SockAddr {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
+};
+
+SockAddr Addr(const std::string& addr, uint16_t port) {
+  SockAddr out;
+  if (IsV6(addr)) {
+    auto* sa = reinterpret_cast<sockaddr_in6*>(&out.storage);
+    sa->sin6_family = AF_INET6;
+    sa->sin6_port = htons(port);
+    ::inet_pton(AF_INET6, addr.c_str(), &sa->sin6_addr);
+    out.len = sizeof(sockaddr_in6);
+  } else {
+    auto* sa = reinterpret_cast<sockaddr_in*>(&out.storage);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons(port);
+    ::inet_pton(AF_INET, addr.c_str(), &sa->sin_addr);
+    out.len = sizeof(sockaddr_in);
+  }
+  return out;
 }
 
-absl::StatusOr<UniqueFd> SocketIn(int netns, int type) {
+absl::StatusOr<UniqueFd> SocketIn(int netns, int type, bool v6) {
   auto guard = netfilter::NetnsGuard::Enter(netns);
   if (!guard.ok()) return guard.status();
-  UniqueFd fd(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(v6 ? AF_INET6 : AF_INET, type | SOCK_CLOEXEC, 0));
   if (!fd) return ErrnoStatus(errno, "socket");
   const int one = 1;
   ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   // Lets a guest socket send from an address it does not own (the spoofing
   // tests); IP_FREEBIND alone would still fail the source route lookup.
-  ::setsockopt(fd.get(), IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one));
+  if (v6) {
+    ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_TRANSPARENT, &one, sizeof(one));
+  } else {
+    ::setsockopt(fd.get(), IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one));
+  }
   return fd;
 }
 
 absl::Status Bind(int fd, const std::string& addr, uint16_t port) {
-  sockaddr_in sa = V4(addr, port);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+  const SockAddr sa = Addr(addr, port);
+  if (::bind(fd, sa.get(), sa.len) != 0) {
     return ErrnoStatus(errno, "bind " + addr + ":" + std::to_string(port));
   }
   return absl::OkStatus();
@@ -75,7 +98,7 @@ absl::Status WriteSysctl(int netns, const std::string& path, const std::string& 
 }
 
 absl::StatusOr<UniqueFd> TcpListen(int netns, const std::string& addr, uint16_t port) {
-  auto fd = SocketIn(netns, SOCK_STREAM);
+  auto fd = SocketIn(netns, SOCK_STREAM, IsV6(addr));
   if (!fd.ok()) return fd.status();
   FORKD_RETURN_IF_ERROR(Bind(fd->get(), addr, port));
   if (::listen(fd->get(), 64) != 0) return ErrnoStatus(errno, "listen");
@@ -84,11 +107,11 @@ absl::StatusOr<UniqueFd> TcpListen(int netns, const std::string& addr, uint16_t 
 
 Reach TcpConnect(int netns, const std::string& dst, uint16_t port, const std::string& src,
                  std::chrono::milliseconds wait) {
-  auto fd = SocketIn(netns, SOCK_STREAM | SOCK_NONBLOCK);
+  auto fd = SocketIn(netns, SOCK_STREAM | SOCK_NONBLOCK, IsV6(dst));
   if (!fd.ok()) return Reach::kError;
   if (!src.empty() && !Bind(fd->get(), src, 0).ok()) return Reach::kError;
-  sockaddr_in sa = V4(dst, port);
-  if (::connect(fd->get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0) {
+  const SockAddr sa = Addr(dst, port);
+  if (::connect(fd->get(), sa.get(), sa.len) == 0) {
     return Reach::kConnected;
   }
   if (errno == ECONNREFUSED) return Reach::kRefused;
@@ -105,7 +128,7 @@ Reach TcpConnect(int netns, const std::string& dst, uint16_t port, const std::st
 }
 
 absl::StatusOr<UniqueFd> UdpBind(int netns, const std::string& addr, uint16_t port) {
-  auto fd = SocketIn(netns, SOCK_DGRAM);
+  auto fd = SocketIn(netns, SOCK_DGRAM, IsV6(addr));
   if (!fd.ok()) return fd.status();
   FORKD_RETURN_IF_ERROR(Bind(fd->get(), addr, port));
   return fd;
@@ -113,12 +136,11 @@ absl::StatusOr<UniqueFd> UdpBind(int netns, const std::string& addr, uint16_t po
 
 absl::Status UdpSend(int netns, const std::string& dst, uint16_t port, const std::string& payload,
                      const std::string& src) {
-  auto fd = SocketIn(netns, SOCK_DGRAM);
+  auto fd = SocketIn(netns, SOCK_DGRAM, IsV6(dst));
   if (!fd.ok()) return fd.status();
   if (!src.empty()) FORKD_RETURN_IF_ERROR(Bind(fd->get(), src, 0));
-  sockaddr_in sa = V4(dst, port);
-  if (::sendto(fd->get(), payload.data(), payload.size(), 0, reinterpret_cast<sockaddr*>(&sa),
-               sizeof(sa)) < 0) {
+  const SockAddr sa = Addr(dst, port);
+  if (::sendto(fd->get(), payload.data(), payload.size(), 0, sa.get(), sa.len) < 0) {
     return ErrnoStatus(errno, "sendto " + dst);
   }
   return absl::OkStatus();
@@ -134,14 +156,20 @@ bool UdpReceives(int sock, const std::string& payload, std::chrono::milliseconds
     pollfd p{sock, POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
     char buf[2048];
-    sockaddr_in sender{};
+    sockaddr_storage sender{};
     socklen_t len = sizeof(sender);
     const ssize_t n =
         ::recvfrom(sock, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&sender), &len);
     if (n >= 0 && std::string(buf, static_cast<size_t>(n)) == payload) {
       if (from != nullptr) {
-        char text[INET_ADDRSTRLEN] = {};
-        ::inet_ntop(AF_INET, &sender.sin_addr, text, sizeof(text));
+        char text[INET6_ADDRSTRLEN] = {};
+        if (sender.ss_family == AF_INET6) {
+          ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&sender)->sin6_addr, text,
+                      sizeof(text));
+        } else {
+          ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&sender)->sin_addr, text,
+                      sizeof(text));
+        }
         *from = text;
       }
       return true;

@@ -52,6 +52,11 @@ absl::StatusOr<Topology> Topology::Create(int guest_count) {
   FORKD_RETURN_IF_ERROR(WriteSysctl(t.pod.get(), "net/ipv4/ip_forward", "1"));
   FORKD_RETURN_IF_ERROR(WriteSysctl(t.pod.get(), "net/ipv4/conf/all/rp_filter", "0"));
   FORKD_RETURN_IF_ERROR(WriteSysctl(t.pod.get(), "net/ipv4/conf/default/rp_filter", "0"));
+  FORKD_RETURN_IF_ERROR(WriteSysctl(t.pod.get(), "net/ipv6/conf/all/forwarding", "1"));
+  // No duplicate address detection: addresses are usable at once.
+  for (int ns : {t.pod.get(), t.internet.get()}) {
+    FORKD_RETURN_IF_ERROR(WriteSysctl(ns, "net/ipv6/conf/default/accept_dad", "0"));
+  }
 
   FORKD_ASSIGN_OR_RETURN(RtNetlink pod, RtNetlink::Open(t.pod.get()));
   FORKD_ASSIGN_OR_RETURN(RtNetlink inet, RtNetlink::Open(t.internet.get()));
@@ -61,12 +66,19 @@ absl::StatusOr<Topology> Topology::Create(int guest_count) {
   FORKD_RETURN_IF_ERROR(AddAddr(pod, kUplink, std::string(kUplinkAddress) + "/30"));
   FORKD_RETURN_IF_ERROR(pod.SetUp(kUplink));
   FORKD_RETURN_IF_ERROR(AddAddr(inet, "inet0", "198.18.0.2/30"));
+  FORKD_RETURN_IF_ERROR(AddAddr(pod, kUplink, "2001:db8:ffff::1/64"));
+  FORKD_RETURN_IF_ERROR(AddAddr(inet, "inet0", "2001:db8:ffff::2/64"));
   FORKD_RETURN_IF_ERROR(inet.SetUp("inet0"));
   FORKD_RETURN_IF_ERROR(WaitUp(pod, kUplink));
   FORKD_RETURN_IF_ERROR(WaitUp(inet, "inet0"));
   std::vector<std::string> hosts = {kAllowedHost, kAnyPortHost, kOtherHost, kMetadataHost};
   hosts.insert(hosts.end(), PrivateHosts().begin(), PrivateHosts().end());
   for (const std::string& h : hosts) FORKD_RETURN_IF_ERROR(AddAddr(inet, "inet0", h + "/32"));
+  for (const char* h : {kAllowedHost6, kOtherHost6, kMetadataHost6}) {
+    FORKD_RETURN_IF_ERROR(AddAddr(inet, "inet0", std::string(h) + "/128"));
+  }
+  FORKD_RETURN_IF_ERROR(pod.AddRoute(*Cidr::Parse("::/0"),
+                                     IpAddress::Parse("2001:db8:ffff::2").value(), std::nullopt));
   FORKD_RETURN_IF_ERROR(pod.AddRoute(*Cidr::Parse("0.0.0.0/0"),
                                      IpAddress::Parse("198.18.0.2").value(), std::nullopt));
   // Lets the internet side try unsolicited connections to guests.
@@ -81,14 +93,22 @@ absl::StatusOr<Topology> Topology::Create(int guest_count) {
     g.guest_ip = net + "2";
     g.spoof_ip = net + "4";
     g.gateway = net + "1";
+    FORKD_RETURN_IF_ERROR(WriteSysctl(g.ns.get(), "net/ipv6/conf/default/accept_dad", "0"));
+    g.guest_ip6 = "fd42:" + std::to_string(i) + "::2";
+    g.spoof_ip6 = "fd42:" + std::to_string(i) + "::4";
+    g.gateway6 = "fd42:" + std::to_string(i) + "::1";
     FORKD_ASSIGN_OR_RETURN(RtNetlink guest, RtNetlink::Open(g.ns.get()));
     FORKD_RETURN_IF_ERROR(guest.SetUp("lo"));
     FORKD_RETURN_IF_ERROR(pod.CreateVethPair(g.tap, "eth0", g.ns.get()));
     FORKD_RETURN_IF_ERROR(AddAddr(pod, g.tap, g.gateway + "/29"));
     FORKD_RETURN_IF_ERROR(AddAddr(pod, g.tap, std::string(kResolver) + "/32"));
+    FORKD_RETURN_IF_ERROR(AddAddr(pod, g.tap, g.gateway6 + "/64"));
     FORKD_RETURN_IF_ERROR(pod.SetUp(g.tap));
     FORKD_RETURN_IF_ERROR(AddAddr(guest, "eth0", g.guest_ip + "/29"));
+    FORKD_RETURN_IF_ERROR(AddAddr(guest, "eth0", g.guest_ip6 + "/64"));
     FORKD_RETURN_IF_ERROR(guest.SetUp("eth0"));
+    FORKD_RETURN_IF_ERROR(
+        guest.AddRoute(*Cidr::Parse("::/0"), IpAddress::Parse(g.gateway6).value(), std::nullopt));
     FORKD_RETURN_IF_ERROR(guest.AddRoute(*Cidr::Parse("0.0.0.0/0"),
                                          IpAddress::Parse(g.gateway).value(), std::nullopt));
     FORKD_RETURN_IF_ERROR(WaitUp(pod, g.tap));

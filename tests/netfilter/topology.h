@@ -24,6 +24,7 @@ struct GuestLink {
   std::string guest_ip;  // the guest's own address
   std::string spoof_ip;  // an address in the guest's subnet that is not the guest's
   std::string gateway;   // the pod side's address
+  std::string guest_ip6, spoof_ip6, gateway6;  // the same for IPv6 (fd42:<i>::/64)
 };
 
 struct Topology {
@@ -40,6 +41,9 @@ inline constexpr char kAnyPortHost[] = "203.0.113.20";
 inline constexpr char kOtherHost[] = "198.51.100.20";
 inline constexpr char kMetadataHost[] = "169.254.169.254";
 inline constexpr char kResolver[] = "169.254.1.1";
+inline constexpr char kAllowedHost6[] = "2001:db8::10";
+inline constexpr char kOtherHost6[] = "2001:db8::20";
+inline constexpr char kMetadataHost6[] = "fd00:ec2::254";
 inline constexpr char kUplink[] = "up0";
 inline constexpr char kUplinkAddress[] = "198.18.0.1";
 const std::vector<std::string>& PrivateHosts();  // one per private IPv4 range
