@@ -14,8 +14,10 @@ namespace forkd::testing {
 using namespace std::chrono_literals;
 
 // How long a probe waits before calling a destination unreachable. Local veth
-// round trips take microseconds; this only bounds a dropped packet's wait.
-inline constexpr std::chrono::milliseconds kDropWait = 600ms;
+// round trips take microseconds; this bounds a dropped packet's wait, and is
+// longer than TCP's first SYN retransmit (1 s) so one packet lost to a busy
+// machine (ARP/ND still resolving) never fails a positive check.
+inline constexpr std::chrono::milliseconds kDropWait = 1500ms;
 
 enum class Reach { kConnected, kRefused, kTimedOut, kError };
 std::string ToString(Reach r);
