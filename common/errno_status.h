@@ -33,11 +33,14 @@ std::string_view ErrnoName(int err);
 #define FORKD_CONCAT_INNER_(a, b) a##b
 #define FORKD_CONCAT_(a, b) FORKD_CONCAT_INNER_(a, b)
 // FORKD_ASSIGN_OR_RETURN(auto x, StatusOrExpr());
+// `lhs` is a declaration ("auto x"), so it cannot be parenthesized.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define FORKD_ASSIGN_OR_RETURN(lhs, expr)                          \
   auto FORKD_CONCAT_(forkd_or_, __LINE__) = (expr);                \
   if (!FORKD_CONCAT_(forkd_or_, __LINE__).ok())                    \
     return std::move(FORKD_CONCAT_(forkd_or_, __LINE__)).status(); \
   lhs = std::move(FORKD_CONCAT_(forkd_or_, __LINE__)).value()
+// NOLINTEND(bugprone-macro-parentheses)
 
 namespace forkd {
 // absl in Debian 12 has its own string_view type; this bridges to std.
