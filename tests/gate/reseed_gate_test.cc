@@ -80,7 +80,9 @@ class ReseedGateTest : public ::testing::Test {
     std::ofstream(dir_ / "not-a-random-device") << "regular file";
   }
   void TearDown() override {
-    if (pid_ > 0 && kill(pid_, 0) == 0) {
+    // Only a child not yet waited for may be killed by pid: once reaped, the
+    // pid may already belong to some other process.
+    if (pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0) {
       kill(pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);
     }
