@@ -33,7 +33,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: forkd-vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--mem-mib N] [--vcpus N]\n"
-    "                 [--serial-out FD|PATH] [--serial-in FD|PATH] [--control-fd FD]\n"
+    "                 [--virtio-rng] [--serial-out FD|PATH] [--serial-in FD|PATH] [--control-fd "
+    "FD]\n"
     "       forkd-vmm --restore DIR [--standby] [--serial-out FD|PATH] [--serial-in FD|PATH]\n"
     "                 [--control-fd FD]\n"
     "\n"
@@ -42,6 +43,8 @@ constexpr char kUsage[] =
     "modified). Guest serial output goes to --serial-out (default: stdout).\n"
     "--standby restores everything, answers STANDBY, and starts the vCPUs on GO (a\n"
     "pre-provisioned fork; the guest clock is advanced at GO). Needs --control-fd.\n"
+    "--virtio-rng adds a virtio-mmio entropy device (declared on the command line;\n"
+    "a restore recreates the devices its snapshot has).\n"
     "Control protocol on --control-fd (default: READY/EXIT lines on stderr, no commands):\n"
     "  out: STANDBY | READY | OK | ERR <why> | EXIT <reset|shutdown: ...|stopped|error: ...>\n"
     "  in:  GO | PAUSE | RESUME | STOP | SNAPSHOT <dir>   (EOF stops the VM)\n"
@@ -53,6 +56,7 @@ struct Options {
   int vcpus = 1;
   std::string serial_out = "1", serial_in, control_fd;
   bool standby = false;
+  bool virtio_rng = false;
 };
 
 std::optional<uint64_t> ParseUint(std::string_view s) {
@@ -69,6 +73,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     if (a == "--help" || a == "-h") return absl::CancelledError("help");
     if (a == "--standby") {
       o.standby = true;
+      continue;
+    }
+    if (a == "--virtio-rng") {
+      o.virtio_rng = true;
       continue;
     }
     auto value = [&]() -> absl::StatusOr<std::string> {
@@ -259,6 +267,7 @@ int Main(int argc, char** argv) {
     cfg.mem_size = opts->mem_mib << 20;
     cfg.vcpus = opts->vcpus;
     cfg.serial = serial;
+    cfg.virtio.rng = opts->virtio_rng;
     machine = BuildForBoot(shared_kvm, cfg);
   }
   absl::Status st = machine.status();

@@ -11,6 +11,7 @@
 #include "forkd/snapshot/cpu_identity.h"
 #include "forkd/snapshot/snapshot_dir.h"
 #include "forkd/snapshot/state.h"
+#include "forkd/vmm/devices/virtio/rng.h"
 
 namespace forkd::vmm {
 namespace {
@@ -102,8 +103,14 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
   }
   FORKD_ASSIGN_OR_RETURN(GuestMemory mem, GuestMemory::FilePrivate(opened->memory_path.string(),
                                                                    s.header.memory[0].size));
-  FORKD_ASSIGN_OR_RETURN(auto machine, Machine::Create(std::move(kvm), std::move(mem),
-                                                       static_cast<int>(s.vcpus.size()), serial));
+  // The snapshot's device states say which virtio devices the guest had.
+  VirtioConfig virtio;
+  for (const auto& d : s.devices) {
+    if (d.name == virtio::Rng::kName) virtio.rng = true;
+  }
+  FORKD_ASSIGN_OR_RETURN(auto machine,
+                         Machine::Create(std::move(kvm), std::move(mem),
+                                         static_cast<int>(s.vcpus.size()), serial, virtio));
   MachineState ms;
   for (const auto& v : s.vcpus) ms.vcpus.push_back(FromFormat(v));
   ms.vm.pic_master = s.vm.pic_master;
