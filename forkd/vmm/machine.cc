@@ -11,6 +11,7 @@
 #include "common/errno_status.h"
 #include "forkd/vmm/arch/x86_64/layout.h"
 #include "forkd/vmm/devices/virtio/rng.h"
+#include "forkd/vmm/devices/virtio/vsock.h"
 
 namespace forkd::vmm {
 
@@ -51,6 +52,19 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
   if (virtio.rng) {
     FORKD_RETURN_IF_ERROR(
         m->AddVirtio(virtio::Rng::kName, layout::kVirtioRngSlot, std::make_unique<virtio::Rng>()));
+  }
+  if (virtio.vsock_cid != 0) {
+    if (virtio.vsock_cid < 3 || virtio.vsock_cid > 0xffffffffULL) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("vsock guest CID ", virtio.vsock_cid, " is outside 3..2^32-1"));
+    }
+    FORKD_ASSIGN_OR_RETURN(m->vsock_muxer_, virtio::VsockMuxer::Listen(virtio.vsock_uds_path));
+    auto device = std::make_unique<virtio::Vsock>(virtio.vsock_cid, m->vsock_muxer_.get());
+    virtio::Vsock* dev = device.get();
+    FORKD_RETURN_IF_ERROR(
+        m->AddVirtio(virtio::Vsock::kName, layout::kVirtioVsockSlot, std::move(device)));
+    virtio::MmioTransport* transport = m->virtio_.back().get();
+    m->vsock_muxer_->Start(dev, [transport] { transport->Kick(0); });
   }
   return m;
 }

@@ -19,6 +19,7 @@
 #include "forkd/vmm/devices/i8042.h"
 #include "forkd/vmm/devices/serial.h"
 #include "forkd/vmm/devices/virtio/mmio_transport.h"
+#include "forkd/vmm/devices/virtio/vsock_muxer.h"
 #include "forkd/vmm/vm_exit.h"
 #include "forkd/vmm/vstate/kvm.h"
 #include "forkd/vmm/vstate/memory.h"
@@ -37,6 +38,10 @@ struct SerialConfig {
 // layout.h). A restore recreates the set its snapshot's device states name.
 struct VirtioConfig {
   bool rng = false;
+  // virtio-vsock when non-zero (a guest CID >= 3), host side a unix socket
+  // listener at vsock_uds_path (see devices/virtio/vsock_muxer.h).
+  uint64_t vsock_cid = 0;
+  std::string vsock_uds_path;
 };
 
 // Everything a snapshot holds besides guest memory, in VMM terms.
@@ -118,6 +123,8 @@ class Machine {
   std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
   std::vector<VirtioSlot> virtio_slots_;  // parallel to virtio_
   std::vector<UniqueFd> irqfds_;          // registered with KVM_IRQFD; live as long as the VM
+  // After virtio_: destroyed first, so its thread stops before the device goes.
+  std::unique_ptr<virtio::VsockMuxer> vsock_muxer_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   std::vector<std::thread> threads_;
   std::thread input_thread_;

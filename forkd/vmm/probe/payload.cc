@@ -9,11 +9,15 @@
 //   probe.scenario=rng initialise the virtio-rng driver, read 64 bytes and
 //                      report "PROBE ok rng <hex>"; then run, and each 'r'
 //                      on serial input reads and reports 64 fresh bytes
+//   probe.scenario=vsock  initialise the virtio-vsock driver, report
+//                      "PROBE ok vsock cid=N", then echo every byte host
+//                      connections to port probe.vsock_port (5000) send
 // Serial input bytes: 'd' dirties probe.dirty_kib KiB of guest memory,
 // 'p' reports the count now, anything else is folded into the state and
 // echoed as "PROBE input <hex> state=S" so forks fed different input diverge.
 #include "runtime.h"
 #include "virtio.h"
+#include "vsock.h"
 
 #define DIRTY_BASE 0x2000000UL /* 32 MiB: beyond the image, inside any >=64 MiB guest */
 #define POLL_EVERY (1u << 16)
@@ -122,6 +126,20 @@ extern "C" [[noreturn]] void probe_payload_main(const void* boot_params) {
       } else {
         report_fail("rng", why);
       }
+    } else if (str_eq(value, "vsock")) {
+      uint32_t vport = 5000;
+      if (cmdline_get(cmdline, "probe.vsock_port", value, sizeof value)) {
+        vport = static_cast<uint32_t>(parse_dec(value));
+      }
+      const char* why = "";
+      uint64_t cid = 0;
+      if (vsock_init(vport, &cid, &why)) {
+        serial_print("PROBE ok vsock cid=");
+        serial_print_dec(cid);
+        serial_putc('\n');
+      } else {
+        report_fail("vsock", why);
+      }
     } else {
       report_fail("scenario", "unknown probe.scenario");
     }
@@ -132,6 +150,7 @@ extern "C" [[noreturn]] void probe_payload_main(const void* boot_params) {
     for (uint32_t i = 0; i < POLL_EVERY; i++) counter = counter + 1;
     uint8_t c;
     while (serial_try_getc(&c)) on_input(c);
+    vsock_poll();
     if (++polls % report_every == 0) report_count();
   }
 }

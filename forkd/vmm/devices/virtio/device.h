@@ -39,9 +39,12 @@ class VirtioDevice {
 
   // Consumes what the driver made available on queue `index`. Called with
   // the transport's lock held, only while the device is live (DRIVER_OK).
+  // `queues` holds all of the device's queues (vsock answers a tx packet on
+  // rx); a device uses only ready ones.
   // Returns true when used buffers were added (the transport interrupts);
   // an error means the guest broke the queue (DEVICE_NEEDS_RESET).
-  virtual absl::StatusOr<bool> ProcessQueue(size_t index, Queue& queue, const GuestMemory& mem) = 0;
+  virtual absl::StatusOr<bool> ProcessQueue(size_t index, std::span<Queue> queues,
+                                            const GuestMemory& mem) = 0;
 
   // Driver wrote 0 to Status.
   virtual void Reset() {}

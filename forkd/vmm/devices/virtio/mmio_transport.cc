@@ -186,7 +186,7 @@ void MmioTransport::WriteStatusLocked(uint32_t v, bool* raise) {
 void MmioTransport::ProcessLocked(uint32_t index, bool* raise) {
   if (!(s_.status & kStatusDriverOk) || (s_.status & (kStatusNeedsReset | kStatusFailed))) return;
   if (index >= queues_.size() || !queues_[index].state().ready) return;
-  auto used = device_->ProcessQueue(index, queues_[index], mem_);
+  auto used = device_->ProcessQueue(index, queues_, mem_);
   if (!used.ok()) {
     NeedsResetLocked(raise);
     return;

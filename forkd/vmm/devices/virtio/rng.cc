@@ -22,8 +22,9 @@ absl::Status FillRandom(std::span<uint8_t> out) {
 
 }  // namespace
 
-absl::StatusOr<bool> Rng::ProcessQueue(size_t index, Queue& queue, const GuestMemory& mem) {
-  (void)index;
+absl::StatusOr<bool> Rng::ProcessQueue(size_t index, std::span<Queue> queues,
+                                       const GuestMemory& mem) {
+  Queue& queue = queues[index];
   bool used = false;
   while (true) {
     FORKD_ASSIGN_OR_RETURN(auto chain, queue.Pop(mem));

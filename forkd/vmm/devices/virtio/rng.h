@@ -18,7 +18,8 @@ class Rng : public VirtioDevice {
 
   uint32_t device_id() const override { return kDeviceId; }
   std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize}; }
-  absl::StatusOr<bool> ProcessQueue(size_t index, Queue& queue, const GuestMemory& mem) override;
+  absl::StatusOr<bool> ProcessQueue(size_t index, std::span<Queue> queues,
+                                    const GuestMemory& mem) override;
 };
 
 }  // namespace forkd::vmm::virtio
