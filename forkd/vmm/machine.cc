@@ -64,6 +64,7 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
     FORKD_RETURN_IF_ERROR(
         m->AddVirtio(virtio::Vsock::kName, layout::kVirtioVsockSlot, std::move(device)));
     virtio::MmioTransport* transport = m->virtio_.back().get();
+    m->vsock_transport_ = transport;
     m->vsock_muxer_->Start(dev, [transport] { transport->Kick(0); });
   }
   return m;
@@ -230,6 +231,9 @@ absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
       return absl::InvalidArgumentError(absl::StrCat("snapshot has unknown device ", d.name));
     }
   }
+  // Tells a restored guest its vsock connections are gone (the event waits
+  // in the device if the driver has no event buffer posted).
+  if (vsock_transport_ != nullptr) vsock_transport_->Kick(2);
   // kvmclock is set in Start(), right before the vCPUs run.
   pending_clock_ = state.vm;
   pending_tsc_khz_ = state.vcpus[0].tsc_khz;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -125,6 +126,7 @@ class Machine {
   std::vector<UniqueFd> irqfds_;          // registered with KVM_IRQFD; live as long as the VM
   // After virtio_: destroyed first, so its thread stops before the device goes.
   std::unique_ptr<virtio::VsockMuxer> vsock_muxer_;
+  virtio::MmioTransport* vsock_transport_ = nullptr;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   std::vector<std::thread> threads_;
   std::thread input_thread_;

@@ -92,7 +92,8 @@ absl::Status SaveSnapshot(const Machine& machine, const fs::path& dir) {
 
 absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
                                                          const fs::path& dir, SerialConfig serial,
-                                                         RestoreReport* report) {
+                                                         RestoreReport* report,
+                                                         const std::string& vsock_uds_path) {
   auto opened =
       snapshot::OpenSnapshot(dir, snapshot::VerifyMode::kStateOnly, snapshot::HostCpuIdentity());
   if (!opened.ok()) return Annotate(opened.status(), "open snapshot " + dir.string());
@@ -109,9 +110,13 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
   for (const auto& d : s.devices) {
     if (d.name == virtio::Rng::kName) virtio.rng = true;
     if (d.name == virtio::Vsock::kName) {
-      // Needs a per-fork socket path and a transport-reset event to the
-      // guest for the connections that existed at snapshot time.
-      return absl::UnimplementedError("restore of a snapshot with virtio-vsock");
+      if (vsock_uds_path.empty()) {
+        return absl::InvalidArgumentError(
+            "snapshot has virtio-vsock: the restore needs its own socket path");
+      }
+      // Placeholder CID: the device's saved state sets the real one.
+      virtio.vsock_cid = 3;
+      virtio.vsock_uds_path = vsock_uds_path;
     }
   }
   FORKD_ASSIGN_OR_RETURN(auto machine,

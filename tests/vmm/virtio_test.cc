@@ -224,6 +224,53 @@ TEST(VirtioVsock, HostConnectsAndGuestEchoes) {
   EXPECT_TRUE(vm->out->Lines("PROBE fail").empty()) << vm->out->text();
 }
 
+// Echo over a fresh connection to `path`; true when the bytes came back.
+void ExpectEcho(const std::string& path, const std::string& msg, const OutputCollector& out) {
+  VsockClient c(path);
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(c.Write("CONNECT 5000\n"));
+  std::string ok = c.ReadLine();
+  ASSERT_EQ(ok.rfind("OK ", 0), 0u) << "got '" << ok << "'\n" << out.text();
+  ASSERT_TRUE(c.Write(msg));
+  EXPECT_EQ(c.ReadExactly(msg.size()), msg);
+}
+
+TEST(VirtioVsock, RestoredForkGetsTransportResetAndServesItsOwnSocket) {
+  TempDir dir;
+  const fs::path snap = dir.path() / "snap";
+  VirtioConfig cfg;
+  cfg.vsock_cid = 7;
+  cfg.vsock_uds_path = (dir.path() / "src.sock").string();
+  {
+    auto vm = BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg);
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock cid=7").has_value()) << vm->out->text();
+    // A connection that is open at snapshot time.
+    VsockClient open_at_snapshot(cfg.vsock_uds_path);
+    ASSERT_TRUE(open_at_snapshot.Write("CONNECT 5000\n"));
+    ASSERT_EQ(open_at_snapshot.ReadLine().rfind("OK ", 0), 0u);
+    vm->machine->Pause();
+    absl::Status st = SaveSnapshot(*vm->machine, snap);
+    ASSERT_TRUE(st.ok()) << st;
+    vm->machine->Stop();
+  }
+  // Without a socket path of its own a vsock snapshot is not restorable.
+  EXPECT_FALSE(RestoreSnapshot(SharedKvm(), snap, {-1, -1}).ok());
+  for (int i = 0; i < 2; ++i) {
+    ProbeVm f;
+    const std::string path = (dir.path() / ("fork" + std::to_string(i) + ".sock")).string();
+    auto m =
+        RestoreSnapshot(SharedKvm(), snap, {f.out->write_fd(), f.in.read.get()}, nullptr, path);
+    ASSERT_TRUE(m.ok()) << m.status();
+    f.machine = *std::move(m);
+    ASSERT_TRUE(f.machine->Start().ok());
+    ASSERT_TRUE(f.out->WaitFor("PROBE ok vsock-reset cid=7").has_value()) << f.out->text();
+    ExpectEcho(path, "fork " + std::to_string(i), *f.out);
+    EXPECT_EQ(f.machine->Stop().kind, ExitKind::kStopped);
+    EXPECT_TRUE(f.out->Lines("PROBE fail").empty()) << f.out->text();
+  }
+}
+
 TEST(VirtioVsock, HandshakeOtherThanConnectIsRefused) {
   TempDir dir;
   VirtioConfig cfg;

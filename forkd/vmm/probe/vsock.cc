@@ -181,8 +181,33 @@ static void handle(const struct vsock_hdr* h, const uint8_t* payload) {
   }
 }
 
+static void poll_events(void) {
+  volatile struct vring_used* u = &evq.used;
+  int reposted = 0;
+  while (u->idx != evq.used_seen) {
+    barrier();
+    uint32_t id = u->ring[evq.used_seen % QSZ].id;
+    evq.used_seen = static_cast<uint16_t>(evq.used_seen + 1);
+    if (id >= QSZ) continue;
+    uint32_t event = *reinterpret_cast<volatile uint32_t*>(ev_buf[id]);
+    if (event == 0) {  // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+      // Every connection is gone (e.g. this is a restored fork); the CID
+      // may have changed too (5.10.6.6).
+      connected = 0;
+      guest_cid = rd(0x100) | (static_cast<uint64_t>(rd(0x104)) << 32);
+      serial_print("PROBE ok vsock-reset cid=");
+      serial_print_dec(guest_cid);
+      serial_putc('\n');
+    }
+    post(&evq, static_cast<uint16_t>(id), ev_buf[id], sizeof ev_buf[id], 2);
+    reposted = 1;
+  }
+  if (reposted) wr(0x050, 2);
+}
+
 void vsock_poll(void) {
   if (!ready) return;
+  poll_events();
   volatile struct vring_used* u = &rxq.used;
   int reposted = 0;
   while (u->idx != rxq.used_seen) {

@@ -5,12 +5,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
+#include "forkd/snapshot/byte_io.h"
 
 namespace forkd::vmm::virtio {
 namespace {
 
 constexpr size_t kRx = 0;
 constexpr size_t kTx = 1;
+constexpr size_t kEvent = 2;
+constexpr uint8_t kStateVersion = 1;
 // A guest packet's payload is bounded by what we advertise; anything larger
 // is a broken guest.
 constexpr uint32_t kMaxGuestPayload = 64 * 1024;
@@ -58,6 +61,7 @@ absl::StatusOr<std::vector<uint8_t>> Gather(const GuestMemory& mem, const Descri
 }  // namespace
 
 void Vsock::ReadConfig(uint64_t offset, std::span<uint8_t> data) const {
+  std::lock_guard lock(mu_);
   uint8_t cfg[8];
   std::memcpy(cfg, &guest_cid_, sizeof cfg);
   for (size_t i = 0; i < data.size(); ++i) data[i] = offset + i < sizeof cfg ? cfg[offset + i] : 0;
@@ -72,6 +76,45 @@ void Vsock::Reset() {
     to_guest_.clear();
   }
   for (uint32_t p : closed) backend_->OnClosed(p);
+}
+
+std::vector<uint8_t> Vsock::SaveSpecific() const {
+  std::lock_guard lock(mu_);
+  snapshot::ByteWriter w;
+  w.U8(kStateVersion);
+  w.U64(guest_cid_);
+  return w.Take();
+}
+
+absl::Status Vsock::RestoreSpecific(std::span<const uint8_t> bytes) {
+  snapshot::ByteReader r(bytes, kName);
+  FORKD_ASSIGN_OR_RETURN(uint8_t version, r.U8("version"));
+  if (version != kStateVersion) {
+    return absl::DataLossError(absl::StrCat("virtio-vsock state version ", version));
+  }
+  FORKD_ASSIGN_OR_RETURN(uint64_t cid, r.U64("guest_cid"));
+  FORKD_RETURN_IF_ERROR(r.Finish());
+  if (cid < 3 || cid > 0xffffffffULL) {
+    return absl::DataLossError(absl::StrCat("virtio-vsock guest CID ", cid));
+  }
+  std::lock_guard lock(mu_);
+  guest_cid_ = cid;
+  conns_.clear();
+  to_guest_.clear();
+  reset_event_pending_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Vsock::DeliverEventLocked(Queue& event, const GuestMemory& mem) {
+  if (!reset_event_pending_ || !event.state().ready) return false;
+  FORKD_ASSIGN_OR_RETURN(auto chain, event.Pop(mem));
+  if (!chain) return false;  // no event buffer yet: stays pending
+  const uint32_t id = kVsockEventTransportReset;
+  FORKD_ASSIGN_OR_RETURN(
+      size_t n, Scatter(mem, *chain, 0, {reinterpret_cast<const uint8_t*>(&id), sizeof id}));
+  FORKD_RETURN_IF_ERROR(event.PushUsed(mem, chain->head, static_cast<uint32_t>(n)));
+  reset_event_pending_ = false;
+  return true;
 }
 
 VsockHeader Vsock::HeaderLocked(uint32_t local_port, uint32_t guest_port, uint16_t op) const {
@@ -240,6 +283,8 @@ absl::StatusOr<bool> Vsock::ProcessQueue(size_t index, std::span<Queue> queues,
   }
   for (uint32_t p : closed) backend_->OnClosed(p);
   std::lock_guard lock(mu_);
+  FORKD_ASSIGN_OR_RETURN(bool event, DeliverEventLocked(queues[kEvent], mem));
+  used = used || event;
   if (queues[kRx].state().ready) {
     FORKD_ASSIGN_OR_RETURN(bool delivered, DeliverLocked(queues[kRx], mem));
     used = used || delivered;

@@ -40,6 +40,7 @@ static_assert(sizeof(VsockHeader) == 44);
 
 inline constexpr uint64_t kVsockHostCid = 2;
 inline constexpr uint16_t kVsockTypeStream = 1;
+inline constexpr uint32_t kVsockEventTransportReset = 0;
 enum VsockOp : uint16_t {
   kVsockOpRequest = 1,
   kVsockOpResponse = 2,
@@ -81,6 +82,11 @@ class Vsock : public VirtioDevice {
   absl::StatusOr<bool> ProcessQueue(size_t index, std::span<Queue> queues,
                                     const GuestMemory& mem) override;
   void Reset() override;
+  // The guest CID; connections are never saved (their host sockets do not
+  // survive a snapshot), so a restore queues a TRANSPORT_RESET event that
+  // tells the guest every connection it had is gone.
+  std::vector<uint8_t> SaveSpecific() const override;
+  absl::Status RestoreSpecific(std::span<const uint8_t> bytes) override;
 
   // Host side (any thread, then kick the rx queue through the transport).
   // Starts a connection from host `local_port` to guest `guest_port`.
@@ -107,16 +113,18 @@ class Vsock : public VirtioDevice {
   };
   VsockHeader HeaderLocked(uint32_t local_port, uint32_t guest_port, uint16_t op) const;
   void RstLocked(uint32_t local_port, uint32_t guest_port);
+  absl::StatusOr<bool> DeliverEventLocked(Queue& event, const GuestMemory& mem);
   absl::StatusOr<bool> DeliverLocked(Queue& rx, const GuestMemory& mem);
   absl::Status HandleTxLocked(Queue& tx, const GuestMemory& mem, std::vector<uint32_t>* connected,
                               std::vector<std::pair<uint32_t, std::vector<uint8_t>>>* data,
                               std::vector<uint32_t>* closed);
 
-  const uint64_t guest_cid_;
+  uint64_t guest_cid_;  // set again by RestoreSpecific
   VsockBackend* const backend_;
   mutable std::mutex mu_;
   std::map<uint32_t, Connection> conns_;  // by host (local) port
   std::deque<Packet> to_guest_;
+  bool reset_event_pending_ = false;
 };
 
 }  // namespace forkd::vmm::virtio
