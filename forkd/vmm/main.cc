@@ -326,6 +326,9 @@ int Main(int argc, char** argv) {
   pthread_kill(signals.native_handle(), SIGTERM);
   signals.join();
   if (commands.joinable()) commands.detach();
+  // _exit skips the Machine's destructor, which would unlink the vsock
+  // socket path; a stale path would make the next bind() fail.
+  if (!opts->vsock_uds.empty()) ::unlink(opts->vsock_uds.c_str());
   std::fflush(nullptr);
   _exit(ExitCode(final_exit));
 }
