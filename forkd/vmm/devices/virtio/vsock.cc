@@ -131,8 +131,18 @@ VsockHeader Vsock::HeaderLocked(uint32_t local_port, uint32_t guest_port, uint16
   return h;
 }
 
+void Vsock::PushControlLocked(const VsockHeader& h) {
+  // Replies the guest provokes (RST, credit updates) wait for rx buffers the
+  // guest may never post: bounded, so a guest cannot grow host memory by
+  // spamming tx. Dropping a reply only costs that guest its own answer.
+  size_t control = 0;
+  for (const auto& p : to_guest_) control += p.payload.empty() ? 1 : 0;
+  if (control >= kMaxQueuedControl) return;
+  to_guest_.push_back({h, {}});
+}
+
 void Vsock::RstLocked(uint32_t local_port, uint32_t guest_port) {
-  to_guest_.push_back({HeaderLocked(local_port, guest_port, kVsockOpRst), {}});
+  PushControlLocked(HeaderLocked(local_port, guest_port, kVsockOpRst));
 }
 
 void Vsock::Connect(uint32_t local_port, uint32_t guest_port) {
@@ -242,7 +252,7 @@ absl::Status Vsock::HandleTxLocked(Queue& tx, const GuestMemory& mem,
             std::vector<uint8_t>(bytes.begin() + sizeof h, bytes.begin() + sizeof h + payload_len));
         break;
       case kVsockOpCreditRequest:
-        to_guest_.push_back({HeaderLocked(h.dst_port, h.src_port, kVsockOpCreditUpdate), {}});
+        PushControlLocked(HeaderLocked(h.dst_port, h.src_port, kVsockOpCreditUpdate));
         break;
       case kVsockOpCreditUpdate:
         break;  // credit already taken from the header

@@ -71,6 +71,8 @@ class Vsock : public VirtioDevice {
   // What the host side buffers per connection for guest data: data is
   // written to the host socket synchronously, so this only bounds one burst.
   static constexpr uint32_t kHostBufAlloc = 256 * 1024;
+  // Guest-provoked replies waiting for rx buffers (see PushControlLocked).
+  static constexpr size_t kMaxQueuedControl = 256;
 
   Vsock(uint64_t guest_cid, VsockBackend* backend) : guest_cid_(guest_cid), backend_(backend) {}
 
@@ -113,6 +115,7 @@ class Vsock : public VirtioDevice {
   };
   VsockHeader HeaderLocked(uint32_t local_port, uint32_t guest_port, uint16_t op) const;
   void RstLocked(uint32_t local_port, uint32_t guest_port);
+  void PushControlLocked(const VsockHeader& h);
   absl::StatusOr<bool> DeliverEventLocked(Queue& event, const GuestMemory& mem);
   absl::StatusOr<bool> DeliverLocked(Queue& rx, const GuestMemory& mem);
   absl::Status HandleTxLocked(Queue& tx, const GuestMemory& mem, std::vector<uint32_t>* connected,

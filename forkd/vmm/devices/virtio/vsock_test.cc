@@ -244,6 +244,24 @@ TEST(Vsock, UnknownConnectionsGetRstAndSpoofedCidsAreDropped) {
   EXPECT_TRUE(f.d->Received().empty());
 }
 
+TEST(Vsock, GuestCannotGrowTheReplyQueueWithoutPostingRxBuffers) {
+  GuestMemory mem = *GuestMemory::Anonymous(kMemSize);
+  Backend backend;
+  auto v = std::make_unique<Vsock>(kGuestCid, &backend);
+  MmioTransport t("virtio-vsock", mem, std::move(v), nullptr);
+  Driver d(t, mem);  // no rx buffers posted
+  for (int i = 0; i < 1000; ++i) d.Send(FromGuest(7, 9999, kVsockOpRw), "x");
+  d.FillRx();
+  size_t rsts = 0;
+  for (int round = 0; round < 100; ++round) {
+    auto rx = d.Received();  // recycles the buffers
+    if (rx.empty()) break;
+    rsts += rx.size();
+    d.W(reg::kQueueNotify, 0);
+  }
+  EXPECT_EQ(rsts, Vsock::kMaxQueuedControl);
+}
+
 TEST(Vsock, HostSideThatCannotTakeDataResetsTheConnection) {
   Fixture f;
   f.dev->Connect(1000, 5000);
