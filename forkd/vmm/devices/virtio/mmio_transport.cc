@@ -135,7 +135,7 @@ void MmioTransport::WriteRegLocked(uint64_t offset, uint32_t v, bool* raise) {
       s_.interrupt_status &= ~v;
       break;
     case reg::kStatus:
-      WriteStatusLocked(v, raise);
+      WriteStatusLocked(v);
       break;
     case reg::kQueueDescLow:
       if (queue_setup) SetLow(&q->state().desc_addr, v);
@@ -160,8 +160,7 @@ void MmioTransport::WriteRegLocked(uint64_t offset, uint32_t v, bool* raise) {
   }
 }
 
-void MmioTransport::WriteStatusLocked(uint32_t v, bool* raise) {
-  (void)raise;
+void MmioTransport::WriteStatusLocked(uint32_t v) {
   if (v == 0) {
     ResetLocked();
     return;

@@ -101,7 +101,7 @@ class MmioTransport : public BusDevice {
  private:
   uint32_t ReadRegLocked(uint64_t offset);
   void WriteRegLocked(uint64_t offset, uint32_t v, bool* raise);
-  void WriteStatusLocked(uint32_t v, bool* raise);
+  void WriteStatusLocked(uint32_t v);
   void ProcessLocked(uint32_t index, bool* raise);
   void NeedsResetLocked(bool* raise);
   void ResetLocked();

@@ -279,8 +279,9 @@ absl::StatusOr<bool> Vsock::ProcessQueue(size_t index, std::span<Queue> queues,
   {
     std::lock_guard lock(mu_);
     if (index == kTx) {
+      const uint16_t before = queues[kTx].state().next_used;
       FORKD_RETURN_IF_ERROR(HandleTxLocked(queues[kTx], mem, &connected, &data, &closed));
-      used = true;
+      used = queues[kTx].state().next_used != before;  // tx buffers returned
     }
   }
   // Backend calls without the device lock (see the header's locking note).
