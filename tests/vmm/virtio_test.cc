@@ -97,6 +97,26 @@ TEST(VirtioRng, ProbeReadsDifferentEntropyOnEachBootAndRead) {
       << "entropy repeated across reads or boots";
 }
 
+TEST(VirtioRng, UsedBufferInterruptReachesTheIrqchipThroughIrqfd) {
+  // The probe polls with interrupts off, so nobody acknowledges the edge:
+  // after a completed request the in-kernel PIC must hold IRQ 5 in its IRR.
+  // Without the device no request completes and nothing is latched.
+  for (bool with_rng : {false, true}) {
+    VirtioConfig cfg;
+    cfg.rng = with_rng;
+    auto vm = BootProbe("probe.scenario=rng", 64 << 20, 1, cfg);
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    ASSERT_TRUE(vm->out->WaitFor(with_rng ? kRngLine : "PROBE fail rng").has_value())
+        << vm->out->text();
+    vm->machine->Pause();
+    auto chips = vm->machine->vm().Save();
+    ASSERT_TRUE(chips.ok()) << chips.status();
+    const bool latched = (chips->pic_master.chip.pic.irr >> 5) & 1;
+    EXPECT_EQ(latched, with_rng) << "PIC IRR " << int{chips->pic_master.chip.pic.irr};
+    vm->machine->Stop();
+  }
+}
+
 TEST(VirtioRng, ProbeDriverReportsAMissingDevice) {
   // Without the device the window reads as zeros: the driver must say so
   // rather than report bytes (proves the success line is not unconditional).
