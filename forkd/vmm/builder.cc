@@ -68,12 +68,20 @@ absl::StatusOr<std::unique_ptr<Machine>> BuildForBoot(std::shared_ptr<const Kvm>
           ? GuestMemory::Anonymous(cfg.mem_size)
           : GuestMemory::FileShared(cfg.shared_memory_path, cfg.mem_size);
   if (!mem.ok()) return mem.status();
-  FORKD_ASSIGN_OR_RETURN(auto machine,
-                         Machine::Create(std::move(kvm), *std::move(mem), cfg.vcpus, cfg.serial));
+  FORKD_ASSIGN_OR_RETURN(auto machine, Machine::Create(std::move(kvm), *std::move(mem), cfg.vcpus,
+                                                       cfg.serial, cfg.virtio));
   const GuestMemory& m = machine->memory();
 
   FORKD_RETURN_IF_ERROR(LoadKernel(m, image, kernel));
   std::string cmdline = cfg.cmdline;
+  if (cfg.declare_virtio_on_cmdline && !machine->virtio_devices().empty()) {
+    absl::StrAppend(&cmdline, cmdline.empty() ? "" : " ", machine->VirtioCmdline());
+  }
+  if (cmdline.size() + 1 > layout::kCmdlineMaxSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel command line of ", cmdline.size(), " bytes is too long"));
+  }
+  const uint32_t cmdline_size = static_cast<uint32_t>(cmdline.size());
   cmdline.push_back('\0');
   FORKD_RETURN_IF_ERROR(m.Write(
       layout::kCmdlineAddr, {reinterpret_cast<const uint8_t*>(cmdline.data()), cmdline.size()}));
@@ -81,7 +89,7 @@ absl::StatusOr<std::unique_ptr<Machine>> BuildForBoot(std::shared_ptr<const Kvm>
   ZeroPageParams zp;
   zp.mem_size = cfg.mem_size;
   zp.cmdline_addr = layout::kCmdlineAddr;
-  zp.cmdline_size = static_cast<uint32_t>(cfg.cmdline.size());
+  zp.cmdline_size = cmdline_size;
   zp.header = image.header;
   if (!cfg.initrd_path.empty()) {
     FORKD_ASSIGN_OR_RETURN(std::string initrd, ReadWholeFile(cfg.initrd_path));

@@ -22,6 +22,10 @@ struct BootConfig {
   // When set, guest RAM is this file mapped MAP_SHARED instead of anonymous
   // memory (a template whose RAM is its snapshot memory file).
   std::string shared_memory_path;
+  VirtioConfig virtio;
+  // Appends `virtio_mmio.device=...` for each virtio device to the command
+  // line (Linux guests); the probe guest finds its devices at fixed slots.
+  bool declare_virtio_on_cmdline = true;
 };
 
 // Creates and configures a machine ready to Start().

@@ -4,11 +4,14 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
 #include "forkd/vmm/arch/x86_64/layout.h"
+#include "forkd/vmm/devices/virtio/rng.h"
+#include "forkd/vmm/devices/virtio/vsock.h"
 
 namespace forkd::vmm {
 
@@ -17,7 +20,7 @@ Machine::Machine(std::shared_ptr<const Kvm> kvm, Vm vm, GuestMemory mem, SerialC
 
 absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const Kvm> kvm,
                                                          GuestMemory mem, int num_vcpus,
-                                                         SerialConfig serial) {
+                                                         SerialConfig serial, VirtioConfig virtio) {
   if (num_vcpus < 1 || num_vcpus > layout::kMaxVcpus) {
     return absl::InvalidArgumentError(
         absl::StrCat("vCPU count ", num_vcpus, " is outside 1..", layout::kMaxVcpus));
@@ -46,7 +49,55 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
   FORKD_RETURN_IF_ERROR(m->pio_.Register(layout::kI8042DataPort,
                                          layout::kI8042CommandPort - layout::kI8042DataPort + 1,
                                          m->i8042_, I8042::kName));
+  if (virtio.rng) {
+    FORKD_RETURN_IF_ERROR(
+        m->AddVirtio(virtio::Rng::kName, layout::kVirtioRngSlot, std::make_unique<virtio::Rng>()));
+  }
+  if (virtio.vsock_cid != 0) {
+    if (virtio.vsock_cid < 3 || virtio.vsock_cid > 0xffffffffULL) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("vsock guest CID ", virtio.vsock_cid, " is outside 3..2^32-1"));
+    }
+    FORKD_ASSIGN_OR_RETURN(m->vsock_muxer_, virtio::VsockMuxer::Listen(virtio.vsock_uds_path));
+    auto device = std::make_unique<virtio::Vsock>(virtio.vsock_cid, m->vsock_muxer_.get());
+    virtio::Vsock* dev = device.get();
+    FORKD_RETURN_IF_ERROR(
+        m->AddVirtio(virtio::Vsock::kName, layout::kVirtioVsockSlot, std::move(device)));
+    virtio::MmioTransport* transport = m->virtio_.back().get();
+    m->vsock_transport_ = transport;
+    m->vsock_muxer_->Start(dev, [transport] { transport->Kick(0); });
+  }
   return m;
+}
+
+absl::Status Machine::AddVirtio(std::string name, uint32_t slot,
+                                std::unique_ptr<virtio::VirtioDevice> device) {
+  UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!efd) return ErrnoStatus(errno, "eventfd for " + name);
+  const uint32_t irq = layout::VirtioIrq(slot);
+  FORKD_RETURN_IF_ERROR(Annotate(vm_.RegisterIrqfd(efd.get(), irq), name));
+  const int fd = efd.get();
+  auto transport = std::make_shared<virtio::MmioTransport>(name, mem_, std::move(device), [fd] {
+    // EAGAIN means the counter is already pending an interrupt: nothing lost.
+    uint64_t one = 1;
+    (void)!::write(fd, &one, sizeof one);
+  });
+  const uint64_t addr = layout::VirtioMmioAddr(slot);
+  FORKD_RETURN_IF_ERROR(mmio_.Register(addr, layout::kVirtioMmioDeviceSize, transport, name));
+  irqfds_.push_back(std::move(efd));
+  virtio_.push_back(std::move(transport));
+  virtio_slots_.push_back({addr, irq});
+  return absl::OkStatus();
+}
+
+std::string Machine::VirtioCmdline() const {
+  std::string out;
+  for (const auto& s : virtio_slots_) {
+    absl::StrAppend(&out, out.empty() ? "" : " ",
+                    "virtio_mmio.device=", layout::kVirtioMmioDeviceSize / 1024, "K@0x",
+                    absl::Hex(s.addr), ":", s.irq);
+  }
+  return out;
 }
 
 Machine::~Machine() { Stop(); }
@@ -149,6 +200,7 @@ absl::StatusOr<MachineState> Machine::SaveState() const {
   FORKD_ASSIGN_OR_RETURN(s.vm, vm_.Save());
   s.devices.push_back(serial_->SaveDevice());
   s.devices.push_back(i8042_->SaveDevice());
+  for (const auto& v : virtio_) s.devices.push_back(v->SaveDevice());
   return s;
 }
 
@@ -171,10 +223,17 @@ absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
       FORKD_RETURN_IF_ERROR(serial_->RestoreDevice(d));
     } else if (d.name == I8042::kName) {
       FORKD_RETURN_IF_ERROR(i8042_->RestoreDevice(d));
+    } else if (auto it = std::find_if(virtio_.begin(), virtio_.end(),
+                                      [&](const auto& v) { return v->name() == d.name; });
+               it != virtio_.end()) {
+      FORKD_RETURN_IF_ERROR((*it)->RestoreDevice(d));
     } else {
       return absl::InvalidArgumentError(absl::StrCat("snapshot has unknown device ", d.name));
     }
   }
+  // Tells a restored guest its vsock connections are gone (the event waits
+  // in the device if the driver has no event buffer posted).
+  if (vsock_transport_ != nullptr) vsock_transport_->Kick(2);
   // kvmclock is set in Start(), right before the vCPUs run.
   pending_clock_ = state.vm;
   pending_tsc_khz_ = state.vcpus[0].tsc_khz;

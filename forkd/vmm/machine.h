@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -18,6 +19,8 @@
 #include "forkd/vmm/devices/bus.h"
 #include "forkd/vmm/devices/i8042.h"
 #include "forkd/vmm/devices/serial.h"
+#include "forkd/vmm/devices/virtio/mmio_transport.h"
+#include "forkd/vmm/devices/virtio/vsock_muxer.h"
 #include "forkd/vmm/vm_exit.h"
 #include "forkd/vmm/vstate/kvm.h"
 #include "forkd/vmm/vstate/memory.h"
@@ -30,6 +33,16 @@ namespace forkd::vmm {
 struct SerialConfig {
   int out_fd = -1;  // borrowed; guest output is written here as it happens
   int in_fd = -1;   // borrowed; bytes read here are fed to the guest
+};
+
+// Which virtio-mmio devices the machine has (each at its fixed slot in
+// layout.h). A restore recreates the set its snapshot's device states name.
+struct VirtioConfig {
+  bool rng = false;
+  // virtio-vsock when non-zero (a guest CID >= 3), host side a unix socket
+  // listener at vsock_uds_path (see devices/virtio/vsock_muxer.h).
+  uint64_t vsock_cid = 0;
+  std::string vsock_uds_path;
 };
 
 // Everything a snapshot holds besides guest memory, in VMM terms.
@@ -45,7 +58,8 @@ class Machine {
   // order, see Vm::SetMemory), the vCPUs with CPUID, and the devices.
   static absl::StatusOr<std::unique_ptr<Machine>> Create(std::shared_ptr<const Kvm> kvm,
                                                          GuestMemory mem, int num_vcpus,
-                                                         SerialConfig serial);
+                                                         SerialConfig serial,
+                                                         VirtioConfig virtio = {});
   ~Machine();
   Machine(const Machine&) = delete;
   Machine& operator=(const Machine&) = delete;
@@ -58,6 +72,12 @@ class Machine {
   I8042& i8042() { return *i8042_; }
   Bus& pio_bus() { return pio_; }
   Bus& mmio_bus() { return mmio_; }
+  const std::vector<std::shared_ptr<virtio::MmioTransport>>& virtio_devices() const {
+    return virtio_;
+  }
+  // `virtio_mmio.device=<size>@<addr>:<irq>` for every virtio device, space
+  // separated: how a Linux guest (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES) finds them.
+  std::string VirtioCmdline() const;
 
   // Starts one thread per vCPU and the serial input pump. After
   // RestoreState, first sets kvmclock (advanced to now), so a machine may be
@@ -86,6 +106,8 @@ class Machine {
   void VcpuThread(Vcpu* vcpu);
   void InputPumpThread();
   void EndVm(VmExit e);
+  absl::Status AddVirtio(std::string name, uint32_t slot,
+                         std::unique_ptr<virtio::VirtioDevice> device);
 
   std::shared_ptr<const Kvm> kvm_;
   Vm vm_;
@@ -95,6 +117,16 @@ class Machine {
   Bus mmio_;
   std::shared_ptr<Serial> serial_;
   std::shared_ptr<I8042> i8042_;
+  struct VirtioSlot {
+    uint64_t addr;
+    uint32_t irq;
+  };
+  std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
+  std::vector<VirtioSlot> virtio_slots_;  // parallel to virtio_
+  std::vector<UniqueFd> irqfds_;          // registered with KVM_IRQFD; live as long as the VM
+  // After virtio_: destroyed first, so its thread stops before the device goes.
+  std::unique_ptr<virtio::VsockMuxer> vsock_muxer_;
+  virtio::MmioTransport* vsock_transport_ = nullptr;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   std::vector<std::thread> threads_;
   std::thread input_thread_;

@@ -33,7 +33,9 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: forkd-vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--mem-mib N] [--vcpus N]\n"
-    "                 [--serial-out FD|PATH] [--serial-in FD|PATH] [--control-fd FD]\n"
+    "                 [--virtio-rng] [--vsock-cid N --vsock-uds PATH] [--serial-out FD|PATH] "
+    "[--serial-in FD|PATH] [--control-fd "
+    "FD]\n"
     "       forkd-vmm --restore DIR [--standby] [--serial-out FD|PATH] [--serial-in FD|PATH]\n"
     "                 [--control-fd FD]\n"
     "\n"
@@ -42,6 +44,10 @@ constexpr char kUsage[] =
     "modified). Guest serial output goes to --serial-out (default: stdout).\n"
     "--standby restores everything, answers STANDBY, and starts the vCPUs on GO (a\n"
     "pre-provisioned fork; the guest clock is advanced at GO). Needs --control-fd.\n"
+    "--virtio-rng adds a virtio-mmio entropy device (declared on the command line;\n"
+    "a restore recreates the devices its snapshot has). --vsock-cid/--vsock-uds add\n"
+    "virtio-vsock: host processes connect to PATH and write 'CONNECT <port>\\n'; a\n"
+    "restore of a snapshot with vsock needs --vsock-uds (its own path).\n"
     "Control protocol on --control-fd (default: READY/EXIT lines on stderr, no commands):\n"
     "  out: STANDBY | READY | OK | ERR <why> | EXIT <reset|shutdown: ...|stopped|error: ...>\n"
     "  in:  GO | PAUSE | RESUME | STOP | SNAPSHOT <dir>   (EOF stops the VM)\n"
@@ -53,6 +59,9 @@ struct Options {
   int vcpus = 1;
   std::string serial_out = "1", serial_in, control_fd;
   bool standby = false;
+  bool virtio_rng = false;
+  uint64_t vsock_cid = 0;
+  std::string vsock_uds;
 };
 
 std::optional<uint64_t> ParseUint(std::string_view s) {
@@ -71,6 +80,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.standby = true;
       continue;
     }
+    if (a == "--virtio-rng") {
+      o.virtio_rng = true;
+      continue;
+    }
     auto value = [&]() -> absl::StatusOr<std::string> {
       if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(argv[i], " needs a value"));
       return std::string(argv[++i]);
@@ -78,7 +91,7 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     absl::StatusOr<std::string> v;
     if (a == "--kernel" || a == "--initrd" || a == "--cmdline" || a == "--restore" ||
         a == "--mem-mib" || a == "--vcpus" || a == "--serial-out" || a == "--serial-in" ||
-        a == "--control-fd") {
+        a == "--control-fd" || a == "--vsock-cid" || a == "--vsock-uds") {
       v = value();
       if (!v.ok()) return v.status();
     } else {
@@ -91,6 +104,14 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     if (a == "--serial-out") o.serial_out = *v;
     if (a == "--serial-in") o.serial_in = *v;
     if (a == "--control-fd") o.control_fd = *v;
+    if (a == "--vsock-uds") o.vsock_uds = *v;
+    if (a == "--vsock-cid") {
+      auto n = ParseUint(*v);
+      if (!n || *n < 3 || *n > 0xffffffffULL) {
+        return absl::InvalidArgumentError("--vsock-cid must be 3..4294967295");
+      }
+      o.vsock_cid = *n;
+    }
     if (a == "--mem-mib") {
       auto n = ParseUint(*v);
       if (!n || *n < 2 || *n > 3072) {
@@ -103,6 +124,12 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       if (!n || *n < 1 || *n > 4) return absl::InvalidArgumentError("--vcpus must be 1..4");
       o.vcpus = static_cast<int>(*n);
     }
+  }
+  if (!o.restore.empty() && o.vsock_cid != 0) {
+    return absl::InvalidArgumentError("--vsock-cid comes from the snapshot on --restore");
+  }
+  if (o.restore.empty() && (o.vsock_cid != 0) != !o.vsock_uds.empty()) {
+    return absl::InvalidArgumentError("--vsock-cid and --vsock-uds go together");
   }
   if (o.kernel.empty() == o.restore.empty()) {
     return absl::InvalidArgumentError("give exactly one of --kernel or --restore");
@@ -250,7 +277,7 @@ int Main(int argc, char** argv) {
   SerialConfig serial{*serial_out, *serial_in};
   absl::StatusOr<std::unique_ptr<Machine>> machine;
   if (!opts->restore.empty()) {
-    machine = RestoreSnapshot(shared_kvm, opts->restore, serial);
+    machine = RestoreSnapshot(shared_kvm, opts->restore, serial, nullptr, opts->vsock_uds);
   } else {
     BootConfig cfg;
     cfg.kernel_path = opts->kernel;
@@ -259,6 +286,9 @@ int Main(int argc, char** argv) {
     cfg.mem_size = opts->mem_mib << 20;
     cfg.vcpus = opts->vcpus;
     cfg.serial = serial;
+    cfg.virtio.rng = opts->virtio_rng;
+    cfg.virtio.vsock_cid = opts->vsock_cid;
+    cfg.virtio.vsock_uds_path = opts->vsock_uds;
     machine = BuildForBoot(shared_kvm, cfg);
   }
   absl::Status st = machine.status();
@@ -296,6 +326,9 @@ int Main(int argc, char** argv) {
   pthread_kill(signals.native_handle(), SIGTERM);
   signals.join();
   if (commands.joinable()) commands.detach();
+  // _exit skips the Machine's destructor, which would unlink the vsock
+  // socket path; a stale path would make the next bind() fail.
+  if (!opts->vsock_uds.empty()) ::unlink(opts->vsock_uds.c_str());
   std::fflush(nullptr);
   _exit(ExitCode(final_exit));
 }

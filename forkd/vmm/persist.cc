@@ -11,6 +11,8 @@
 #include "forkd/snapshot/cpu_identity.h"
 #include "forkd/snapshot/snapshot_dir.h"
 #include "forkd/snapshot/state.h"
+#include "forkd/vmm/devices/virtio/rng.h"
+#include "forkd/vmm/devices/virtio/vsock.h"
 
 namespace forkd::vmm {
 namespace {
@@ -90,7 +92,8 @@ absl::Status SaveSnapshot(const Machine& machine, const fs::path& dir) {
 
 absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
                                                          const fs::path& dir, SerialConfig serial,
-                                                         RestoreReport* report) {
+                                                         RestoreReport* report,
+                                                         const std::string& vsock_uds_path) {
   auto opened =
       snapshot::OpenSnapshot(dir, snapshot::VerifyMode::kStateOnly, snapshot::HostCpuIdentity());
   if (!opened.ok()) return Annotate(opened.status(), "open snapshot " + dir.string());
@@ -102,8 +105,23 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
   }
   FORKD_ASSIGN_OR_RETURN(GuestMemory mem, GuestMemory::FilePrivate(opened->memory_path.string(),
                                                                    s.header.memory[0].size));
-  FORKD_ASSIGN_OR_RETURN(auto machine, Machine::Create(std::move(kvm), std::move(mem),
-                                                       static_cast<int>(s.vcpus.size()), serial));
+  // The snapshot's device states say which virtio devices the guest had.
+  VirtioConfig virtio;
+  for (const auto& d : s.devices) {
+    if (d.name == virtio::Rng::kName) virtio.rng = true;
+    if (d.name == virtio::Vsock::kName) {
+      if (vsock_uds_path.empty()) {
+        return absl::InvalidArgumentError(
+            "snapshot has virtio-vsock: the restore needs its own socket path");
+      }
+      // Placeholder CID: the device's saved state sets the real one.
+      virtio.vsock_cid = 3;
+      virtio.vsock_uds_path = vsock_uds_path;
+    }
+  }
+  FORKD_ASSIGN_OR_RETURN(auto machine,
+                         Machine::Create(std::move(kvm), std::move(mem),
+                                         static_cast<int>(s.vcpus.size()), serial, virtio));
   MachineState ms;
   for (const auto& v : s.vcpus) ms.vcpus.push_back(FromFormat(v));
   ms.vm.pic_master = s.vm.pic_master;

@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -25,9 +26,12 @@ struct RestoreReport {
   int rejected_msrs = 0;  // MSRs KVM refused to set (read-only on kvm_pvm)
 };
 
+// A snapshot with virtio-vsock needs `vsock_uds_path`: each fork listens on
+// its own socket; the guest learns its old connections are reset.
 absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
                                                          const std::filesystem::path& dir,
                                                          SerialConfig serial,
-                                                         RestoreReport* report = nullptr);
+                                                         RestoreReport* report = nullptr,
+                                                         const std::string& vsock_uds_path = {});
 
 }  // namespace forkd::vmm

@@ -45,6 +45,44 @@ TEST(ForkdVmm, BootSnapshotRestoreInNewProcess) {
   fs::remove_all(dir);
 }
 
+// The binary's device flags: --virtio-rng and --vsock-cid/--vsock-uds at
+// boot, --vsock-uds again for the restored process.
+TEST(ForkdVmm, VirtioDevicesFromFlagsSurviveSnapshotInNewProcess) {
+  const fs::path dir = fs::temp_directory_path() / ("forkd_vmm_virtio." + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const std::string src_sock = (dir / "src.sock").string();
+  auto src = VmmProcess::Spawn({"--kernel", ProbeGuestPath(), "--cmdline", "probe.scenario=rng",
+                                "--mem-mib", "64", "--virtio-rng", "--vsock-cid", "9",
+                                "--vsock-uds", src_sock});
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->ReadLine(), "READY");
+  ASSERT_TRUE((*src)->serial().WaitFor("PROBE ok rng ").has_value()) << (*src)->serial().text();
+  EXPECT_TRUE(fs::exists(src_sock));
+  (*src)->Send("SNAPSHOT " + (dir / "snap").string());
+  EXPECT_EQ((*src)->ReadLine(), "OK");
+  (*src)->Send("STOP");
+  EXPECT_EQ((*src)->ReadLine(), "EXIT stopped: host request");
+  EXPECT_EQ((*src)->Wait(), 0);
+  EXPECT_FALSE(fs::exists(src_sock)) << "socket path left behind";
+
+  // Without its own socket path the vsock snapshot does not restore.
+  auto bad = VmmProcess::Spawn({"--restore", (dir / "snap").string()});
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  EXPECT_NE((*bad)->Wait(), 0);
+
+  const std::string fork_sock = (dir / "fork.sock").string();
+  auto fork = VmmProcess::Spawn({"--restore", (dir / "snap").string(), "--vsock-uds", fork_sock});
+  ASSERT_TRUE(fork.ok()) << fork.status();
+  EXPECT_EQ((*fork)->ReadLine(), "READY");
+  (*fork)->input().Send("r");
+  EXPECT_TRUE((*fork)->serial().WaitFor("PROBE ok rng ").has_value()) << (*fork)->serial().text();
+  EXPECT_TRUE(fs::exists(fork_sock));
+  (*fork)->Send("STOP");
+  EXPECT_EQ((*fork)->ReadLine(), "EXIT stopped: host request");
+  EXPECT_EQ((*fork)->Wait(), 0);
+  fs::remove_all(dir);
+}
+
 TEST(ForkdVmm, StandbyForkStartsOnGoAndContinuesCounter) {
   const fs::path dir =
       fs::temp_directory_path() / ("forkd_vmm_standby." + std::to_string(getpid()));

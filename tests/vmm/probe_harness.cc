@@ -106,13 +106,15 @@ std::shared_ptr<const Kvm> SharedKvm() {
   return kvm;
 }
 
-absl::StatusOr<ProbeVm> BootProbe(const std::string& cmdline, uint64_t mem_size, int vcpus) {
+absl::StatusOr<ProbeVm> BootProbe(const std::string& cmdline, uint64_t mem_size, int vcpus,
+                                  VirtioConfig virtio) {
   ProbeVm vm;
   BootConfig cfg;
   cfg.kernel_path = ProbeGuestPath();
   cfg.cmdline = cmdline;
   cfg.mem_size = mem_size;
   cfg.vcpus = vcpus;
+  cfg.virtio = virtio;
   cfg.serial = {vm.out->write_fd(), vm.in.read.get()};
   auto m = BuildForBoot(SharedKvm(), cfg);
   if (!m.ok()) return m.status();

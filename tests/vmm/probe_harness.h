@@ -68,7 +68,7 @@ struct ProbeVm {
 
 std::shared_ptr<const Kvm> SharedKvm();
 absl::StatusOr<ProbeVm> BootProbe(const std::string& cmdline, uint64_t mem_size = 64 << 20,
-                                  int vcpus = 1);
+                                  int vcpus = 1, VirtioConfig virtio = {});
 // "PROBE count N" values in output order.
 std::vector<uint64_t> Counts(const OutputCollector& out);
 

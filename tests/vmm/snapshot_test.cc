@@ -62,7 +62,9 @@ void ExpectConsecutive(const std::vector<uint64_t>& counts) {
 
 std::vector<uint64_t> CountsIn(const std::string& text) {
   std::vector<uint64_t> out;
-  std::istringstream in(text);
+  // Complete lines only: a pause can land mid-line ("PROBE count " with its
+  // digits still to come), which is not a count yet.
+  std::istringstream in(text.substr(0, text.rfind('\n') + 1));
   std::string line;
   while (std::getline(in, line)) {
     if (line.rfind("PROBE count ", 0) == 0) out.push_back(std::stoull(line.substr(12)));

@@ -6,10 +6,18 @@
 //   probe.mode=reset   request a reset through the i8042 (reboot=k path;
 //                      done by the CPL0 handler since CPL3 port I/O faults)
 //   probe.mode=triple  cause a triple fault
+//   probe.scenario=rng initialise the virtio-rng driver, read 64 bytes and
+//                      report "PROBE ok rng <hex>"; then run, and each 'r'
+//                      on serial input reads and reports 64 fresh bytes
+//   probe.scenario=vsock  initialise the virtio-vsock driver, report
+//                      "PROBE ok vsock cid=N", then echo every byte host
+//                      connections to port probe.vsock_port (5000) send
 // Serial input bytes: 'd' dirties probe.dirty_kib KiB of guest memory,
 // 'p' reports the count now, anything else is folded into the state and
 // echoed as "PROBE input <hex> state=S" so forks fed different input diverge.
 #include "runtime.h"
+#include "virtio.h"
+#include "vsock.h"
 
 #define DIRTY_BASE 0x2000000UL /* 32 MiB: beyond the image, inside any >=64 MiB guest */
 #define POLL_EVERY (1u << 16)
@@ -21,6 +29,26 @@ static uint64_t reports;
 static uint64_t state = 1469598103934665603ULL;
 static uint64_t dirty_kib = 1024;
 static uint64_t dirty_round;
+static int rng_ready;
+
+static void rng_report(void) {
+  uint8_t bytes[64];
+  const char* why = "";
+  if (!rng_ready) {
+    report_fail("rng", "driver not initialised");
+    return;
+  }
+  if (!virtio_rng_read(bytes, sizeof bytes, &why)) {
+    report_fail("rng", why);
+    return;
+  }
+  serial_print("PROBE ok rng ");
+  for (uint32_t i = 0; i < sizeof bytes; i++) {
+    serial_putc("0123456789abcdef"[bytes[i] >> 4]);
+    serial_putc("0123456789abcdef"[bytes[i] & 0xf]);
+  }
+  serial_putc('\n');
+}
 
 static void report_count(void) {
   serial_print("PROBE count ");
@@ -43,6 +71,8 @@ static void on_input(uint8_t c) {
     dirty_memory();
   } else if (c == 'p') {
     report_count();
+  } else if (c == 'r' && rng_ready) {
+    rng_report();
   } else if (c != '\n' && c != '\r') {
     state = (state ^ c) * 1099511628211ULL;
     serial_print("PROBE input ");
@@ -87,11 +117,40 @@ extern "C" [[noreturn]] void probe_payload_main(const void* boot_params) {
     }
   }
 
+  if (cmdline_get(cmdline, "probe.scenario", value, sizeof value)) {
+    if (str_eq(value, "rng")) {
+      const char* why = "";
+      rng_ready = virtio_rng_init(&why);
+      if (rng_ready) {
+        rng_report();
+      } else {
+        report_fail("rng", why);
+      }
+    } else if (str_eq(value, "vsock")) {
+      uint32_t vport = 5000;
+      if (cmdline_get(cmdline, "probe.vsock_port", value, sizeof value)) {
+        vport = static_cast<uint32_t>(parse_dec(value));
+      }
+      const char* why = "";
+      uint64_t cid = 0;
+      if (vsock_init(vport, &cid, &why)) {
+        serial_print("PROBE ok vsock cid=");
+        serial_print_dec(cid);
+        serial_putc('\n');
+      } else {
+        report_fail("vsock", why);
+      }
+    } else {
+      report_fail("scenario", "unknown probe.scenario");
+    }
+  }
+
   uint64_t polls = 0;
   for (;;) {
     for (uint32_t i = 0; i < POLL_EVERY; i++) counter = counter + 1;
     uint8_t c;
     while (serial_try_getc(&c)) on_input(c);
+    vsock_poll();
     if (++polls % report_every == 0) report_count();
   }
 }

@@ -62,6 +62,16 @@ absl::Status Vm::TriggerIrq(uint32_t irq) const {
   return absl::OkStatus();
 }
 
+absl::Status Vm::RegisterIrqfd(int event_fd, uint32_t gsi) const {
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<uint32_t>(event_fd);
+  irqfd.gsi = gsi;
+  if (::ioctl(fd(), KVM_IRQFD, &irqfd) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("KVM_IRQFD gsi ", gsi));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<VmState> Vm::Save() const {
   VmState s;
   s.pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;

@@ -32,6 +32,9 @@ class Vm {
   absl::Status CreateIrqchipAndPit();
   // Pulses an edge on a GSI of the in-kernel PIC/IOAPIC.
   absl::Status TriggerIrq(uint32_t irq) const;
+  // KVM_IRQFD: every write to `event_fd` pulses `gsi` in the kernel, with no
+  // exit to user space and no ioctl on the device's hot path.
+  absl::Status RegisterIrqfd(int event_fd, uint32_t gsi) const;
 
   absl::StatusOr<VmState> Save() const;
   // Restores the PIT and the three irqchips (before vCPU state).

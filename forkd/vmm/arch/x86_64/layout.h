@@ -33,11 +33,21 @@ inline constexpr uint64_t kKernelLoadAddr = 0x100000;
 // The 64-bit entry point of a bzImage is 0x200 past its load address.
 inline constexpr uint64_t kBzImage64BitEntryOffset = 0x200;
 // Guest RAM is one region at GPA 0 and stays below the MMIO hole, which
-// holds the virtio-mmio window (next issue) and the x86 top-of-4GiB area.
+// holds the virtio-mmio window and the x86 top-of-4GiB area.
 inline constexpr uint64_t kMmioHoleStart = 0xc0000000;
 inline constexpr uint64_t kMaxGuestMemory = kMmioHoleStart;
 inline constexpr uint64_t kVirtioMmioBase = 0xd0000000;
 inline constexpr uint64_t kVirtioMmioDeviceSize = 0x1000;
+// Each virtio device type has a fixed slot (MMIO window base + slot * size,
+// GSI base + slot), so a restored machine recreates every device at the
+// address and IRQ its snapshot's guest drivers already use.
+inline constexpr uint32_t kVirtioIrqBase = 5;  // above COM1 (4); GSIs < 16 reach PIC and IOAPIC
+inline constexpr uint32_t kVirtioRngSlot = 0;
+inline constexpr uint32_t kVirtioVsockSlot = 1;
+constexpr uint64_t VirtioMmioAddr(uint32_t slot) {
+  return kVirtioMmioBase + slot * kVirtioMmioDeviceSize;
+}
+constexpr uint32_t VirtioIrq(uint32_t slot) { return kVirtioIrqBase + slot; }
 // Intel-specific KVM requirements (unused by SVM/PVM but harmless): three
 // pages for the real-mode TSS and one for the EPT identity map, at the top of
 // the 4 GiB hole where no RAM or device lives.

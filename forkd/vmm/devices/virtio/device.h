@@ -1,0 +1,60 @@
+// The interface between a virtio device model (rng, vsock) and its
+// transport. The transport owns registers, feature negotiation, the status
+// machine and the queues; a device says what it is and consumes buffers.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "forkd/vmm/devices/virtio/queue.h"
+#include "forkd/vmm/vstate/memory.h"
+
+namespace forkd::vmm::virtio {
+
+// Feature bits the transport handles itself.
+inline constexpr uint64_t kFeatureVersion1 = 1ULL << 32;
+
+class VirtioDevice {
+ public:
+  virtual ~VirtioDevice() = default;
+
+  virtual uint32_t device_id() const = 0;
+  // Device-specific feature bits; the transport adds VIRTIO_F_VERSION_1.
+  virtual uint64_t features() const { return 0; }
+  // QueueNumMax of each queue, in queue order.
+  virtual std::vector<uint16_t> queue_max_sizes() const = 0;
+
+  // Device configuration space (transport offset 0x100 onward).
+  virtual void ReadConfig(uint64_t offset, std::span<uint8_t> data) const {
+    for (auto& b : data) b = 0;
+    (void)offset;
+  }
+  virtual void WriteConfig(uint64_t offset, std::span<const uint8_t> data) {
+    (void)offset;
+    (void)data;
+  }
+
+  // Consumes what the driver made available on queue `index`. Called with
+  // the transport's lock held, only while the device is live (DRIVER_OK).
+  // `queues` holds all of the device's queues (vsock answers a tx packet on
+  // rx); a device uses only ready ones.
+  // Returns true when used buffers were added (the transport interrupts);
+  // an error means the guest broke the queue (DEVICE_NEEDS_RESET).
+  virtual absl::StatusOr<bool> ProcessQueue(size_t index, std::span<Queue> queues,
+                                            const GuestMemory& mem) = 0;
+
+  // Driver wrote 0 to Status.
+  virtual void Reset() {}
+
+  // Device-specific snapshot state beyond the transport's.
+  virtual std::vector<uint8_t> SaveSpecific() const { return {}; }
+  virtual absl::Status RestoreSpecific(std::span<const uint8_t> bytes) {
+    return bytes.empty() ? absl::OkStatus()
+                         : absl::DataLossError("device-specific state for a stateless device");
+  }
+};
+
+}  // namespace forkd::vmm::virtio
