@@ -86,7 +86,8 @@ std::string RenderAddTap(const TapRuleset& rs) {
   for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input}) {
     out += "add chain " + t + " " + c->name + "\n";
   }
-  for (const std::string& c : rs.counters) out += "add counter " + t + " " + c + "\n";
+  for (const std::string& c : rs.counters)
+    out.append("add counter ").append(t).append(" ").append(c).append("\n");
   for (const PinSetSpec& s : rs.pin_sets) {
     out += "add set " + t + " " + s.name + " { type ";
     out += s.family == Family::kV4 ? "ipv4_addr" : "ipv6_addr";

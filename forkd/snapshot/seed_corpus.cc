@@ -12,7 +12,7 @@
 int main(int argc, char** argv) {
   using namespace forkd::snapshot;
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s OUT_DIR\n", argv[0]);
+    (void)std::fprintf(stderr, "usage: %s OUT_DIR\n", argv[0]);
     return 2;
   }
   const std::filesystem::path out = argv[1];
@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   auto state = [&](const std::string& name, const SnapshotState& s) {
     auto b = SerializeState(s);
     if (!b.ok()) {
-      std::fprintf(stderr, "%s\n", std::string(b.status().message()).c_str());
+      (void)std::fprintf(stderr, "%s\n", std::string(b.status().message()).c_str());
       std::exit(1);
     }
     put(name, b->data(), b->size());

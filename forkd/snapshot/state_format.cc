@@ -222,10 +222,12 @@ const char* TagName(uint32_t tag) {
   return "unknown";
 }
 
-absl::Status Truncated(std::string what) {
+absl::Status Truncated(const std::string& what) {
   return absl::DataLossError("state: truncated: " + what);
 }
-absl::Status Invalid(std::string what) { return absl::InvalidArgumentError("state: " + what); }
+absl::Status Invalid(const std::string& what) {
+  return absl::InvalidArgumentError("state: " + what);
+}
 
 }  // namespace
 

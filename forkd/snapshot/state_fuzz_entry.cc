@@ -11,7 +11,7 @@
 namespace forkd::snapshot {
 namespace {
 [[noreturn]] void Violated(const char* what) {
-  std::fprintf(stderr, "snapshot fuzz property violated: %s\n", what);
+  (void)std::fprintf(stderr, "snapshot fuzz property violated: %s\n", what);
   std::abort();
 }
 }  // namespace

@@ -21,7 +21,7 @@ bool ValidDeviceName(const std::string& name) {
                      [&](char c) { return alnum(c) || c == '_' || c == '-' || c == '.'; });
 }
 
-absl::Status Invalid(std::string msg) { return absl::InvalidArgumentError("state: " + msg); }
+absl::Status Invalid(const std::string& msg) { return absl::InvalidArgumentError("state: " + msg); }
 
 absl::Status ValidateIrqchip(const kvm_irqchip& chip, uint32_t want, const char* field) {
   if (chip.chip_id == want) return absl::OkStatus();

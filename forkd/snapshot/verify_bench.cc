@@ -70,10 +70,10 @@ int Run(const std::filesystem::path& dir, Layout layout) {
   absl::Status saved = snap::SaveSnapshot(dir, s);
   auto t1 = Clock::now();
   if (!saved.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(saved.message()).c_str());
+    (void)std::fprintf(stderr, "%s\n", std::string(saved.message()).c_str());
     return 1;
   }
-  std::printf("%s 256 MiB: SaveSnapshot (fsync + hash) %.1f ms\n", Name(layout), Ms(t1 - t0));
+  (void)std::printf("%s 256 MiB: SaveSnapshot (fsync + hash) %.1f ms\n", Name(layout), Ms(t1 - t0));
   for (snap::VerifyMode mode : {snap::VerifyMode::kStateOnly, snap::VerifyMode::kFull}) {
     double best = 1e18;
     for (int i = 0; i < 5; ++i) {
@@ -81,13 +81,13 @@ int Run(const std::filesystem::path& dir, Layout layout) {
       auto o = snap::OpenSnapshot(dir, mode, s.header.cpu);
       auto b = Clock::now();
       if (!o.ok()) {
-        std::fprintf(stderr, "%s\n", std::string(o.status().message()).c_str());
+        (void)std::fprintf(stderr, "%s\n", std::string(o.status().message()).c_str());
         return 1;
       }
       best = std::min(best, Ms(b - a));
     }
-    std::printf("%s 256 MiB: OpenSnapshot %-10s best of 5: %.3f ms\n", Name(layout),
-                mode == snap::VerifyMode::kFull ? "kFull" : "kStateOnly", best);
+    (void)std::printf("%s 256 MiB: OpenSnapshot %-10s best of 5: %.3f ms\n", Name(layout),
+                      mode == snap::VerifyMode::kFull ? "kFull" : "kStateOnly", best);
   }
   std::filesystem::remove_all(dir);
   return 0;

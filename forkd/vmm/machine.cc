@@ -15,12 +15,13 @@
 
 namespace forkd::vmm {
 
-Machine::Machine(std::shared_ptr<const Kvm> kvm, Vm vm, GuestMemory mem, SerialConfig serial)
+Machine::Machine(std::shared_ptr<const Kvm> kvm, Vm vm, GuestMemory mem, const SerialConfig& serial)
     : kvm_(std::move(kvm)), vm_(std::move(vm)), mem_(std::move(mem)), serial_cfg_(serial) {}
 
 absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const Kvm> kvm,
                                                          GuestMemory mem, int num_vcpus,
-                                                         SerialConfig serial, VirtioConfig virtio) {
+                                                         const SerialConfig& serial,
+                                                         const VirtioConfig& virtio) {
   if (num_vcpus < 1 || num_vcpus > layout::kMaxVcpus) {
     return absl::InvalidArgumentError(
         absl::StrCat("vCPU count ", num_vcpus, " is outside 1..", layout::kMaxVcpus));
@@ -70,7 +71,7 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
   return m;
 }
 
-absl::Status Machine::AddVirtio(std::string name, uint32_t slot,
+absl::Status Machine::AddVirtio(const std::string& name, uint32_t slot,
                                 std::unique_ptr<virtio::VirtioDevice> device) {
   UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!efd) return ErrnoStatus(errno, "eventfd for " + name);

@@ -58,8 +58,8 @@ class Machine {
   // order, see Vm::SetMemory), the vCPUs with CPUID, and the devices.
   static absl::StatusOr<std::unique_ptr<Machine>> Create(std::shared_ptr<const Kvm> kvm,
                                                          GuestMemory mem, int num_vcpus,
-                                                         SerialConfig serial,
-                                                         VirtioConfig virtio = {});
+                                                         const SerialConfig& serial,
+                                                         const VirtioConfig& virtio = {});
   ~Machine();
   Machine(const Machine&) = delete;
   Machine& operator=(const Machine&) = delete;
@@ -102,11 +102,11 @@ class Machine {
   absl::StatusOr<int> RestoreState(const MachineState& state);
 
  private:
-  Machine(std::shared_ptr<const Kvm> kvm, Vm vm, GuestMemory mem, SerialConfig serial);
+  Machine(std::shared_ptr<const Kvm> kvm, Vm vm, GuestMemory mem, const SerialConfig& serial);
   void VcpuThread(Vcpu* vcpu);
   void InputPumpThread();
   void EndVm(VmExit e);
-  absl::Status AddVirtio(std::string name, uint32_t slot,
+  absl::Status AddVirtio(const std::string& name, uint32_t slot,
                          std::unique_ptr<virtio::VirtioDevice> device);
 
   std::shared_ptr<const Kvm> kvm_;

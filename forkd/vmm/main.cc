@@ -232,11 +232,11 @@ int Main(int argc, char** argv) {
   auto opts = ParseArgs(argc, argv);
   if (!opts.ok()) {
     if (absl::IsCancelled(opts.status())) {
-      std::fputs(kUsage, stdout);
+      (void)std::fputs(kUsage, stdout);
       return 0;
     }
-    std::fprintf(stderr, "forkd-vmm: %s\n\n%s", std::string(opts.status().message()).c_str(),
-                 kUsage);
+    (void)std::fprintf(stderr, "forkd-vmm: %s\n\n%s", std::string(opts.status().message()).c_str(),
+                       kUsage);
     return 2;
   }
   UniqueFd serial_out_owned, serial_in_owned;
@@ -247,15 +247,16 @@ int Main(int argc, char** argv) {
   if (!opts->control_fd.empty()) {
     auto n = ParseUint(opts->control_fd);
     if (!n || ::fcntl(static_cast<int>(*n), F_GETFD) < 0) {
-      std::fprintf(stderr, "forkd-vmm: --control-fd %s is not an open fd\n",
-                   opts->control_fd.c_str());
+      (void)std::fprintf(stderr, "forkd-vmm: --control-fd %s is not an open fd\n",
+                         opts->control_fd.c_str());
       return 2;
     }
     control_fd = static_cast<int>(*n);
   }
   if (!serial_out.ok() || !serial_in.ok()) {
-    std::fprintf(stderr, "forkd-vmm: %s\n",
-                 (!serial_out.ok() ? serial_out.status() : serial_in.status()).ToString().c_str());
+    (void)std::fprintf(
+        stderr, "forkd-vmm: %s\n",
+        (!serial_out.ok() ? serial_out.status() : serial_in.status()).ToString().c_str());
     return 2;
   }
   Control control(control_fd.value_or(STDERR_FILENO));
@@ -266,7 +267,7 @@ int Main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  (void)signal(SIGPIPE, SIG_IGN);
 
   auto kvm = Kvm::Open();
   if (!kvm.ok()) {
@@ -323,13 +324,16 @@ int Main(int argc, char** argv) {
   // Release the helper threads: the signal waiter with a SIGTERM (its Stop()
   // is a no-op now), the command reader by exiting the process (it may sit
   // in read()).
-  pthread_kill(signals.native_handle(), SIGTERM);
+  // The waiter blocks SIGTERM and takes it with sigwait(), so this wakes it;
+  // it does not terminate anything.
+  // NOLINTNEXTLINE(bugprone-bad-signal-to-kill-thread)
+  (void)pthread_kill(signals.native_handle(), SIGTERM);
   signals.join();
   if (commands.joinable()) commands.detach();
   // _exit skips the Machine's destructor, which would unlink the vsock
   // socket path; a stale path would make the next bind() fail.
   if (!opts->vsock_uds.empty()) ::unlink(opts->vsock_uds.c_str());
-  std::fflush(nullptr);
+  (void)std::fflush(nullptr);
   _exit(ExitCode(final_exit));
 }
 
