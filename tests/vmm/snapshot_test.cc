@@ -19,6 +19,7 @@
 #include "forkd/vmm/persist.h"
 #include "gtest/gtest.h"
 #include "tests/support/requirements.h"
+#include "tests/support/temp_dir.h"
 #include "tests/vmm/probe_harness.h"
 
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kKvm);
@@ -28,20 +29,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
+// One directory per test, named after this suite.
+class TempDir : public forkd::testing::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "vmm_snapshot_test.XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+  TempDir() : forkd::testing::TempDir("vmm_snapshot_test") {}
 };
 
 std::string FileDigest(const fs::path& p) {

@@ -18,6 +18,7 @@
 #include "forkd/vmm/persist.h"
 #include "gtest/gtest.h"
 #include "tests/support/requirements.h"
+#include "tests/support/temp_dir.h"
 #include "tests/vmm/probe_harness.h"
 
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kKvm);
@@ -29,20 +30,10 @@ namespace fs = std::filesystem;
 
 constexpr char kRngLine[] = "PROBE ok rng ";
 
-class TempDir {
+// One directory per test, named after this suite.
+class TempDir : public forkd::testing::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "vmm_virtio_test.XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+  TempDir() : forkd::testing::TempDir("vmm_virtio_test") {}
 };
 
 // The hex payloads of every "PROBE ok rng" line, each checked to be 64 bytes.
