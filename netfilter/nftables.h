@@ -63,7 +63,9 @@ class Nftables {
   absl::StatusOr<std::vector<std::string>> ListTaps();
 
   // Adds (address, port) pins to the tap's pin sets. Re-pinning an existing
-  // element keeps its current expiry on kernels without timeout update.
+  // element sets its timeout anew on kernels that update element timeouts
+  // (6.18 here, proven in netfilter_datapath_test); older kernels keep the
+  // first expiry.
   absl::Status Pin(std::string_view tap, const std::vector<Pin>& pins);
 
   // Building blocks, public so tests can prove atomicity by committing a batch

@@ -227,6 +227,15 @@ TEST_F(DatapathTest, PinnedAddressReachableUntilItsTimeout) {
   EXPECT_EQ(FromGuest(0, kOtherHost, 443), Reach::kTimedOut);
 }
 
+TEST_F(DatapathTest, RepinningExtendsThePin) {
+  const auto pinned_at = std::chrono::steady_clock::now();
+  const IpAddress other = *IpAddress::Parse(kOtherHost);
+  ASSERT_OK(nft_->Pin(topo_.guests[0].tap, {{other, 443, std::chrono::milliseconds(1000)}}));
+  ASSERT_OK(nft_->Pin(topo_.guests[0].tap, {{other, 443, std::chrono::seconds(60)}}));
+  std::this_thread::sleep_until(pinned_at + std::chrono::milliseconds(1500));
+  EXPECT_EQ(FromGuest(0, kOtherHost, 443), Reach::kConnected);
+}
+
 TEST_F(DatapathTest, TwoTapsAreIndependentAndRemovalLeavesNothing) {
   EXPECT_EQ(FromGuest(0, kAllowedHost, 443), Reach::kConnected);
   EXPECT_EQ(FromGuest(0, kOtherHost, 443), Reach::kTimedOut);
