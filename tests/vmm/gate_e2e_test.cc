@@ -148,10 +148,12 @@ TEST_F(GateE2eTest, HonestForksAreAdmittedAndReseededApart) {
   EXPECT_TRUE(ProcessRunning(b.pid));
   EXPECT_TRUE(a.resources.vmm_pidfd.valid());
   EXPECT_TRUE(fs::exists(a.uds));
-  // Each fork reports its own generation and a PRNG state of its own: the
-  // two shared every byte of it at the snapshot.
-  auto a_line = a.vmm->serial().WaitFor("PROBE ok agent-answered generation=11 reseeds=1 prng=");
-  auto b_line = b.vmm->serial().WaitFor("PROBE ok agent-answered generation=12 reseeds=1 prng=");
+  // Each fork saw its transport reset and reports its own generation and a
+  // PRNG state of its own: the two shared every byte of it at the snapshot.
+  auto a_line =
+      a.vmm->serial().WaitFor("PROBE ok agent-answered generation=11 resets=1 reseeds=1 prng=");
+  auto b_line =
+      b.vmm->serial().WaitFor("PROBE ok agent-answered generation=12 resets=1 reseeds=1 prng=");
   ASSERT_TRUE(a_line.has_value()) << a.vmm->serial().text();
   ASSERT_TRUE(b_line.has_value()) << b.vmm->serial().text();
   const auto prng_of = [](const std::string& text) {

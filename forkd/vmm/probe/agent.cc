@@ -91,6 +91,8 @@ static void answer(const uint8_t* body, uint32_t len) {
   // Serial output costs an exit per byte: only after the answer is out.
   serial_print("PROBE ok agent-answered generation=");
   serial_print_dec(req.generation);
+  serial_print(" resets=");
+  serial_print_dec(vsock_resets());
   serial_print(" reseeds=");
   serial_print_dec(reseeds);
   serial_print(" prng=");
@@ -156,6 +158,7 @@ int agent_init(enum agent_mode m, uint32_t port, uint64_t* cid, const char** why
   have = 0;
   if (!vsock_init(port, cid, why)) return 0;
   vsock_set_handlers(on_connect, on_data);
+  vsock_set_quiet_reset(1);  // reported in the answered line instead
   return 1;
 }
 

@@ -67,6 +67,8 @@ static uint32_t fwd_cnt;
 static int ready;
 static vsock_connect_fn connect_handler;
 static vsock_data_fn data_handler;
+static int quiet_reset;
+static uint64_t resets;
 
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 static uint32_t rd(uint64_t off) { return mmio_read32(VIRTIO_VSOCK_MMIO_BASE + off); }
@@ -204,9 +206,12 @@ static void poll_events(void) {
       // may have changed too (5.10.6.6).
       connected = 0;
       guest_cid = rd(0x100) | (static_cast<uint64_t>(rd(0x104)) << 32);
-      serial_print("PROBE ok vsock-reset cid=");
-      serial_print_dec(guest_cid);
-      serial_putc('\n');
+      resets++;
+      if (!quiet_reset) {
+        serial_print("PROBE ok vsock-reset cid=");
+        serial_print_dec(guest_cid);
+        serial_putc('\n');
+      }
     }
     post(&evq, static_cast<uint16_t>(id), ev_buf[id], sizeof ev_buf[id], 2);
     reposted = 1;
@@ -218,6 +223,9 @@ void vsock_set_handlers(vsock_connect_fn on_connect, vsock_data_fn on_data) {
   connect_handler = on_connect;
   data_handler = on_data;
 }
+
+void vsock_set_quiet_reset(int quiet) { quiet_reset = quiet; }
+uint64_t vsock_resets(void) { return resets; }
 
 int vsock_write(const uint8_t* data, uint32_t len) {
   if (!connected) return 0;

@@ -25,5 +25,10 @@ void vsock_set_handlers(vsock_connect_fn on_connect, vsock_data_fn on_data);
 // Sends `len` bytes on the current connection, in chunks of at most one tx
 // buffer. Returns 0 when there is no connection.
 int vsock_write(const uint8_t* data, uint32_t len);
+// 1: handle TRANSPORT_RESET without printing "PROBE ok vsock-reset": each
+// serial byte is an exit (~60 us or more on PVM), and a restored fork's
+// first connection waits behind that line. vsock_resets() counts them.
+void vsock_set_quiet_reset(int quiet);
+uint64_t vsock_resets(void);
 
 }  // extern "C"
