@@ -11,12 +11,14 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
 
+#include "agent/client.h"
 #include "agent/vsock_connect.h"
 #include "forkd/gate/fork_resources.h"
 #include "forkd/gate/reseed_gate.h"
@@ -179,6 +181,28 @@ TEST_F(GateE2eTest, SilentAgentIsReaped) {
 
 TEST_F(GateE2eTest, LateAgentIsReaped) {
   ExpectReaped("late", gate::ReapCause::kNoAnswer, absl::StatusCode::kDeadlineExceeded);
+}
+
+// The late agent is not a silent one: without the gate's deadline (only the
+// hang guard) its honest answer does arrive, after its >= 10 s busy wait.
+TEST_F(GateE2eTest, LateAgentDoesAnswerWithoutTheDeadline) {
+  ASSERT_NO_FATAL_FAILURE(Snapshot("late"));
+  Fork& f = RestoreFork("fork-late-patient");
+  ASSERT_GT(f.pid, 0);
+  auto conn = agent::ConnectVsockMux(f.uds, kAgentPort, agent::DeadlineIn(10s));
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  agent::AgentClient client(std::move(*conn));
+  const auto start = std::chrono::steady_clock::now();
+  const agent::NotifyForkedResult result =
+      client.NotifyForked({.generation = 21}, agent::DeadlineIn(kHangGuard));
+  const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  EXPECT_TRUE(result.reseeded()) << agent::OutcomeName(result.outcome) << ": " << result.detail;
+  std::printf("late agent answered after %lld ms (gate deadline %lld ms)\n",
+              static_cast<long long>(waited.count()), static_cast<long long>(kDeadline.count()));
+  EXPECT_TRUE(gate::Reap(f.resources).ok());
+  EXPECT_TRUE(ProcessGone(f.pid));
+  EXPECT_FALSE(fs::exists(f.dir));
 }
 
 TEST_F(GateE2eTest, GarbageAnswerIsReaped) {
