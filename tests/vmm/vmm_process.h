@@ -33,6 +33,14 @@ class VmmProcess {
   std::optional<std::string> ReadLine();
   // Waits for the process; returns its exit code (or -signal).
   int Wait();
+  // Hands the child over to whoever reaps it (e.g. gate::Reap through a
+  // pidfd): this object will neither kill nor wait for it any more, since
+  // once someone else waited for it the pid may belong to another process.
+  pid_t Release() {
+    const pid_t pid = pid_;
+    pid_ = -1;
+    return pid;
+  }
 
  private:
   pid_t pid_ = -1;

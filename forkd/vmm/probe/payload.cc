@@ -12,9 +12,14 @@
 //   probe.scenario=vsock  initialise the virtio-vsock driver, report
 //                      "PROBE ok vsock cid=N", then echo every byte host
 //                      connections to port probe.vsock_port (5000) send
+//   probe.scenario=agent  a stand-in guest agent on vsock port
+//                      probe.vsock_port (1024) answering NotifyForked as
+//                      probe.agent=honest|refuse|silent|late|garbage says
+//                      (probe/agent.h); reports "PROBE ok agent mode=M cid=N"
 // Serial input bytes: 'd' dirties probe.dirty_kib KiB of guest memory,
 // 'p' reports the count now, anything else is folded into the state and
 // echoed as "PROBE input <hex> state=S" so forks fed different input diverge.
+#include "agent.h"
 #include "runtime.h"
 #include "virtio.h"
 #include "vsock.h"
@@ -139,6 +144,26 @@ extern "C" [[noreturn]] void probe_payload_main(const void* boot_params) {
         serial_putc('\n');
       } else {
         report_fail("vsock", why);
+      }
+    } else if (str_eq(value, "agent")) {
+      uint32_t vport = 1024;
+      if (cmdline_get(cmdline, "probe.vsock_port", value, sizeof value)) {
+        vport = static_cast<uint32_t>(parse_dec(value));
+      }
+      enum agent_mode mode = AGENT_HONEST;
+      const char* why = "";
+      uint64_t cid = 0;
+      if (cmdline_get(cmdline, "probe.agent", value, sizeof value) &&
+          !agent_parse_mode(value, &mode)) {
+        report_fail("agent", "unknown probe.agent");
+      } else if (agent_init(mode, vport, &cid, &why)) {
+        serial_print("PROBE ok agent mode=");
+        serial_print(agent_mode_name(mode));
+        serial_print(" cid=");
+        serial_print_dec(cid);
+        serial_putc('\n');
+      } else {
+        report_fail("agent", why);
       }
     } else {
       report_fail("scenario", "unknown probe.scenario");

@@ -65,6 +65,10 @@ static int connected;
 static uint32_t peer_port;
 static uint32_t fwd_cnt;
 static int ready;
+static vsock_connect_fn connect_handler;
+static vsock_data_fn data_handler;
+static int quiet_reset;
+static uint64_t resets;
 
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 static uint32_t rd(uint64_t off) { return mmio_read32(VIRTIO_VSOCK_MMIO_BASE + off); }
@@ -163,11 +167,18 @@ static void handle(const struct vsock_hdr* h, const uint8_t* payload) {
       connected = 1;
       fwd_cnt = 0;
       send(OP_RESPONSE, 0, 0);
+      if (connect_handler) connect_handler();
       break;
     case OP_RW:
       if (!connected || h->src_port != peer_port) break;
       fwd_cnt += h->len;
-      send(OP_RW, payload, h->len > TX_BUF ? TX_BUF : h->len);  // the echo
+      if (data_handler) {
+        data_handler(payload, h->len > RX_BUF - sizeof(struct vsock_hdr)
+                                  ? static_cast<uint32_t>(RX_BUF - sizeof(struct vsock_hdr))
+                                  : h->len);
+      } else {
+        send(OP_RW, payload, h->len > TX_BUF ? TX_BUF : h->len);  // the echo
+      }
       break;
     case OP_CREDIT_REQUEST:
       send(OP_CREDIT_UPDATE, 0, 0);
@@ -195,14 +206,36 @@ static void poll_events(void) {
       // may have changed too (5.10.6.6).
       connected = 0;
       guest_cid = rd(0x100) | (static_cast<uint64_t>(rd(0x104)) << 32);
-      serial_print("PROBE ok vsock-reset cid=");
-      serial_print_dec(guest_cid);
-      serial_putc('\n');
+      resets++;
+      if (!quiet_reset) {
+        serial_print("PROBE ok vsock-reset cid=");
+        serial_print_dec(guest_cid);
+        serial_putc('\n');
+      }
     }
     post(&evq, static_cast<uint16_t>(id), ev_buf[id], sizeof ev_buf[id], 2);
     reposted = 1;
   }
   if (reposted) wr(0x050, 2);
+}
+
+void vsock_set_handlers(vsock_connect_fn on_connect, vsock_data_fn on_data) {
+  connect_handler = on_connect;
+  data_handler = on_data;
+}
+
+void vsock_set_quiet_reset(int quiet) { quiet_reset = quiet; }
+uint64_t vsock_resets(void) { return resets; }
+
+int vsock_write(const uint8_t* data, uint32_t len) {
+  if (!connected) return 0;
+  do {
+    const uint32_t chunk = len > TX_BUF ? TX_BUF : len;
+    send(OP_RW, data, chunk);
+    data += chunk;
+    len -= chunk;
+  } while (len > 0);
+  return 1;
 }
 
 void vsock_poll(void) {

@@ -16,4 +16,19 @@ int vsock_init(uint32_t listen_port, uint64_t* cid, const char** why);
 // Handles whatever the host sent since the last call.
 void vsock_poll(void);
 
+// Replace the echo (both null: echo again). on_connect runs when a host
+// connection is accepted (the previous one, if any, is gone); on_data for
+// the bytes each OP_RW of the current connection carries.
+typedef void (*vsock_connect_fn)(void);
+typedef void (*vsock_data_fn)(const uint8_t* data, uint32_t len);
+void vsock_set_handlers(vsock_connect_fn on_connect, vsock_data_fn on_data);
+// Sends `len` bytes on the current connection, in chunks of at most one tx
+// buffer. Returns 0 when there is no connection.
+int vsock_write(const uint8_t* data, uint32_t len);
+// 1: handle TRANSPORT_RESET without printing "PROBE ok vsock-reset": each
+// serial byte is an exit (~60 us or more on PVM), and a restored fork's
+// first connection waits behind that line. vsock_resets() counts them.
+void vsock_set_quiet_reset(int quiet);
+uint64_t vsock_resets(void);
+
 }  // extern "C"

@@ -1,0 +1,214 @@
+#include "agent_codec.h"
+
+namespace {
+
+struct reader {
+  const uint8_t* p;
+  const uint8_t* end;
+};
+
+int read_varint(struct reader* r, uint64_t* v) {
+  uint64_t out = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (r->p == r->end) return 0;
+    const uint8_t b = *r->p++;
+    out |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *v = out;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+// Reads a length-delimited field's payload.
+int read_len(struct reader* r, const uint8_t** data, uint32_t* len) {
+  uint64_t n;
+  if (!read_varint(r, &n)) return 0;
+  if (n > static_cast<uint64_t>(r->end - r->p)) return 0;
+  *data = r->p;
+  *len = static_cast<uint32_t>(n);
+  r->p += n;
+  return 1;
+}
+
+// Skips a field of `wire_type` whose tag was already read.
+int skip(struct reader* r, uint32_t wire_type) {
+  uint64_t v;
+  const uint8_t* d;
+  uint32_t n;
+  switch (wire_type) {
+    case 0:
+      return read_varint(r, &v);
+    case 1:
+      if (r->end - r->p < 8) return 0;
+      r->p += 8;
+      return 1;
+    case 2:
+      return read_len(r, &d, &n);
+    case 5:
+      if (r->end - r->p < 4) return 0;
+      r->p += 4;
+      return 1;
+    default:
+      return 0;  // groups (3, 4) are not in this proto; 6, 7 are invalid
+  }
+}
+
+int decode_notify_forked(const uint8_t* buf, uint32_t len, struct agent_request* out) {
+  struct reader r = {buf, buf + len};
+  while (r.p != r.end) {
+    uint64_t tag;
+    if (!read_varint(&r, &tag)) return 0;
+    const uint32_t wire = static_cast<uint32_t>(tag & 7);
+    const uint64_t field = tag >> 3;
+    if (field == 0) return 0;
+    if (field == 1 && wire == 0) {
+      if (!read_varint(&r, &out->generation)) return 0;
+    } else if (field == 3 && wire == 2) {
+      if (!read_len(&r, &out->entropy, &out->entropy_len)) return 0;
+    } else if (!skip(&r, wire)) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+struct writer {
+  uint8_t* p;
+  uint8_t* end;
+  int ok;
+};
+
+void put_byte(struct writer* w, uint8_t b) {
+  if (w->p == w->end) {
+    w->ok = 0;
+    return;
+  }
+  *w->p++ = b;
+}
+
+void put_varint(struct writer* w, uint64_t v) {
+  while (v >= 0x80) {
+    put_byte(w, static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  put_byte(w, static_cast<uint8_t>(v));
+}
+
+uint32_t str_len(const char* s) {
+  uint32_t n = 0;
+  while (s && s[n]) n++;
+  return n;
+}
+
+void put_string(struct writer* w, uint32_t field, const char* s) {
+  const uint32_t n = str_len(s);
+  if (n == 0) return;  // proto3: empty strings are not encoded
+  put_varint(w, (field << 3) | 2);
+  put_varint(w, n);
+  for (uint32_t i = 0; i < n; i++) put_byte(w, static_cast<uint8_t>(s[i]));
+}
+
+uint32_t varint_size(uint64_t v) {
+  uint32_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    n++;
+  }
+  return n;
+}
+
+uint32_t string_field_size(uint32_t field, const char* s) {
+  const uint32_t n = str_len(s);
+  return n == 0 ? 0 : varint_size(field << 3) + varint_size(n) + n;
+}
+
+}  // namespace
+
+extern "C" {
+
+int agent_decode_request(const uint8_t* buf, uint32_t len, struct agent_request* out) {
+  out->id = 0;
+  out->is_notify_forked = 0;
+  out->generation = 0;
+  out->entropy = nullptr;
+  out->entropy_len = 0;
+  struct reader r = {buf, buf + len};
+  while (r.p != r.end) {
+    uint64_t tag;
+    if (!read_varint(&r, &tag)) return 0;
+    const uint32_t wire = static_cast<uint32_t>(tag & 7);
+    const uint64_t field = tag >> 3;
+    if (field == 0) return 0;
+    if (field == 1 && wire == 0) {
+      if (!read_varint(&r, &out->id)) return 0;
+    } else if (field == 3 && wire == 2) {
+      const uint8_t* sub;
+      uint32_t sub_len;
+      if (!read_len(&r, &sub, &sub_len)) return 0;
+      // oneof: the last kind on the wire wins; a repeated notify_forked
+      // merges, which restarting the decode over both would not model, but
+      // the host never sends that.
+      out->is_notify_forked = 1;
+      if (!decode_notify_forked(sub, sub_len, out)) return 0;
+    } else if (field >= 2 && field <= 6 && wire == 2) {
+      // Another kind of the oneof replaces notify_forked.
+      const uint8_t* sub;
+      uint32_t sub_len;
+      if (!read_len(&r, &sub, &sub_len)) return 0;
+      out->is_notify_forked = 0;
+    } else if (!skip(&r, wire)) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+uint32_t agent_encode_notify_forked(uint64_t id, int reseeded, const char* error,
+                                    uint64_t generation, uint8_t* out, uint32_t cap) {
+  // NotifyForkedResponse: reseeded = 1 (bool), error = 2, generation = 7.
+  uint32_t inner = 0;
+  if (reseeded) inner += 2;
+  inner += string_field_size(2, error);
+  if (generation != 0) inner += 1 + varint_size(generation);
+  struct writer w = {out, out + cap, 1};
+  if (id != 0) {
+    put_byte(&w, (1 << 3) | 0);
+    put_varint(&w, id);
+  }
+  put_byte(&w, (4 << 3) | 2);  // Response.notify_forked = 4
+  put_varint(&w, inner);
+  if (reseeded) {
+    put_byte(&w, (1 << 3) | 0);
+    put_byte(&w, 1);
+  }
+  put_string(&w, 2, error);
+  if (generation != 0) {
+    put_byte(&w, (7 << 3) | 0);
+    put_varint(&w, generation);
+  }
+  return w.ok ? static_cast<uint32_t>(w.p - out) : 0;
+}
+
+uint32_t agent_encode_error(uint64_t id, uint32_t code, const char* message, uint8_t* out,
+                            uint32_t cap) {
+  uint32_t inner = 0;
+  if (code != 0) inner += 1 + varint_size(code);
+  inner += string_field_size(2, message);
+  struct writer w = {out, out + cap, 1};
+  if (id != 0) {
+    put_byte(&w, (1 << 3) | 0);
+    put_varint(&w, id);
+  }
+  put_byte(&w, (2 << 3) | 2);  // Response.error = 2
+  put_varint(&w, inner);
+  if (code != 0) {
+    put_byte(&w, (1 << 3) | 0);
+    put_varint(&w, code);
+  }
+  put_string(&w, 2, message);
+  return w.ok ? static_cast<uint32_t>(w.p - out) : 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,37 @@
+// Hand-written protobuf codec for the probe guest's agent (probe/agent.cc):
+// just enough of agent/proto/agent.proto to decode a Request carrying
+// NotifyForked and to encode its Response. Freestanding (no libprotobuf, no
+// libc): the same file is compiled into the probe guest and into a host unit
+// test that checks it against the real generated code.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+extern "C" {
+
+#define AGENT_MIN_ENTROPY 32
+
+// What the probe needs from one Request.
+struct agent_request {
+  uint64_t id;
+  int is_notify_forked;  // Request.notify_forked present
+  uint64_t generation;
+  const uint8_t* entropy;  // points into the decoded buffer
+  uint32_t entropy_len;
+};
+
+// Decodes a serialized Request. Returns 1, or 0 when the bytes are not a
+// well-formed Request (unknown fields are skipped, as protobuf does).
+int agent_decode_request(const uint8_t* buf, uint32_t len, struct agent_request* out);
+
+// Encodes Response{id, notify_forked{reseeded, error, generation}} into out
+// (capacity cap). Returns the encoded length, or 0 when it does not fit.
+uint32_t agent_encode_notify_forked(uint64_t id, int reseeded, const char* error,
+                                    uint64_t generation, uint8_t* out, uint32_t cap);
+
+// Encodes Response{id, error{code, message}} (ErrorResponse.Code values).
+uint32_t agent_encode_error(uint64_t id, uint32_t code, const char* message, uint8_t* out,
+                            uint32_t cap);
+
+}  // extern "C"
