@@ -1,4 +1,5 @@
 #include "virtio.h"
+#include "vring.h"
 
 extern "C" {
 
@@ -28,33 +29,9 @@ extern "C" {
 #define STATUS_FEATURES_OK 8
 
 #define DESC_F_WRITE 2
-#define QSZ 8
 #define RNG_BUF 64
 // The VMM answers during the notify exit; this only guards a broken device.
 #define POLL_LIMIT 1000000
-
-struct vring_desc {
-  uint64_t addr;
-  uint32_t len;
-  uint16_t flags;
-  uint16_t next;
-};
-struct vring_avail {
-  uint16_t flags;
-  uint16_t idx;
-  uint16_t ring[QSZ];
-  uint16_t used_event;
-};
-struct vring_used_elem {
-  uint32_t id;
-  uint32_t len;
-};
-struct vring_used {
-  uint16_t flags;
-  uint16_t idx;
-  struct vring_used_elem ring[QSZ];
-  uint16_t avail_event;
-};
 
 // The probe's page tables identity-map memory, so these addresses are
 // guest-physical as the device needs them.

@@ -1,8 +1,8 @@
 #include "vsock.h"
+#include "vring.h"
 
 extern "C" {
 
-#define QSZ 8
 #define RX_BUF 4096
 #define TX_BUF 4096
 #define HOST_CID 2
@@ -15,27 +15,6 @@ extern "C" {
 #define OP_CREDIT_REQUEST 7
 #define POLL_LIMIT 1000000
 
-struct vring_desc {
-  uint64_t addr;
-  uint32_t len;
-  uint16_t flags;
-  uint16_t next;
-};
-struct vring_avail {
-  uint16_t flags;
-  uint16_t idx;
-  uint16_t ring[QSZ];
-  uint16_t used_event;
-};
-struct vring_used {
-  uint16_t flags;
-  uint16_t idx;
-  struct {
-    uint32_t id;
-    uint32_t len;
-  } ring[QSZ];
-  uint16_t avail_event;
-};
 struct vq {
   struct vring_desc desc[QSZ] __attribute__((aligned(16)));
   struct vring_avail avail __attribute__((aligned(4)));

@@ -1,0 +1,34 @@
+// The split virtqueue layout (virtio 1.x, 2.7) shared by the probe guest's
+// polling drivers; every queue has QSZ entries.
+#pragma once
+
+#include "runtime.h"
+
+extern "C" {
+
+#define QSZ 8
+
+struct vring_desc {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t flags;
+  uint16_t next;
+};
+struct vring_avail {
+  uint16_t flags;
+  uint16_t idx;
+  uint16_t ring[QSZ];
+  uint16_t used_event;
+};
+struct vring_used_elem {
+  uint32_t id;
+  uint32_t len;
+};
+struct vring_used {
+  uint16_t flags;
+  uint16_t idx;
+  struct vring_used_elem ring[QSZ];
+  uint16_t avail_event;
+};
+
+}  // extern "C"
