@@ -15,6 +15,9 @@ enum class Requirement {
   kRootNetns,  // root with CAP_NET_ADMIN, able to create network namespaces
   kKvm,        // /dev/kvm opens read-write and answers KVM_GET_API_VERSION
   kHwVirt,     // hardware virtualization (vmx/svm), not PVM: Linux guests run at speed
+  // FORKD_LINUX_KERNEL names a readable guest kernel (bzImage or vmlinux)
+  // built as docs/guest-kernel.md describes.
+  kLinuxGuestKernel,
 };
 
 // Why `r` is not met on this machine, or nullopt when it is.
@@ -24,5 +27,9 @@ int RegisterRequirement(Requirement r);
 
 }  // namespace forkd::testing
 
-#define FORKD_TEST_REQUIRES(r) \
-  static const int forkd_requirement_registered_ = ::forkd::testing::RegisterRequirement(r)
+// May appear several times in one file; requirements are checked in order.
+#define FORKD_TEST_REQUIRES_CAT2(a, b) a##b
+#define FORKD_TEST_REQUIRES_CAT(a, b) FORKD_TEST_REQUIRES_CAT2(a, b)
+#define FORKD_TEST_REQUIRES(r)                                                                   \
+  static const int FORKD_TEST_REQUIRES_CAT(forkd_requirement_registered_, __LINE__) =            \
+      ::forkd::testing::RegisterRequirement(r)

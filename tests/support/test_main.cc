@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -72,6 +73,18 @@ std::optional<std::string> Unmet(Requirement r) {
     case Requirement::kHwVirt: {
       if (auto kvm = Unmet(Requirement::kKvm)) return kvm;
       return HwVirtUnmet();
+    }
+    case Requirement::kLinuxGuestKernel: {
+      const char* kernel = std::getenv("FORKD_LINUX_KERNEL");
+      if (kernel == nullptr || *kernel == '\0') {
+        return std::string(
+            "set FORKD_LINUX_KERNEL to a guest kernel (bzImage or vmlinux) with virtio-mmio "
+            "cmdline devices, vsock and virtio-rng built in (docs/guest-kernel.md)");
+      }
+      if (::access(kernel, R_OK) != 0) {
+        return "FORKD_LINUX_KERNEL=" + std::string(kernel) + " is not a readable file";
+      }
+      return std::nullopt;
     }
   }
   return std::string("unknown requirement");

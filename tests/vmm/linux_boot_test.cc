@@ -13,13 +13,13 @@
 #include "tests/vmm/probe_harness.h"
 
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kHwVirt);
+FORKD_TEST_REQUIRES(forkd::testing::Requirement::kLinuxGuestKernel);
 
 namespace forkd::vmm::testing {
 namespace {
 
 TEST(LinuxBoot, KernelReachesExpectedConsoleLine) {
-  const char* kernel = std::getenv("FORKD_LINUX_KERNEL");
-  if (kernel == nullptr) GTEST_SKIP() << "set FORKD_LINUX_KERNEL to a bzImage or vmlinux";
+  const char* kernel = std::getenv("FORKD_LINUX_KERNEL");  // checked by the requirement
   const char* initrd = std::getenv("FORKD_LINUX_INITRD");
   const char* expect = std::getenv("FORKD_LINUX_EXPECT");
   ProbeVm vm;
