@@ -30,6 +30,6 @@ int RegisterRequirement(Requirement r);
 // May appear several times in one file; requirements are checked in order.
 #define FORKD_TEST_REQUIRES_CAT2(a, b) a##b
 #define FORKD_TEST_REQUIRES_CAT(a, b) FORKD_TEST_REQUIRES_CAT2(a, b)
-#define FORKD_TEST_REQUIRES(r)                                                                   \
-  static const int FORKD_TEST_REQUIRES_CAT(forkd_requirement_registered_, __LINE__) =            \
+#define FORKD_TEST_REQUIRES(r)                                                        \
+  static const int FORKD_TEST_REQUIRES_CAT(forkd_requirement_registered_, __LINE__) = \
       ::forkd::testing::RegisterRequirement(r)
