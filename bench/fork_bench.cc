@@ -21,9 +21,9 @@
 #include <vector>
 
 #include "agent/vsock_connect.h"
+#include "bench/probe_snapshot.h"
 #include "forkd/gate/fork_resources.h"
 #include "forkd/gate/reseed_gate.h"
-#include "tests/vmm/probe_harness.h"
 #include "tests/vmm/vmm_process.h"
 
 namespace forkd::vmm::bench {
@@ -37,11 +37,6 @@ using testing::VmmProcess;
 constexpr int kRoundsPerKind = 30;  // 60 forks in all
 constexpr uint32_t kAgentPort = 1024;
 constexpr double kTargetUs = 10000;
-
-[[noreturn]] void Die(const std::string& what) {
-  std::fprintf(stderr, "fork_bench: %s\n", what.c_str());
-  std::exit(1);
-}
 
 double Us(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
 
@@ -85,22 +80,8 @@ int Main() {
   if (::access("/dev/kvm", R_OK | W_OK) != 0) Die("needs read-write /dev/kvm");
   const fs::path dir = fs::temp_directory_path() / ("forkd_fork_bench." + std::to_string(getpid()));
   fs::create_directories(dir);
-  const fs::path snap = dir / "snap";
-  {
-    const std::string src_sock = (dir / "src.sock").string();
-    auto src = VmmProcess::Spawn({"--kernel", testing::ProbeGuestPath(), "--cmdline",
-                                  "probe.scenario=agent probe.agent=honest", "--mem-mib", "64",
-                                  "--vsock-cid", "3", "--vsock-uds", src_sock});
-    if (!src.ok()) Die("spawn source: " + src.status().ToString());
-    if ((*src)->ReadLine() != "READY") Die("source did not report READY");
-    if (!(*src)->serial().WaitFor("PROBE ok agent mode=honest").has_value())
-      Die("probe agent did not start: " + (*src)->serial().text());
-    (*src)->Send("SNAPSHOT " + snap.string());
-    if ((*src)->ReadLine() != "OK") Die("snapshot failed");
-    (*src)->Send("STOP");
-    (*src)->ReadLine();
-    (*src)->Wait();
-  }
+  const fs::path snap = MakeProbeSnapshot(dir, "probe.scenario=agent probe.agent=honest",
+                                          "PROBE ok agent mode=honest");
 
   std::vector<double> restore_us, answer_us, ready_us, connect_us, notify_us, warm_connect_us;
   for (int round = 0; round < 2 * kRoundsPerKind; round++) {

@@ -18,6 +18,11 @@ constexpr int kChildControlFd = 3, kChildSerialOutFd = 4, kChildSerialInFd = 5;
 
 absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Spawn(
     const std::vector<std::string>& args) {
+  return SpawnBinary(ForkdVmmPath(), args);
+}
+
+absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::SpawnBinary(
+    const std::string& binary, const std::vector<std::string>& args) {
   std::unique_ptr<VmmProcess> p(new VmmProcess());
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -26,7 +31,7 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Spawn(
   p->control_ = UniqueFd(sv[0]);
   UniqueFd child_control(sv[1]);
 
-  std::vector<std::string> argv_s = {ForkdVmmPath()};
+  std::vector<std::string> argv_s = {binary};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   for (auto [flag, fd] :
        {std::pair{"--control-fd", kChildControlFd}, std::pair{"--serial-out", kChildSerialOutFd},

@@ -21,6 +21,9 @@ class VmmProcess {
  public:
   // `args` follow the binary name; --control-fd/--serial-* are added.
   static absl::StatusOr<std::unique_ptr<VmmProcess>> Spawn(const std::vector<std::string>& args);
+  // The same with another build of the VMM (benchmarks compare builds).
+  static absl::StatusOr<std::unique_ptr<VmmProcess>> SpawnBinary(
+      const std::string& binary, const std::vector<std::string>& args);
   ~VmmProcess();
 
   pid_t pid() const { return pid_; }

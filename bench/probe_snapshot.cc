@@ -1,0 +1,36 @@
+#include "bench/probe_snapshot.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "tests/vmm/probe_harness.h"
+#include "tests/vmm/vmm_process.h"
+
+namespace forkd::vmm::bench {
+
+void Die(const std::string& what) {
+  std::fprintf(stderr, "%s: %s\n", program_invocation_short_name, what.c_str());
+  std::exit(1);
+}
+
+std::filesystem::path MakeProbeSnapshot(const std::filesystem::path& dir,
+                                        const std::string& cmdline, const std::string& ready_line) {
+  const std::filesystem::path snap = dir / "snap";
+  const std::string src_sock = (dir / "src.sock").string();
+  auto src =
+      testing::VmmProcess::Spawn({"--kernel", testing::ProbeGuestPath(), "--cmdline", cmdline,
+                                  "--mem-mib", "64", "--vsock-cid", "3", "--vsock-uds", src_sock});
+  if (!src.ok()) Die("spawn source: " + src.status().ToString());
+  if ((*src)->ReadLine() != "READY") Die("source did not report READY");
+  if (!(*src)->serial().WaitFor(ready_line).has_value()) {
+    Die("probe guest never printed '" + ready_line + "': " + (*src)->serial().text());
+  }
+  (*src)->Send("SNAPSHOT " + snap.string());
+  if ((*src)->ReadLine() != "OK") Die("snapshot failed");
+  (*src)->Send("STOP");
+  (*src)->ReadLine();
+  (*src)->Wait();
+  return snap;
+}
+
+}  // namespace forkd::vmm::bench
