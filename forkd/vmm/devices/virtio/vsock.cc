@@ -165,10 +165,11 @@ bool Vsock::MaybeFinishLocked(VsockConnKey key, Connection& c) {
   return true;
 }
 
-void Vsock::Connect(VsockConnKey key) {
+bool Vsock::Connect(VsockConnKey key) {
   std::lock_guard lock(mu_);
-  conns_[key] = Connection{};
+  if (!conns_.try_emplace(key).second) return false;
   to_guest_.push_back({HeaderLocked(key, kVsockOpRequest), {}});
+  return true;
 }
 
 void Vsock::AcceptGuestConnect(VsockConnKey key, bool ok) {

@@ -129,8 +129,9 @@ class Vsock : public VirtioDevice {
 
   // Host side (any thread; then kick the rx queue through the transport so
   // queued packets reach the guest).
-  // Starts a connection from host key.local_port to guest key.guest_port.
-  void Connect(VsockConnKey key);
+  // Starts a connection from host key.local_port to guest key.guest_port;
+  // false when that pair is taken (e.g. by a guest's own connection).
+  bool Connect(VsockConnKey key);
   // Answers OnGuestConnect: RESPONSE when ok, else RST.
   void AcceptGuestConnect(VsockConnKey key, bool ok);
   // How many bytes the guest can take now on this connection (0 if none).

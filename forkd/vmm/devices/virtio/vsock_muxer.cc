@@ -172,9 +172,11 @@ bool VsockMuxer::ReadHandshake(Pending& p) {
   const char* end = p.line.data() + p.line.size();
   auto [at, ec] = std::from_chars(p.line.data() + kConnect.size(), end, guest_port);
   if (ec != std::errc() || at != end) return true;
-  const VsockConnKey key{NextLocalPort(), guest_port};
+  // The muxer's connections are the device's, apart from guest requests
+  // still on their way here: a pair the device holds is skipped.
+  VsockConnKey key{NextLocalPort(), guest_port};
+  while (!device_->Connect(key)) key.local_port = NextLocalPort();
   conns_[key] = Conn{.fd = std::move(p.fd)};
-  device_->Connect(key);
   kick_rx_();
   return true;
 }

@@ -378,6 +378,7 @@ TEST(Vsock, GuestInitiatedConnectionsAreKeyedByBothPorts) {
   EXPECT_TRUE(f.d->Received().empty());  // waiting for the backend
   const VsockConnKey a{22, 40001}, b{22, 40002};
   EXPECT_EQ(f.backend.guest_connects, (std::vector<VsockConnKey>{a, b}));
+  EXPECT_FALSE(f.dev->Connect(a));  // the host cannot take the guest's pair
   f.dev->AcceptGuestConnect(a, true);
   f.dev->AcceptGuestConnect(b, true);
   f.t->Kick(0);
@@ -443,7 +444,8 @@ TEST(Vsock, UnknownConnectionsGetRstAndSpoofedCidsAreDropped) {
   f.d->Send(FromGuest(8, 22, kVsockOpRst));
   EXPECT_TRUE(f.d->Received().empty());
   // Data before the guest accepted a host connection breaks the protocol.
-  f.dev->Connect({2000, 6000});
+  ASSERT_TRUE(f.dev->Connect({2000, 6000}));
+  EXPECT_FALSE(f.dev->Connect({2000, 6000}));  // taken
   f.t->Kick(0);
   f.d->Received();
   f.d->Send(FromGuest(6000, 2000, kVsockOpRw), "early");
