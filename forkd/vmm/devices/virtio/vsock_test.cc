@@ -90,15 +90,21 @@ class Driver {
     for (uint16_t i = 0; i < kSize; ++i) Post(0, i, kRxBufLen, true);
     W(reg::kQueueNotify, 0);
   }
-  // Sends one packet on tx (buffer 0) and notifies.
-  void Send(VsockHeader h, const std::string& payload = "") {
+  // Sends one packet on tx (buffer 0) and notifies (through `via`, e.g. a
+  // restored transport over the same rings, or this driver's own).
+  void Send(VsockHeader h, const std::string& payload = "", MmioTransport* via = nullptr) {
     h.len = static_cast<uint32_t>(payload.size());
     ASSERT_TRUE(m_.WriteObj(BufBase(1, 0), h).ok());
     ASSERT_TRUE(m_.Write(BufBase(1, 0) + sizeof h,
                          {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()})
                     .ok());
     Post(1, 0, static_cast<uint32_t>(sizeof h + payload.size()), false);
-    W(reg::kQueueNotify, 1);
+    if (via == nullptr) {
+      W(reg::kQueueNotify, 1);
+    } else {
+      const uint8_t tx[4] = {1, 0, 0, 0};
+      via->Write(reg::kQueueNotify, tx);
+    }
   }
   // Packets the device put on rx since the last call (header + payload).
   std::vector<std::pair<VsockHeader, std::string>> Received() {
@@ -530,6 +536,22 @@ TEST(Vsock, RestoreQueuesATransportResetEvent) {
   f.d->Post(2, 1, 8, true);
   t2.Kick(2);
   EXPECT_EQ(f.d->Get<uint16_t>(used + 2), 1);
+
+  // A guest that still talks on its old connection is reset; the backend
+  // never hears of it.
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "old", &t2);
+  auto rx = f.d->Received();
+  ASSERT_EQ(Ops(rx), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_EQ(rx[0].first.src_port, 1000u);
+  EXPECT_EQ(rx[0].first.dst_port, 5000u);
+  EXPECT_FALSE(dev2->HasToHost(kHostConn));
+  EXPECT_TRUE(backend2.closed.empty());
+  // New connections work on the restored device.
+  ASSERT_TRUE(dev2->Connect({1001, 5000}));
+  t2.Kick(0);
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRequest});
+  f.d->Send(FromGuest(5000, 1001, kVsockOpResponse), "", &t2);
+  EXPECT_EQ(backend2.connected, (std::vector<VsockConnKey>{{1001, 5000}}));
 }
 
 }  // namespace
