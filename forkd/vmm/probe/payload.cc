@@ -12,6 +12,9 @@
 //   probe.scenario=vsock  initialise the virtio-vsock driver, report
 //                      "PROBE ok vsock cid=N", then echo every byte host
 //                      connections to port probe.vsock_port (5000) send
+//                      (probe/vsock.h); with probe.vsock_connect=P it also
+//                      connects to host port P at boot and on each 'c' on
+//                      serial input, and echoes on that connection
 //   probe.scenario=agent  a stand-in guest agent on vsock port
 //                      probe.vsock_port (1024) answering NotifyForked as
 //                      probe.agent=honest|refuse|silent|late|garbage says
@@ -35,6 +38,7 @@ static uint64_t state = 1469598103934665603ULL;
 static uint64_t dirty_kib = 1024;
 static uint64_t dirty_round;
 static int rng_ready;
+static uint32_t vsock_connect_port;  // probe.vsock_connect, 0: none
 
 static void rng_report(void) {
   uint8_t bytes[64];
@@ -78,6 +82,8 @@ static void on_input(uint8_t c) {
     report_count();
   } else if (c == 'r' && rng_ready) {
     rng_report();
+  } else if (c == 'c' && vsock_connect_port != 0) {
+    vsock_connect(vsock_connect_port);
   } else if (c != '\n' && c != '\r') {
     state = (state ^ c) * 1099511628211ULL;
     serial_print("PROBE input ");
@@ -142,6 +148,10 @@ extern "C" [[noreturn]] void probe_payload_main(const void* boot_params) {
         serial_print("PROBE ok vsock cid=");
         serial_print_dec(cid);
         serial_putc('\n');
+        if (cmdline_get(cmdline, "probe.vsock_connect", value, sizeof value)) {
+          vsock_connect_port = static_cast<uint32_t>(parse_dec(value));
+          vsock_connect(vsock_connect_port);
+        }
       } else {
         report_fail("vsock", why);
       }

@@ -4,7 +4,7 @@
 extern "C" {
 
 #define RX_BUF 4096
-#define TX_BUF 4096
+#define TX_BUF 16384
 #define HOST_CID 2
 #define OP_REQUEST 1
 #define OP_RESPONSE 2
@@ -13,7 +13,14 @@ extern "C" {
 #define OP_RW 5
 #define OP_CREDIT_UPDATE 6
 #define OP_CREDIT_REQUEST 7
-#define POLL_LIMIT 1000000
+// The VMM answers a tx notify during the exit (or soon after, on its own
+// thread); this only guards a broken device.
+#define POLL_LIMIT (1u << 30)
+#define SHUT_RCV 1
+#define SHUT_SEND 2
+#define EPHEMERAL_BASE 49152
+// Rounds of rx/echo per vsock_poll, so serial input stays responsive.
+#define POLL_ROUNDS 64
 
 struct vq {
   struct vring_desc desc[QSZ] __attribute__((aligned(16)));
@@ -39,15 +46,28 @@ static uint8_t rx_bufs[QSZ][RX_BUF] __attribute__((aligned(16)));
 static uint8_t tx_buf[sizeof(struct vsock_hdr) + TX_BUF] __attribute__((aligned(16)));
 static uint8_t ev_buf[QSZ][16];
 static uint64_t guest_cid;
-static uint32_t port;
-static int connected;
-static uint32_t peer_port;
-static uint32_t fwd_cnt;
+static uint32_t listen_port;
 static int ready;
 static vsock_connect_fn connect_handler;
 static vsock_data_fn data_handler;
 static int quiet_reset;
 static uint64_t resets;
+static uint32_t next_ephemeral = EPHEMERAL_BASE;
+
+// The one connection.
+static int connected;
+static int connecting;  // guest-initiated, waiting for RESPONSE
+static uint32_t local_port;
+static uint32_t peer_port;
+static uint32_t peer_buf_alloc;
+static uint32_t peer_fwd_cnt;
+static uint32_t peer_shutdown;  // SHUT_* the host sent
+static uint32_t tx_cnt;
+static uint32_t fwd_cnt;       // bytes consumed (echoed or handed to on_data)
+static uint32_t fwd_cnt_sent;  // fwd_cnt the host last heard
+// Received bytes not echoed yet: ring[(head + i) % size] for i < ring_len.
+static uint8_t ring[VSOCK_BUF_ALLOC];
+static uint32_t ring_head, ring_len;
 
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 static uint32_t rd(uint64_t off) { return mmio_read32(VIRTIO_VSOCK_MMIO_BASE + off); }
@@ -69,7 +89,7 @@ static int setup_queue(uint32_t index, struct vq* q) {
   return rd(0x044) == 1;
 }
 
-// Makes descriptor `id` (a device-writable buffer) available on `q`.
+// Makes descriptor `id` available on `q`.
 static void post(struct vq* q, uint16_t id, void* buf, uint32_t len, uint16_t flags) {
   volatile struct vring_desc* d = &q->desc[id];
   d->addr = reinterpret_cast<uintptr_t>(buf);
@@ -84,7 +104,7 @@ static void post(struct vq* q, uint16_t id, void* buf, uint32_t len, uint16_t fl
   barrier();
 }
 
-int vsock_init(uint32_t listen_port, uint64_t* cid, const char** why) {
+int vsock_init(uint32_t port, uint64_t* cid, const char** why) {
   if (rd(0x000) != 0x74726976 || rd(0x004) != 2 || rd(0x008) != 19) {
     *why = "no virtio-vsock device";
     return 0;
@@ -111,64 +131,176 @@ int vsock_init(uint32_t listen_port, uint64_t* cid, const char** why) {
   for (uint16_t i = 0; i < QSZ; i++) post(&evq, i, ev_buf[i], sizeof ev_buf[i], 2);
   wr(0x050, 0);
   wr(0x050, 2);
-  port = listen_port;
+  listen_port = port;
   ready = 1;
   *cid = guest_cid;
   return 1;
 }
 
-static void send(uint16_t op, const uint8_t* payload, uint32_t len) {
+// Sends one packet on the current connection's ports and waits until the
+// device took it (tx_buf is reused).
+static void send_to(uint32_t src, uint32_t dst, uint16_t op, uint32_t flags, const uint8_t* payload,
+                    uint32_t len) {
   volatile struct vsock_hdr* h = reinterpret_cast<volatile struct vsock_hdr*>(tx_buf);
   h->src_cid = guest_cid;
   h->dst_cid = HOST_CID;
-  h->src_port = port;
-  h->dst_port = peer_port;
+  h->src_port = src;
+  h->dst_port = dst;
   h->len = len;
   h->type = 1;
   h->op = op;
-  h->flags = 0;
-  h->buf_alloc = QSZ * RX_BUF;
+  h->flags = flags;
+  h->buf_alloc = VSOCK_BUF_ALLOC;
   h->fwd_cnt = fwd_cnt;
+  fwd_cnt_sent = fwd_cnt;
   for (uint32_t i = 0; i < len; i++) tx_buf[sizeof(struct vsock_hdr) + i] = payload[i];
   post(&txq, 0, tx_buf, static_cast<uint32_t>(sizeof(struct vsock_hdr) + len), 0);
   wr(0x050, 1);
   volatile struct vring_used* u = &txq.used;
-  for (uint32_t i = 0; u->idx == txq.used_seen && i < POLL_LIMIT; i++) {
-  }
+  uint32_t i = 0;
+  while (u->idx == txq.used_seen && i < POLL_LIMIT) i++;
+  if (i == POLL_LIMIT) report_fail("vsock", "tx buffer never used");
   txq.used_seen = u->idx;
 }
 
-static void handle(const struct vsock_hdr* h, const uint8_t* payload) {
-  if (h->dst_port != port || h->dst_cid != guest_cid) return;
+static void send(uint16_t op, uint32_t flags, const uint8_t* payload, uint32_t len) {
+  send_to(local_port, peer_port, op, flags, payload, len);
+}
+
+static void new_connection(uint32_t local, uint32_t peer) {
+  connected = 0;
+  connecting = 0;
+  local_port = local;
+  peer_port = peer;
+  peer_buf_alloc = 0;
+  peer_fwd_cnt = 0;
+  peer_shutdown = 0;
+  tx_cnt = 0;
+  fwd_cnt = 0;
+  fwd_cnt_sent = 0;
+  ring_head = 0;
+  ring_len = 0;
+}
+
+static uint32_t tx_credit(void) {
+  const uint32_t in_flight = tx_cnt - peer_fwd_cnt;
+  return in_flight >= peer_buf_alloc ? 0 : peer_buf_alloc - in_flight;
+}
+
+static void send_rw(const uint8_t* data, uint32_t len) {
+  tx_cnt += len;
+  send(OP_RW, 0, data, len);
+}
+
+static void on_rw(const uint8_t* payload, uint32_t len) {
+  if (data_handler) {
+    fwd_cnt += len;  // consumed at once
+    data_handler(payload, len);
+    return;
+  }
+  if (len > VSOCK_BUF_ALLOC - ring_len) {
+    // More than the buf_alloc we advertised is in flight: the host broke
+    // the credit rules.
+    report_fail("vsock-credit", "host sent beyond the advertised buf_alloc");
+    send(OP_RST, 0, 0, 0);
+    connected = 0;
+    return;
+  }
+  for (uint32_t i = 0; i < len; i++)
+    ring[(ring_head + ring_len + i) % VSOCK_BUF_ALLOC] = payload[i];
+  ring_len += len;
+}
+
+static void handle(const struct vsock_hdr* h, const uint8_t* payload, uint32_t payload_room) {
+  if (h->dst_cid != guest_cid || h->src_cid != HOST_CID) return;
+  const int ours =
+      (connected || connecting) && h->dst_port == local_port && h->src_port == peer_port;
+  if (h->op == OP_REQUEST) {
+    if (h->dst_port != listen_port || listen_port == 0) {
+      send_to(h->dst_port, h->src_port, OP_RST, 0, 0, 0);
+      return;
+    }
+    if (connected || connecting) send(OP_RST, 0, 0, 0);  // one connection at a time
+    new_connection(listen_port, h->src_port);
+    peer_buf_alloc = h->buf_alloc;
+    peer_fwd_cnt = h->fwd_cnt;
+    connected = 1;
+    send(OP_RESPONSE, 0, 0, 0);
+    if (connect_handler) connect_handler();
+    return;
+  }
+  if (!ours) return;
+  peer_buf_alloc = h->buf_alloc;
+  peer_fwd_cnt = h->fwd_cnt;
   switch (h->op) {
-    case OP_REQUEST:
-      peer_port = h->src_port;
+    case OP_RESPONSE:
+      if (!connecting) break;
+      connecting = 0;
       connected = 1;
-      fwd_cnt = 0;
-      send(OP_RESPONSE, 0, 0);
-      if (connect_handler) connect_handler();
-      break;
-    case OP_RW:
-      if (!connected || h->src_port != peer_port) break;
-      fwd_cnt += h->len;
-      if (data_handler) {
-        data_handler(payload, h->len > RX_BUF - sizeof(struct vsock_hdr)
-                                  ? static_cast<uint32_t>(RX_BUF - sizeof(struct vsock_hdr))
-                                  : h->len);
-      } else {
-        send(OP_RW, payload, h->len > TX_BUF ? TX_BUF : h->len);  // the echo
+      serial_print("PROBE ok vsock-connected port=");
+      serial_print_dec(peer_port);
+      serial_putc('\n');
+      {
+        static const char marker[] = VSOCK_CONNECT_MARKER;
+        send_rw(reinterpret_cast<const uint8_t*>(marker), sizeof marker - 1);
       }
       break;
+    case OP_RW:
+      if (!connected) break;
+      on_rw(payload, h->len > payload_room ? payload_room : h->len);
+      break;
     case OP_CREDIT_REQUEST:
-      send(OP_CREDIT_UPDATE, 0, 0);
+      send(OP_CREDIT_UPDATE, 0, 0, 0);
+      break;
+    case OP_SHUTDOWN:
+      peer_shutdown |= h->flags & (SHUT_RCV | SHUT_SEND);
       break;
     case OP_RST:
-    case OP_SHUTDOWN:
-      if (h->src_port == peer_port) connected = 0;
+      if (connecting) {
+        serial_print("PROBE ok vsock-refused port=");
+        serial_print_dec(peer_port);
+        serial_putc('\n');
+      }
+      connected = 0;
+      connecting = 0;
       break;
     default:
       break;
   }
+}
+
+// Echoes what the ring holds while the host has credit; finishes a
+// connection the host shut down once everything is echoed; tells the host
+// about consumed bytes it has not heard of. Returns 1 on progress.
+static int pump(void) {
+  if (!connected) return 0;
+  int progress = 0;
+  while (ring_len > 0 && !(peer_shutdown & SHUT_RCV)) {
+    uint32_t n = tx_credit();
+    if (n == 0) break;
+    if (n > ring_len) n = ring_len;
+    if (n > TX_BUF) n = TX_BUF;
+    if (n > VSOCK_BUF_ALLOC - ring_head) n = VSOCK_BUF_ALLOC - ring_head;  // contiguous
+    const uint32_t at = ring_head;
+    ring_head = (ring_head + n) % VSOCK_BUF_ALLOC;
+    ring_len -= n;
+    fwd_cnt += n;  // consumed: the echo's own header carries it
+    send_rw(ring + at, n);
+    progress = 1;
+  }
+  if (peer_shutdown & SHUT_RCV) ring_len = 0;  // the host takes no more
+  if ((peer_shutdown & SHUT_SEND) && ring_len == 0) {
+    // The host sends no more and everything is echoed: done both ways
+    // (the host answers RST).
+    send(OP_SHUTDOWN, SHUT_RCV | SHUT_SEND, 0, 0);
+    connected = 0;
+    return 1;
+  }
+  if (fwd_cnt - fwd_cnt_sent >= VSOCK_BUF_ALLOC / 2) {
+    send(OP_CREDIT_UPDATE, 0, 0, 0);
+    progress = 1;
+  }
+  return progress;
 }
 
 static void poll_events(void) {
@@ -184,6 +316,7 @@ static void poll_events(void) {
       // Every connection is gone (e.g. this is a restored fork); the CID
       // may have changed too (5.10.6.6).
       connected = 0;
+      connecting = 0;
       guest_cid = rd(0x100) | (static_cast<uint64_t>(rd(0x104)) << 32);
       resets++;
       if (!quiet_reset) {
@@ -206,20 +339,27 @@ void vsock_set_handlers(vsock_connect_fn on_connect, vsock_data_fn on_data) {
 void vsock_set_quiet_reset(int quiet) { quiet_reset = quiet; }
 uint64_t vsock_resets(void) { return resets; }
 
+void vsock_connect(uint32_t host_port) {
+  if (!ready) return;
+  if (connected || connecting) send(OP_RST, 0, 0, 0);
+  new_connection(next_ephemeral++, host_port);
+  connecting = 1;
+  send(OP_REQUEST, 0, 0, 0);
+}
+
 int vsock_write(const uint8_t* data, uint32_t len) {
   if (!connected) return 0;
   do {
     const uint32_t chunk = len > TX_BUF ? TX_BUF : len;
-    send(OP_RW, data, chunk);
+    send_rw(data, chunk);
     data += chunk;
     len -= chunk;
   } while (len > 0);
   return 1;
 }
 
-void vsock_poll(void) {
-  if (!ready) return;
-  poll_events();
+// Handles the rx used ring once; returns 1 when it held packets.
+static int poll_rx(void) {
   volatile struct vring_used* u = &rxq.used;
   int reposted = 0;
   while (u->idx != rxq.used_seen) {
@@ -229,14 +369,26 @@ void vsock_poll(void) {
     uint32_t len = u->ring[slot].len;
     rxq.used_seen = static_cast<uint16_t>(rxq.used_seen + 1);
     if (id >= QSZ) continue;
-    if (len >= sizeof(struct vsock_hdr)) {
+    if (len >= sizeof(struct vsock_hdr) && len <= RX_BUF) {
       const struct vsock_hdr* h = reinterpret_cast<const struct vsock_hdr*>(rx_bufs[id]);
-      handle(h, rx_bufs[id] + sizeof(struct vsock_hdr));
+      handle(h, rx_bufs[id] + sizeof(struct vsock_hdr),
+             static_cast<uint32_t>(len - sizeof(struct vsock_hdr)));
     }
     post(&rxq, static_cast<uint16_t>(id), rx_bufs[id], RX_BUF, 2);
     reposted = 1;
   }
   if (reposted) wr(0x050, 0);
+  return reposted;
+}
+
+void vsock_poll(void) {
+  if (!ready) return;
+  poll_events();
+  for (int round = 0; round < POLL_ROUNDS; round++) {
+    const int got = poll_rx();
+    const int pumped = pump();
+    if (!got && !pumped) break;
+  }
 }
 
 }  // extern "C"

@@ -1,7 +1,14 @@
-// The probe guest's polling virtio-vsock driver: accepts host connections
-// on one port and echoes every byte back. CPL3, MMIO only, no interrupts:
-// vsock_poll() (called from the payload's main loop) reads the rx used ring
-// from memory and only exits to the VMM to notify.
+// The probe guest's polling virtio-vsock driver: one connection at a time,
+// either accepted on the listen port or initiated by the guest
+// (vsock_connect). By default it echoes every byte back, honouring credit
+// both ways: received bytes wait in a VSOCK_BUF_ALLOC ring (its advertised
+// buf_alloc) until the host has credit for their echo, and fwd_cnt only
+// counts echoed bytes, so a slow host reader stalls the host's sender. A
+// host that overruns that credit is reported ("PROBE fail vsock-credit").
+// Host SHUTDOWN(SEND): the remaining bytes are still echoed, then the probe
+// shuts down both ways. CPL3, MMIO only, no interrupts: vsock_poll()
+// (called from the payload's main loop) reads the used rings from memory
+// and only exits to the VMM to notify.
 #pragma once
 
 #include "runtime.h"
@@ -10,20 +17,30 @@ extern "C" {
 
 // layout::VirtioMmioAddr(layout::kVirtioVsockSlot)
 #define VIRTIO_VSOCK_MMIO_BASE 0xd0001000UL
+// Small, so a multi-megabyte transfer runs out of credit many times.
+#define VSOCK_BUF_ALLOC (64 * 1024)
+// What a guest-initiated connection writes first, once accepted.
+#define VSOCK_CONNECT_MARKER "PROBE-VSOCK-CONNECTED\n"
 
 // Returns 1 and the guest CID from config space, or 0 with *why set.
 int vsock_init(uint32_t listen_port, uint64_t* cid, const char** why);
-// Handles whatever the host sent since the last call.
+// Handles whatever the host sent since the last call, and echoes.
 void vsock_poll(void);
+// Connects to host port `host_port` from a fresh guest port (dropping the
+// current connection). Reports "PROBE ok vsock-connected port=P" when the
+// host accepts (then sends VSOCK_CONNECT_MARKER and echoes), or
+// "PROBE ok vsock-refused port=P" on RST.
+void vsock_connect(uint32_t host_port);
 
 // Replace the echo (both null: echo again). on_connect runs when a host
 // connection is accepted (the previous one, if any, is gone); on_data for
-// the bytes each OP_RW of the current connection carries.
+// the bytes each OP_RW of the current connection carries (consumed at once).
 typedef void (*vsock_connect_fn)(void);
 typedef void (*vsock_data_fn)(const uint8_t* data, uint32_t len);
 void vsock_set_handlers(vsock_connect_fn on_connect, vsock_data_fn on_data);
 // Sends `len` bytes on the current connection, in chunks of at most one tx
-// buffer. Returns 0 when there is no connection.
+// buffer, without waiting for credit (for short replies: the host buffers
+// far more). Returns 0 when there is no connection.
 int vsock_write(const uint8_t* data, uint32_t len);
 // 1: handle TRANSPORT_RESET without printing "PROBE ok vsock-reset": each
 // serial byte is an exit (~60 us or more on PVM), and a restored fork's

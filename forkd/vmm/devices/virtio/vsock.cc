@@ -68,14 +68,14 @@ void Vsock::ReadConfig(uint64_t offset, std::span<uint8_t> data) const {
 }
 
 void Vsock::Reset() {
-  std::vector<uint32_t> closed;
+  std::vector<VsockConnKey> closed;
   {
     std::lock_guard lock(mu_);
-    for (const auto& [port, c] : conns_) closed.push_back(port);
+    for (const auto& [key, c] : conns_) closed.push_back(key);
     conns_.clear();
     to_guest_.clear();
   }
-  for (uint32_t p : closed) backend_->OnClosed(p);
+  for (const VsockConnKey& k : closed) backend_->OnClosed(k);
 }
 
 std::vector<uint8_t> Vsock::SaveSpecific() const {
@@ -117,16 +117,16 @@ absl::StatusOr<bool> Vsock::DeliverEventLocked(Queue& event, const GuestMemory& 
   return true;
 }
 
-VsockHeader Vsock::HeaderLocked(uint32_t local_port, uint32_t guest_port, uint16_t op) const {
+VsockHeader Vsock::HeaderLocked(VsockConnKey key, uint16_t op) const {
   VsockHeader h{};
   h.src_cid = kVsockHostCid;
   h.dst_cid = guest_cid_;
-  h.src_port = local_port;
-  h.dst_port = guest_port;
+  h.src_port = key.local_port;
+  h.dst_port = key.guest_port;
   h.type = kVsockTypeStream;
   h.op = op;
   h.buf_alloc = kHostBufAlloc;
-  auto it = conns_.find(local_port);
+  auto it = conns_.find(key);
   h.fwd_cnt = it != conns_.end() ? it->second.fwd_cnt : 0;
   return h;
 }
@@ -141,42 +141,135 @@ void Vsock::PushControlLocked(const VsockHeader& h) {
   to_guest_.push_back({h, {}});
 }
 
-void Vsock::RstLocked(uint32_t local_port, uint32_t guest_port) {
-  PushControlLocked(HeaderLocked(local_port, guest_port, kVsockOpRst));
+void Vsock::RstLocked(VsockConnKey key) { PushControlLocked(HeaderLocked(key, kVsockOpRst)); }
+
+void Vsock::ResetConnLocked(VsockConnKey key) {
+  RstLocked(key);
+  conns_.erase(key);
 }
 
-void Vsock::Connect(uint32_t local_port, uint32_t guest_port) {
-  std::lock_guard lock(mu_);
-  conns_[local_port] = Connection{.guest_port = guest_port};
-  to_guest_.push_back({HeaderLocked(local_port, guest_port, kVsockOpRequest), {}});
+void Vsock::MaybeCreditUpdateLocked(VsockConnKey key, Connection& c) {
+  if (c.credit_update_queued || c.fwd_cnt == c.fwd_cnt_sent) return;
+  // Only once the guest believes half its credit is used: a guest that
+  // stopped for lack of credit has used all of it, so it always hears.
+  if (c.rx_cnt - c.fwd_cnt_sent < kHostBufAlloc / 2) return;
+  c.credit_update_queued = true;
+  to_guest_.push_back({HeaderLocked(key, kVsockOpCreditUpdate), {}});
 }
 
-uint32_t Vsock::SendCredit(uint32_t local_port) const {
+bool Vsock::MaybeFinishLocked(VsockConnKey key, Connection& c) {
+  const bool guest_done_sending = (c.peer_shutdown & kVsockShutdownSend) != 0;
+  const bool guest_done_receiving = (c.peer_shutdown & kVsockShutdownRcv) != 0 || c.host_eof;
+  if (!guest_done_sending || !guest_done_receiving || c.buffered() != 0) return false;
+  ResetConnLocked(key);
+  return true;
+}
+
+bool Vsock::Connect(VsockConnKey key) {
   std::lock_guard lock(mu_);
-  auto it = conns_.find(local_port);
+  if (!conns_.try_emplace(key).second) return false;
+  to_guest_.push_back({HeaderLocked(key, kVsockOpRequest), {}});
+  return true;
+}
+
+void Vsock::AcceptGuestConnect(VsockConnKey key, bool ok) {
+  std::lock_guard lock(mu_);
+  auto it = conns_.find(key);
+  if (it == conns_.end() || it->second.established) return;
+  if (!ok) {
+    ResetConnLocked(key);
+    return;
+  }
+  it->second.established = true;
+  to_guest_.push_back({HeaderLocked(key, kVsockOpResponse), {}});
+}
+
+uint32_t Vsock::SendCredit(VsockConnKey key) const {
+  std::lock_guard lock(mu_);
+  auto it = conns_.find(key);
   if (it == conns_.end() || !it->second.established) return 0;
   const Connection& c = it->second;
+  if ((c.peer_shutdown & kVsockShutdownRcv) != 0 || c.host_eof) return 0;
   // Unsigned wrap-around is the protocol's arithmetic (5.10.6.3).
   const uint32_t in_flight = c.tx_cnt - c.peer_fwd_cnt;
   return in_flight >= c.peer_buf_alloc ? 0 : c.peer_buf_alloc - in_flight;
 }
 
-void Vsock::Send(uint32_t local_port, std::span<const uint8_t> bytes) {
+void Vsock::Send(VsockConnKey key, std::span<const uint8_t> bytes) {
   std::lock_guard lock(mu_);
-  auto it = conns_.find(local_port);
+  auto it = conns_.find(key);
   if (it == conns_.end() || bytes.empty()) return;
   it->second.tx_cnt += static_cast<uint32_t>(bytes.size());
-  VsockHeader h = HeaderLocked(local_port, it->second.guest_port, kVsockOpRw);
+  VsockHeader h = HeaderLocked(key, kVsockOpRw);
   h.len = static_cast<uint32_t>(bytes.size());
   to_guest_.push_back({h, {bytes.begin(), bytes.end()}});
 }
 
-void Vsock::Close(uint32_t local_port) {
+bool Vsock::HostEof(VsockConnKey key) {
   std::lock_guard lock(mu_);
-  auto it = conns_.find(local_port);
-  if (it == conns_.end()) return;
-  RstLocked(local_port, it->second.guest_port);
-  conns_.erase(it);
+  auto it = conns_.find(key);
+  if (it == conns_.end()) return true;
+  Connection& c = it->second;
+  if (!c.host_eof) {
+    c.host_eof = true;
+    VsockHeader h = HeaderLocked(key, kVsockOpShutdown);
+    h.flags = kVsockShutdownSend;
+    to_guest_.push_back({h, {}});
+  }
+  return MaybeFinishLocked(key, c);
+}
+
+void Vsock::Close(VsockConnKey key) {
+  std::lock_guard lock(mu_);
+  if (conns_.contains(key)) ResetConnLocked(key);
+}
+
+bool Vsock::HasToHost(VsockConnKey key) const {
+  std::lock_guard lock(mu_);
+  auto it = conns_.find(key);
+  if (it == conns_.end()) return false;
+  const Connection& c = it->second;
+  return c.buffered() != 0 || ((c.peer_shutdown & kVsockShutdownSend) != 0 && !c.shut_write_done);
+}
+
+Vsock::DrainResult Vsock::DrainToHost(
+    VsockConnKey key, const std::function<ssize_t(std::span<const uint8_t>)>& write) {
+  std::lock_guard lock(mu_);
+  DrainResult r;
+  auto it = conns_.find(key);
+  if (it == conns_.end()) {
+    r.closed = true;
+    return r;
+  }
+  Connection& c = it->second;
+  while (c.buffered() != 0) {
+    const ssize_t n = write({c.to_host.data() + c.to_host_head, c.buffered()});
+    if (n < 0) {
+      ResetConnLocked(key);
+      r.closed = true;
+      return r;
+    }
+    if (n == 0) break;
+    c.to_host_head += static_cast<size_t>(n);
+    c.fwd_cnt += static_cast<uint32_t>(n);
+  }
+  if (c.buffered() == 0) {
+    c.to_host.clear();
+    c.to_host_head = 0;
+  } else if (c.to_host_head >= c.to_host.size() / 2) {
+    c.to_host.erase(c.to_host.begin(), c.to_host.begin() + static_cast<ptrdiff_t>(c.to_host_head));
+    c.to_host_head = 0;
+  }
+  if ((c.peer_shutdown & kVsockShutdownSend) != 0 && c.buffered() == 0 && !c.shut_write_done) {
+    c.shut_write_done = true;
+    r.shut_write = true;
+  }
+  if (MaybeFinishLocked(key, c)) {
+    r.closed = true;
+    return r;
+  }
+  MaybeCreditUpdateLocked(key, c);
+  return r;
 }
 
 absl::StatusOr<bool> Vsock::DeliverLocked(Queue& rx, const GuestMemory& mem) {
@@ -193,6 +286,13 @@ absl::StatusOr<bool> Vsock::DeliverLocked(Queue& rx, const GuestMemory& mem) {
     const size_t n = std::min<uint64_t>(p.payload.size(), room - sizeof(VsockHeader));
     VsockHeader h = p.hdr;
     h.len = static_cast<uint32_t>(n);
+    // The credit fields are current as the packet leaves, not as queued.
+    auto it = conns_.find({h.src_port, h.dst_port});
+    if (it != conns_.end()) {
+      h.fwd_cnt = it->second.fwd_cnt;
+      it->second.fwd_cnt_sent = h.fwd_cnt;
+      if (h.op == kVsockOpCreditUpdate) it->second.credit_update_queued = false;
+    }
     FORKD_RETURN_IF_ERROR(
         Scatter(mem, *chain, 0, {reinterpret_cast<const uint8_t*>(&h), sizeof h}).status());
     FORKD_RETURN_IF_ERROR(Scatter(mem, *chain, sizeof h, {p.payload.data(), n}).status());
@@ -209,10 +309,79 @@ absl::StatusOr<bool> Vsock::DeliverLocked(Queue& rx, const GuestMemory& mem) {
   return used;
 }
 
-absl::Status Vsock::HandleTxLocked(Queue& tx, const GuestMemory& mem,
-                                   std::vector<uint32_t>* connected,
-                                   std::vector<std::pair<uint32_t, std::vector<uint8_t>>>* data,
-                                   std::vector<uint32_t>* closed) {
+void Vsock::HandlePacketLocked(const VsockHeader& h, std::span<const uint8_t> payload,
+                               TxResult* out) {
+  const VsockConnKey key{h.dst_port, h.src_port};
+  auto it = conns_.find(key);
+  if (it == conns_.end()) {
+    if (h.op == kVsockOpRequest && conns_.size() < kMaxConnections) {
+      Connection c;
+      c.guest_initiated = true;
+      c.peer_buf_alloc = h.buf_alloc;
+      c.peer_fwd_cnt = h.fwd_cnt;
+      conns_.emplace(key, std::move(c));
+      out->guest_connects.push_back(key);
+      return;
+    }
+    // Unknown connection (or too many): reset, unless it is itself a reset.
+    if (h.op != kVsockOpRst) RstLocked(key);
+    return;
+  }
+  Connection& c = it->second;
+  c.peer_buf_alloc = h.buf_alloc;
+  c.peer_fwd_cnt = h.fwd_cnt;
+  out->activity = true;  // credit may have changed
+  bool violation = false;
+  switch (h.op) {
+    case kVsockOpResponse:
+      if (c.established || c.guest_initiated) {
+        violation = true;
+        break;
+      }
+      c.established = true;
+      out->connected.push_back(key);
+      break;
+    case kVsockOpRw:
+      // Bytes beyond the credit we advertised, or after the guest said it
+      // sends no more, break the protocol.
+      if (!c.established || (c.peer_shutdown & kVsockShutdownSend) != 0 ||
+          c.buffered() + payload.size() > kHostBufAlloc) {
+        violation = true;
+        break;
+      }
+      c.to_host.insert(c.to_host.end(), payload.begin(), payload.end());
+      c.rx_cnt += static_cast<uint32_t>(payload.size());
+      break;
+    case kVsockOpCreditRequest:
+      if (!c.credit_update_queued) {
+        c.credit_update_queued = true;
+        PushControlLocked(HeaderLocked(key, kVsockOpCreditUpdate));
+      }
+      break;
+    case kVsockOpCreditUpdate:
+      break;  // credit already taken from the header
+    case kVsockOpShutdown: {
+      // No flags is read as both (the guest is going away).
+      const uint32_t flags = h.flags & (kVsockShutdownRcv | kVsockShutdownSend);
+      c.peer_shutdown |= flags != 0 ? flags : kVsockShutdownRcv | kVsockShutdownSend;
+      if (MaybeFinishLocked(key, c)) out->closed.push_back(key);
+      break;
+    }
+    case kVsockOpRst:
+      conns_.erase(it);
+      out->closed.push_back(key);
+      break;
+    default:  // REQUEST on an existing connection, unknown ops
+      violation = true;
+      break;
+  }
+  if (violation) {
+    ResetConnLocked(key);
+    out->closed.push_back(key);
+  }
+}
+
+absl::Status Vsock::HandleTxLocked(Queue& tx, const GuestMemory& mem, TxResult* out) {
   while (true) {
     FORKD_ASSIGN_OR_RETURN(auto chain, tx.Pop(mem));
     if (!chain) return absl::OkStatus();
@@ -227,72 +396,29 @@ absl::Status Vsock::HandleTxLocked(Queue& tx, const GuestMemory& mem,
     if (h.src_cid != guest_cid_ || h.dst_cid != kVsockHostCid || h.type != kVsockTypeStream) {
       continue;
     }
-    auto it = conns_.find(h.dst_port);
-    if (it == conns_.end() || it->second.guest_port != h.src_port) {
-      // Unknown connection (including guest-initiated REQUESTs, not
-      // supported yet): reset, unless it is itself a reset.
-      if (h.op != kVsockOpRst) RstLocked(h.dst_port, h.src_port);
-      continue;
-    }
-    Connection& c = it->second;
-    c.peer_buf_alloc = h.buf_alloc;
-    c.peer_fwd_cnt = h.fwd_cnt;
-    switch (h.op) {
-      case kVsockOpResponse:
-        if (!c.established) {
-          c.established = true;
-          connected->push_back(h.dst_port);
-        }
-        break;
-      case kVsockOpRw:
-        if (!c.established) break;
-        c.fwd_cnt += static_cast<uint32_t>(payload_len);
-        data->emplace_back(
-            h.dst_port,
-            std::vector<uint8_t>(bytes.begin() + sizeof h, bytes.begin() + sizeof h + payload_len));
-        break;
-      case kVsockOpCreditRequest:
-        PushControlLocked(HeaderLocked(h.dst_port, h.src_port, kVsockOpCreditUpdate));
-        break;
-      case kVsockOpCreditUpdate:
-        break;  // credit already taken from the header
-      case kVsockOpShutdown:
-      case kVsockOpRst:
-        if (h.op == kVsockOpShutdown) RstLocked(h.dst_port, h.src_port);
-        closed->push_back(h.dst_port);
-        conns_.erase(it);
-        break;
-      default:
-        RstLocked(h.dst_port, h.src_port);
-        closed->push_back(h.dst_port);
-        conns_.erase(it);
-        break;
-    }
+    HandlePacketLocked(h, {bytes.data() + sizeof h, payload_len}, out);
   }
 }
 
 absl::StatusOr<bool> Vsock::ProcessQueue(size_t index, std::span<Queue> queues,
                                          const GuestMemory& mem) {
-  std::vector<uint32_t> connected, closed;
-  std::vector<std::pair<uint32_t, std::vector<uint8_t>>> data;
+  TxResult res;
   bool used = false;
   {
     std::lock_guard lock(mu_);
     if (index == kTx) {
       const uint16_t before = queues[kTx].state().next_used;
-      FORKD_RETURN_IF_ERROR(HandleTxLocked(queues[kTx], mem, &connected, &data, &closed));
+      FORKD_RETURN_IF_ERROR(HandleTxLocked(queues[kTx], mem, &res));
       used = queues[kTx].state().next_used != before;  // tx buffers returned
     }
   }
-  // Backend calls without the device lock (see the header's locking note).
-  for (uint32_t p : connected) backend_->OnConnected(p);
-  for (auto& [port, bytes] : data) {
-    if (!backend_->OnData(port, bytes)) {
-      closed.push_back(port);
-      Close(port);
-    }
-  }
-  for (uint32_t p : closed) backend_->OnClosed(p);
+  // Backend calls without the device lock (see the header's locking note),
+  // in this order so a backend queueing them sees a connection's events in
+  // the order they happened.
+  for (const VsockConnKey& k : res.connected) backend_->OnConnected(k);
+  for (const VsockConnKey& k : res.guest_connects) backend_->OnGuestConnect(k);
+  for (const VsockConnKey& k : res.closed) backend_->OnClosed(k);
+  if (res.activity) backend_->OnActivity();
   std::lock_guard lock(mu_);
   FORKD_ASSIGN_OR_RETURN(bool event, DeliverEventLocked(queues[kEvent], mem));
   used = used || event;

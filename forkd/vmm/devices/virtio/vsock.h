@@ -1,19 +1,42 @@
 // virtio-vsock (device id 19): queues rx (0), tx (1), event (2); config is
-// the guest's CID. Stream sockets only, host-initiated connections only in
-// this version (a guest REQUEST is answered with RST).
+// the guest's CID. Stream sockets only, connections both ways:
+//  * host-initiated: the backend calls Connect; the guest answers RESPONSE
+//    (Backend::OnConnected) or RST.
+//  * guest-initiated: a guest REQUEST to host port P is handed to the
+//    backend (OnGuestConnect), which answers AcceptGuestConnect(ok): the
+//    device then sends RESPONSE or RST.
+// A connection is keyed by (host port, guest port), so several guest
+// connections to one host port coexist.
 //
-// The device holds the per-connection protocol state (credit accounting,
-// packets waiting for rx buffers); the host side of each connection is the
-// Backend (VsockMuxer: unix socket per connection).
+// Credit (virtio 1.2, 5.10.6.3), both directions:
+//  * host -> guest: the backend only Sends what SendCredit allows (the
+//    guest's buf_alloc minus what is in flight).
+//  * guest -> host: the device buffers up to kHostBufAlloc bytes per
+//    connection; the backend drains them into the host socket
+//    (DrainToHost) and fwd_cnt counts only bytes the host socket took. A
+//    CREDIT_UPDATE goes out when bytes were drained and the guest, by what it
+//    last heard, has used half its credit or more; a guest that sends beyond its
+//    credit gets the connection reset.
+// Shutdown: SHUTDOWN flags accumulate (RCV=1: the guest takes no more
+// bytes; SEND=2: it sends no more, the host socket gets shutdown(SHUT_WR)
+// once the buffered bytes are written). Host EOF sends SHUTDOWN(SEND) to
+// the guest. When both directions are done (the guest shut SEND and either
+// shut RCV or the host reached EOF) and the buffer is drained, the device
+// sends RST and forgets the connection.
 //
 // Locking: the transport calls ProcessQueue with its lock held; the device
-// then takes its own lock, and calls Backend with neither... except the
+// then takes its own lock and calls Backend with neither... except the
 // transport's, so a Backend must never call into the transport or the
-// device while holding its own lock.
+// device from those callbacks (VsockMuxer only queues events for its own
+// thread). The host-side methods below take the device lock only.
 #pragma once
 
+#include <sys/types.h>
+
+#include <compare>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -50,17 +73,30 @@ enum VsockOp : uint16_t {
   kVsockOpCreditUpdate = 6,
   kVsockOpCreditRequest = 7,
 };
+inline constexpr uint32_t kVsockShutdownRcv = 1;
+inline constexpr uint32_t kVsockShutdownSend = 2;
+
+// One connection: the host side's port and the guest's.
+struct VsockConnKey {
+  uint32_t local_port = 0;
+  uint32_t guest_port = 0;
+  auto operator<=>(const VsockConnKey&) const = default;
+};
 
 class VsockBackend {
  public:
   virtual ~VsockBackend() = default;
-  // The guest accepted the connection from host port `local_port`.
-  virtual void OnConnected(uint32_t local_port) = 0;
-  // Bytes the guest sent; false when the host side cannot take them (the
-  // device then resets the connection).
-  virtual bool OnData(uint32_t local_port, std::span<const uint8_t> bytes) = 0;
-  // The guest reset or shut the connection down, or it failed.
-  virtual void OnClosed(uint32_t local_port) = 0;
+  // The guest accepted the host-initiated connection `key`.
+  virtual void OnConnected(VsockConnKey key) = 0;
+  // The guest asks for a connection to host port key.local_port from its
+  // port key.guest_port; answer with Vsock::AcceptGuestConnect.
+  virtual void OnGuestConnect(VsockConnKey key) = 0;
+  // Something the backend polls for changed: guest bytes wait in the
+  // device, credit arrived, or a shutdown needs doing.
+  virtual void OnActivity() = 0;
+  // The connection is gone on the guest's side (RST, finished shutdown,
+  // protocol violation, device reset).
+  virtual void OnClosed(VsockConnKey key) = 0;
 };
 
 class Vsock : public VirtioDevice {
@@ -68,11 +104,12 @@ class Vsock : public VirtioDevice {
   static constexpr const char* kName = "virtio-vsock";
   static constexpr uint32_t kDeviceId = 19;
   static constexpr uint16_t kQueueSize = 256;
-  // What the host side buffers per connection for guest data: data is
-  // written to the host socket synchronously, so this only bounds one burst.
+  // What the host side buffers per connection for guest data (buf_alloc).
   static constexpr uint32_t kHostBufAlloc = 256 * 1024;
   // Guest-provoked replies waiting for rx buffers (see PushControlLocked).
   static constexpr size_t kMaxQueuedControl = 256;
+  // Connections at once (each one holds a host socket).
+  static constexpr size_t kMaxConnections = 1024;
 
   Vsock(uint64_t guest_cid, VsockBackend* backend) : guest_cid_(guest_cid), backend_(backend) {}
 
@@ -90,42 +127,77 @@ class Vsock : public VirtioDevice {
   std::vector<uint8_t> SaveSpecific() const override;
   absl::Status RestoreSpecific(std::span<const uint8_t> bytes) override;
 
-  // Host side (any thread, then kick the rx queue through the transport).
-  // Starts a connection from host `local_port` to guest `guest_port`.
-  void Connect(uint32_t local_port, uint32_t guest_port);
+  // Host side (any thread; then kick the rx queue through the transport so
+  // queued packets reach the guest).
+  // Starts a connection from host key.local_port to guest key.guest_port;
+  // false when that pair is taken (e.g. by a guest's own connection).
+  bool Connect(VsockConnKey key);
+  // Answers OnGuestConnect: RESPONSE when ok, else RST.
+  void AcceptGuestConnect(VsockConnKey key, bool ok);
   // How many bytes the guest can take now on this connection (0 if none).
-  uint32_t SendCredit(uint32_t local_port) const;
+  uint32_t SendCredit(VsockConnKey key) const;
   // Queues bytes for the guest; the caller respects SendCredit.
-  void Send(uint32_t local_port, std::span<const uint8_t> bytes);
-  // The host side closed: tells the guest (RST) and forgets the connection.
-  void Close(uint32_t local_port);
+  void Send(VsockConnKey key, std::span<const uint8_t> bytes);
+  // The host socket reached EOF: SHUTDOWN(SEND) to the guest. True when
+  // that finished the connection (the device forgot it, RST sent).
+  bool HostEof(VsockConnKey key);
+  // The host side failed or closed: RST and forget the connection.
+  void Close(VsockConnKey key);
+
+  // Whether guest bytes or a write shutdown wait for the host socket.
+  bool HasToHost(VsockConnKey key) const;
+  struct DrainResult {
+    bool shut_write = false;  // shutdown(SHUT_WR) the host socket now
+    bool closed = false;      // the device forgot the connection (RST sent)
+  };
+  // Hands buffered guest bytes to `write`, which returns how many it took
+  // (0: would block) or -1 on error (the connection is then reset).
+  DrainResult DrainToHost(VsockConnKey key,
+                          const std::function<ssize_t(std::span<const uint8_t>)>& write);
 
  private:
   struct Connection {
-    uint32_t guest_port = 0;
     bool established = false;
+    bool guest_initiated = false;
     uint32_t peer_buf_alloc = 0;
     uint32_t peer_fwd_cnt = 0;
-    uint32_t tx_cnt = 0;   // bytes sent to the guest
-    uint32_t fwd_cnt = 0;  // bytes received from the guest and forwarded
+    uint32_t peer_shutdown = 0;  // kVsockShutdown* flags the guest sent
+    bool host_eof = false;
+    bool shut_write_done = false;
+    uint32_t tx_cnt = 0;        // bytes queued for the guest
+    uint32_t rx_cnt = 0;        // bytes received from the guest
+    uint32_t fwd_cnt = 0;       // guest bytes written to the host socket
+    uint32_t fwd_cnt_sent = 0;  // fwd_cnt the guest last heard
+    bool credit_update_queued = false;
+    std::vector<uint8_t> to_host;  // guest bytes not yet written
+    size_t to_host_head = 0;
+    size_t buffered() const { return to_host.size() - to_host_head; }
   };
   struct Packet {
     VsockHeader hdr;
     std::vector<uint8_t> payload;
   };
-  VsockHeader HeaderLocked(uint32_t local_port, uint32_t guest_port, uint16_t op) const;
-  void RstLocked(uint32_t local_port, uint32_t guest_port);
+  struct TxResult {
+    std::vector<VsockConnKey> connected, guest_connects, closed;
+    bool activity = false;
+  };
+  VsockHeader HeaderLocked(VsockConnKey key, uint16_t op) const;
+  void RstLocked(VsockConnKey key);
+  // RST and forget; the caller tells the backend.
+  void ResetConnLocked(VsockConnKey key);
   void PushControlLocked(const VsockHeader& h);
+  void MaybeCreditUpdateLocked(VsockConnKey key, Connection& c);
+  // RST and forget once both directions are done and nothing is buffered.
+  bool MaybeFinishLocked(VsockConnKey key, Connection& c);
   absl::StatusOr<bool> DeliverEventLocked(Queue& event, const GuestMemory& mem);
   absl::StatusOr<bool> DeliverLocked(Queue& rx, const GuestMemory& mem);
-  absl::Status HandleTxLocked(Queue& tx, const GuestMemory& mem, std::vector<uint32_t>* connected,
-                              std::vector<std::pair<uint32_t, std::vector<uint8_t>>>* data,
-                              std::vector<uint32_t>* closed);
+  absl::Status HandleTxLocked(Queue& tx, const GuestMemory& mem, TxResult* out);
+  void HandlePacketLocked(const VsockHeader& h, std::span<const uint8_t> payload, TxResult* out);
 
   uint64_t guest_cid_;  // set again by RestoreSpecific
   VsockBackend* const backend_;
   mutable std::mutex mu_;
-  std::map<uint32_t, Connection> conns_;  // by host (local) port
+  std::map<VsockConnKey, Connection> conns_;
   std::deque<Packet> to_guest_;
   bool reset_event_pending_ = false;
 };

@@ -19,20 +19,16 @@ namespace forkd::vmm::virtio {
 namespace {
 
 constexpr size_t kMaxHandshake = 64;
-constexpr size_t kReadChunk = 4096;
-// While a connection waits for guest credit nothing in poll() says when it
-// returns (credit arrives on the vCPU thread), so the loop re-checks.
-constexpr int kCreditRecheckMs = 5;
+constexpr size_t kReadChunk = 64 * 1024;
 
-bool WriteAll(int fd, std::span<const uint8_t> b) {
-  size_t done = 0;
-  while (done < b.size()) {
-    ssize_t n = ::send(fd, b.data() + done, b.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
+// Non-blocking send: bytes taken, 0 when the socket is full, -1 on error.
+ssize_t SendSome(int fd, std::span<const uint8_t> b) {
+  while (true) {
+    ssize_t n = ::send(fd, b.data(), b.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) return n;
+    if (errno == EINTR) continue;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
   }
-  return true;
 }
 
 }  // namespace
@@ -76,111 +72,175 @@ void VsockMuxer::Start(Vsock* device, std::function<void()> kick_rx) {
   thread_ = std::thread(&VsockMuxer::Run, this);
 }
 
-void VsockMuxer::OnConnected(uint32_t local_port) {
-  std::shared_ptr<UniqueFd> fd;
+void VsockMuxer::OnConnected(VsockConnKey key) {
   {
     std::lock_guard lock(mu_);
-    auto it = conns_.find(local_port);
-    if (it == conns_.end()) return;
-    fd = it->second;
+    events_.push_back({EventKind::kConnected, key});
   }
-  std::string ok = absl::StrCat("OK ", local_port, "\n");
-  if (!WriteAll(fd->get(), {reinterpret_cast<const uint8_t*>(ok.data()), ok.size()})) {
-    device_->Close(local_port);
-    OnClosed(local_port);
-  }
-  Wake();  // the connection now has credit to poll for
+  Wake();
 }
 
-bool VsockMuxer::OnData(uint32_t local_port, std::span<const uint8_t> bytes) {
-  std::shared_ptr<UniqueFd> fd;
+void VsockMuxer::OnGuestConnect(VsockConnKey key) {
   {
     std::lock_guard lock(mu_);
-    auto it = conns_.find(local_port);
-    if (it == conns_.end()) return false;
-    fd = it->second;
+    events_.push_back({EventKind::kGuestConnect, key});
   }
-  return WriteAll(fd->get(), bytes);
+  Wake();
 }
 
-void VsockMuxer::OnClosed(uint32_t local_port) {
-  std::lock_guard lock(mu_);
-  conns_.erase(local_port);  // the fd closes when the poll thread lets go too
+void VsockMuxer::OnActivity() { Wake(); }
+
+void VsockMuxer::OnClosed(VsockConnKey key) {
+  {
+    std::lock_guard lock(mu_);
+    events_.push_back({EventKind::kClosed, key});
+  }
+  Wake();
+}
+
+void VsockMuxer::HandleEvents() {
+  std::deque<Event> events;
+  {
+    std::lock_guard lock(mu_);
+    events.swap(events_);
+  }
+  for (const Event& e : events) {
+    switch (e.kind) {
+      case EventKind::kConnected: {
+        auto it = conns_.find(e.key);
+        if (it != conns_.end()) it->second.ok_pending = true;
+        break;
+      }
+      case EventKind::kGuestConnect:
+        GuestConnect(e.key);
+        break;
+      case EventKind::kClosed:
+        conns_.erase(e.key);  // closes the host socket
+        break;
+    }
+  }
+}
+
+void VsockMuxer::GuestConnect(VsockConnKey key) {
+  const std::string path = absl::StrCat(path_, "_", key.local_port);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  bool ok = false;
+  UniqueFd fd;
+  if (path.size() < sizeof addr.sun_path) {
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    fd = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    // A unix stream connect never goes in progress: it is queued on the
+    // listener's backlog at once or fails (no listener, backlog full).
+    ok = fd && ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  }
+  if (ok) conns_[key] = Conn{.fd = std::move(fd), .ready = true};
+  device_->AcceptGuestConnect(key, ok);
+  kick_rx_();
 }
 
 void VsockMuxer::AcceptOne() {
   UniqueFd c(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
   if (!c) return;
   const int raw = c.get();
-  std::lock_guard lock(mu_);
-  pending_[raw] = {std::make_shared<UniqueFd>(std::move(c)), std::string()};
+  pending_[raw] = Pending{std::move(c), std::string()};
 }
 
-bool VsockMuxer::ReadHandshake(int fd, std::string* line) {
+uint32_t VsockMuxer::NextLocalPort() {
+  while (true) {
+    const uint32_t port = next_port_++;
+    if (next_port_ == 0) next_port_ = 1u << 30;
+    auto it = conns_.lower_bound({port, 0});
+    if (it == conns_.end() || it->first.local_port != port) return port;
+  }
+}
+
+bool VsockMuxer::ReadHandshake(Pending& p) {
   char ch;
   while (true) {
-    ssize_t n = ::read(fd, &ch, 1);  // byte at a time: never read past the line
+    ssize_t n = ::read(p.fd.get(), &ch, 1);  // byte at a time: never read past the line
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return false;
     if (n <= 0) return true;  // EOF or error: refused
     if (ch == '\n') break;
-    line->push_back(ch);
-    if (line->size() > kMaxHandshake) return true;
+    p.line.push_back(ch);
+    if (p.line.size() > kMaxHandshake) return true;
   }
   constexpr std::string_view kConnect = "CONNECT ";
   uint32_t guest_port = 0;
-  if (line->rfind(kConnect, 0) != 0) return true;
-  auto [p, ec] =
-      std::from_chars(line->data() + kConnect.size(), line->data() + line->size(), guest_port);
-  if (ec != std::errc() || p != line->data() + line->size()) return true;
-  uint32_t local_port;
-  {
-    std::lock_guard lock(mu_);
-    local_port = next_port_++;
-    conns_[local_port] = pending_[fd].first;
-  }
-  device_->Connect(local_port, guest_port);
+  if (p.line.rfind(kConnect, 0) != 0) return true;
+  const char* end = p.line.data() + p.line.size();
+  auto [at, ec] = std::from_chars(p.line.data() + kConnect.size(), end, guest_port);
+  if (ec != std::errc() || at != end) return true;
+  // The muxer's connections are the device's, apart from guest requests
+  // still on their way here: a pair the device holds is skipped.
+  VsockConnKey key{NextLocalPort(), guest_port};
+  while (!device_->Connect(key)) key.local_port = NextLocalPort();
+  conns_[key] = Conn{.fd = std::move(p.fd)};
   kick_rx_();
   return true;
 }
 
-bool VsockMuxer::ForwardToGuest(uint32_t port, int fd) {
-  const uint32_t credit = device_->SendCredit(port);
+bool VsockMuxer::ForwardToGuest(VsockConnKey key, Conn& c) {
+  const uint32_t credit = device_->SendCredit(key);
   if (credit == 0) return true;
   std::vector<uint8_t> buf(std::min<size_t>(credit, kReadChunk));
-  ssize_t n = ::read(fd, buf.data(), buf.size());
+  ssize_t n = ::read(c.fd.get(), buf.data(), buf.size());
   if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
-  if (n <= 0) return false;  // host closed
+  if (n < 0) {  // the host side failed: reset
+    device_->Close(key);
+    kick_rx_();
+    return false;
+  }
+  if (n == 0) {  // host EOF: the guest hears SHUTDOWN(SEND)
+    c.host_eof = true;
+    const bool finished = device_->HostEof(key);
+    kick_rx_();
+    return !finished;
+  }
   buf.resize(static_cast<size_t>(n));
-  device_->Send(port, buf);
+  device_->Send(key, buf);
   kick_rx_();
   return true;
+}
+
+bool VsockMuxer::ForwardToHost(VsockConnKey key, Conn& c) {
+  const int fd = c.fd.get();
+  const Vsock::DrainResult r =
+      device_->DrainToHost(key, [fd](std::span<const uint8_t> b) { return SendSome(fd, b); });
+  if (r.shut_write) ::shutdown(fd, SHUT_WR);
+  kick_rx_();  // a credit update or RST may be queued
+  return !r.closed;
 }
 
 void VsockMuxer::Run() {
   while (true) {
-    std::vector<pollfd> fds = {{wake_.get(), POLLIN, 0}, {listener_.get(), POLLIN, 0}};
-    std::vector<std::pair<uint32_t, std::shared_ptr<UniqueFd>>> conns;
-    std::vector<std::shared_ptr<UniqueFd>> pending;
-    bool waiting_for_credit = false;
     {
       std::lock_guard lock(mu_);
       if (stop_) return;
-      for (auto& [fd, p] : pending_) pending.push_back(p.first);
-      for (auto& [port, fd] : conns_) conns.emplace_back(port, fd);
     }
-    for (auto& p : pending) fds.push_back({p->get(), POLLIN, 0});
-    std::vector<std::pair<uint32_t, std::shared_ptr<UniqueFd>>> polled;
-    for (auto& [port, fd] : conns) {
-      if (device_->SendCredit(port) == 0) {
-        waiting_for_credit = true;  // connecting, or the guest is full
-        continue;
+    HandleEvents();
+    std::vector<pollfd> fds = {{wake_.get(), POLLIN, 0}, {listener_.get(), POLLIN, 0}};
+    std::vector<int> pending;
+    for (auto& [fd, p] : pending_) {
+      fds.push_back({fd, POLLIN, 0});
+      pending.push_back(fd);
+    }
+    std::vector<VsockConnKey> keys;
+    for (auto& [key, c] : conns_) {
+      short events = 0;
+      if (c.ok_pending) events |= POLLOUT;
+      if (c.ready) {
+        if (!c.host_eof && device_->SendCredit(key) > 0) events |= POLLIN;
+        if (device_->HasToHost(key)) events |= POLLOUT;
       }
-      fds.push_back({fd->get(), POLLIN, 0});
-      polled.emplace_back(port, fd);
+      if (events == 0) continue;  // waits for the guest: a wake re-polls
+      fds.push_back({c.fd.get(), events, 0});
+      keys.push_back(key);
     }
-    int n = ::poll(fds.data(), fds.size(), waiting_for_credit ? kCreditRecheckMs : -1);
+    int n = ::poll(fds.data(), fds.size(), -1);
     if (n < 0 && errno != EINTR) return;
+    if (n <= 0) continue;
     if (fds[0].revents) {
       uint64_t v;
       (void)!::read(wake_.get(), &v, sizeof v);
@@ -188,24 +248,38 @@ void VsockMuxer::Run() {
     if (fds[1].revents & POLLIN) AcceptOne();
     for (size_t i = 0; i < pending.size(); ++i) {
       if (!fds[2 + i].revents) continue;
-      const int fd = pending[i]->get();
-      std::string* line;
-      {
-        std::lock_guard lock(mu_);
-        line = &pending_[fd].second;
-      }
-      if (ReadHandshake(fd, line)) {
-        std::lock_guard lock(mu_);
-        pending_.erase(fd);
-      }
+      auto it = pending_.find(pending[i]);
+      if (it != pending_.end() && ReadHandshake(it->second)) pending_.erase(it);
     }
-    for (size_t i = 0; i < polled.size(); ++i) {
-      if (!fds[2 + pending.size() + i].revents) continue;
-      if (!ForwardToGuest(polled[i].first, polled[i].second->get())) {
-        device_->Close(polled[i].first);
-        kick_rx_();
-        OnClosed(polled[i].first);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const pollfd& p = fds[2 + pending.size() + i];
+      if (!p.revents) continue;
+      auto it = conns_.find(keys[i]);
+      if (it == conns_.end()) continue;
+      Conn& c = it->second;
+      bool alive = true;
+      const bool broken = (p.revents & (POLLERR | POLLHUP)) != 0;
+      if (c.ok_pending) {
+        const std::string ok = absl::StrCat("OK ", keys[i].local_port, "\n");
+        const ssize_t w =
+            SendSome(c.fd.get(), {reinterpret_cast<const uint8_t*>(ok.data()), ok.size()});
+        if (w == static_cast<ssize_t>(ok.size())) {
+          c.ok_pending = false;
+          c.ready = true;  // the next round polls for bytes
+        } else if (w != 0 || broken) {
+          device_->Close(keys[i]);
+          kick_rx_();
+          alive = false;
+        }
+      } else {
+        if ((p.events & POLLOUT) && ((p.revents & POLLOUT) || broken)) {
+          alive = ForwardToHost(keys[i], c);
+        }
+        if (alive && (p.events & POLLIN) && ((p.revents & POLLIN) || broken)) {
+          alive = ForwardToGuest(keys[i], c);
+        }
       }
+      if (!alive) conns_.erase(it);
     }
   }
 }

@@ -1,14 +1,21 @@
-// Host side of virtio-vsock, Firecracker's convention: a unix socket
-// listener at a path; a host process connects, writes "CONNECT <port>\n",
-// gets "OK <local port>\n" once the guest accepted, then bytes flow both
-// ways. One thread polls the listener and every connection.
-//
-// Guest -> host bytes are written to the host socket on the vCPU thread
-// (non-blocking); a host socket that cannot take them gets the connection
-// reset. Host -> guest bytes are read only while the guest has credit.
+// Host side of virtio-vsock, Firecracker's convention:
+//  * host-initiated: a host process connects to the unix socket at `path`,
+//    writes "CONNECT <port>\n", gets "OK <local port>\n" once the guest
+//    accepted (nothing, the socket closed, if it refused), then bytes flow.
+//  * guest-initiated: a guest connection to host port P connects
+//    (non-blocking) to the unix socket `<path>_P`; RESPONSE when that
+//    worked, RST when not.
+// One thread owns every host socket: it polls the listener, the pending
+// handshakes and each connection (POLLIN while the guest has credit for
+// host bytes, POLLOUT while guest bytes wait in the device), and runs the
+// device's callbacks, which the vCPU thread only queues. Host EOF becomes
+// SHUTDOWN(SEND) to the guest; a guest SHUTDOWN(SEND) becomes
+// shutdown(SHUT_WR) once its bytes are written; the socket closes when the
+// device forgets the connection.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -33,20 +40,44 @@ class VsockMuxer : public VsockBackend {
   // transport, so the transport's lock is taken).
   void Start(Vsock* device, std::function<void()> kick_rx);
 
-  void OnConnected(uint32_t local_port) override;
-  bool OnData(uint32_t local_port, std::span<const uint8_t> bytes) override;
-  void OnClosed(uint32_t local_port) override;
+  // Queued for the poll thread (never blocks, takes no device lock).
+  void OnConnected(VsockConnKey key) override;
+  void OnGuestConnect(VsockConnKey key) override;
+  void OnActivity() override;
+  void OnClosed(VsockConnKey key) override;
 
  private:
+  enum class EventKind { kConnected, kGuestConnect, kClosed };
+  struct Event {
+    EventKind kind;
+    VsockConnKey key;
+  };
+  // Poll-thread state of one connection.
+  struct Conn {
+    UniqueFd fd;
+    bool ok_pending = false;  // host-initiated, accepted: "OK" not written yet
+    bool ready = false;       // bytes may flow
+    bool host_eof = false;
+  };
+  struct Pending {
+    UniqueFd fd;
+    std::string line;
+  };
+
   VsockMuxer(std::string path, UniqueFd listener, UniqueFd wake)
       : path_(std::move(path)), listener_(std::move(listener)), wake_(std::move(wake)) {}
   void Run();
   void Wake();
+  void HandleEvents();
+  void GuestConnect(VsockConnKey key);
   void AcceptOne();
   // Reads the CONNECT line of a pending connection; true when it is done
-  // (accepted or refused).
-  bool ReadHandshake(int fd, std::string* line);
-  bool ForwardToGuest(uint32_t port, int fd);
+  // (connecting or refused).
+  bool ReadHandshake(Pending& p);
+  // Both false when the connection is gone.
+  bool ForwardToGuest(VsockConnKey key, Conn& c);
+  bool ForwardToHost(VsockConnKey key, Conn& c);
+  uint32_t NextLocalPort();
 
   const std::string path_;
   UniqueFd listener_;
@@ -54,12 +85,13 @@ class VsockMuxer : public VsockBackend {
   Vsock* device_ = nullptr;
   std::function<void()> kick_rx_;
   std::thread thread_;
-  std::mutex mu_;
-  // Shared so the poll thread keeps an fd open while the vCPU thread drops it.
-  std::map<uint32_t, std::shared_ptr<UniqueFd>> conns_;  // established or connecting
-  std::map<int, std::pair<std::shared_ptr<UniqueFd>, std::string>> pending_;  // before CONNECT
-  uint32_t next_port_ = 1u << 30;
+  std::mutex mu_;  // guards events_ and stop_
+  std::deque<Event> events_;
   bool stop_ = false;
+  // Poll thread only.
+  std::map<VsockConnKey, Conn> conns_;
+  std::map<int, Pending> pending_;  // before CONNECT, by fd
+  uint32_t next_port_ = 1u << 30;
 };
 
 }  // namespace forkd::vmm::virtio

@@ -1,7 +1,9 @@
 // virtio-vsock device protocol through the mmio transport with a test
 // "driver" writing rings in a real (anonymous) GuestMemory: connection
-// setup, data both ways, credit, RST for unknown connections, spoofed CIDs,
-// config space, and the TRANSPORT_RESET event after a restore.
+// setup both ways, data both ways, credit (buffering, overrun, updates,
+// CREDIT_REQUEST), SHUTDOWN flags and the close sequence, RST for unknown
+// connections, spoofed CIDs, config space, and the TRANSPORT_RESET event
+// after a restore.
 #include <cstring>
 #include <map>
 #include <string>
@@ -19,16 +21,26 @@ constexpr uint64_t kGuestCid = 42;
 constexpr uint32_t kRxBufLen = 256;
 
 struct Backend : VsockBackend {
-  void OnConnected(uint32_t p) override { connected.push_back(p); }
-  bool OnData(uint32_t p, std::span<const uint8_t> b) override {
-    data[p].append(b.begin(), b.end());
-    return accept_data;
-  }
-  void OnClosed(uint32_t p) override { closed.push_back(p); }
-  std::vector<uint32_t> connected, closed;
-  std::map<uint32_t, std::string> data;
-  bool accept_data = true;
+  void OnConnected(VsockConnKey k) override { connected.push_back(k); }
+  void OnGuestConnect(VsockConnKey k) override { guest_connects.push_back(k); }
+  void OnActivity() override { ++activity; }
+  void OnClosed(VsockConnKey k) override { closed.push_back(k); }
+  std::vector<VsockConnKey> connected, guest_connects, closed;
+  int activity = 0;
 };
+
+// What the host socket takes per DrainToHost call: everything by default.
+std::string Drain(Vsock& dev, VsockConnKey k, Vsock::DrainResult* result = nullptr,
+                  size_t take = SIZE_MAX) {
+  std::string got;
+  auto r = dev.DrainToHost(k, [&](std::span<const uint8_t> b) -> ssize_t {
+    const size_t n = std::min(b.size(), take - got.size());
+    got.append(b.begin(), b.begin() + static_cast<ptrdiff_t>(n));
+    return static_cast<ssize_t>(n);
+  });
+  if (result != nullptr) *result = r;
+  return got;
+}
 
 uint64_t QueueBase(int q) { return 0x1000 + 0x1000ULL * q; }  // desc; avail +0x400; used +0x800
 uint64_t BufBase(int q, int i) { return 0x10000 + 0x4000ULL * q + 0x400ULL * i; }
@@ -78,15 +90,21 @@ class Driver {
     for (uint16_t i = 0; i < kSize; ++i) Post(0, i, kRxBufLen, true);
     W(reg::kQueueNotify, 0);
   }
-  // Sends one packet on tx (buffer 0) and notifies.
-  void Send(VsockHeader h, const std::string& payload = "") {
+  // Sends one packet on tx (buffer 0) and notifies (through `via`, e.g. a
+  // restored transport over the same rings, or this driver's own).
+  void Send(VsockHeader h, const std::string& payload = "", MmioTransport* via = nullptr) {
     h.len = static_cast<uint32_t>(payload.size());
     ASSERT_TRUE(m_.WriteObj(BufBase(1, 0), h).ok());
     ASSERT_TRUE(m_.Write(BufBase(1, 0) + sizeof h,
                          {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()})
                     .ok());
     Post(1, 0, static_cast<uint32_t>(sizeof h + payload.size()), false);
-    W(reg::kQueueNotify, 1);
+    if (via == nullptr) {
+      W(reg::kQueueNotify, 1);
+    } else {
+      const uint8_t tx[4] = {1, 0, 0, 0};
+      via->Write(reg::kQueueNotify, tx);
+    }
   }
   // Packets the device put on rx since the last call (header + payload).
   std::vector<std::pair<VsockHeader, std::string>> Received() {
@@ -160,9 +178,27 @@ TEST(Vsock, ConfigSpaceHoldsTheGuestCid) {
   EXPECT_EQ(f.d->R(reg::kConfig + 4), 0u);
 }
 
+constexpr VsockConnKey kHostConn{1000, 5000};  // host port 1000 -> guest port 5000
+
+// A host-initiated connection the guest accepted.
+void Establish(Fixture& f, VsockConnKey k = kHostConn) {
+  f.dev->Connect(k);
+  f.t->Kick(0);
+  auto rx = f.d->Received();
+  ASSERT_EQ(rx.size(), 1u);
+  ASSERT_EQ(rx[0].first.op, kVsockOpRequest);
+  f.d->Send(FromGuest(k.guest_port, k.local_port, kVsockOpResponse));
+}
+
+std::vector<uint16_t> Ops(const std::vector<std::pair<VsockHeader, std::string>>& rx) {
+  std::vector<uint16_t> ops;
+  for (const auto& [h, p] : rx) ops.push_back(h.op);
+  return ops;
+}
+
 TEST(Vsock, HostConnectDataBothWaysAndCredit) {
   Fixture f;
-  f.dev->Connect(1000, 5000);
+  f.dev->Connect(kHostConn);
   f.t->Kick(0);
   auto rx = f.d->Received();
   ASSERT_EQ(rx.size(), 1u);
@@ -171,24 +207,28 @@ TEST(Vsock, HostConnectDataBothWaysAndCredit) {
   EXPECT_EQ(rx[0].first.dst_cid, kGuestCid);
   EXPECT_EQ(rx[0].first.src_port, 1000u);
   EXPECT_EQ(rx[0].first.dst_port, 5000u);
-  EXPECT_EQ(f.dev->SendCredit(1000), 0u);  // not established yet
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 0u);  // not established yet
 
   f.d->Send(FromGuest(5000, 1000, kVsockOpResponse));
-  EXPECT_EQ(f.backend.connected, std::vector<uint32_t>{1000});
-  EXPECT_EQ(f.dev->SendCredit(1000), 1000u);  // the guest's buf_alloc
+  EXPECT_EQ(f.backend.connected, std::vector<VsockConnKey>{kHostConn});
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 1000u);  // the guest's buf_alloc
 
+  // Guest bytes wait in the device until the host socket takes them.
   f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "ping");
-  EXPECT_EQ(f.backend.data[1000], "ping");
+  EXPECT_TRUE(f.dev->HasToHost(kHostConn));
+  EXPECT_EQ(Drain(*f.dev, kHostConn), "ping");
+  EXPECT_FALSE(f.dev->HasToHost(kHostConn));
 
   // Host -> guest, larger than one rx buffer: split across packets.
   std::string big(600, 'z');
-  f.dev->Send(1000, {reinterpret_cast<const uint8_t*>(big.data()), big.size()});
-  EXPECT_EQ(f.dev->SendCredit(1000), 400u);  // 600 in flight, guest has not forwarded any
+  f.dev->Send(kHostConn, {reinterpret_cast<const uint8_t*>(big.data()), big.size()});
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 400u);  // 600 in flight, guest forwarded none
   f.t->Kick(0);
   std::string got;
   for (auto& [h, p] : f.d->Received()) {
     EXPECT_EQ(h.op, kVsockOpRw);
-    EXPECT_EQ(h.fwd_cnt, 4u);  // the device forwarded the guest's 4 bytes
+    EXPECT_EQ(h.fwd_cnt, 4u);  // the host socket took the guest's 4 bytes
+    EXPECT_EQ(h.buf_alloc, Vsock::kHostBufAlloc);
     got += p;
   }
   EXPECT_EQ(got, big);
@@ -196,22 +236,206 @@ TEST(Vsock, HostConnectDataBothWaysAndCredit) {
   VsockHeader credit = FromGuest(5000, 1000, kVsockOpCreditUpdate);
   credit.fwd_cnt = 600;
   f.d->Send(credit);
-  EXPECT_EQ(f.dev->SendCredit(1000), 1000u);
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 1000u);
+}
 
-  // A credit request is answered with our counters.
+TEST(Vsock, CreditRequestIsAnsweredWithTheBytesActuallyWritten) {
+  Fixture f;
+  Establish(f);
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "0123456789");
+  // The host socket takes 3 bytes only: fwd_cnt counts those, no more.
+  EXPECT_EQ(Drain(*f.dev, kHostConn, nullptr, 3), "012");
   f.d->Send(FromGuest(5000, 1000, kVsockOpCreditRequest));
   auto upd = f.d->Received();
   ASSERT_EQ(upd.size(), 1u);
   EXPECT_EQ(upd[0].first.op, kVsockOpCreditUpdate);
   EXPECT_EQ(upd[0].first.buf_alloc, Vsock::kHostBufAlloc);
+  EXPECT_EQ(upd[0].first.fwd_cnt, 3u);
+  EXPECT_EQ(upd[0].first.src_port, 1000u);
+  EXPECT_EQ(upd[0].first.dst_port, 5000u);
+  EXPECT_EQ(Drain(*f.dev, kHostConn), "3456789");
+}
 
-  // The guest shuts down: the host side is closed and the guest gets RST.
-  f.d->Send(FromGuest(5000, 1000, kVsockOpShutdown));
-  EXPECT_EQ(f.backend.closed, std::vector<uint32_t>{1000});
-  auto rst = f.d->Received();
-  ASSERT_EQ(rst.size(), 1u);
-  EXPECT_EQ(rst[0].first.op, kVsockOpRst);
-  EXPECT_EQ(f.dev->SendCredit(1000), 0u);
+TEST(Vsock, SlowHostBuffersUpToBufAllocThenOverrunResets) {
+  Fixture f;
+  Establish(f);
+  // 16 000-byte packets the host socket does not take (it is full): the
+  // guest may send kHostBufAlloc bytes, one more packet is an overrun.
+  const std::string chunk(16000, 'c');
+  const size_t fit = Vsock::kHostBufAlloc / chunk.size();
+  for (size_t i = 0; i < fit; ++i) f.d->Send(FromGuest(5000, 1000, kVsockOpRw), chunk);
+  EXPECT_TRUE(f.backend.closed.empty());
+  EXPECT_TRUE(f.d->Received().empty());
+  EXPECT_EQ(Drain(*f.dev, kHostConn, nullptr, 0), "");  // would block
+  // Draining most of it makes the device tell the guest (it had used more
+  // than half of its credit), once.
+  const std::string out = Drain(*f.dev, kHostConn, nullptr, (fit - 1) * chunk.size());
+  EXPECT_EQ(out.size(), (fit - 1) * chunk.size());
+  f.t->Kick(0);
+  auto rx = f.d->Received();
+  ASSERT_EQ(Ops(rx), std::vector<uint16_t>{kVsockOpCreditUpdate});
+  EXPECT_EQ(rx[0].first.fwd_cnt, out.size());
+  // Fill up again to exactly the credit, then one byte over it.
+  for (size_t i = 0; i < fit - 1; ++i) f.d->Send(FromGuest(5000, 1000, kVsockOpRw), chunk);
+  const size_t room = Vsock::kHostBufAlloc - fit * chunk.size();
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), std::string(room, 'r'));
+  EXPECT_TRUE(f.backend.closed.empty());
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "!");
+  EXPECT_EQ(f.backend.closed, std::vector<VsockConnKey>{kHostConn});
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_FALSE(f.dev->HasToHost(kHostConn));
+}
+
+TEST(Vsock, HostSocketErrorResetsTheConnection) {
+  Fixture f;
+  Establish(f);
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "lost");
+  auto r = f.dev->DrainToHost(kHostConn, [](std::span<const uint8_t>) -> ssize_t { return -1; });
+  EXPECT_TRUE(r.closed);
+  f.t->Kick(0);
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 0u);
+}
+
+TEST(Vsock, GuestShutdownSendWritesPendingBytesThenShutsTheHostSocket) {
+  Fixture f;
+  Establish(f);
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "last words");
+  VsockHeader shut = FromGuest(5000, 1000, kVsockOpShutdown);
+  shut.flags = kVsockShutdownSend;
+  f.d->Send(shut);
+  EXPECT_TRUE(f.backend.closed.empty());
+  // Bytes after SHUTDOWN(SEND) break the protocol... but first the pending
+  // bytes go out, and only then the host socket's write side is shut.
+  Vsock::DrainResult r;
+  EXPECT_EQ(Drain(*f.dev, kHostConn, &r, 4), "last");
+  EXPECT_FALSE(r.shut_write);
+  EXPECT_EQ(Drain(*f.dev, kHostConn, &r), " words");
+  EXPECT_TRUE(r.shut_write);
+  EXPECT_FALSE(r.closed);
+  EXPECT_FALSE(f.dev->HasToHost(kHostConn));
+  // The host still sends to the guest (half-close).
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 1000u);
+  f.dev->Send(kHostConn, {reinterpret_cast<const uint8_t*>("reply"), 5});
+  f.t->Kick(0);
+  auto rx = f.d->Received();
+  ASSERT_EQ(rx.size(), 1u);
+  EXPECT_EQ(rx[0].second, "reply");
+  // Host EOF completes the close: SHUTDOWN(SEND) then RST to the guest.
+  EXPECT_TRUE(f.dev->HostEof(kHostConn));
+  f.t->Kick(0);
+  rx = f.d->Received();
+  ASSERT_EQ(Ops(rx), (std::vector<uint16_t>{kVsockOpShutdown, kVsockOpRst}));
+  EXPECT_EQ(rx[0].first.flags, kVsockShutdownSend);
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 0u);
+}
+
+TEST(Vsock, HostEofSendsShutdownAndTheGuestStillSends) {
+  Fixture f;
+  Establish(f);
+  EXPECT_FALSE(f.dev->HostEof(kHostConn));
+  f.t->Kick(0);
+  auto rx = f.d->Received();
+  ASSERT_EQ(Ops(rx), std::vector<uint16_t>{kVsockOpShutdown});
+  EXPECT_EQ(rx[0].first.flags, kVsockShutdownSend);
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 0u);  // nothing more from the host
+  // The guest's remaining bytes still reach the host.
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "tail");
+  EXPECT_TRUE(f.backend.closed.empty());
+  // The guest is done too (full shutdown): RST once its bytes are out.
+  VsockHeader shut = FromGuest(5000, 1000, kVsockOpShutdown);
+  shut.flags = kVsockShutdownSend | kVsockShutdownRcv;
+  f.d->Send(shut);
+  EXPECT_TRUE(f.d->Received().empty());
+  Vsock::DrainResult r;
+  EXPECT_EQ(Drain(*f.dev, kHostConn, &r), "tail");
+  EXPECT_TRUE(r.closed);
+  f.t->Kick(0);
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+}
+
+TEST(Vsock, FullShutdownIsAnsweredWithRst) {
+  Fixture f;
+  Establish(f);
+  VsockHeader shut = FromGuest(5000, 1000, kVsockOpShutdown);
+  shut.flags = kVsockShutdownRcv;
+  f.d->Send(shut);
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 0u);  // the guest takes no more
+  EXPECT_TRUE(f.d->Received().empty());
+  EXPECT_TRUE(f.backend.closed.empty());
+  shut.flags = kVsockShutdownSend;  // the flags accumulate
+  f.d->Send(shut);
+  EXPECT_EQ(f.backend.closed, std::vector<VsockConnKey>{kHostConn});
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+  // A SHUTDOWN without flags means both.
+  Establish(f, {1001, 5000});
+  f.d->Send(FromGuest(5000, 1001, kVsockOpShutdown));
+  EXPECT_EQ(f.backend.closed.back(), (VsockConnKey{1001, 5000}));
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+}
+
+TEST(Vsock, GuestInitiatedConnectionsAreKeyedByBothPorts) {
+  Fixture f;
+  // Two guest connections to host port 22 from different guest ports.
+  VsockHeader req = FromGuest(40001, 22, kVsockOpRequest);
+  req.buf_alloc = 500;
+  f.d->Send(req);
+  f.d->Send(FromGuest(40002, 22, kVsockOpRequest));
+  EXPECT_TRUE(f.d->Received().empty());  // waiting for the backend
+  const VsockConnKey a{22, 40001}, b{22, 40002};
+  EXPECT_EQ(f.backend.guest_connects, (std::vector<VsockConnKey>{a, b}));
+  EXPECT_FALSE(f.dev->Connect(a));  // the host cannot take the guest's pair
+  f.dev->AcceptGuestConnect(a, true);
+  f.dev->AcceptGuestConnect(b, true);
+  f.t->Kick(0);
+  auto rx = f.d->Received();
+  ASSERT_EQ(Ops(rx), (std::vector<uint16_t>{kVsockOpResponse, kVsockOpResponse}));
+  EXPECT_EQ(rx[0].first.src_port, 22u);
+  EXPECT_EQ(rx[0].first.dst_port, 40001u);
+  EXPECT_EQ(rx[1].first.dst_port, 40002u);
+  EXPECT_EQ(f.dev->SendCredit(a), 500u);
+  EXPECT_EQ(f.dev->SendCredit(b), 1000u);
+  // Data keeps to its own connection both ways.
+  f.d->Send(FromGuest(40001, 22, kVsockOpRw), "for a");
+  f.d->Send(FromGuest(40002, 22, kVsockOpRw), "for b");
+  EXPECT_EQ(Drain(*f.dev, a), "for a");
+  EXPECT_EQ(Drain(*f.dev, b), "for b");
+  f.dev->Send(b, {reinterpret_cast<const uint8_t*>("to b"), 4});
+  f.t->Kick(0);
+  rx = f.d->Received();
+  ASSERT_EQ(rx.size(), 1u);
+  EXPECT_EQ(rx[0].first.dst_port, 40002u);
+  EXPECT_EQ(rx[0].second, "to b");
+  // A RESPONSE to the guest's own request, or a second REQUEST on a live
+  // connection, breaks the protocol: that connection only is reset.
+  f.d->Send(FromGuest(40001, 22, kVsockOpResponse));
+  EXPECT_EQ(f.backend.closed, std::vector<VsockConnKey>{a});
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_EQ(f.dev->SendCredit(b), 996u);  // b lives on, its 4 bytes in flight
+}
+
+TEST(Vsock, GuestRequestTheHostRefusesGetsRst) {
+  Fixture f;
+  f.d->Send(FromGuest(40001, 9, kVsockOpRequest));
+  ASSERT_EQ(f.backend.guest_connects.size(), 1u);
+  f.dev->AcceptGuestConnect({9, 40001}, false);
+  f.t->Kick(0);
+  auto rx = f.d->Received();
+  ASSERT_EQ(Ops(rx), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_EQ(rx[0].first.src_port, 9u);
+  EXPECT_EQ(rx[0].first.dst_port, 40001u);
+  // Data on the refused connection is answered with RST, not delivered.
+  f.d->Send(FromGuest(40001, 9, kVsockOpRw), "x");
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_FALSE(f.dev->HasToHost({9, 40001}));
+  // The guest reset its request before the host answered: the answer is
+  // dropped and the backend hears the close.
+  f.d->Send(FromGuest(40002, 9, kVsockOpRequest));
+  f.d->Send(FromGuest(40002, 9, kVsockOpRst));
+  EXPECT_EQ(f.backend.closed, (std::vector<VsockConnKey>{{9, 40002}}));
+  f.dev->AcceptGuestConnect({9, 40002}, true);
+  f.t->Kick(0);
+  EXPECT_TRUE(f.d->Received().empty());
 }
 
 TEST(Vsock, UnknownConnectionsGetRstAndSpoofedCidsAreDropped) {
@@ -222,25 +446,24 @@ TEST(Vsock, UnknownConnectionsGetRstAndSpoofedCidsAreDropped) {
   EXPECT_EQ(rx[0].first.op, kVsockOpRst);
   EXPECT_EQ(rx[0].first.src_port, 9999u);
   EXPECT_EQ(rx[0].first.dst_port, 7u);
-  EXPECT_TRUE(f.backend.data.empty());
-  // A guest-initiated connect is not supported: reset.
-  f.d->Send(FromGuest(8, 22, kVsockOpRequest));
-  rx = f.d->Received();
-  ASSERT_EQ(rx.size(), 1u);
-  EXPECT_EQ(rx[0].first.op, kVsockOpRst);
   // An RST to an unknown connection is not answered (no RST ping-pong).
   f.d->Send(FromGuest(8, 22, kVsockOpRst));
   EXPECT_TRUE(f.d->Received().empty());
-
-  // Established connection, but the packet claims another source CID.
-  f.dev->Connect(1000, 5000);
+  // Data before the guest accepted a host connection breaks the protocol.
+  ASSERT_TRUE(f.dev->Connect({2000, 6000}));
+  EXPECT_FALSE(f.dev->Connect({2000, 6000}));  // taken
   f.t->Kick(0);
   f.d->Received();
-  f.d->Send(FromGuest(5000, 1000, kVsockOpResponse));
+  f.d->Send(FromGuest(6000, 2000, kVsockOpRw), "early");
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_FALSE(f.dev->HasToHost({2000, 6000}));
+
+  // Established connection, but the packet claims another source CID.
+  Establish(f);
   VsockHeader spoof = FromGuest(5000, 1000, kVsockOpRw);
   spoof.src_cid = kGuestCid + 1;
   f.d->Send(spoof, "evil");
-  EXPECT_TRUE(f.backend.data.empty());
+  EXPECT_FALSE(f.dev->HasToHost(kHostConn));
   EXPECT_TRUE(f.d->Received().empty());
 }
 
@@ -262,18 +485,16 @@ TEST(Vsock, GuestCannotGrowTheReplyQueueWithoutPostingRxBuffers) {
   EXPECT_EQ(rsts, Vsock::kMaxQueuedControl);
 }
 
-TEST(Vsock, HostSideThatCannotTakeDataResetsTheConnection) {
+TEST(Vsock, GuestCannotOpenUnboundedConnections) {
   Fixture f;
-  f.dev->Connect(1000, 5000);
-  f.t->Kick(0);
-  f.d->Received();
-  f.d->Send(FromGuest(5000, 1000, kVsockOpResponse));
-  f.backend.accept_data = false;
-  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "lost");
-  EXPECT_EQ(f.backend.closed, std::vector<uint32_t>{1000});
-  auto rx = f.d->Received();
-  ASSERT_EQ(rx.size(), 1u);
-  EXPECT_EQ(rx[0].first.op, kVsockOpRst);
+  for (uint32_t p = 0; p < Vsock::kMaxConnections; ++p) {
+    f.d->Send(FromGuest(30000 + p, 22, kVsockOpRequest));
+  }
+  EXPECT_EQ(f.backend.guest_connects.size(), Vsock::kMaxConnections);
+  EXPECT_TRUE(f.d->Received().empty());
+  f.d->Send(FromGuest(29999, 22, kVsockOpRequest));
+  EXPECT_EQ(f.backend.guest_connects.size(), Vsock::kMaxConnections);
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
 }
 
 TEST(Vsock, OversizedTxPacketBreaksTheDevice) {
@@ -287,10 +508,7 @@ TEST(Vsock, OversizedTxPacketBreaksTheDevice) {
 
 TEST(Vsock, RestoreQueuesATransportResetEvent) {
   Fixture f;
-  f.dev->Connect(1000, 5000);
-  f.t->Kick(0);
-  f.d->Received();
-  f.d->Send(FromGuest(5000, 1000, kVsockOpResponse));
+  Establish(f);
   DeviceState saved = f.t->SaveDevice();
 
   Backend backend2;
@@ -303,7 +521,7 @@ TEST(Vsock, RestoreQueuesATransportResetEvent) {
   uint32_t c;
   std::memcpy(&c, cid, 4);
   EXPECT_EQ(c, kGuestCid);
-  EXPECT_EQ(dev2->SendCredit(1000), 0u);  // connections do not survive
+  EXPECT_EQ(dev2->SendCredit(kHostConn), 0u);  // connections do not survive
 
   // No event buffer posted yet: the event waits; once one is, it arrives.
   t2.Kick(2);
@@ -318,6 +536,22 @@ TEST(Vsock, RestoreQueuesATransportResetEvent) {
   f.d->Post(2, 1, 8, true);
   t2.Kick(2);
   EXPECT_EQ(f.d->Get<uint16_t>(used + 2), 1);
+
+  // A guest that still talks on its old connection is reset; the backend
+  // never hears of it.
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "old", &t2);
+  auto rx = f.d->Received();
+  ASSERT_EQ(Ops(rx), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_EQ(rx[0].first.src_port, 1000u);
+  EXPECT_EQ(rx[0].first.dst_port, 5000u);
+  EXPECT_FALSE(dev2->HasToHost(kHostConn));
+  EXPECT_TRUE(backend2.closed.empty());
+  // New connections work on the restored device.
+  ASSERT_TRUE(dev2->Connect({1001, 5000}));
+  t2.Kick(0);
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRequest});
+  f.d->Send(FromGuest(5000, 1001, kVsockOpResponse), "", &t2);
+  EXPECT_EQ(backend2.connected, (std::vector<VsockConnKey>{{1001, 5000}}));
 }
 
 }  // namespace
