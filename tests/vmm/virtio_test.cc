@@ -115,6 +115,36 @@ TEST(VirtioRng, UsedBufferInterruptReachesTheIrqchipThroughIrqfd) {
   vm->machine->Stop();
 }
 
+// With ioeventfd the guest's QueueNotify never reaches the MMIO handler: the
+// notifier thread processes it. Without, every notify is an MMIO exit.
+TEST(VirtioRng, NotifiesGoThroughIoeventfdOrTheMmioExit) {
+  for (bool ioeventfd : {true, false}) {
+    SCOPED_TRACE(ioeventfd ? "ioeventfd" : "MMIO exit");
+    VirtioConfig cfg = WithRng();
+    cfg.ioeventfd = ioeventfd;
+    auto vm = BootProbe("probe.scenario=rng", 64 << 20, 1, cfg);
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    auto first = vm->out->WaitFor(kRngLine);
+    ASSERT_TRUE(first.has_value()) << vm->out->text();
+    vm->in.Send("r");
+    ASSERT_TRUE(vm->out->WaitFor(kRngLine, *first).has_value()) << vm->out->text();
+    vm->machine->Pause();
+    const auto& rng = *vm->machine->virtio_devices().at(0);
+    EXPECT_EQ(rng.save().queues.at(0).next_used, 2);
+    if (ioeventfd) {
+      EXPECT_EQ(vm->machine->ioeventfd_queues(), 1);
+      EXPECT_EQ(rng.mmio_notifies(), 0u);
+      EXPECT_EQ(vm->machine->notifier_kicks(), 2u);
+    } else {
+      EXPECT_EQ(vm->machine->ioeventfd_queues(), 0);
+      EXPECT_EQ(rng.mmio_notifies(), 2u);
+      EXPECT_EQ(vm->machine->notifier_kicks(), 0u);
+    }
+    EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
+    EXPECT_TRUE(vm->out->Lines("PROBE fail").empty()) << vm->out->text();
+  }
+}
+
 TEST(VirtioRng, ProbeDriverReportsAMissingDevice) {
   // Without the device the window reads as zeros: the driver must say so
   // rather than report bytes (proves the success line is not unconditional).
@@ -162,6 +192,9 @@ TEST(VirtioRng, RestoredForksDrawFreshEntropy) {
     ASSERT_EQ(values.size(), 1u) << f.out->text();
     fork_values.push_back(values[0]);
     EXPECT_EQ(f.machine->virtio_devices()[0]->save().queues.at(0).next_used, 2);
+    EXPECT_EQ(f.machine->virtio_devices()[0]->mmio_notifies(), 0u);
+    // The restore's kick of every queue, and the read (the two may merge).
+    EXPECT_GE(f.machine->notifier_kicks(), 1u);
   }
   EXPECT_NE(fork_values[0], fork_values[1]) << "two forks read the same entropy";
   EXPECT_NE(fork_values[0], parent_value);
@@ -239,6 +272,11 @@ TEST(VirtioVsock, HostConnectsAndGuestEchoes) {
     EXPECT_EQ(c.ReadExactly(big.size()), big);
   }
   EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
+  // Every guest notify (rx buffers, tx packets, event buffers) went through
+  // ioeventfd to the notifier thread.
+  EXPECT_EQ(vm->machine->ioeventfd_queues(), 3);
+  EXPECT_EQ(vm->machine->virtio_devices().at(0)->mmio_notifies(), 0u);
+  EXPECT_GT(vm->machine->notifier_kicks(), 10u);
   EXPECT_TRUE(vm->out->Lines("PROBE fail").empty()) << vm->out->text();
 }
 

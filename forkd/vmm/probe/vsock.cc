@@ -13,7 +13,7 @@ extern "C" {
 #define OP_RW 5
 #define OP_CREDIT_UPDATE 6
 #define OP_CREDIT_REQUEST 7
-#define POLL_LIMIT 1000000
+#define POLL_LIMIT 2000000000u  // ~1 s: the VMM may answer on another thread
 
 struct vq {
   struct vring_desc desc[QSZ] __attribute__((aligned(16)));

@@ -4,6 +4,7 @@
 // MMIO exit. Interrupts go through `irq` (an irqfd write in the Machine).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -89,9 +90,14 @@ class MmioTransport : public BusDevice {
   void Read(uint64_t offset, std::span<uint8_t> data) override;
   void Write(uint64_t offset, std::span<const uint8_t> data) override;
 
-  // Processes queue `index` as if the driver had notified it (host-side
-  // events, e.g. data arriving for the guest).
+  // Processes queue `index` as if the driver had notified it (the queue
+  // notifier thread: ioeventfd notifies and host-side events).
   void Kick(uint32_t index);
+
+  uint32_t queue_count() const { return static_cast<uint32_t>(queues_.size()); }
+  // QueueNotify writes that reached Write(), i.e. took the MMIO exit (with
+  // ioeventfd on, only values no ioeventfd matched).
+  uint64_t mmio_notifies() const { return mmio_notifies_.load(std::memory_order_relaxed); }
 
   TransportState save() const;
   absl::Status restore(const TransportState& s);
@@ -115,6 +121,7 @@ class MmioTransport : public BusDevice {
   std::unique_ptr<VirtioDevice> device_;
   TransportState s_;  // s_.queues unused: queues_ hold the live queue state
   std::vector<Queue> queues_;
+  std::atomic<uint64_t> mmio_notifies_{0};
 };
 
 }  // namespace forkd::vmm::virtio
