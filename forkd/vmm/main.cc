@@ -48,6 +48,8 @@ constexpr char kUsage[] =
     "a restore recreates the devices its snapshot has). --vsock-cid/--vsock-uds add\n"
     "virtio-vsock: host processes connect to PATH and write 'CONNECT <port>\\n'; a\n"
     "restore of a snapshot with vsock needs --vsock-uds (its own path).\n"
+    "--no-ioeventfd makes every virtqueue notify an MMIO exit handled on the vCPU\n"
+    "thread (default: KVM_IOEVENTFD and a notifier thread; for comparisons).\n"
     "Control protocol on --control-fd (default: READY/EXIT lines on stderr, no commands):\n"
     "  out: STANDBY | READY | OK | ERR <why> | EXIT <reset|shutdown: ...|stopped|error: ...>\n"
     "  in:  GO | PAUSE | RESUME | STOP | SNAPSHOT <dir>   (EOF stops the VM)\n"
@@ -60,6 +62,7 @@ struct Options {
   std::string serial_out = "1", serial_in, control_fd;
   bool standby = false;
   bool virtio_rng = false;
+  bool ioeventfd = true;
   uint64_t vsock_cid = 0;
   std::string vsock_uds;
 };
@@ -82,6 +85,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     }
     if (a == "--virtio-rng") {
       o.virtio_rng = true;
+      continue;
+    }
+    if (a == "--no-ioeventfd") {
+      o.ioeventfd = false;
       continue;
     }
     auto value = [&]() -> absl::StatusOr<std::string> {
@@ -278,7 +285,8 @@ int Main(int argc, char** argv) {
   SerialConfig serial{*serial_out, *serial_in};
   absl::StatusOr<std::unique_ptr<Machine>> machine;
   if (!opts->restore.empty()) {
-    machine = RestoreSnapshot(shared_kvm, opts->restore, serial, nullptr, opts->vsock_uds);
+    machine = RestoreSnapshot(shared_kvm, opts->restore, serial, nullptr, opts->vsock_uds,
+                              opts->ioeventfd);
   } else {
     BootConfig cfg;
     cfg.kernel_path = opts->kernel;
@@ -290,6 +298,7 @@ int Main(int argc, char** argv) {
     cfg.virtio.rng = opts->virtio_rng;
     cfg.virtio.vsock_cid = opts->vsock_cid;
     cfg.virtio.vsock_uds_path = opts->vsock_uds;
+    cfg.virtio.ioeventfd = opts->ioeventfd;
     machine = BuildForBoot(shared_kvm, cfg);
   }
   absl::Status st = machine.status();

@@ -32,6 +32,7 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
                                                          const std::filesystem::path& dir,
                                                          SerialConfig serial,
                                                          RestoreReport* report = nullptr,
-                                                         const std::string& vsock_uds_path = {});
+                                                         const std::string& vsock_uds_path = {},
+                                                         bool ioeventfd = true);
 
 }  // namespace forkd::vmm

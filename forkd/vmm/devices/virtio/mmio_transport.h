@@ -1,7 +1,12 @@
 // virtio-mmio transport, version 2 register layout (virtio 1.x, 4.2.2):
 // register file, feature negotiation, device status machine with reset,
-// queue configuration, and notification handled synchronously on the vCPU's
-// MMIO exit. Interrupts go through `irq` (an irqfd write in the Machine).
+// queue configuration. Queue notifications normally never reach Write():
+// the Machine registers a KVM_IOEVENTFD per queue on QueueNotify and the
+// QueueNotifier thread calls Kick(index) (notifier.h). A QueueNotify write
+// that does reach Write() (no ioeventfd: off, refused by KVM, or a value no
+// ioeventfd matches) is processed synchronously on the vCPU's MMIO exit and
+// counted in mmio_notifies(). The lock serialises the two paths. Interrupts
+// go through `irq` (an irqfd write in the Machine).
 #pragma once
 
 #include <atomic>
