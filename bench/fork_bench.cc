@@ -37,7 +37,6 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using testing::VmmProcess;
 
-constexpr int kRoundsPerKind = 30;  // 90 forks in all
 constexpr uint32_t kAgentPort = 1024;
 constexpr double kTargetUs = 10000;
 
@@ -87,7 +86,7 @@ void ReapOrDie(Fork& f) {
   if (!s.ok()) Die("reap: " + s.ToString());
 }
 
-int Main() {
+int Main(int rounds_per_kind) {
   if (::access("/dev/kvm", R_OK | W_OK) != 0) Die("needs read-write /dev/kvm");
   const fs::path dir = fs::temp_directory_path() / ("forkd_fork_bench." + std::to_string(getpid()));
   fs::create_directories(dir);
@@ -110,7 +109,7 @@ int Main() {
 
   std::vector<double> restore_us, answer_us, ready_us, connect_us, notify_us, warm_connect_us;
   std::vector<double> mmio_answer_us, mmio_connect_us, mmio_notify_us;
-  for (int round = 0; round < 3 * kRoundsPerKind; round++) {
+  for (int round = 0; round < 3 * rounds_per_kind; round++) {
     const std::string id = "fork" + std::to_string(round);
     const bool gate_round = round % 3 != 0;
     const bool ioeventfd = round % 3 != 2;
@@ -154,7 +153,7 @@ int Main() {
 
   const double a50 = P50(answer_us), r50 = P50(restore_us);
   std::printf("fork_bench: %d forks of one snapshot (64 MiB probe guest, forkd-vmm processes)\n",
-              3 * kRoundsPerKind);
+              3 * rounds_per_kind);
   std::printf("  restore -> READY: p50 %.0f us (min %.0f, max %.0f), n=%zu\n", r50,
               *std::min_element(restore_us.begin(), restore_us.end()),
               *std::max_element(restore_us.begin(), restore_us.end()), restore_us.size());
@@ -186,4 +185,12 @@ int Main() {
 }  // namespace
 }  // namespace forkd::vmm::bench
 
-int main() { return forkd::vmm::bench::Main(); }
+// Optional argument: rounds per kind (default 30, i.e. 90 forks).
+int main(int argc, char** argv) {
+  const int rounds = argc > 1 ? std::atoi(argv[1]) : 30;
+  if (rounds < 1) {
+    std::fprintf(stderr, "usage: fork_bench [rounds per kind >= 1]\n");
+    return 2;
+  }
+  return forkd::vmm::bench::Main(rounds);
+}
