@@ -131,9 +131,11 @@ class Machine {
     uint32_t irq;
   };
   std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
-  std::vector<VirtioSlot> virtio_slots_;      // parallel to virtio_
-  std::vector<UniqueFd> irqfds_;              // registered with KVM_IRQFD; live as long as the VM
-  std::vector<std::vector<int>> notify_fds_;  // parallel to virtio_: per queue, owned by notifier_
+  std::vector<VirtioSlot> virtio_slots_;  // parallel to virtio_
+  std::vector<UniqueFd> irqfds_;          // registered with KVM_IRQFD; live as long as the VM
+
+  // Parallel to virtio_: each queue's notify eventfd (owned by notifier_).
+  std::vector<std::vector<int>> notify_fds_;
   bool use_ioeventfd_ = true;
   int ioeventfd_queues_ = 0;
   // After virtio_ (its thread kicks them, joined by Stop() and its
