@@ -201,6 +201,47 @@ TEST(VirtioRng, RestoredForksDrawFreshEntropy) {
   EXPECT_NE(fork_values[1], parent_value);
 }
 
+// A buffer the driver made available right before the snapshot, whose
+// notify was still in an eventfd counter (not in the snapshot): the restored
+// machine processes it without the guest notifying again. Staged by writing
+// the avail ring of the paused parent directly (the probe reuses descriptor 0).
+TEST(VirtioRng, RestoreProcessesBuffersMadeAvailableBeforeTheSnapshot) {
+  TempDir dir;
+  {
+    auto vm = BootProbe("probe.scenario=rng", 64 << 20, 1, WithRng());
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    ASSERT_TRUE(vm->out->WaitFor(kRngLine).has_value()) << vm->out->text();
+    vm->machine->Pause();
+    const auto q = vm->machine->virtio_devices().at(0)->save().queues.at(0);
+    ASSERT_EQ(q.next_used, 1);
+    ASSERT_GT(q.size, 0);
+    const GuestMemory& mem = vm->machine->memory();
+    uint16_t idx;
+    std::memcpy(&idx, mem.host_base() + q.avail_addr + 2, 2);
+    ASSERT_EQ(idx, 1);
+    ASSERT_TRUE(mem.WriteObj<uint16_t>(q.avail_addr + 4 + 2ULL * (idx % q.size), 0).ok());
+    ASSERT_TRUE(mem.WriteObj<uint16_t>(q.avail_addr + 2, static_cast<uint16_t>(idx + 1)).ok());
+    absl::Status st = SaveSnapshot(*vm->machine, dir.path());
+    ASSERT_TRUE(st.ok()) << st;
+    // Paused: the parent has not processed it either.
+    EXPECT_EQ(vm->machine->virtio_devices().at(0)->save().queues.at(0).next_used, 1);
+    vm->machine->Stop();
+  }
+  ProbeVm f;
+  auto m = RestoreSnapshot(SharedKvm(), dir.path(), {f.out->write_fd(), f.in.read.get()});
+  ASSERT_TRUE(m.ok()) << m.status();
+  f.machine = *std::move(m);
+  ASSERT_TRUE(f.machine->Start().ok());
+  const auto deadline = std::chrono::steady_clock::now() + kHangGuard;
+  while (f.machine->virtio_devices().at(0)->save().queues.at(0).next_used != 2 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(f.machine->virtio_devices().at(0)->save().queues.at(0).next_used, 2);
+  EXPECT_EQ(f.machine->virtio_devices().at(0)->mmio_notifies(), 0u);
+  f.machine->Stop();
+}
+
 // A host-side client of the VM's vsock unix socket, every read bounded by
 // the hang guard.
 class VsockClient {
