@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
@@ -30,6 +32,8 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
   FORKD_RETURN_IF_ERROR(vm.SetMemory(mem));
   FORKD_RETURN_IF_ERROR(vm.CreateIrqchipAndPit());
   std::unique_ptr<Machine> m(new Machine(kvm, std::move(vm), std::move(mem), serial));
+  FORKD_ASSIGN_OR_RETURN(m->notifier_, virtio::QueueNotifier::Create());
+  m->use_ioeventfd_ = virtio.ioeventfd;
   for (int i = 0; i < num_vcpus; ++i) {
     FORKD_ASSIGN_OR_RETURN(auto vcpu, Vcpu::Create(*kvm, m->vm_, i));
     FORKD_RETURN_IF_ERROR(vcpu->SetCpuid(*kvm, num_vcpus));
@@ -66,7 +70,9 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
         m->AddVirtio(virtio::Vsock::kName, layout::kVirtioVsockSlot, std::move(device)));
     virtio::MmioTransport* transport = m->virtio_.back().get();
     m->vsock_transport_ = transport;
-    m->vsock_muxer_->Start(dev, [transport] { transport->Kick(0); });
+    // Through the notifier thread (rx queue's eventfd), so it honours pause.
+    const int rx_fd = m->notify_fds_.back()[0];
+    m->vsock_muxer_->Start(dev, [rx_fd] { virtio::QueueNotifier::Signal(rx_fd); });
   }
   return m;
 }
@@ -85,7 +91,26 @@ absl::Status Machine::AddVirtio(const std::string& name, uint32_t slot,
   });
   const uint64_t addr = layout::VirtioMmioAddr(slot);
   FORKD_RETURN_IF_ERROR(mmio_.Register(addr, layout::kVirtioMmioDeviceSize, transport, name));
+  FORKD_ASSIGN_OR_RETURN(std::vector<int> notify, notifier_->Add(transport));
+  for (uint32_t i = 0; use_ioeventfd_ && i < notify.size(); ++i) {
+    absl::Status s =
+        vm_.RegisterIoeventfd(notify[i], addr + virtio::reg::kQueueNotify, /*datamatch=*/i);
+    if (!s.ok()) {
+      // Not worth failing the VM for: the MMIO exit still delivers the
+      // notify, only more slowly.
+      static std::once_flag logged;
+      std::call_once(logged, [&] {
+        (void)std::fprintf(stderr,
+                           "forkd-vmm: %s; virtqueue notifications take the MMIO exit instead\n",
+                           s.ToString().c_str());
+      });
+      use_ioeventfd_ = false;
+      break;
+    }
+    ++ioeventfd_queues_;
+  }
   irqfds_.push_back(std::move(efd));
+  notify_fds_.push_back(std::move(notify));
   virtio_.push_back(std::move(transport));
   virtio_slots_.push_back({addr, irq});
   return absl::OkStatus();
@@ -112,6 +137,7 @@ absl::Status Machine::Start() {
   InstallKickSignalHandler();
   input_stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!input_stop_) return ErrnoStatus(errno, "eventfd");
+  FORKD_RETURN_IF_ERROR(notifier_->Start());
   started_ = true;
   for (auto& v : vcpus_) {
     threads_.emplace_back(&Machine::VcpuThread, this, v.get());
@@ -159,12 +185,15 @@ void Machine::Pause() {
   if (!started_ || paused_) return;
   for (auto& v : vcpus_) v->RequestPause();
   for (auto& v : vcpus_) v->WaitPaused();
+  // After the vCPUs: from here on nothing writes guest memory or device state.
+  notifier_->Pause();
   paused_ = true;
 }
 
 void Machine::Resume() {
   if (!paused_) return;
   paused_ = false;
+  notifier_->Resume();
   for (auto& v : vcpus_) v->Resume();
 }
 
@@ -176,6 +205,7 @@ VmExit Machine::Stop() {
     if (t.joinable()) t.join();
   }
   threads_.clear();
+  if (notifier_) notifier_->Stop();  // null only when Create failed early
   if (input_thread_.joinable()) {
     uint64_t one = 1;
     (void)!::write(input_stop_.get(), &one, sizeof one);
@@ -235,6 +265,10 @@ absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
   // Tells a restored guest its vsock connections are gone (the event waits
   // in the device if the driver has no event buffer posted).
   if (vsock_transport_ != nullptr) vsock_transport_->Kick(2);
+  // A notify the guest made before the snapshot may still have been in an
+  // eventfd counter, which the snapshot does not hold: process every queue
+  // once when the machine starts (a kick with nothing available does nothing).
+  notifier_->MarkAllPending();
   // kvmclock is set in Start(), right before the vCPUs run.
   pending_clock_ = state.vm;
   pending_tsc_khz_ = state.vcpus[0].tsc_khz;

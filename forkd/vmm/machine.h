@@ -20,6 +20,7 @@
 #include "forkd/vmm/devices/i8042.h"
 #include "forkd/vmm/devices/serial.h"
 #include "forkd/vmm/devices/virtio/mmio_transport.h"
+#include "forkd/vmm/devices/virtio/notifier.h"
 #include "forkd/vmm/devices/virtio/vsock_muxer.h"
 #include "forkd/vmm/vm_exit.h"
 #include "forkd/vmm/vstate/kvm.h"
@@ -43,6 +44,10 @@ struct VirtioConfig {
   // listener at vsock_uds_path (see devices/virtio/vsock_muxer.h).
   uint64_t vsock_cid = 0;
   std::string vsock_uds_path;
+  // Queue notifications through KVM_IOEVENTFD (see devices/virtio/notifier.h).
+  // Off, or refused by KVM, they take the MMIO exit and are processed on the
+  // vCPU thread; host-side events use the notifier thread either way.
+  bool ioeventfd = true;
 };
 
 // Everything a snapshot holds besides guest memory, in VMM terms.
@@ -78,6 +83,10 @@ class Machine {
   // `virtio_mmio.device=<size>@<addr>:<irq>` for every virtio device, space
   // separated: how a Linux guest (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES) finds them.
   std::string VirtioCmdline() const;
+  // Virtqueues whose QueueNotify is an ioeventfd (0 when off or refused).
+  int ioeventfd_queues() const { return ioeventfd_queues_; }
+  // Queues processed by the notifier thread (guest ioeventfd or host event).
+  uint64_t notifier_kicks() const { return notifier_->kicks(); }
 
   // Starts one thread per vCPU and the serial input pump. After
   // RestoreState, first sets kvmclock (advanced to now), so a machine may be
@@ -124,6 +133,14 @@ class Machine {
   std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
   std::vector<VirtioSlot> virtio_slots_;  // parallel to virtio_
   std::vector<UniqueFd> irqfds_;          // registered with KVM_IRQFD; live as long as the VM
+
+  // Parallel to virtio_: each queue's notify eventfd (owned by notifier_).
+  std::vector<std::vector<int>> notify_fds_;
+  bool use_ioeventfd_ = true;
+  int ioeventfd_queues_ = 0;
+  // After virtio_ (its thread kicks them, joined by Stop() and its
+  // destructor) and before vsock_muxer_, whose thread signals its eventfds.
+  std::unique_ptr<virtio::QueueNotifier> notifier_;
   // After virtio_: destroyed first, so its thread stops before the device goes.
   std::unique_ptr<virtio::VsockMuxer> vsock_muxer_;
   virtio::MmioTransport* vsock_transport_ = nullptr;

@@ -49,6 +49,8 @@ constexpr char kUsage[] =
     "virtio-vsock: host processes connect to PATH and write 'CONNECT <port>\\n'; a\n"
     "guest connection to host port P connects to PATH_P; a restore of a snapshot\n"
     "with vsock needs --vsock-uds (its own path).\n"
+    "--no-ioeventfd makes every virtqueue notify an MMIO exit handled on the vCPU\n"
+    "thread (default: KVM_IOEVENTFD and a notifier thread; for comparisons).\n"
     "Control protocol on --control-fd (default: READY/EXIT lines on stderr, no commands):\n"
     "  out: STANDBY | READY | OK | ERR <why> | EXIT <reset|shutdown: ...|stopped|error: ...>\n"
     "  in:  GO | PAUSE | RESUME | STOP | SNAPSHOT <dir>   (EOF stops the VM)\n"
@@ -61,6 +63,7 @@ struct Options {
   std::string serial_out = "1", serial_in, control_fd;
   bool standby = false;
   bool virtio_rng = false;
+  bool ioeventfd = true;
   uint64_t vsock_cid = 0;
   std::string vsock_uds;
 };
@@ -83,6 +86,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     }
     if (a == "--virtio-rng") {
       o.virtio_rng = true;
+      continue;
+    }
+    if (a == "--no-ioeventfd") {
+      o.ioeventfd = false;
       continue;
     }
     auto value = [&]() -> absl::StatusOr<std::string> {
@@ -279,7 +286,8 @@ int Main(int argc, char** argv) {
   SerialConfig serial{*serial_out, *serial_in};
   absl::StatusOr<std::unique_ptr<Machine>> machine;
   if (!opts->restore.empty()) {
-    machine = RestoreSnapshot(shared_kvm, opts->restore, serial, nullptr, opts->vsock_uds);
+    machine = RestoreSnapshot(shared_kvm, opts->restore, serial, nullptr, opts->vsock_uds,
+                              opts->ioeventfd);
   } else {
     BootConfig cfg;
     cfg.kernel_path = opts->kernel;
@@ -291,6 +299,7 @@ int Main(int argc, char** argv) {
     cfg.virtio.rng = opts->virtio_rng;
     cfg.virtio.vsock_cid = opts->vsock_cid;
     cfg.virtio.vsock_uds_path = opts->vsock_uds;
+    cfg.virtio.ioeventfd = opts->ioeventfd;
     machine = BuildForBoot(shared_kvm, cfg);
   }
   absl::Status st = machine.status();

@@ -93,7 +93,8 @@ absl::Status SaveSnapshot(const Machine& machine, const fs::path& dir) {
 absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
                                                          const fs::path& dir, SerialConfig serial,
                                                          RestoreReport* report,
-                                                         const std::string& vsock_uds_path) {
+                                                         const std::string& vsock_uds_path,
+                                                         bool ioeventfd) {
   auto opened =
       snapshot::OpenSnapshot(dir, snapshot::VerifyMode::kStateOnly, snapshot::HostCpuIdentity());
   if (!opened.ok()) return Annotate(opened.status(), "open snapshot " + dir.string());
@@ -107,6 +108,7 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
                                                                    s.header.memory[0].size));
   // The snapshot's device states say which virtio devices the guest had.
   VirtioConfig virtio;
+  virtio.ioeventfd = ioeventfd;
   for (const auto& d : s.devices) {
     if (d.name == virtio::Rng::kName) virtio.rng = true;
     if (d.name == virtio::Vsock::kName) {

@@ -28,10 +28,8 @@ struct RestoreReport {
 
 // A snapshot with virtio-vsock needs `vsock_uds_path`: each fork listens on
 // its own socket; the guest learns its old connections are reset.
-absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
-                                                         const std::filesystem::path& dir,
-                                                         SerialConfig serial,
-                                                         RestoreReport* report = nullptr,
-                                                         const std::string& vsock_uds_path = {});
+absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(
+    std::shared_ptr<const Kvm> kvm, const std::filesystem::path& dir, SerialConfig serial,
+    RestoreReport* report = nullptr, const std::string& vsock_uds_path = {}, bool ioeventfd = true);
 
 }  // namespace forkd::vmm

@@ -292,7 +292,11 @@ TEST(VmmResources, NoFdOrMappingLeakAcross100Cycles) {
   ASSERT_FALSE(MakeSnapshot(tmp.path()).empty());
   auto cycle = [&](int i) {
     if (i % 2 == 0) {
-      auto vm = BootProbe("probe.report=1000000");
+      // With virtio-rng: its irqfd, per-queue ioeventfd and the notifier's
+      // epoll/eventfds must all go with the machine.
+      VirtioConfig virtio;
+      virtio.rng = true;
+      auto vm = BootProbe("probe.report=1000000", 64 << 20, 1, virtio);
       ASSERT_TRUE(vm.ok()) << vm.status();
       ASSERT_TRUE(vm->out->WaitFor("PROBE ready").has_value());
     } else {

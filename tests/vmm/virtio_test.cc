@@ -115,6 +115,36 @@ TEST(VirtioRng, UsedBufferInterruptReachesTheIrqchipThroughIrqfd) {
   vm->machine->Stop();
 }
 
+// With ioeventfd the guest's QueueNotify never reaches the MMIO handler: the
+// notifier thread processes it. Without, every notify is an MMIO exit.
+TEST(VirtioRng, NotifiesGoThroughIoeventfdOrTheMmioExit) {
+  for (bool ioeventfd : {true, false}) {
+    SCOPED_TRACE(ioeventfd ? "ioeventfd" : "MMIO exit");
+    VirtioConfig cfg = WithRng();
+    cfg.ioeventfd = ioeventfd;
+    auto vm = BootProbe("probe.scenario=rng", 64 << 20, 1, cfg);
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    auto first = vm->out->WaitFor(kRngLine);
+    ASSERT_TRUE(first.has_value()) << vm->out->text();
+    vm->in.Send("r");
+    ASSERT_TRUE(vm->out->WaitFor(kRngLine, *first).has_value()) << vm->out->text();
+    vm->machine->Pause();
+    const auto& rng = *vm->machine->virtio_devices().at(0);
+    EXPECT_EQ(rng.save().queues.at(0).next_used, 2);
+    if (ioeventfd) {
+      EXPECT_EQ(vm->machine->ioeventfd_queues(), 1);
+      EXPECT_EQ(rng.mmio_notifies(), 0u);
+      EXPECT_EQ(vm->machine->notifier_kicks(), 2u);
+    } else {
+      EXPECT_EQ(vm->machine->ioeventfd_queues(), 0);
+      EXPECT_EQ(rng.mmio_notifies(), 2u);
+      EXPECT_EQ(vm->machine->notifier_kicks(), 0u);
+    }
+    EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
+    EXPECT_TRUE(vm->out->Lines("PROBE fail").empty()) << vm->out->text();
+  }
+}
+
 TEST(VirtioRng, ProbeDriverReportsAMissingDevice) {
   // Without the device the window reads as zeros: the driver must say so
   // rather than report bytes (proves the success line is not unconditional).
@@ -162,10 +192,54 @@ TEST(VirtioRng, RestoredForksDrawFreshEntropy) {
     ASSERT_EQ(values.size(), 1u) << f.out->text();
     fork_values.push_back(values[0]);
     EXPECT_EQ(f.machine->virtio_devices()[0]->save().queues.at(0).next_used, 2);
+    EXPECT_EQ(f.machine->virtio_devices()[0]->mmio_notifies(), 0u);
+    // The restore's kick of every queue, and the read (the two may merge).
+    EXPECT_GE(f.machine->notifier_kicks(), 1u);
   }
   EXPECT_NE(fork_values[0], fork_values[1]) << "two forks read the same entropy";
   EXPECT_NE(fork_values[0], parent_value);
   EXPECT_NE(fork_values[1], parent_value);
+}
+
+// A buffer the driver made available right before the snapshot, whose
+// notify was still in an eventfd counter (not in the snapshot): the restored
+// machine processes it without the guest notifying again. Staged by writing
+// the avail ring of the paused parent directly (the probe reuses descriptor 0).
+TEST(VirtioRng, RestoreProcessesBuffersMadeAvailableBeforeTheSnapshot) {
+  TempDir dir;
+  {
+    auto vm = BootProbe("probe.scenario=rng", 64 << 20, 1, WithRng());
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    ASSERT_TRUE(vm->out->WaitFor(kRngLine).has_value()) << vm->out->text();
+    vm->machine->Pause();
+    const auto q = vm->machine->virtio_devices().at(0)->save().queues.at(0);
+    ASSERT_EQ(q.next_used, 1);
+    ASSERT_GT(q.size, 0);
+    const GuestMemory& mem = vm->machine->memory();
+    uint16_t idx;
+    std::memcpy(&idx, mem.host_base() + q.avail_addr + 2, 2);
+    ASSERT_EQ(idx, 1);
+    ASSERT_TRUE(mem.WriteObj<uint16_t>(q.avail_addr + 4 + 2ULL * (idx % q.size), 0).ok());
+    ASSERT_TRUE(mem.WriteObj<uint16_t>(q.avail_addr + 2, static_cast<uint16_t>(idx + 1)).ok());
+    absl::Status st = SaveSnapshot(*vm->machine, dir.path());
+    ASSERT_TRUE(st.ok()) << st;
+    // Paused: the parent has not processed it either.
+    EXPECT_EQ(vm->machine->virtio_devices().at(0)->save().queues.at(0).next_used, 1);
+    vm->machine->Stop();
+  }
+  ProbeVm f;
+  auto m = RestoreSnapshot(SharedKvm(), dir.path(), {f.out->write_fd(), f.in.read.get()});
+  ASSERT_TRUE(m.ok()) << m.status();
+  f.machine = *std::move(m);
+  ASSERT_TRUE(f.machine->Start().ok());
+  const auto deadline = std::chrono::steady_clock::now() + kHangGuard;
+  while (f.machine->virtio_devices().at(0)->save().queues.at(0).next_used != 2 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(f.machine->virtio_devices().at(0)->save().queues.at(0).next_used, 2);
+  EXPECT_EQ(f.machine->virtio_devices().at(0)->mmio_notifies(), 0u);
+  f.machine->Stop();
 }
 
 // A host-side client of the VM's vsock unix socket, every read bounded by
@@ -239,6 +313,11 @@ TEST(VirtioVsock, HostConnectsAndGuestEchoes) {
     EXPECT_EQ(c.ReadExactly(big.size()), big);
   }
   EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
+  // Every guest notify (rx buffers, tx packets, event buffers) went through
+  // ioeventfd to the notifier thread.
+  EXPECT_EQ(vm->machine->ioeventfd_queues(), 3);
+  EXPECT_EQ(vm->machine->virtio_devices().at(0)->mmio_notifies(), 0u);
+  EXPECT_GT(vm->machine->notifier_kicks(), 10u);
   EXPECT_TRUE(vm->out->Lines("PROBE fail").empty()) << vm->out->text();
 }
 

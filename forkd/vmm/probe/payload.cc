@@ -8,7 +8,9 @@
 //   probe.mode=triple  cause a triple fault
 //   probe.scenario=rng initialise the virtio-rng driver, read 64 bytes and
 //                      report "PROBE ok rng <hex>"; then run, and each 'r'
-//                      on serial input reads and reports 64 fresh bytes
+//                      on serial input reads and reports 64 fresh bytes;
+//                      probe.rng_bench=N first times N more reads and
+//                      reports "PROBE rng-bench n=N tsc=<cycles in all>"
 //   probe.scenario=vsock  initialise the virtio-vsock driver, report
 //                      "PROBE ok vsock cid=N", then echo every byte host
 //                      connections to port probe.vsock_port (5000) send
@@ -56,6 +58,26 @@ static void rng_report(void) {
     serial_putc("0123456789abcdef"[bytes[i] >> 4]);
     serial_putc("0123456789abcdef"[bytes[i] & 0xf]);
   }
+  serial_putc('\n');
+}
+
+// N back-to-back 64-byte requests, each a notify and a wait for the used
+// ring: the round-trip cost of one virtqueue notification.
+static void rng_bench(uint64_t n) {
+  uint8_t bytes[64];
+  const char* why = "";
+  const uint64_t start = rdtsc();
+  for (uint64_t i = 0; i < n; i++) {
+    if (!virtio_rng_read(bytes, sizeof bytes, &why)) {
+      report_fail("rng-bench", why);
+      return;
+    }
+  }
+  const uint64_t cycles = rdtsc() - start;
+  serial_print("PROBE rng-bench n=");
+  serial_print_dec(n);
+  serial_print(" tsc=");
+  serial_print_dec(cycles);
   serial_putc('\n');
 }
 
@@ -134,6 +156,8 @@ extern "C" [[noreturn]] void probe_payload_main(const void* boot_params) {
       rng_ready = virtio_rng_init(&why);
       if (rng_ready) {
         rng_report();
+        if (cmdline_get(cmdline, "probe.rng_bench", value, sizeof value))
+          rng_bench(parse_dec(value));
       } else {
         report_fail("rng", why);
       }

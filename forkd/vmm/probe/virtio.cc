@@ -30,8 +30,6 @@ extern "C" {
 
 #define DESC_F_WRITE 2
 #define RNG_BUF 64
-// The VMM answers during the notify exit; this only guards a broken device.
-#define POLL_LIMIT 1000000
 
 // The probe's page tables identity-map memory, so these addresses are
 // guest-physical as the device needs them.
@@ -111,11 +109,9 @@ int virtio_rng_read(uint8_t* out, uint32_t len, const char** why) {
   barrier();
   wr(REG_QUEUE_NOTIFY, 0);
   volatile struct vring_used* u = &rng_used;
-  for (uint32_t i = 0; u->idx == rng_used_seen; i++) {
-    if (i >= POLL_LIMIT) {
-      *why = "no used buffer";
-      return 0;
-    }
+  if (!vring_wait_used(u, rng_used_seen)) {
+    *why = "no used buffer";
+    return 0;
   }
   barrier();
   uint16_t slot = static_cast<uint16_t>(rng_used_seen % QSZ);

@@ -35,6 +35,10 @@ class Vm {
   // KVM_IRQFD: every write to `event_fd` pulses `gsi` in the kernel, with no
   // exit to user space and no ioctl on the device's hot path.
   absl::Status RegisterIrqfd(int event_fd, uint32_t gsi) const;
+  // KVM_IOEVENTFD on MMIO: a 4-byte guest write of `datamatch` at `addr`
+  // increments `event_fd` inside the kernel and the vCPU resumes at once
+  // (no exit to user space); other writes there still exit as MMIO.
+  absl::Status RegisterIoeventfd(int event_fd, uint64_t addr, uint32_t datamatch) const;
 
   absl::StatusOr<VmState> Save() const;
   // Restores the PIT and the three irqchips (before vCPU state).

@@ -129,6 +129,7 @@ void MmioTransport::WriteRegLocked(uint64_t offset, uint32_t v, bool* raise) {
       }
       break;
     case reg::kQueueNotify:
+      mmio_notifies_.fetch_add(1, std::memory_order_relaxed);
       ProcessLocked(v, raise);
       break;
     case reg::kInterruptAck:

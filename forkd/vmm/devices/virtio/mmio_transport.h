@@ -1,9 +1,15 @@
 // virtio-mmio transport, version 2 register layout (virtio 1.x, 4.2.2):
 // register file, feature negotiation, device status machine with reset,
-// queue configuration, and notification handled synchronously on the vCPU's
-// MMIO exit. Interrupts go through `irq` (an irqfd write in the Machine).
+// queue configuration. Queue notifications normally never reach Write():
+// the Machine registers a KVM_IOEVENTFD per queue on QueueNotify and the
+// QueueNotifier thread calls Kick(index) (notifier.h). A QueueNotify write
+// that does reach Write() (no ioeventfd: off, refused by KVM, or a value no
+// ioeventfd matches) is processed synchronously on the vCPU's MMIO exit and
+// counted in mmio_notifies(). The lock serialises the two paths. Interrupts
+// go through `irq` (an irqfd write in the Machine).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -89,9 +95,14 @@ class MmioTransport : public BusDevice {
   void Read(uint64_t offset, std::span<uint8_t> data) override;
   void Write(uint64_t offset, std::span<const uint8_t> data) override;
 
-  // Processes queue `index` as if the driver had notified it (host-side
-  // events, e.g. data arriving for the guest).
+  // Processes queue `index` as if the driver had notified it (the queue
+  // notifier thread: ioeventfd notifies and host-side events).
   void Kick(uint32_t index);
+
+  uint32_t queue_count() const { return static_cast<uint32_t>(queues_.size()); }
+  // QueueNotify writes that reached Write(), i.e. took the MMIO exit (with
+  // ioeventfd on, only values no ioeventfd matched).
+  uint64_t mmio_notifies() const { return mmio_notifies_.load(std::memory_order_relaxed); }
 
   TransportState save() const;
   absl::Status restore(const TransportState& s);
@@ -115,6 +126,7 @@ class MmioTransport : public BusDevice {
   std::unique_ptr<VirtioDevice> device_;
   TransportState s_;  // s_.queues unused: queues_ hold the live queue state
   std::vector<Queue> queues_;
+  std::atomic<uint64_t> mmio_notifies_{0};
 };
 
 }  // namespace forkd::vmm::virtio
