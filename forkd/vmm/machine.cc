@@ -10,7 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
 #include "forkd/vmm/arch/x86_64/layout.h"
+#include "forkd/vmm/devices/virtio/net.h"
 #include "forkd/vmm/devices/virtio/rng.h"
+#include "forkd/vmm/devices/virtio/tap.h"
 #include "forkd/vmm/devices/virtio/vsock.h"
 
 namespace forkd::vmm {
@@ -67,6 +69,20 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
     virtio::MmioTransport* transport = m->virtio_.back().get();
     m->vsock_transport_ = transport;
     m->vsock_muxer_->Start(dev, [transport] { transport->Kick(0); });
+  }
+  if (virtio.net) {
+    FORKD_ASSIGN_OR_RETURN(UniqueFd tap,
+                           virtio::OpenTap(virtio.net->tap_name, virtio.net->netns_path));
+    FORKD_ASSIGN_OR_RETURN(virtio::MacAddress mac, virtio::RandomMacAddress());
+    auto device = std::make_unique<virtio::Net>(std::move(tap), mac, virtio.net->mac);
+    virtio::Net* dev = device.get();
+    FORKD_RETURN_IF_ERROR(
+        m->AddVirtio(virtio::Net::kName, layout::kVirtioNetSlot, std::move(device)));
+    virtio::MmioTransport* transport = m->virtio_.back().get();
+    m->net_transport_ = transport;
+    FORKD_ASSIGN_OR_RETURN(m->net_pump_, virtio::NetPump::Start(dev, [transport] {
+                             transport->Kick(virtio::Net::kRxQueue);
+                           }));
   }
   return m;
 }
@@ -159,12 +175,15 @@ void Machine::Pause() {
   if (!started_ || paused_) return;
   for (auto& v : vcpus_) v->RequestPause();
   for (auto& v : vcpus_) v->WaitPaused();
+  // Host-side device threads must not write guest memory under a snapshot.
+  if (net_pump_) net_pump_->Pause();
   paused_ = true;
 }
 
 void Machine::Resume() {
   if (!paused_) return;
   paused_ = false;
+  if (net_pump_) net_pump_->Resume();
   for (auto& v : vcpus_) v->Resume();
 }
 
@@ -235,6 +254,9 @@ absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
   // Tells a restored guest its vsock connections are gone (the event waits
   // in the device if the driver has no event buffer posted).
   if (vsock_transport_ != nullptr) vsock_transport_->Kick(2);
+  // A restored virtio-net may already have rx buffers posted: look at its
+  // (new) tap now, since the guest will not notify for them again.
+  if (net_transport_ != nullptr) net_transport_->Kick(virtio::Net::kRxQueue);
   // kvmclock is set in Start(), right before the vCPUs run.
   pending_clock_ = state.vm;
   pending_tsc_khz_ = state.vcpus[0].tsc_khz;

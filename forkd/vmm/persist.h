@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -28,10 +29,13 @@ struct RestoreReport {
 
 // A snapshot with virtio-vsock needs `vsock_uds_path`: each fork listens on
 // its own socket; the guest learns its old connections are reset.
+// A snapshot with virtio-net needs `net`: the fork's own tap (the snapshot's
+// is never reused), and optionally a MAC that replaces the snapshot's.
 absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
                                                          const std::filesystem::path& dir,
                                                          SerialConfig serial,
                                                          RestoreReport* report = nullptr,
-                                                         const std::string& vsock_uds_path = {});
+                                                         const std::string& vsock_uds_path = {},
+                                                         const std::optional<NetConfig>& net = {});
 
 }  // namespace forkd::vmm
