@@ -14,13 +14,16 @@
 
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/errno_status.h"
 #include "common/unique_fd.h"
 #include "forkd/vmm/devices/virtio/net.h"
+#include "forkd/vmm/devices/virtio/tap.h"
 #include "forkd/vmm/persist.h"
 #include "gtest/gtest.h"
 #include "netfilter/links.h"
@@ -66,6 +69,7 @@ class TapNetns {
     creator.reset();
     FORKD_ASSIGN_OR_RETURN(auto rt, netfilter::RtNetlink::Open(t.ns_.get()));
     FORKD_RETURN_IF_ERROR(rt.SetUp(kTap));
+    t.rt_ = std::make_unique<netfilter::RtNetlink>(std::move(rt));
     {
       FORKD_ASSIGN_OR_RETURN(auto guard, netfilter::NetnsGuard::Enter(t.ns_.get()));
       t.sock_.reset(
@@ -130,8 +134,22 @@ class TapNetns {
 
   const std::vector<Frame>& seen() const { return seen_; }
 
+  // The tap gets its carrier when a VMM attaches, and its queueing
+  // discipline a little later (linkwatch); until then frames sent to the
+  // guest are dropped. Polls, hang-guarded.
+  absl::Status WaitOperUp() {
+    const auto deadline = std::chrono::steady_clock::now() + kHangGuard;
+    while (std::chrono::steady_clock::now() < deadline) {
+      FORKD_ASSIGN_OR_RETURN(bool up, rt_->IsOperUp(kTap));
+      if (up) return absl::OkStatus();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return absl::DeadlineExceededError("tap never came up");
+  }
+
  private:
   UniqueFd ns_, sock_;
+  std::unique_ptr<netfilter::RtNetlink> rt_;
   int ifindex_ = 0;
   std::vector<Frame> seen_;
 };
@@ -154,6 +172,7 @@ void ExpectHelloAndEcho(TapNetns& ns, const OutputCollector& out, const MacAddre
   EXPECT_EQ(MacText(hello->dst), "ff:ff:ff:ff:ff:ff");
   EXPECT_EQ(hello->payload, "forkd-probe hello seq=" + seq + " mac=" + MacText(mac));
 
+  ASSERT_TRUE(ns.WaitOperUp().ok());
   ns.Send(mac, ping);
   ASSERT_TRUE(out.WaitFor("PROBE net rx len=").has_value()) << out.text();
   auto echo = ns.WaitFor("echo " + ping);
@@ -251,6 +270,28 @@ TEST(VirtioNet, ForkWithoutMacOverrideKeepsTheSnapshotsMac) {
   ASSERT_TRUE(hello.has_value()) << fork.out->text();
   EXPECT_EQ(MacText(hello->src), MacText(parent_mac));
   EXPECT_TRUE(fork.out->Lines("PROBE net config").empty()) << fork.out->text();
+}
+
+TEST(VirtioNet, OpenTapAttachesOnlyToAnExistingFreeTapInTheGivenNamespace) {
+  auto ns = TapNetns::Make();
+  ASSERT_TRUE(ns.ok()) << ns.status();
+  auto fd = virtio::OpenTap(kTap, ns->path());
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  // Held by one VMM: a second attach fails rather than sharing the tap.
+  auto second = virtio::OpenTap(kTap, ns->path());
+  EXPECT_FALSE(second.ok());
+  fd->reset();
+  EXPECT_TRUE(virtio::OpenTap(kTap, ns->path()).ok());
+  // Not in this process's namespace: attach never creates a tap.
+  auto here = virtio::OpenTap(kTap, "");
+  ASSERT_FALSE(here.ok());
+  EXPECT_EQ(here.status().code(), absl::StatusCode::kNotFound) << here.status();
+  EXPECT_FALSE(virtio::OpenTap(kTap, "/nonexistent/netns").ok());
+  auto lo = virtio::OpenTap("lo", ns->path());  // exists, but is not a tap
+  EXPECT_FALSE(lo.ok());
+  EXPECT_NE(lo.status().message().find(ns->path()), std::string::npos) << lo.status();
+  EXPECT_FALSE(virtio::OpenTap("", ns->path()).ok());
+  EXPECT_FALSE(virtio::OpenTap("much-too-long-name", ns->path()).ok());
 }
 
 // forkd-vmm as a process: --net-tap/--net-netns/--net-mac on boot and on

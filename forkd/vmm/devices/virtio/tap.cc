@@ -35,9 +35,12 @@ absl::StatusOr<UniqueFd> AttachHere(const std::string& name, const std::string& 
     return ErrnoStatus(errno, ctx + ": SIOCGIFINDEX");
   }
   if (::ioctl(fd.get(), TUNSETIFF, &ifr) != 0) {
-    // EPERM: the tap is owned by another user; EBUSY: another VMM holds it;
-    // EINVAL: not a tap (or a multi-queue one).
-    return ErrnoStatus(errno, ctx + ": TUNSETIFF");
+    const int err = errno;
+    const char* why = err == EPERM    ? " (the tap belongs to another user)"
+                      : err == EBUSY  ? " (another process is attached to it)"
+                      : err == EINVAL ? " (not a single-queue tap)"
+                                      : "";
+    return ErrnoStatus(err, ctx + ": TUNSETIFF" + why);
   }
   int hdr = static_cast<int>(kNetHeaderSize);
   if (::ioctl(fd.get(), TUNSETVNETHDRSZ, &hdr) != 0) {
