@@ -76,6 +76,11 @@ Net::Net(UniqueFd tap, MacAddress mac, std::optional<MacAddress> mac_override)
       mac_(mac_override.value_or(mac)),
       rx_buf_(kMaxTapReadBytes) {}
 
+void Net::set_rx_wakeup(std::function<void()> wake) {
+  std::lock_guard lock(mu_);
+  rx_wakeup_ = std::move(wake);
+}
+
 MacAddress Net::mac() const {
   std::lock_guard lock(mu_);
   return mac_;

@@ -89,8 +89,9 @@ class Net : public VirtioDevice {
   bool wants_rx() const { return wants_rx_.load(std::memory_order_acquire); }
   void set_wants_rx(bool v) { wants_rx_.store(v, std::memory_order_release); }
   uint64_t rx_runs() const { return rx_runs_.load(std::memory_order_acquire); }
-  // Called when wants_rx goes false -> true from a vCPU (NetPump wakes up).
-  void set_rx_wakeup(std::function<void()> wake) { rx_wakeup_ = std::move(wake); }
+  // Called (under the device's lock) when wants_rx goes false -> true, so
+  // NetPump starts watching the tap; it must not call into the device.
+  void set_rx_wakeup(std::function<void()> wake);
 
  private:
   absl::Status TransmitLocked(const GuestMemory& mem, const DescriptorChain& chain);
