@@ -118,8 +118,9 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     if (a == "--net-netns") o.net_netns = *v;
     if (a == "--net-mac") {
       auto mac = virtio::ParseMacAddress(*v);
-      if (!mac.ok())
+      if (!mac.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("--net-mac: ", mac.status().message()));
+      }
       o.net_mac = *v;
     }
     if (a == "--vsock-cid") {
