@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -94,14 +95,18 @@ class TapNetns {
   }
 
   void Send(const MacAddress& dst, const std::string& payload) {
+    ASSERT_TRUE(TrySend(dst, payload)) << std::strerror(errno);
+  }
+  // Any thread; false (errno set) when the kernel refused the frame.
+  bool TrySend(const MacAddress& dst, const std::string& payload,
+               uint16_t ethertype = kEtherType) const {
     std::string f(14, '\0');
     std::memcpy(f.data(), dst.data(), 6);
     std::memcpy(f.data() + 6, kHostMac.data(), 6);
-    f[12] = static_cast<char>(kEtherType >> 8);
-    f[13] = static_cast<char>(kEtherType & 0xff);
+    f[12] = static_cast<char>(ethertype >> 8);
+    f[13] = static_cast<char>(ethertype & 0xff);
     f += payload;
-    ASSERT_EQ(::send(sock_.get(), f.data(), f.size(), 0), static_cast<ssize_t>(f.size()))
-        << std::strerror(errno);
+    return ::send(sock_.get(), f.data(), f.size(), 0) == static_cast<ssize_t>(f.size());
   }
 
   // The next 0x88b5 frame whose payload contains `needle` (others are
@@ -240,6 +245,67 @@ TEST(VirtioNet, FramesBothWaysThenAForkOnItsOwnTapWithANewMac) {
   while (ns1->TryRecv()) ADD_FAILURE() << "frame on the parent's tap after the fork";
   EXPECT_EQ(ns1->seen().size(), ns1_before_fork);
   for (const auto& f : ns2->seen()) EXPECT_EQ(MacText(f.src), MacText(kForkMac));
+}
+
+// Frames keep arriving on the tap while the machine is paused and saved:
+// none may land in guest memory between the device state and the memory
+// file being written, so each restored queue's used index in memory equals
+// the device's saved next_used. (Checked by breaking it: with the rx pump
+// left running under the snapshot this failed about one run in three.)
+TEST(VirtioNet, SnapshotUnderIncomingTrafficIsConsistent) {
+  auto ns1 = TapNetns::Make();
+  ASSERT_TRUE(ns1.ok()) << ns1.status();
+  auto ns2 = TapNetns::Make();
+  ASSERT_TRUE(ns2.ok()) << ns2.status();
+  forkd::testing::TempDir dir("vmm_virtio_net_test");
+  {
+    auto vm = BootProbe("probe.scenario=net", 64 << 20, 1, WithNet(*ns1, kGuestMac));
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    ASSERT_TRUE(vm->out->WaitFor("PROBE ok net").has_value()) << vm->out->text();
+    ASSERT_TRUE(ns1->WaitOperUp().ok());
+    // One frame the guest reports, then a flood of another ethertype it
+    // drops silently (no serial line per frame), so it keeps buffers free
+    // and the device keeps filling them right up to the pause.
+    ns1->Send(kGuestMac, "before the flood");
+    const bool flowing = vm->out->WaitFor("PROBE net rx len=").has_value();
+    std::atomic<bool> stop{false};
+    std::thread flood([&] {
+      while (!stop.load()) {
+        (void)ns1->TrySend(kGuestMac, "flood", 0x88b6);  // a full tap queue drops: fine
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let it flow
+    vm->machine->Pause();
+    absl::Status st = SaveSnapshot(*vm->machine, dir.path());
+    stop = true;
+    flood.join();
+    ASSERT_TRUE(flowing) << vm->out->text();
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  ProbeVm fork;
+  auto m = RestoreSnapshot(SharedKvm(), dir.path(), {fork.out->write_fd(), fork.in.read.get()},
+                           nullptr, {}, NetConfig{kTap, ns2->path(), kForkMac});
+  ASSERT_TRUE(m.ok()) << m.status();
+  fork.machine = *std::move(m);
+  const virtio::MmioTransport* net = nullptr;
+  for (const auto& d : fork.machine->virtio_devices()) {
+    if (d->name() == virtio::Net::kName) net = d.get();
+  }
+  ASSERT_NE(net, nullptr);
+  const virtio::TransportState s = net->save();
+  ASSERT_EQ(s.queues.size(), 2u);
+  for (const auto& q : s.queues) {
+    ASSERT_TRUE(q.ready);
+    uint16_t idx = 0;
+    auto bytes = fork.machine->memory().Slice(q.used_addr + 2, 2);
+    ASSERT_TRUE(bytes.ok());
+    std::memcpy(&idx, bytes->data(), 2);
+    EXPECT_EQ(idx, q.next_used);
+  }
+  EXPECT_GT(s.queues[0].next_used, 0);  // frames did reach the parent
+  ASSERT_TRUE(fork.machine->Start().ok());
+  ExpectHelloAndEcho(*ns2, *fork.out, kForkMac, "2", "ping after flood");
 }
 
 TEST(VirtioNet, ForkWithoutMacOverrideKeepsTheSnapshotsMac) {
