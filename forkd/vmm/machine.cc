@@ -195,6 +195,8 @@ VmExit Machine::Stop() {
     if (t.joinable()) t.join();
   }
   threads_.clear();
+  // An ended VM takes no more frames (and may still be saved).
+  if (net_pump_) net_pump_->Pause();
   if (input_thread_.joinable()) {
     uint64_t one = 1;
     (void)!::write(input_stop_.get(), &one, sizeof one);
