@@ -12,7 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
 #include "forkd/vmm/arch/x86_64/layout.h"
+#include "forkd/vmm/devices/virtio/net.h"
 #include "forkd/vmm/devices/virtio/rng.h"
+#include "forkd/vmm/devices/virtio/tap.h"
 #include "forkd/vmm/devices/virtio/vsock.h"
 
 namespace forkd::vmm {
@@ -73,6 +75,20 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
     // Through the notifier thread (rx queue's eventfd), so it honours pause.
     const int rx_fd = m->notify_fds_.back()[0];
     m->vsock_muxer_->Start(dev, [rx_fd] { virtio::QueueNotifier::Signal(rx_fd); });
+  }
+  if (virtio.net) {
+    FORKD_ASSIGN_OR_RETURN(UniqueFd tap,
+                           virtio::OpenTap(virtio.net->tap_name, virtio.net->netns_path));
+    FORKD_ASSIGN_OR_RETURN(virtio::MacAddress mac, virtio::RandomMacAddress());
+    auto device = std::make_unique<virtio::Net>(std::move(tap), mac, virtio.net->mac);
+    virtio::Net* dev = device.get();
+    FORKD_RETURN_IF_ERROR(
+        m->AddVirtio(virtio::Net::kName, layout::kVirtioNetSlot, std::move(device)));
+    virtio::MmioTransport* transport = m->virtio_.back().get();
+    m->net_transport_ = transport;
+    FORKD_ASSIGN_OR_RETURN(m->net_pump_, virtio::NetPump::Start(dev, [transport] {
+                             transport->Kick(virtio::Net::kRxQueue);
+                           }));
   }
   return m;
 }
@@ -187,6 +203,8 @@ void Machine::Pause() {
   for (auto& v : vcpus_) v->WaitPaused();
   // After the vCPUs: from here on nothing writes guest memory or device state.
   notifier_->Pause();
+  // Host-side device threads must not write guest memory under a snapshot.
+  if (net_pump_) net_pump_->Pause();
   paused_ = true;
 }
 
@@ -194,6 +212,7 @@ void Machine::Resume() {
   if (!paused_) return;
   paused_ = false;
   notifier_->Resume();
+  if (net_pump_) net_pump_->Resume();
   for (auto& v : vcpus_) v->Resume();
 }
 
@@ -206,6 +225,8 @@ VmExit Machine::Stop() {
   }
   threads_.clear();
   if (notifier_) notifier_->Stop();  // null only when Create failed early
+  // An ended VM takes no more frames (and may still be saved).
+  if (net_pump_) net_pump_->Pause();
   if (input_thread_.joinable()) {
     uint64_t one = 1;
     (void)!::write(input_stop_.get(), &one, sizeof one);
@@ -269,6 +290,9 @@ absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
   // eventfd counter, which the snapshot does not hold: process every queue
   // once when the machine starts (a kick with nothing available does nothing).
   notifier_->MarkAllPending();
+  // A restored virtio-net may already have rx buffers posted: look at its
+  // (new) tap now, since the guest will not notify for them again.
+  if (net_transport_ != nullptr) net_transport_->Kick(virtio::Net::kRxQueue);
   // kvmclock is set in Start(), right before the vCPUs run.
   pending_clock_ = state.vm;
   pending_tsc_khz_ = state.vcpus[0].tsc_khz;

@@ -20,6 +20,8 @@
 #include "forkd/vmm/devices/i8042.h"
 #include "forkd/vmm/devices/serial.h"
 #include "forkd/vmm/devices/virtio/mmio_transport.h"
+#include "forkd/vmm/devices/virtio/net.h"
+#include "forkd/vmm/devices/virtio/net_pump.h"
 #include "forkd/vmm/devices/virtio/notifier.h"
 #include "forkd/vmm/devices/virtio/vsock_muxer.h"
 #include "forkd/vmm/vm_exit.h"
@@ -36,6 +38,17 @@ struct SerialConfig {
   int in_fd = -1;   // borrowed; bytes read here are fed to the guest
 };
 
+// virtio-net's host side: the tap `tap_name` inside the network namespace
+// at `netns_path` (empty: the VMM's own), attached, not created (tap.h).
+// `mac`: the guest's MAC on boot (random when unset); on restore it
+// overrides the snapshot's MAC (config space changes, config generation
+// bumps) and unset keeps it.
+struct NetConfig {
+  std::string tap_name;
+  std::string netns_path;
+  std::optional<virtio::MacAddress> mac;
+};
+
 // Which virtio-mmio devices the machine has (each at its fixed slot in
 // layout.h). A restore recreates the set its snapshot's device states name.
 struct VirtioConfig {
@@ -48,6 +61,8 @@ struct VirtioConfig {
   // Off, or refused by KVM, they take the MMIO exit and are processed on the
   // vCPU thread; host-side events use the notifier thread either way.
   bool ioeventfd = true;
+  // virtio-net when set (see devices/virtio/net.h).
+  std::optional<NetConfig> net;
 };
 
 // Everything a snapshot holds besides guest memory, in VMM terms.
@@ -144,6 +159,9 @@ class Machine {
   // After virtio_: destroyed first, so its thread stops before the device goes.
   std::unique_ptr<virtio::VsockMuxer> vsock_muxer_;
   virtio::MmioTransport* vsock_transport_ = nullptr;
+  // Likewise after virtio_: the pump's thread kicks the net transport.
+  std::unique_ptr<virtio::NetPump> net_pump_;
+  virtio::MmioTransport* net_transport_ = nullptr;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   std::vector<std::thread> threads_;
   std::thread input_thread_;

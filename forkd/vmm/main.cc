@@ -26,6 +26,7 @@
 #include "common/errno_status.h"
 #include "common/unique_fd.h"
 #include "forkd/vmm/builder.h"
+#include "forkd/vmm/devices/virtio/net.h"
 #include "forkd/vmm/persist.h"
 
 namespace forkd::vmm {
@@ -36,8 +37,10 @@ constexpr char kUsage[] =
     "                 [--virtio-rng] [--vsock-cid N --vsock-uds PATH] [--serial-out FD|PATH] "
     "[--serial-in FD|PATH] [--control-fd "
     "FD]\n"
+    "                 [--net-tap NAME [--net-netns PATH] [--net-mac MAC]]\n"
     "       forkd-vmm --restore DIR [--standby] [--serial-out FD|PATH] [--serial-in FD|PATH]\n"
-    "                 [--control-fd FD]\n"
+    "                 [--control-fd FD] [--vsock-uds PATH] [--net-tap NAME [--net-netns PATH]\n"
+    "                 [--net-mac MAC]]\n"
     "\n"
     "Runs one KVM microVM. Boots a bzImage/ELF kernel through the 64-bit Linux boot\n"
     "protocol, or restores a snapshot directory (copy-on-write: the snapshot is never\n"
@@ -51,6 +54,10 @@ constexpr char kUsage[] =
     "with vsock needs --vsock-uds (its own path).\n"
     "--no-ioeventfd makes every virtqueue notify an MMIO exit handled on the vCPU\n"
     "thread (default: KVM_IOEVENTFD and a notifier thread; for comparisons).\n"
+    "--net-tap adds virtio-net on an existing tap NAME (attached, never created)\n"
+    "inside the network namespace at --net-netns (default: this process's); --net-mac\n"
+    "aa:bb:cc:dd:ee:ff sets the guest MAC (default random). A restore of a snapshot\n"
+    "with virtio-net needs its own --net-tap; --net-mac there replaces the snapshot's MAC.\n"
     "Control protocol on --control-fd (default: READY/EXIT lines on stderr, no commands):\n"
     "  out: STANDBY | READY | OK | ERR <why> | EXIT <reset|shutdown: ...|stopped|error: ...>\n"
     "  in:  GO | PAUSE | RESUME | STOP | SNAPSHOT <dir>   (EOF stops the VM)\n"
@@ -66,6 +73,7 @@ struct Options {
   bool ioeventfd = true;
   uint64_t vsock_cid = 0;
   std::string vsock_uds;
+  std::string net_tap, net_netns, net_mac;
 };
 
 std::optional<uint64_t> ParseUint(std::string_view s) {
@@ -99,7 +107,8 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     absl::StatusOr<std::string> v;
     if (a == "--kernel" || a == "--initrd" || a == "--cmdline" || a == "--restore" ||
         a == "--mem-mib" || a == "--vcpus" || a == "--serial-out" || a == "--serial-in" ||
-        a == "--control-fd" || a == "--vsock-cid" || a == "--vsock-uds") {
+        a == "--control-fd" || a == "--vsock-cid" || a == "--vsock-uds" || a == "--net-tap" ||
+        a == "--net-netns" || a == "--net-mac") {
       v = value();
       if (!v.ok()) return v.status();
     } else {
@@ -113,6 +122,15 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     if (a == "--serial-in") o.serial_in = *v;
     if (a == "--control-fd") o.control_fd = *v;
     if (a == "--vsock-uds") o.vsock_uds = *v;
+    if (a == "--net-tap") o.net_tap = *v;
+    if (a == "--net-netns") o.net_netns = *v;
+    if (a == "--net-mac") {
+      auto mac = virtio::ParseMacAddress(*v);
+      if (!mac.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("--net-mac: ", mac.status().message()));
+      }
+      o.net_mac = *v;
+    }
     if (a == "--vsock-cid") {
       auto n = ParseUint(*v);
       if (!n || *n < 3 || *n > 0xffffffffULL) {
@@ -138,6 +156,9 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   }
   if (o.restore.empty() && (o.vsock_cid != 0) != !o.vsock_uds.empty()) {
     return absl::InvalidArgumentError("--vsock-cid and --vsock-uds go together");
+  }
+  if (o.net_tap.empty() && (!o.net_netns.empty() || !o.net_mac.empty())) {
+    return absl::InvalidArgumentError("--net-netns and --net-mac need --net-tap");
   }
   if (o.kernel.empty() == o.restore.empty()) {
     return absl::InvalidArgumentError("give exactly one of --kernel or --restore");
@@ -284,10 +305,16 @@ int Main(int argc, char** argv) {
   }
   auto shared_kvm = std::make_shared<const Kvm>(*std::move(kvm));
   SerialConfig serial{*serial_out, *serial_in};
+  std::optional<NetConfig> net;
+  if (!opts->net_tap.empty()) {
+    net = NetConfig{opts->net_tap, opts->net_netns, std::nullopt};
+    if (!opts->net_mac.empty()) net->mac = *virtio::ParseMacAddress(opts->net_mac);  // checked
+  }
   absl::StatusOr<std::unique_ptr<Machine>> machine;
   if (!opts->restore.empty()) {
-    machine = RestoreSnapshot(shared_kvm, opts->restore, serial, nullptr, opts->vsock_uds,
-                              opts->ioeventfd);
+    machine = RestoreSnapshot(
+        shared_kvm, opts->restore, serial, nullptr,
+        {.vsock_uds_path = opts->vsock_uds, .ioeventfd = opts->ioeventfd, .net = net});
   } else {
     BootConfig cfg;
     cfg.kernel_path = opts->kernel;
@@ -300,6 +327,7 @@ int Main(int argc, char** argv) {
     cfg.virtio.vsock_cid = opts->vsock_cid;
     cfg.virtio.vsock_uds_path = opts->vsock_uds;
     cfg.virtio.ioeventfd = opts->ioeventfd;
+    cfg.virtio.net = net;
     machine = BuildForBoot(shared_kvm, cfg);
   }
   absl::Status st = machine.status();

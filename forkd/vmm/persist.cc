@@ -11,6 +11,7 @@
 #include "forkd/snapshot/cpu_identity.h"
 #include "forkd/snapshot/snapshot_dir.h"
 #include "forkd/snapshot/state.h"
+#include "forkd/vmm/devices/virtio/net.h"
 #include "forkd/vmm/devices/virtio/rng.h"
 #include "forkd/vmm/devices/virtio/vsock.h"
 
@@ -93,8 +94,9 @@ absl::Status SaveSnapshot(const Machine& machine, const fs::path& dir) {
 absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
                                                          const fs::path& dir, SerialConfig serial,
                                                          RestoreReport* report,
-                                                         const std::string& vsock_uds_path,
-                                                         bool ioeventfd) {
+                                                         const RestoreOptions& options) {
+  const std::string& vsock_uds_path = options.vsock_uds_path;
+  const std::optional<NetConfig>& net = options.net;
   auto opened =
       snapshot::OpenSnapshot(dir, snapshot::VerifyMode::kStateOnly, snapshot::HostCpuIdentity());
   if (!opened.ok()) return Annotate(opened.status(), "open snapshot " + dir.string());
@@ -108,7 +110,7 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
                                                                    s.header.memory[0].size));
   // The snapshot's device states say which virtio devices the guest had.
   VirtioConfig virtio;
-  virtio.ioeventfd = ioeventfd;
+  virtio.ioeventfd = options.ioeventfd;
   for (const auto& d : s.devices) {
     if (d.name == virtio::Rng::kName) virtio.rng = true;
     if (d.name == virtio::Vsock::kName) {
@@ -120,6 +122,16 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
       virtio.vsock_cid = 3;
       virtio.vsock_uds_path = vsock_uds_path;
     }
+    if (d.name == virtio::Net::kName) {
+      if (!net) {
+        return absl::InvalidArgumentError(
+            "snapshot has virtio-net: the restore needs the fork's own tap");
+      }
+      virtio.net = net;  // the MAC, unless overridden, comes from the device's state
+    }
+  }
+  if (net && !virtio.net) {
+    return absl::InvalidArgumentError("a tap was given but the snapshot has no virtio-net");
   }
   FORKD_ASSIGN_OR_RETURN(auto machine,
                          Machine::Create(std::move(kvm), std::move(mem),

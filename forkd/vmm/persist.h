@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -26,10 +27,22 @@ struct RestoreReport {
   int rejected_msrs = 0;  // MSRs KVM refused to set (read-only on kvm_pvm)
 };
 
-// A snapshot with virtio-vsock needs `vsock_uds_path`: each fork listens on
-// its own socket; the guest learns its old connections are reset.
-absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(
-    std::shared_ptr<const Kvm> kvm, const std::filesystem::path& dir, SerialConfig serial,
-    RestoreReport* report = nullptr, const std::string& vsock_uds_path = {}, bool ioeventfd = true);
+// What a restore needs besides the snapshot: the fork's own host-side
+// endpoints (its vsock socket and tap; the snapshot's are never reused).
+struct RestoreOptions {
+  // A snapshot with virtio-vsock needs the fork's own socket path; the guest
+  // learns its old connections are reset.
+  std::string vsock_uds_path;
+  // Queue notifications through KVM_IOEVENTFD (VirtioConfig::ioeventfd).
+  bool ioeventfd = true;
+  // A snapshot with virtio-net needs the fork's own tap, and optionally a MAC
+  // that replaces the snapshot's.
+  std::optional<NetConfig> net;
+};
+absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
+                                                         const std::filesystem::path& dir,
+                                                         SerialConfig serial,
+                                                         RestoreReport* report = nullptr,
+                                                         const RestoreOptions& options = {});
 
 }  // namespace forkd::vmm

@@ -356,8 +356,8 @@ TEST(VirtioVsock, RestoredForkGetsTransportResetAndServesItsOwnSocket) {
   for (int i = 0; i < 2; ++i) {
     ProbeVm f;
     const std::string path = (dir.path() / ("fork" + std::to_string(i) + ".sock")).string();
-    auto m =
-        RestoreSnapshot(SharedKvm(), snap, {f.out->write_fd(), f.in.read.get()}, nullptr, path);
+    auto m = RestoreSnapshot(SharedKvm(), snap, {f.out->write_fd(), f.in.read.get()}, nullptr,
+                             {.vsock_uds_path = path});
     ASSERT_TRUE(m.ok()) << m.status();
     f.machine = *std::move(m);
     ASSERT_TRUE(f.machine->Start().ok());

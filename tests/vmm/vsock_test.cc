@@ -331,7 +331,8 @@ TEST(Vsock, RestoredForkResetsOldConnectionsAndMakesNewOnesBothWays) {
   const std::string path = (dir.path() / "fork.sock").string();
   HostListener fork_listener(path, kHostPort);
   ASSERT_TRUE(fork_listener.ok());
-  auto m = RestoreSnapshot(SharedKvm(), snap, {f.out->write_fd(), f.in.read.get()}, nullptr, path);
+  auto m = RestoreSnapshot(SharedKvm(), snap, {f.out->write_fd(), f.in.read.get()}, nullptr,
+                           {.vsock_uds_path = path});
   ASSERT_TRUE(m.ok()) << m.status();
   f.machine = *std::move(m);
   ASSERT_TRUE(f.machine->Start().ok());

@@ -21,10 +21,14 @@
 //                      probe.vsock_port (1024) answering NotifyForked as
 //                      probe.agent=honest|refuse|silent|late|garbage says
 //                      (probe/agent.h); reports "PROBE ok agent mode=M cid=N"
+//   probe.scenario=net  initialise virtio-net, report "PROBE ok net mac=M",
+//                      send a hello frame, echo every 0x88b5 frame
+//                      (probe/net.h); 'n' on serial input sends a hello
 // Serial input bytes: 'd' dirties probe.dirty_kib KiB of guest memory,
 // 'p' reports the count now, anything else is folded into the state and
 // echoed as "PROBE input <hex> state=S" so forks fed different input diverge.
 #include "agent.h"
+#include "net.h"
 #include "runtime.h"
 #include "virtio.h"
 #include "vsock.h"
@@ -41,6 +45,7 @@ static uint64_t dirty_kib = 1024;
 static uint64_t dirty_round;
 static int rng_ready;
 static uint32_t vsock_connect_port;  // probe.vsock_connect, 0: none
+static int net_ready;
 
 static void rng_report(void) {
   uint8_t bytes[64];
@@ -102,6 +107,8 @@ static void on_input(uint8_t c) {
     dirty_memory();
   } else if (c == 'p') {
     report_count();
+  } else if (c == 'n' && net_ready) {
+    net_send_hello();
   } else if (c == 'r' && rng_ready) {
     rng_report();
   } else if (c == 'c' && vsock_connect_port != 0) {
@@ -199,6 +206,10 @@ extern "C" [[noreturn]] void probe_payload_main(const void* boot_params) {
       } else {
         report_fail("agent", why);
       }
+    } else if (str_eq(value, "net")) {
+      const char* why = "";
+      net_ready = net_init(&why);
+      if (!net_ready) report_fail("net", why);
     } else {
       report_fail("scenario", "unknown probe.scenario");
     }
@@ -210,6 +221,7 @@ extern "C" [[noreturn]] void probe_payload_main(const void* boot_params) {
     uint8_t c;
     while (serial_try_getc(&c)) on_input(c);
     vsock_poll();
+    net_poll();
     if (++polls % report_every == 0) report_count();
   }
 }

@@ -44,6 +44,7 @@ inline constexpr uint64_t kVirtioMmioDeviceSize = 0x1000;
 inline constexpr uint32_t kVirtioIrqBase = 5;  // above COM1 (4); GSIs < 16 reach PIC and IOAPIC
 inline constexpr uint32_t kVirtioRngSlot = 0;
 inline constexpr uint32_t kVirtioVsockSlot = 1;
+inline constexpr uint32_t kVirtioNetSlot = 2;
 constexpr uint64_t VirtioMmioAddr(uint32_t slot) {
   return kVirtioMmioBase + slot * kVirtioMmioDeviceSize;
 }

@@ -55,6 +55,10 @@ class VirtioDevice {
     return bytes.empty() ? absl::OkStatus()
                          : absl::DataLossError("device-specific state for a stateless device");
   }
+  // True once after RestoreSpecific changed what config space reports (a
+  // fork given a new MAC): the transport bumps ConfigGeneration and raises
+  // a configuration-change interrupt.
+  virtual bool ConsumeConfigChange() { return false; }
 };
 
 }  // namespace forkd::vmm::virtio

@@ -323,8 +323,18 @@ absl::Status MmioTransport::RestoreDevice(const DeviceState& d) {
   FORKD_ASSIGN_OR_RETURN(std::vector<uint8_t> specific, r.Blob(kMaxSpecificBytes, "specific"));
   FORKD_RETURN_IF_ERROR(r.Finish());
   FORKD_RETURN_IF_ERROR(restore(s));
-  std::lock_guard lock(mu_);
-  return device_->RestoreSpecific(specific);
+  bool raise = false;
+  {
+    std::lock_guard lock(mu_);
+    FORKD_RETURN_IF_ERROR(device_->RestoreSpecific(specific));
+    if (device_->ConsumeConfigChange()) {
+      ++s_.config_generation;
+      s_.interrupt_status |= kInterruptConfigChange;
+      raise = true;
+    }
+  }
+  if (raise && irq_) irq_();
+  return absl::OkStatus();
 }
 
 }  // namespace forkd::vmm::virtio
