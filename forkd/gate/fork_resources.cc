@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "common/errno_status.h"
@@ -48,8 +49,18 @@ absl::Status RemoveNetwork(const ForkResources& fork, const std::string& who) {
   auto nft = netfilter::Nftables::Open(fork.netns.get(), fork.nft_shards);
   if (!nft.ok()) {
     Keep(first, Annotate(nft.status(), who));
-  } else if (absl::Status s = nft->RemoveTap(fork.tap);
-             !s.ok() && s.code() != absl::StatusCode::kNotFound) {
+  } else if (absl::Status s = nft->RemoveTap(fork.tap); s.code() == absl::StatusCode::kNotFound) {
+    // Not in the table nft_shards selects: gone, unless a skeleton with
+    // another shard count put it elsewhere, where this reap cannot see it.
+    auto taps = nft->ListTaps();
+    if (!taps.ok()) {
+      Keep(first, Annotate(taps.status(), who));
+    } else if (std::find(taps->begin(), taps->end(), fork.tap) != taps->end()) {
+      Keep(first, absl::FailedPreconditionError(
+                      who + ": tap " + fork.tap + " is installed in another filter table than " +
+                      std::to_string(fork.nft_shards) + " shard(s) select"));
+    }
+  } else if (!s.ok()) {
     Keep(first, Annotate(s, who));
   }
   auto rt = netfilter::RtNetlink::Open(fork.netns.get());
