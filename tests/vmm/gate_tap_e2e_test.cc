@@ -298,7 +298,9 @@ TEST_F(GateTapE2eTest, HonestForksAreAdmittedWithTheirTapsAndChains) {
   absl::Status rb = gate::Reap(b.resources);
   EXPECT_TRUE(rb.ok()) << rb;
   ExpectNothingLeft(b);
-  EXPECT_TRUE(a.vmm->serial().Lines("PROBE fail").empty()) << a.vmm->serial().text();
+  for (Fork* f : {&a, &b}) {
+    EXPECT_TRUE(f->vmm->serial().Lines("PROBE fail").empty()) << f->vmm->serial().text();
+  }
 }
 
 TEST_F(GateTapE2eTest, RefusingAgentIsReapedWithItsNetwork) {
