@@ -346,6 +346,31 @@ TEST(Vsock, GuestHalfCloseHostReadsEofThenStillSends) {
   ExpectNoFail(*vm->out);
 }
 
+// The host closes its socket and the guest never finishes the close ('m'):
+// the muxer reads EOF (SHUTDOWN(SEND)), sees the socket gone both ways
+// (POLLHUP: SHUTDOWN(RCV) too), and after the close timeout resets the
+// connection and forgets it. The guest then takes new connections.
+TEST(Vsock, HostCloseTheGuestIgnoresEndsInRstAfterTheCloseTimeout) {
+  TempDir dir;
+  VirtioConfig cfg = Vsock(dir);
+  auto vm = BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock cid=3").has_value()) << vm->out->text();
+  auto s = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(Echo(*s, "hello").echoed, "hello");
+  vm->in.Send("m");
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-ignore-close").has_value()) << vm->out->text();
+  s.reset();
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-reset-while-ignoring-close shutdown=3").has_value())
+      << vm->out->text();
+  auto again = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
+  ASSERT_TRUE(again.has_value()) << vm->out->text();
+  EXPECT_EQ(Echo(*again, "next").echoed, "next");
+  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
+  ExpectNoFail(*vm->out);
+}
+
 TEST(Vsock, RestoredForkResetsOldConnectionsAndMakesNewOnesBothWays) {
   TempDir dir;
   const fs::path snap = dir.path() / "snap";

@@ -18,7 +18,8 @@
 //                      connects to host port P at boot and on each 'c' on
 //                      serial input, and echoes on that connection; 'h'
 //                      on serial input half-closes the current connection
-//                      once its bytes are echoed (vsock_half_close)
+//                      once its bytes are echoed (vsock_half_close), 'm'
+//                      makes it never answer the host's SHUTDOWN
 //   probe.scenario=agent  a stand-in guest agent on vsock port
 //                      probe.vsock_port (1024) answering NotifyForked as
 //                      probe.agent=honest|refuse|silent|late|garbage says
@@ -118,6 +119,8 @@ static void on_input(uint8_t c) {
     vsock_connect(vsock_connect_port);
   } else if (c == 'h' && vsock_echo_ready) {
     vsock_half_close();
+  } else if (c == 'm' && vsock_echo_ready) {
+    vsock_ignore_close();
   } else if (c != '\n' && c != '\r') {
     state = (state ^ c) * 1099511628211ULL;
     serial_print("PROBE input ");

@@ -80,6 +80,8 @@ static int in_write;  // vsock_write is waiting for credit
 static int half_close_pending;
 static int half_closed;
 static uint32_t after_half_close;  // bytes received since
+// vsock_ignore_close: the host's SHUTDOWN is never answered.
+static int ignore_close;
 
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 static uint32_t rd(uint64_t off) { return mmio_read32(VIRTIO_VSOCK_MMIO_BASE + off); }
@@ -195,6 +197,7 @@ static void new_connection(uint32_t local, uint32_t peer) {
   half_close_pending = 0;
   half_closed = 0;
   after_half_close = 0;
+  ignore_close = 0;
 }
 
 static uint32_t tx_credit(void) {
@@ -281,6 +284,11 @@ static void handle(const struct vsock_hdr* h, const uint8_t* payload, uint32_t p
       }
       break;
     case OP_RST:
+      if (connected && ignore_close) {
+        serial_print("PROBE ok vsock-reset-while-ignoring-close shutdown=");
+        serial_print_dec(peer_shutdown);
+        serial_putc('\n');
+      }
       if (connecting) {
         serial_print("PROBE ok vsock-refused port=");
         serial_print_dec(peer_port);
@@ -335,7 +343,7 @@ static int pump(void) {
     serial_putc('\n');
     progress = 1;
   }
-  if ((peer_shutdown & SHUT_SEND) && ring_len == 0) {
+  if ((peer_shutdown & SHUT_SEND) && ring_len == 0 && !ignore_close) {
     // The host sends no more and everything is echoed: done both ways
     // (the host answers RST).
     send(OP_SHUTDOWN, SHUT_RCV | SHUT_SEND, 0, 0);
@@ -391,6 +399,12 @@ void vsock_connect(uint32_t host_port) {
   new_connection(next_ephemeral++, host_port);
   connecting = 1;
   send(OP_REQUEST, 0, 0, 0);
+}
+
+void vsock_ignore_close(void) {
+  if (!connected) return;
+  ignore_close = 1;
+  report_ok("vsock-ignore-close");
 }
 
 void vsock_half_close(void) {

@@ -50,6 +50,10 @@ int vsock_write(const uint8_t* data, uint32_t len);
 // sends afterwards are counted, and the host's own SHUTDOWN(SEND) reports
 // them ("PROBE ok vsock-peer-eof after-half-close=N").
 void vsock_half_close(void);
+// A guest that never finishes a close: the host's SHUTDOWNs on the current
+// connection go unanswered ("PROBE ok vsock-ignore-close"); the host's RST then prints
+// "PROBE ok vsock-reset-while-ignoring-close shutdown=F" (F: the flags heard).
+void vsock_ignore_close(void);
 // 1: handle TRANSPORT_RESET without printing "PROBE ok vsock-reset": each
 // serial byte is an exit (~60 us or more on PVM), and a restored fork's
 // first connection waits behind that line. vsock_resets() counts them.
