@@ -19,7 +19,8 @@
 //                      serial input, and echoes on that connection; 'h'
 //                      on serial input half-closes the current connection
 //                      once its bytes are echoed (vsock_half_close), 'm'
-//                      makes it never answer the host's SHUTDOWN
+//                      makes it never answer the host's SHUTDOWN, 'w'
+//                      writes 1 MiB through vsock_write (credit-bound)
 //   probe.scenario=agent  a stand-in guest agent on vsock port
 //                      probe.vsock_port (1024) answering NotifyForked as
 //                      probe.agent=honest|refuse|silent|late|garbage says
@@ -121,6 +122,8 @@ static void on_input(uint8_t c) {
     vsock_half_close();
   } else if (c == 'm' && vsock_echo_ready) {
     vsock_ignore_close();
+  } else if (c == 'w' && vsock_echo_ready) {
+    vsock_write_pattern(1u << 20);
   } else if (c != '\n' && c != '\r') {
     state = (state ^ c) * 1099511628211ULL;
     serial_print("PROBE input ");

@@ -446,6 +446,23 @@ int vsock_write(const uint8_t* data, uint32_t len) {
   return 1;
 }
 
+void vsock_write_pattern(uint32_t len) {
+  static uint8_t chunk[TX_BUF];
+  uint32_t done = 0;
+  while (done < len) {
+    const uint32_t n = len - done > TX_BUF ? TX_BUF : len - done;
+    for (uint32_t i = 0; i < n; i++) chunk[i] = static_cast<uint8_t>((done + i) % 251);
+    if (!vsock_write(chunk, n)) {
+      report_fail("vsock-write-pattern", "connection gone or no credit");
+      return;
+    }
+    done += n;
+  }
+  serial_print("PROBE ok vsock-wrote bytes=");
+  serial_print_dec(len);
+  serial_putc('\n');
+}
+
 // Handles the rx used ring once; returns 1 when it held packets.
 static int poll_rx(void) {
   volatile struct vring_used* u = &rxq.used;

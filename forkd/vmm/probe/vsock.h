@@ -54,6 +54,9 @@ void vsock_half_close(void);
 // connection go unanswered ("PROBE ok vsock-ignore-close"); the host's RST then prints
 // "PROBE ok vsock-reset-while-ignoring-close shutdown=F" (F: the flags heard).
 void vsock_ignore_close(void);
+// Writes `len` bytes of (offset % 251) through vsock_write, then prints
+// "PROBE ok vsock-wrote bytes=N" (or "PROBE fail vsock-write-pattern").
+void vsock_write_pattern(uint32_t len);
 // 1: handle TRANSPORT_RESET without printing "PROBE ok vsock-reset": each
 // serial byte is an exit (~60 us or more on PVM), and a restored fork's
 // first connection waits behind that line. vsock_resets() counts them.
