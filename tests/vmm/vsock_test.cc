@@ -3,7 +3,8 @@
 // multi-megabyte echoes both ways for host- and guest-initiated connections
 // (Firecracker's `<uds>_<port>` convention), a slow host reader that makes
 // the device buffer and stall the guest, a guest connection nobody listens
-// for (RST), a half-closed connection, and a restored fork whose old
+// for (RST), half-closed connections (host side, and the guest's: the host
+// reads EOF and still sends), and a restored fork whose old
 // connections are reset while new ones of both kinds work.
 #include <poll.h>
 #include <sys/socket.h>
@@ -297,6 +298,103 @@ TEST(Vsock, HostHalfCloseGuestStillSendsItsRemainingBytes) {
   auto again = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
   ASSERT_TRUE(again.has_value()) << vm->out->text();
   EXPECT_EQ(Echo(*again, "next").echoed, "next");
+  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
+  ExpectNoFail(*vm->out);
+}
+
+// The guest half-closes ('h': SHUTDOWN(SEND) after echoing what it has):
+// the host reads every echoed byte, then EOF, and can still send (the guest
+// counts what arrives and reports the count at the host's EOF); the host's
+// close then ends the connection and the guest takes new ones.
+TEST(Vsock, GuestHalfCloseHostReadsEofThenStillSends) {
+  TempDir dir;
+  VirtioConfig cfg = Vsock(dir);
+  auto vm = BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock cid=3").has_value()) << vm->out->text();
+  auto s = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
+  ASSERT_TRUE(s.has_value());
+  const std::string data = PseudoRandom(200 * 1024, 6);
+  EchoStats st = Echo(*s, data);
+  ASSERT_EQ(st.echoed.size(), data.size()) << vm->out->text();
+  EXPECT_TRUE(st.echoed == data);
+  vm->in.Send("h");
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-half-closed echoed=" + std::to_string(data.size()))
+                  .has_value())
+      << vm->out->text();
+  char c;
+  errno = 0;
+  EXPECT_EQ(s->ReadSome(&c, 1), 0) << "no EOF after the guest's SHUTDOWN(SEND): errno " << errno;
+  // Still open towards the guest: more than its 64 KiB buf_alloc, so its
+  // credit updates must keep flowing after its half-close.
+  const std::string more = PseudoRandom(300 * 1024, 7);
+  ASSERT_TRUE(s->WriteAll(more));
+  ASSERT_EQ(::shutdown(s->fd(), SHUT_WR), 0);
+  ASSERT_TRUE(
+      vm->out->WaitFor("PROBE ok vsock-peer-eof after-half-close=" + std::to_string(more.size()))
+          .has_value())
+      << vm->out->text();
+  // Both directions done: the connection is gone (EOF again, not a reset).
+  errno = 0;
+  EXPECT_EQ(s->ReadSome(&c, 1), 0) << "errno " << errno;
+  s.reset();
+  // The guest and the device carry on.
+  auto again = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
+  ASSERT_TRUE(again.has_value()) << vm->out->text();
+  EXPECT_EQ(Echo(*again, "next").echoed, "next");
+  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
+  ExpectNoFail(*vm->out);
+}
+
+// The host closes its socket and the guest never finishes the close ('m'):
+// the muxer reads EOF (SHUTDOWN(SEND)), sees the socket gone both ways
+// (POLLHUP: SHUTDOWN(RCV) too), and after the close timeout resets the
+// connection and forgets it. The guest then takes new connections.
+TEST(Vsock, HostCloseTheGuestIgnoresEndsInRstAfterTheCloseTimeout) {
+  TempDir dir;
+  VirtioConfig cfg = Vsock(dir);
+  auto vm = BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock cid=3").has_value()) << vm->out->text();
+  auto s = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(Echo(*s, "hello").echoed, "hello");
+  vm->in.Send("m");
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-ignore-close").has_value()) << vm->out->text();
+  s.reset();
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-reset-while-ignoring-close shutdown=3").has_value())
+      << vm->out->text();
+  auto again = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
+  ASSERT_TRUE(again.has_value()) << vm->out->text();
+  EXPECT_EQ(Echo(*again, "next").echoed, "next");
+  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
+  ExpectNoFail(*vm->out);
+}
+
+// vsock_write (the agent's replies) honours the host's credit: 1 MiB, far
+// more than the device buffers (256 KiB) plus the host socket holds, written
+// while the host reader stands still, arrives whole; a guest ignoring the
+// credit would be reset by the device.
+TEST(Vsock, GuestWritesWaitForTheHostsCredit) {
+  TempDir dir;
+  VirtioConfig cfg = Vsock(dir);
+  auto vm = BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock cid=3").has_value()) << vm->out->text();
+  auto s = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(Echo(*s, "hello").echoed, "hello");
+  vm->in.Send("w");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // pacing, not an assertion
+  std::string got;
+  s->ReadInto(&got, 1 << 20);
+  ASSERT_EQ(got.size(), size_t{1} << 20) << vm->out->text();
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(static_cast<uint8_t>(got[i]), i % 251) << "at byte " << i;
+  }
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-wrote bytes=1048576").has_value())
+      << vm->out->text();
+  EXPECT_EQ(Echo(*s, "after").echoed, "after");
   EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
   ExpectNoFail(*vm->out);
 }

@@ -16,7 +16,11 @@
 //                      connections to port probe.vsock_port (5000) send
 //                      (probe/vsock.h); with probe.vsock_connect=P it also
 //                      connects to host port P at boot and on each 'c' on
-//                      serial input, and echoes on that connection
+//                      serial input, and echoes on that connection; 'h'
+//                      on serial input half-closes the current connection
+//                      once its bytes are echoed (vsock_half_close), 'm'
+//                      makes it never answer the host's SHUTDOWN, 'w'
+//                      writes 1 MiB through vsock_write (credit-bound)
 //   probe.scenario=agent  a stand-in guest agent on vsock port
 //                      probe.vsock_port (1024) answering NotifyForked as
 //                      probe.agent=honest|refuse|silent|late|garbage says
@@ -45,6 +49,7 @@ static uint64_t dirty_kib = 1024;
 static uint64_t dirty_round;
 static int rng_ready;
 static uint32_t vsock_connect_port;  // probe.vsock_connect, 0: none
+static int vsock_echo_ready;         // probe.scenario=vsock
 static int net_ready;
 
 static void rng_report(void) {
@@ -113,6 +118,12 @@ static void on_input(uint8_t c) {
     rng_report();
   } else if (c == 'c' && vsock_connect_port != 0) {
     vsock_connect(vsock_connect_port);
+  } else if (c == 'h' && vsock_echo_ready) {
+    vsock_half_close();
+  } else if (c == 'm' && vsock_echo_ready) {
+    vsock_ignore_close();
+  } else if (c == 'w' && vsock_echo_ready) {
+    vsock_write_pattern(1u << 20);
   } else if (c != '\n' && c != '\r') {
     state = (state ^ c) * 1099511628211ULL;
     serial_print("PROBE input ");
@@ -176,6 +187,7 @@ extern "C" [[noreturn]] void probe_payload_main(const void* boot_params) {
       const char* why = "";
       uint64_t cid = 0;
       if (vsock_init(vport, &cid, &why)) {
+        vsock_echo_ready = 1;
         serial_print("PROBE ok vsock cid=");
         serial_print_dec(cid);
         serial_putc('\n');

@@ -21,6 +21,10 @@ extern "C" {
 #define EPHEMERAL_BASE 49152
 // Rounds of rx/echo per vsock_poll, so serial input stays responsive.
 #define POLL_ROUNDS 64
+// How long vsock_write waits for the host's credit, in TSC cycles: over
+// 2 s on any TSC of up to 3 GHz. The host's buffer (256 KiB) dwarfs the
+// agent's replies, so this only ends a write to a host that stopped reading.
+#define CREDIT_WAIT_TSC 6000000000ULL
 
 struct vq {
   struct vring_desc desc[QSZ] __attribute__((aligned(16)));
@@ -66,8 +70,18 @@ static uint32_t tx_cnt;
 static uint32_t fwd_cnt;       // bytes consumed (echoed or handed to on_data)
 static uint32_t fwd_cnt_sent;  // fwd_cnt the host last heard
 // Received bytes not echoed yet: ring[(head + i) % size] for i < ring_len.
+// With handlers, the ring holds bytes that arrived while vsock_write
+// waited for credit, for pump() to hand over afterwards.
 static uint8_t ring[VSOCK_BUF_ALLOC];
 static uint32_t ring_head, ring_len;
+static int in_write;  // vsock_write is waiting for credit
+// Half-close (vsock_half_close): SHUTDOWN(SEND) once the ring is echoed;
+// afterwards received bytes are only counted.
+static int half_close_pending;
+static int half_closed;
+static uint32_t after_half_close;  // bytes received since
+// vsock_ignore_close: the host's SHUTDOWN is never answered.
+static int ignore_close;
 
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 static uint32_t rd(uint64_t off) { return mmio_read32(VIRTIO_VSOCK_MMIO_BASE + off); }
@@ -180,6 +194,10 @@ static void new_connection(uint32_t local, uint32_t peer) {
   fwd_cnt_sent = 0;
   ring_head = 0;
   ring_len = 0;
+  half_close_pending = 0;
+  half_closed = 0;
+  after_half_close = 0;
+  ignore_close = 0;
 }
 
 static uint32_t tx_credit(void) {
@@ -193,9 +211,14 @@ static void send_rw(const uint8_t* data, uint32_t len) {
 }
 
 static void on_rw(const uint8_t* payload, uint32_t len) {
-  if (data_handler) {
+  if (data_handler && !in_write && ring_len == 0) {
     fwd_cnt += len;  // consumed at once
     data_handler(payload, len);
+    return;
+  }
+  if (half_closed) {  // nothing goes back: counted and consumed
+    after_half_close += len;
+    fwd_cnt += len;
     return;
   }
   if (len > VSOCK_BUF_ALLOC - ring_len) {
@@ -254,8 +277,18 @@ static void handle(const struct vsock_hdr* h, const uint8_t* payload, uint32_t p
       break;
     case OP_SHUTDOWN:
       peer_shutdown |= h->flags & (SHUT_RCV | SHUT_SEND);
+      if (half_closed && (peer_shutdown & SHUT_SEND)) {
+        serial_print("PROBE ok vsock-peer-eof after-half-close=");
+        serial_print_dec(after_half_close);
+        serial_putc('\n');
+      }
       break;
     case OP_RST:
+      if (connected && ignore_close) {
+        serial_print("PROBE ok vsock-reset-while-ignoring-close shutdown=");
+        serial_print_dec(peer_shutdown);
+        serial_putc('\n');
+      }
       if (connecting) {
         serial_print("PROBE ok vsock-refused port=");
         serial_print_dec(peer_port);
@@ -275,7 +308,19 @@ static void handle(const struct vsock_hdr* h, const uint8_t* payload, uint32_t p
 static int pump(void) {
   if (!connected) return 0;
   int progress = 0;
-  while (ring_len > 0 && !(peer_shutdown & SHUT_RCV)) {
+  while (data_handler && !in_write && ring_len > 0 && connected) {
+    // Bytes that waited out a vsock_write, in order (contiguous pieces).
+    uint32_t n = ring_len;
+    if (n > VSOCK_BUF_ALLOC - ring_head) n = VSOCK_BUF_ALLOC - ring_head;
+    const uint32_t at = ring_head;
+    ring_head = (ring_head + n) % VSOCK_BUF_ALLOC;
+    ring_len -= n;
+    fwd_cnt += n;
+    data_handler(ring + at, n);
+    progress = 1;
+  }
+  if (!connected) return progress;
+  while (!data_handler && ring_len > 0 && !(peer_shutdown & SHUT_RCV)) {
     uint32_t n = tx_credit();
     if (n == 0) break;
     if (n > ring_len) n = ring_len;
@@ -289,7 +334,16 @@ static int pump(void) {
     progress = 1;
   }
   if (peer_shutdown & SHUT_RCV) ring_len = 0;  // the host takes no more
-  if ((peer_shutdown & SHUT_SEND) && ring_len == 0) {
+  if (half_close_pending && ring_len == 0) {
+    half_close_pending = 0;
+    half_closed = 1;
+    send(OP_SHUTDOWN, SHUT_SEND, 0, 0);
+    serial_print("PROBE ok vsock-half-closed echoed=");
+    serial_print_dec(tx_cnt);
+    serial_putc('\n');
+    progress = 1;
+  }
+  if ((peer_shutdown & SHUT_SEND) && ring_len == 0 && !ignore_close) {
     // The host sends no more and everything is echoed: done both ways
     // (the host answers RST).
     send(OP_SHUTDOWN, SHUT_RCV | SHUT_SEND, 0, 0);
@@ -347,15 +401,66 @@ void vsock_connect(uint32_t host_port) {
   send(OP_REQUEST, 0, 0, 0);
 }
 
+void vsock_ignore_close(void) {
+  if (!connected) return;
+  ignore_close = 1;
+  report_ok("vsock-ignore-close");
+}
+
+void vsock_half_close(void) {
+  if (connected && !half_closed) half_close_pending = 1;
+}
+
+static int poll_rx(void);
+
+// Waits until the host has credit for at least one byte: asks once
+// (CREDIT_REQUEST), then watches rx (bytes arriving meanwhile wait in the
+// ring). 0 when the connection went away or the host never gave credit.
+static int wait_credit(void) {
+  send(OP_CREDIT_REQUEST, 0, 0, 0);
+  const uint64_t start = rdtsc();
+  in_write = 1;
+  while (connected && tx_credit() == 0 && rdtsc() - start < CREDIT_WAIT_TSC) poll_rx();
+  in_write = 0;
+  if (connected && tx_credit() == 0) {
+    report_fail("vsock-write", "no credit from the host");
+    return 0;
+  }
+  return connected;
+}
+
 int vsock_write(const uint8_t* data, uint32_t len) {
-  if (!connected) return 0;
-  do {
-    const uint32_t chunk = len > TX_BUF ? TX_BUF : len;
+  if (!connected || half_closed || (peer_shutdown & SHUT_RCV)) return 0;
+  while (len > 0) {
+    uint32_t chunk = tx_credit();
+    if (chunk == 0) {
+      if (!wait_credit()) return 0;
+      continue;
+    }
+    if (chunk > len) chunk = len;
+    if (chunk > TX_BUF) chunk = TX_BUF;
     send_rw(data, chunk);
     data += chunk;
     len -= chunk;
-  } while (len > 0);
+  }
   return 1;
+}
+
+void vsock_write_pattern(uint32_t len) {
+  static uint8_t chunk[TX_BUF];
+  uint32_t done = 0;
+  while (done < len) {
+    const uint32_t n = len - done > TX_BUF ? TX_BUF : len - done;
+    for (uint32_t i = 0; i < n; i++) chunk[i] = static_cast<uint8_t>((done + i) % 251);
+    if (!vsock_write(chunk, n)) {
+      report_fail("vsock-write-pattern", "connection gone or no credit");
+      return;
+    }
+    done += n;
+  }
+  serial_print("PROBE ok vsock-wrote bytes=");
+  serial_print_dec(len);
+  serial_putc('\n');
 }
 
 // Handles the rx used ring once; returns 1 when it held packets.

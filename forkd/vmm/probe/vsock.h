@@ -6,8 +6,8 @@
 // counts echoed bytes, so a slow host reader stalls the host's sender. A
 // host that overruns that credit is reported ("PROBE fail vsock-credit").
 // Host SHUTDOWN(SEND): the remaining bytes are still echoed, then the probe
-// shuts down both ways. CPL3, MMIO only, no interrupts: vsock_poll()
-// (called from the payload's main loop) reads the used rings from memory
+// shuts down both ways. vsock_half_close shuts down its sending side only. CPL3, MMIO only, no
+// interrupts: vsock_poll() (called from the payload's main loop) reads the used rings from memory
 // and only exits to the VMM to notify.
 #pragma once
 
@@ -39,9 +39,24 @@ typedef void (*vsock_connect_fn)(void);
 typedef void (*vsock_data_fn)(const uint8_t* data, uint32_t len);
 void vsock_set_handlers(vsock_connect_fn on_connect, vsock_data_fn on_data);
 // Sends `len` bytes on the current connection, in chunks of at most one tx
-// buffer, without waiting for credit (for short replies: the host buffers
-// far more). Returns 0 when there is no connection.
+// buffer, within the host's credit: out of credit it asks (CREDIT_REQUEST)
+// and polls rx for the update, bytes arriving meanwhile kept for on_data
+// (handed over by vsock_poll, never re-entrantly). Returns 0 when there is
+// no connection, the host shut its receive side, or no credit came for
+// ~2 s ("PROBE fail vsock-write").
 int vsock_write(const uint8_t* data, uint32_t len);
+// Echo mode: once every received byte is echoed, SHUTDOWN(SEND) on the
+// current connection ("PROBE ok vsock-half-closed echoed=N"); bytes the host
+// sends afterwards are counted, and the host's own SHUTDOWN(SEND) reports
+// them ("PROBE ok vsock-peer-eof after-half-close=N").
+void vsock_half_close(void);
+// A guest that never finishes a close: the host's SHUTDOWNs on the current
+// connection go unanswered ("PROBE ok vsock-ignore-close"); the host's RST then prints
+// "PROBE ok vsock-reset-while-ignoring-close shutdown=F" (F: the flags heard).
+void vsock_ignore_close(void);
+// Writes `len` bytes of (offset % 251) through vsock_write, then prints
+// "PROBE ok vsock-wrote bytes=N" (or "PROBE fail vsock-write-pattern").
+void vsock_write_pattern(uint32_t len);
 // 1: handle TRANSPORT_RESET without printing "PROBE ok vsock-reset": each
 // serial byte is an exit (~60 us or more on PVM), and a restored fork's
 // first connection waits behind that line. vsock_resets() counts them.

@@ -165,6 +165,12 @@ bool Vsock::MaybeFinishLocked(VsockConnKey key, Connection& c) {
   return true;
 }
 
+void Vsock::MaybeArmCloseLocked(Connection& c) {
+  const bool guest_full_shutdown = (c.peer_shutdown & (kVsockShutdownRcv | kVsockShutdownSend)) ==
+                                   (kVsockShutdownRcv | kVsockShutdownSend);
+  if (c.host_gone || guest_full_shutdown) c.close_deadline = clock_() + kCloseTimeout;
+}
+
 bool Vsock::Connect(VsockConnKey key) {
   std::lock_guard lock(mu_);
   if (!conns_.try_emplace(key).second) return false;
@@ -200,6 +206,7 @@ void Vsock::Send(VsockConnKey key, std::span<const uint8_t> bytes) {
   auto it = conns_.find(key);
   if (it == conns_.end() || bytes.empty()) return;
   it->second.tx_cnt += static_cast<uint32_t>(bytes.size());
+  if (it->second.close_deadline) MaybeArmCloseLocked(it->second);  // progress
   VsockHeader h = HeaderLocked(key, kVsockOpRw);
   h.len = static_cast<uint32_t>(bytes.size());
   to_guest_.push_back({h, {bytes.begin(), bytes.end()}});
@@ -224,6 +231,39 @@ void Vsock::Close(VsockConnKey key) {
   if (conns_.contains(key)) ResetConnLocked(key);
 }
 
+void Vsock::HostGone(VsockConnKey key) {
+  std::lock_guard lock(mu_);
+  auto it = conns_.find(key);
+  if (it == conns_.end() || it->second.host_gone) return;
+  Connection& c = it->second;
+  c.host_gone = true;
+  VsockHeader h = HeaderLocked(key, kVsockOpShutdown);
+  h.flags = kVsockShutdownRcv | (c.host_eof ? kVsockShutdownSend : 0);
+  to_guest_.push_back({h, {}});
+  MaybeArmCloseLocked(c);
+}
+
+std::vector<VsockConnKey> Vsock::ExpireCloses() {
+  std::lock_guard lock(mu_);
+  std::vector<VsockConnKey> expired;
+  const TimePoint now = clock_();
+  for (const auto& [key, c] : conns_) {
+    if (c.close_deadline && *c.close_deadline <= now) expired.push_back(key);
+  }
+  for (const VsockConnKey& key : expired) ResetConnLocked(key);
+  return expired;
+}
+
+std::optional<std::chrono::nanoseconds> Vsock::TimeToNextClose() const {
+  std::lock_guard lock(mu_);
+  std::optional<TimePoint> next;
+  for (const auto& [key, c] : conns_) {
+    if (c.close_deadline && (!next || *c.close_deadline < *next)) next = c.close_deadline;
+  }
+  if (!next) return std::nullopt;
+  return std::max(std::chrono::nanoseconds(0), *next - clock_());
+}
+
 bool Vsock::HasToHost(VsockConnKey key) const {
   std::lock_guard lock(mu_);
   auto it = conns_.find(key);
@@ -242,6 +282,7 @@ Vsock::DrainResult Vsock::DrainToHost(
     return r;
   }
   Connection& c = it->second;
+  const size_t buffered_before = c.buffered();
   while (c.buffered() != 0) {
     const ssize_t n = write({c.to_host.data() + c.to_host_head, c.buffered()});
     if (n < 0) {
@@ -253,6 +294,7 @@ Vsock::DrainResult Vsock::DrainToHost(
     c.to_host_head += static_cast<size_t>(n);
     c.fwd_cnt += static_cast<uint32_t>(n);
   }
+  if (c.close_deadline && c.buffered() != buffered_before) MaybeArmCloseLocked(c);  // progress
   if (c.buffered() == 0) {
     c.to_host.clear();
     c.to_host_head = 0;
@@ -364,7 +406,11 @@ void Vsock::HandlePacketLocked(const VsockHeader& h, std::span<const uint8_t> pa
       // No flags is read as both (the guest is going away).
       const uint32_t flags = h.flags & (kVsockShutdownRcv | kVsockShutdownSend);
       c.peer_shutdown |= flags != 0 ? flags : kVsockShutdownRcv | kVsockShutdownSend;
-      if (MaybeFinishLocked(key, c)) out->closed.push_back(key);
+      if (MaybeFinishLocked(key, c)) {
+        out->closed.push_back(key);
+      } else if (!c.close_deadline) {
+        MaybeArmCloseLocked(c);
+      }
       break;
     }
     case kVsockOpRst:

@@ -23,6 +23,13 @@
 // the guest. When both directions are done (the guest shut SEND and either
 // shut RCV or the host reached EOF) and the buffer is drained, the device
 // sends RST and forgets the connection.
+// Close timeout: a close that waits on the guest is bounded. Once the host
+// socket is gone both ways (HostGone: the guest hears SHUTDOWN(RCV|SEND)) or
+// the guest shut down both ways while its bytes still wait for the host
+// socket, the connection has kCloseTimeout without progress (bytes moving
+// either way restart it) to finish; then ExpireCloses sends RST and forgets
+// it. An established connection whose guest merely stops reading is never
+// timed out: only a full shutdown from one side arms the timer.
 //
 // Locking: the transport calls ProcessQueue with its lock held; the device
 // then takes its own lock and calls Backend with neither... except the
@@ -33,12 +40,14 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <compare>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "forkd/vmm/devices/virtio/device.h"
@@ -110,8 +119,17 @@ class Vsock : public VirtioDevice {
   static constexpr size_t kMaxQueuedControl = 256;
   // Connections at once (each one holds a host socket).
   static constexpr size_t kMaxConnections = 1024;
+  // How long a closing connection may stand still (Firecracker's value).
+  static constexpr std::chrono::milliseconds kCloseTimeout{2000};
 
-  Vsock(uint64_t guest_cid, VsockBackend* backend) : guest_cid_(guest_cid), backend_(backend) {}
+  using TimePoint = std::chrono::steady_clock::time_point;
+  using Clock = std::function<TimePoint()>;
+  // `clock` (steady_clock by default) times the close timeout; tests pass
+  // their own.
+  Vsock(uint64_t guest_cid, VsockBackend* backend, Clock clock = {})
+      : guest_cid_(guest_cid),
+        backend_(backend),
+        clock_(clock ? std::move(clock) : Clock(&std::chrono::steady_clock::now)) {}
 
   uint32_t device_id() const override { return kDeviceId; }
   std::vector<uint16_t> queue_max_sizes() const override {
@@ -143,6 +161,17 @@ class Vsock : public VirtioDevice {
   bool HostEof(VsockConnKey key);
   // The host side failed or closed: RST and forget the connection.
   void Close(VsockConnKey key);
+  // The host socket is closed both ways (POLLHUP: the peer closed it):
+  // SHUTDOWN(RCV) to the guest, on top of the SHUTDOWN(SEND) its EOF sent,
+  // and the close timeout starts. Bytes the host wrote before closing still
+  // reach the guest as its credit allows.
+  void HostGone(VsockConnKey key);
+  // RST and forget every closing connection past its deadline; returns
+  // them (the backend is not called: the caller closes their sockets).
+  std::vector<VsockConnKey> ExpireCloses();
+  // Time until the next close deadline (zero when one is past), none when
+  // no connection is closing.
+  std::optional<std::chrono::nanoseconds> TimeToNextClose() const;
 
   // Whether guest bytes or a write shutdown wait for the host socket.
   bool HasToHost(VsockConnKey key) const;
@@ -163,11 +192,13 @@ class Vsock : public VirtioDevice {
     uint32_t peer_fwd_cnt = 0;
     uint32_t peer_shutdown = 0;  // kVsockShutdown* flags the guest sent
     bool host_eof = false;
+    bool host_gone = false;  // HostGone: SHUTDOWN(RCV) sent
     bool shut_write_done = false;
-    uint32_t tx_cnt = 0;        // bytes queued for the guest
-    uint32_t rx_cnt = 0;        // bytes received from the guest
-    uint32_t fwd_cnt = 0;       // guest bytes written to the host socket
-    uint32_t fwd_cnt_sent = 0;  // fwd_cnt the guest last heard
+    std::optional<TimePoint> close_deadline;  // closing: see kCloseTimeout
+    uint32_t tx_cnt = 0;                      // bytes queued for the guest
+    uint32_t rx_cnt = 0;                      // bytes received from the guest
+    uint32_t fwd_cnt = 0;                     // guest bytes written to the host socket
+    uint32_t fwd_cnt_sent = 0;                // fwd_cnt the guest last heard
     bool credit_update_queued = false;
     std::vector<uint8_t> to_host;  // guest bytes not yet written
     size_t to_host_head = 0;
@@ -189,6 +220,8 @@ class Vsock : public VirtioDevice {
   void MaybeCreditUpdateLocked(VsockConnKey key, Connection& c);
   // RST and forget once both directions are done and nothing is buffered.
   bool MaybeFinishLocked(VsockConnKey key, Connection& c);
+  // Arms the close timeout (again, from now) when `c` is closing.
+  void MaybeArmCloseLocked(Connection& c);
   absl::StatusOr<bool> DeliverEventLocked(Queue& event, const GuestMemory& mem);
   absl::StatusOr<bool> DeliverLocked(Queue& rx, const GuestMemory& mem);
   absl::Status HandleTxLocked(Queue& tx, const GuestMemory& mem, TxResult* out);
@@ -196,6 +229,7 @@ class Vsock : public VirtioDevice {
 
   uint64_t guest_cid_;  // set again by RestoreSpecific
   VsockBackend* const backend_;
+  const Clock clock_;
   mutable std::mutex mu_;
   std::map<VsockConnKey, Connection> conns_;
   std::deque<Packet> to_guest_;

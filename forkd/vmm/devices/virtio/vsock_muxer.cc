@@ -7,8 +7,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -213,6 +215,17 @@ bool VsockMuxer::ForwardToHost(VsockConnKey key, Conn& c) {
   return !r.closed;
 }
 
+int VsockMuxer::ExpireCloses() {
+  const std::vector<VsockConnKey> expired = device_->ExpireCloses();
+  for (const VsockConnKey& key : expired) conns_.erase(key);  // closes the host sockets
+  if (!expired.empty()) kick_rx_();                           // the RSTs
+  const auto next = device_->TimeToNextClose();
+  if (!next) return -1;
+  // Rounded up, so the wake-up is never early (a spin until the deadline).
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(*next).count();
+  return static_cast<int>(std::min<int64_t>(ms, 60'000));
+}
+
 void VsockMuxer::Run() {
   while (true) {
     {
@@ -220,6 +233,7 @@ void VsockMuxer::Run() {
       if (stop_) return;
     }
     HandleEvents();
+    const int timeout_ms = ExpireCloses();
     std::vector<pollfd> fds = {{wake_.get(), POLLIN, 0}, {listener_.get(), POLLIN, 0}};
     std::vector<int> pending;
     for (auto& [fd, p] : pending_) {
@@ -234,11 +248,13 @@ void VsockMuxer::Run() {
         if (!c.host_eof && device_->SendCredit(key) > 0) events |= POLLIN;
         if (device_->HasToHost(key)) events |= POLLOUT;
       }
-      if (events == 0) continue;  // waits for the guest: a wake re-polls
+      // Nothing to do but wait for the guest: still watched for the host
+      // closing its socket (POLLHUP needs no events), once.
+      if (events == 0 && (!c.ready || c.host_gone)) continue;
       fds.push_back({c.fd.get(), events, 0});
       keys.push_back(key);
     }
-    int n = ::poll(fds.data(), fds.size(), -1);
+    int n = ::poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno != EINTR) return;
     if (n <= 0) continue;
     if (fds[0].revents) {
@@ -277,6 +293,12 @@ void VsockMuxer::Run() {
         }
         if (alive && (p.events & POLLIN) && ((p.revents & POLLIN) || broken)) {
           alive = ForwardToGuest(keys[i], c);
+        } else if (alive && !(p.events & POLLIN) && (p.revents & (POLLHUP | POLLERR)) &&
+                   !c.host_gone) {
+          // Closed both ways while the guest has no credit or after EOF.
+          c.host_gone = true;
+          device_->HostGone(keys[i]);
+          kick_rx_();
         }
       }
       if (!alive) conns_.erase(it);

@@ -10,8 +10,10 @@
 // host bytes, POLLOUT while guest bytes wait in the device), and runs the
 // device's callbacks, which the vCPU thread only queues. Host EOF becomes
 // SHUTDOWN(SEND) to the guest; a guest SHUTDOWN(SEND) becomes
-// shutdown(SHUT_WR) once its bytes are written; the socket closes when the
-// device forgets the connection.
+// shutdown(SHUT_WR) once its bytes are written; a host socket closed both
+// ways (POLLHUP, watched while nothing else is polled) becomes HostGone, and
+// the poll timeout follows the device's close deadlines (ExpireCloses). The
+// socket closes when the device forgets the connection.
 #pragma once
 
 #include <cstdint>
@@ -58,6 +60,7 @@ class VsockMuxer : public VsockBackend {
     bool ok_pending = false;  // host-initiated, accepted: "OK" not written yet
     bool ready = false;       // bytes may flow
     bool host_eof = false;
+    bool host_gone = false;  // POLLHUP seen and reported
   };
   struct Pending {
     UniqueFd fd;
@@ -78,6 +81,9 @@ class VsockMuxer : public VsockBackend {
   bool ForwardToGuest(VsockConnKey key, Conn& c);
   bool ForwardToHost(VsockConnKey key, Conn& c);
   uint32_t NextLocalPort();
+  // Forgets connections the device timed out; returns the poll timeout
+  // (ms, -1: none) until the next close deadline.
+  int ExpireCloses();
 
   const std::string path_;
   UniqueFd listener_;

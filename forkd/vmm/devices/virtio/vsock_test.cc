@@ -1,11 +1,14 @@
 // virtio-vsock device protocol through the mmio transport with a test
 // "driver" writing rings in a real (anonymous) GuestMemory: connection
 // setup both ways, data both ways, credit (buffering, overrun, updates,
-// CREDIT_REQUEST), SHUTDOWN flags and the close sequence, RST for unknown
+// CREDIT_REQUEST), SHUTDOWN flags and the close sequence, the close
+// timeout (on a fake clock), RST for unknown
 // connections, spoofed CIDs, config space, and the TRANSPORT_RESET event
 // after a restore.
+#include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "forkd/vmm/devices/virtio/mmio_transport.h"
@@ -159,11 +162,12 @@ VsockHeader FromGuest(uint32_t src_port, uint32_t dst_port, uint16_t op) {
 struct Fixture {
   GuestMemory mem = *GuestMemory::Anonymous(kMemSize);
   Backend backend;
+  Vsock::TimePoint now{};  // the device's clock: tests move it by hand
   Vsock* dev;
   std::unique_ptr<MmioTransport> t;
   std::unique_ptr<Driver> d;
   Fixture() {
-    auto v = std::make_unique<Vsock>(kGuestCid, &backend);
+    auto v = std::make_unique<Vsock>(kGuestCid, &backend, [this] { return now; });
     dev = v.get();
     t = std::make_unique<MmioTransport>("virtio-vsock", mem, std::move(v), nullptr);
     d = std::make_unique<Driver>(*t, mem);
@@ -372,6 +376,144 @@ TEST(Vsock, FullShutdownIsAnsweredWithRst) {
   f.d->Send(FromGuest(5000, 1001, kVsockOpShutdown));
   EXPECT_EQ(f.backend.closed.back(), (VsockConnKey{1001, 5000}));
   EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+}
+
+// The host closed its socket both ways after EOF and the guest never
+// answers the SHUTDOWN(RCV|SEND): after kCloseTimeout the device gives up,
+// RST to the guest, and the connection is forgotten.
+TEST(Vsock, HostCloseTheGuestNeverAnswersTimesOut) {
+  Fixture f;
+  Establish(f);
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
+  EXPECT_FALSE(f.dev->HostEof(kHostConn));
+  // Half-closed by the host only: the guest may keep sending, no timeout.
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
+  f.now += std::chrono::hours(1);
+  EXPECT_TRUE(f.dev->ExpireCloses().empty());
+  f.dev->HostGone(kHostConn);
+  f.dev->HostGone(kHostConn);  // once
+  f.t->Kick(0);
+  auto rx = f.d->Received();
+  ASSERT_EQ(Ops(rx), (std::vector<uint16_t>{kVsockOpShutdown, kVsockOpShutdown}));
+  EXPECT_EQ(rx[0].first.flags, kVsockShutdownSend);
+  EXPECT_EQ(rx[1].first.flags, kVsockShutdownRcv | kVsockShutdownSend);
+  EXPECT_EQ(f.dev->TimeToNextClose(), Vsock::kCloseTimeout);
+  // Just before the deadline nothing happens; guest chatter that is no
+  // progress (credit updates, repeated SHUTDOWN(RCV)) does not push it out.
+  f.now += Vsock::kCloseTimeout - std::chrono::milliseconds(1);
+  f.d->Send(FromGuest(5000, 1000, kVsockOpCreditUpdate));
+  VsockHeader shut = FromGuest(5000, 1000, kVsockOpShutdown);
+  shut.flags = kVsockShutdownRcv;
+  f.d->Send(shut);
+  EXPECT_TRUE(f.dev->ExpireCloses().empty());
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::chrono::milliseconds(1));
+  f.now += std::chrono::milliseconds(1);
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::chrono::nanoseconds(0));
+  EXPECT_EQ(f.dev->ExpireCloses(), std::vector<VsockConnKey>{kHostConn});
+  f.t->Kick(0);
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
+  EXPECT_TRUE(f.dev->ExpireCloses().empty());
+  EXPECT_FALSE(f.dev->HasToHost(kHostConn));
+  // Late guest packets on it are answered with RST like any unknown one.
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "late");
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+}
+
+// A guest that answers in time finishes the close itself: no timeout left.
+TEST(Vsock, HostCloseTheGuestAnswersBeforeTheTimeout) {
+  Fixture f;
+  Establish(f);
+  EXPECT_FALSE(f.dev->HostEof(kHostConn));
+  f.dev->HostGone(kHostConn);
+  f.t->Kick(0);
+  f.d->Received();
+  f.now += Vsock::kCloseTimeout / 2;
+  VsockHeader shut = FromGuest(5000, 1000, kVsockOpShutdown);
+  shut.flags = kVsockShutdownRcv | kVsockShutdownSend;
+  f.d->Send(shut);
+  EXPECT_EQ(f.backend.closed, std::vector<VsockConnKey>{kHostConn});
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
+  f.now += Vsock::kCloseTimeout;
+  EXPECT_TRUE(f.dev->ExpireCloses().empty());
+}
+
+// The host closed with bytes the guest has no credit for yet: the guest
+// still gets them as it reads (each delivery restarts the timeout), and
+// only a guest that stops reading for kCloseTimeout is reset.
+TEST(Vsock, HostGoneWithUnreadBytesWaitsForAReadingGuest) {
+  Fixture f;
+  Establish(f);
+  f.dev->Send(kHostConn, {reinterpret_cast<const uint8_t*>(std::string(1000, 'a').data()), 1000});
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 0u);
+  f.dev->HostGone(kHostConn);  // not at EOF: SHUTDOWN(RCV) only
+  f.t->Kick(0);
+  auto rx = f.d->Received();
+  ASSERT_FALSE(rx.empty());
+  EXPECT_EQ(rx.back().first.op, kVsockOpShutdown);
+  EXPECT_EQ(rx.back().first.flags, kVsockShutdownRcv);
+  for (int round = 0; round < 3; ++round) {
+    f.now += Vsock::kCloseTimeout - std::chrono::milliseconds(1);
+    VsockHeader credit = FromGuest(5000, 1000, kVsockOpCreditUpdate);
+    credit.fwd_cnt = 1000u * static_cast<uint32_t>(round + 1);
+    f.d->Send(credit);
+    ASSERT_EQ(f.dev->SendCredit(kHostConn), 1000u);
+    f.dev->Send(kHostConn, {reinterpret_cast<const uint8_t*>(std::string(1000, 'b').data()), 1000});
+    EXPECT_TRUE(f.dev->ExpireCloses().empty()) << "round " << round;
+    EXPECT_EQ(f.dev->TimeToNextClose(), Vsock::kCloseTimeout);
+  }
+  f.now += Vsock::kCloseTimeout;
+  EXPECT_EQ(f.dev->ExpireCloses(), std::vector<VsockConnKey>{kHostConn});
+}
+
+// The guest shut down both ways while its bytes still wait for a host
+// socket that does not take them: reset after kCloseTimeout without
+// progress, each drained byte restarting it.
+TEST(Vsock, GuestFullShutdownWithUndrainedBytesTimesOut) {
+  Fixture f;
+  Establish(f);
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "0123456789");
+  VsockHeader shut = FromGuest(5000, 1000, kVsockOpShutdown);
+  shut.flags = kVsockShutdownRcv | kVsockShutdownSend;
+  f.d->Send(shut);
+  EXPECT_TRUE(f.backend.closed.empty());
+  EXPECT_EQ(f.dev->TimeToNextClose(), Vsock::kCloseTimeout);
+  // A repeated SHUTDOWN is no progress.
+  f.now += Vsock::kCloseTimeout / 2;
+  f.d->Send(shut);
+  EXPECT_EQ(f.dev->TimeToNextClose(), Vsock::kCloseTimeout / 2);
+  // The host socket takes 3 bytes: progress.
+  EXPECT_EQ(Drain(*f.dev, kHostConn, nullptr, 3), "012");
+  EXPECT_EQ(f.dev->TimeToNextClose(), Vsock::kCloseTimeout);
+  EXPECT_EQ(Drain(*f.dev, kHostConn, nullptr, 0), "");  // would block: not progress
+  f.now += Vsock::kCloseTimeout;
+  EXPECT_EQ(f.dev->ExpireCloses(), std::vector<VsockConnKey>{kHostConn});
+  f.t->Kick(0);
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_FALSE(f.dev->HasToHost(kHostConn));
+}
+
+// What is not a close is never timed out: a guest that stops reading
+// (credit exhausted), a guest half-close the host keeps open, a host EOF.
+TEST(Vsock, StalledOrHalfClosedConnectionsAreNotTimedOut) {
+  Fixture f;
+  const VsockConnKey half_closed{1001, 5000}, host_eof{1002, 5000};
+  Establish(f);
+  Establish(f, half_closed);
+  Establish(f, host_eof);
+  // Stalled: the guest reads nothing, the host has no credit left.
+  f.dev->Send(kHostConn, {reinterpret_cast<const uint8_t*>(std::string(1000, 'a').data()), 1000});
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 0u);
+  VsockHeader shut = FromGuest(5000, 1001, kVsockOpShutdown);
+  shut.flags = kVsockShutdownSend;
+  f.d->Send(shut);
+  EXPECT_FALSE(f.dev->HostEof(host_eof));
+  f.now += std::chrono::hours(24);
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
+  EXPECT_TRUE(f.dev->ExpireCloses().empty());
+  EXPECT_TRUE(f.backend.closed.empty());
+  EXPECT_EQ(f.dev->SendCredit(half_closed), 1000u);
 }
 
 TEST(Vsock, GuestInitiatedConnectionsAreKeyedByBothPorts) {
