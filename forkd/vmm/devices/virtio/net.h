@@ -4,8 +4,9 @@
 // exactly what a tap opened with IFF_VNET_HDR and TUNSETVNETHDRSZ 12 wants
 // in front of each frame (tap.h).
 //
-// TX runs on the vCPU thread during the notify: header + frame -> one
-// writev to the tap. The guest's header is never passed on (it could ask
+// TX runs when the guest notifies the tx queue (on the notifier thread, or
+// on the vCPU thread with --no-ioeventfd): header + frame -> one writev to
+// the tap. The guest's header is never passed on (it could ask
 // the host kernel for offloads nobody negotiated): the tap gets zeros.
 // RX runs when the rx queue is processed (the guest posted buffers, or
 // NetPump saw the tap readable): while the guest has a buffer, one frame is

@@ -13,7 +13,7 @@ class Rng : public VirtioDevice {
   static constexpr uint32_t kDeviceId = 4;
   static constexpr uint16_t kQueueSize = 256;
   // Per request; the driver accepts fewer bytes than it asked for, and this
-  // bounds the time one notify spends on the vCPU thread.
+  // bounds the time one notify spends processing the queue.
   static constexpr uint32_t kMaxBytesPerRequest = 64 * 1024;
 
   uint32_t device_id() const override { return kDeviceId; }

@@ -8,7 +8,7 @@
 // One thread owns every host socket: it polls the listener, the pending
 // handshakes and each connection (POLLIN while the guest has credit for
 // host bytes, POLLOUT while guest bytes wait in the device), and runs the
-// device's callbacks, which the vCPU thread only queues. Host EOF becomes
+// device's callbacks, which the queue-processing thread only queues. Host EOF becomes
 // SHUTDOWN(SEND) to the guest; a guest SHUTDOWN(SEND) becomes
 // shutdown(SHUT_WR) once its bytes are written; a host socket closed both
 // ways (POLLHUP, watched while nothing else is polled) becomes HostGone, and
