@@ -33,12 +33,12 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
   FORKD_ASSIGN_OR_RETURN(Vm vm, Vm::Create(*kvm));
   FORKD_RETURN_IF_ERROR(vm.SetMemory(mem));
   FORKD_RETURN_IF_ERROR(vm.CreateIrqchipAndPit());
-  std::unique_ptr<Machine> m(new Machine(kvm, std::move(vm), std::move(mem), serial));
+  std::unique_ptr<Machine> m(new Machine(std::move(kvm), std::move(vm), std::move(mem), serial));
   FORKD_ASSIGN_OR_RETURN(m->notifier_, virtio::QueueNotifier::Create());
   m->use_ioeventfd_ = virtio.ioeventfd;
   for (int i = 0; i < num_vcpus; ++i) {
-    FORKD_ASSIGN_OR_RETURN(auto vcpu, Vcpu::Create(*kvm, m->vm_, i));
-    FORKD_RETURN_IF_ERROR(vcpu->SetCpuid(*kvm, num_vcpus));
+    FORKD_ASSIGN_OR_RETURN(auto vcpu, Vcpu::Create(*m->kvm_, m->vm_, i));
+    FORKD_RETURN_IF_ERROR(vcpu->SetCpuid(*m->kvm_, num_vcpus));
     m->vcpus_.push_back(std::move(vcpu));
   }
 
