@@ -170,7 +170,7 @@ int Main(int rounds_per_kind) {
 int main(int argc, char** argv) {
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 30;
   if (rounds < 1) {
-    std::fprintf(stderr, "usage: fork_bench [rounds per kind >= 1]\n");
+    (void)std::fprintf(stderr, "usage: fork_bench [rounds per kind >= 1]\n");
     return 2;
   }
   return forkd::vmm::bench::Main(rounds);

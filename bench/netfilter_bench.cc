@@ -37,7 +37,7 @@ constexpr int kScaleRounds = 200;
 constexpr uint32_t kScaleShards = 64;  // ~16 taps per shard at 1000 taps
 
 void Die(const std::string& what, const absl::Status& s) {
-  std::fprintf(stderr, "netfilter_bench: %s: %s\n", what.c_str(), s.ToString().c_str());
+  (void)std::fprintf(stderr, "netfilter_bench: %s: %s\n", what.c_str(), s.ToString().c_str());
   std::exit(1);
 }
 
@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
     return argc == 2 && std::string(argv[1]) == "--help" ? 0 : 2;
   }
   if (geteuid() != 0) {
-    std::fprintf(stderr, "netfilter_bench: needs root (network namespaces, nftables)\n");
+    (void)std::fprintf(stderr, "netfilter_bench: needs root (network namespaces, nftables)\n");
     return 77;
   }
   // Everything below, including the nft child processes, runs in this
@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
     int rc = 0;
     nft_us.push_back(Time([&] { rc = RunNft(path); }));
     if (rc != 0) {
-      std::fprintf(stderr, "netfilter_bench: nft -f %s exited %d\n", path, rc);
+      (void)std::fprintf(stderr, "netfilter_bench: nft -f %s exited %d\n", path, rc);
       unlink(path);
       return 1;
     }
@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
   }
   auto taps = full.ListTaps();
   if (!taps.ok() || taps->size() != static_cast<size_t>(kScaleTaps)) {
-    std::fprintf(stderr, "netfilter_bench: expected %d taps installed\n", kScaleTaps);
+    (void)std::fprintf(stderr, "netfilter_bench: expected %d taps installed\n", kScaleTaps);
     return 1;
   }
 

@@ -26,7 +26,7 @@ constexpr int kRounds = 10;
 constexpr uint64_t kRequests = 2000;
 
 [[noreturn]] void Die(const std::string& what) {
-  std::fprintf(stderr, "notify_bench: %s\n", what.c_str());
+  (void)std::fprintf(stderr, "notify_bench: %s\n", what.c_str());
   std::exit(1);
 }
 

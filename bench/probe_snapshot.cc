@@ -9,13 +9,13 @@
 namespace forkd::vmm::bench {
 
 void Die(const std::string& what) {
-  std::fprintf(stderr, "%s: %s\n", program_invocation_short_name, what.c_str());
+  (void)std::fprintf(stderr, "%s: %s\n", program_invocation_short_name, what.c_str());
   std::exit(1);
 }
 
 std::filesystem::path MakeProbeSnapshot(const std::filesystem::path& dir,
                                         const std::string& cmdline, const std::string& ready_line) {
-  const std::filesystem::path snap = dir / "snap";
+  std::filesystem::path snap = dir / "snap";  // not const: returned by move
   const std::string src_sock = (dir / "src.sock").string();
   auto src =
       testing::VmmProcess::Spawn({"--kernel", testing::ProbeGuestPath(), "--cmdline", cmdline,

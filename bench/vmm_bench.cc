@@ -19,8 +19,10 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -49,7 +51,7 @@ constexpr int kDirtyKib = 1024;
 const std::string kCmdline = "probe.report=100000000 probe.dirty_kib=" + std::to_string(kDirtyKib);
 
 [[noreturn]] void Die(const std::string& what) {
-  std::fprintf(stderr, "vmm_bench: %s\n", what.c_str());
+  (void)std::fprintf(stderr, "vmm_bench: %s\n", what.c_str());
   std::exit(1);
 }
 
@@ -82,7 +84,7 @@ std::vector<double> g_restore_build_us;
 double RestoreOnce(std::shared_ptr<const Kvm> kvm, const fs::path& dir) {
   Pipe out;
   auto t0 = Clock::now();
-  auto m = RestoreSnapshot(kvm, dir, {out.w.get(), -1});
+  auto m = RestoreSnapshot(std::move(kvm), dir, {out.w.get(), -1});
   if (!m.ok()) Die("restore: " + m.status().ToString());
   g_restore_build_us.push_back(Us(Clock::now() - t0));
   const uint8_t poke = 'p';
@@ -99,7 +101,7 @@ double RestoreOnce(std::shared_ptr<const Kvm> kvm, const fs::path& dir) {
 // first serial byte. This is what a pre-provisioned fork costs on demand.
 double StandbyOnce(std::shared_ptr<const Kvm> kvm, const fs::path& dir) {
   Pipe out;
-  auto m = RestoreSnapshot(kvm, dir, {out.w.get(), -1});
+  auto m = RestoreSnapshot(std::move(kvm), dir, {out.w.get(), -1});
   if (!m.ok()) Die("restore: " + m.status().ToString());
   const uint8_t poke = 'p';
   (*m)->serial().EnqueueInput({&poke, 1});
@@ -119,7 +121,7 @@ double ColdBootOnce(std::shared_ptr<const Kvm> kvm) {
   cfg.mem_size = kMemBytes;
   cfg.serial = {out.w.get(), -1};
   auto t0 = Clock::now();
-  auto m = BuildForBoot(kvm, cfg);
+  auto m = BuildForBoot(std::move(kvm), cfg);
   if (!m.ok()) Die("boot: " + m.status().ToString());
   if (auto st = (*m)->Start(); !st.ok()) Die("start: " + st.ToString());
   WaitFirstByte(out.r.get());
@@ -135,7 +137,7 @@ void MakeSnapshot(std::shared_ptr<const Kvm> kvm, const fs::path& dir) {
   cfg.cmdline = kCmdline;
   cfg.mem_size = kMemBytes;
   cfg.serial = {out.write_fd(), -1};
-  auto m = BuildForBoot(kvm, cfg);
+  auto m = BuildForBoot(std::move(kvm), cfg);
   if (!m.ok()) Die("boot: " + m.status().ToString());
   if (auto st = (*m)->Start(); !st.ok()) Die("start: " + st.ToString());
   if (!out.WaitFor("PROBE ready")) Die("probe guest never became ready");
@@ -210,7 +212,7 @@ void Density(const fs::path& dir) {
 }
 
 int Main() {
-  signal(SIGPIPE, SIG_IGN);
+  if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) Die("signal(SIGPIPE): " + std::string(strerror(errno)));
   auto kvm_or = Kvm::Open();
   if (!kvm_or.ok()) Die(kvm_or.status().ToString());
   auto kvm = std::make_shared<const Kvm>(*std::move(kvm_or));
@@ -256,7 +258,8 @@ int Main() {
   }
   std::printf("RESULT vmm_restore restore_p50_us=%.0f coldboot_p50_us=%.0f ratio=%.2f\n", r50, b50,
               b50 / r50);
-  std::fflush(stdout);
+  // The latency results are out before Density spawns its 32 processes (and may Die).
+  if (std::fflush(stdout) != 0) Die("flush stdout: " + std::string(strerror(errno)));
 
   Density(dir);
   std::error_code ec;

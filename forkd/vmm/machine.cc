@@ -33,12 +33,12 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
   FORKD_ASSIGN_OR_RETURN(Vm vm, Vm::Create(*kvm));
   FORKD_RETURN_IF_ERROR(vm.SetMemory(mem));
   FORKD_RETURN_IF_ERROR(vm.CreateIrqchipAndPit());
-  std::unique_ptr<Machine> m(new Machine(kvm, std::move(vm), std::move(mem), serial));
+  std::unique_ptr<Machine> m(new Machine(std::move(kvm), std::move(vm), std::move(mem), serial));
   FORKD_ASSIGN_OR_RETURN(m->notifier_, virtio::QueueNotifier::Create());
   m->use_ioeventfd_ = virtio.ioeventfd;
   for (int i = 0; i < num_vcpus; ++i) {
-    FORKD_ASSIGN_OR_RETURN(auto vcpu, Vcpu::Create(*kvm, m->vm_, i));
-    FORKD_RETURN_IF_ERROR(vcpu->SetCpuid(*kvm, num_vcpus));
+    FORKD_ASSIGN_OR_RETURN(auto vcpu, Vcpu::Create(*m->kvm_, m->vm_, i));
+    FORKD_RETURN_IF_ERROR(vcpu->SetCpuid(*m->kvm_, num_vcpus));
     m->vcpus_.push_back(std::move(vcpu));
   }
 
@@ -58,7 +58,8 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
                                          m->i8042_, I8042::kName));
   if (virtio.rng) {
     FORKD_RETURN_IF_ERROR(
-        m->AddVirtio(virtio::Rng::kName, layout::kVirtioRngSlot, std::make_unique<virtio::Rng>()));
+        m->AddVirtio(virtio::Rng::kName, layout::kVirtioRngSlot, std::make_unique<virtio::Rng>())
+            .status());
   }
   if (virtio.vsock_cid != 0) {
     if (virtio.vsock_cid < 3 || virtio.vsock_cid > 0xffffffffULL) {
@@ -66,35 +67,34 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
           absl::StrCat("vsock guest CID ", virtio.vsock_cid, " is outside 3..2^32-1"));
     }
     FORKD_ASSIGN_OR_RETURN(m->vsock_muxer_, virtio::VsockMuxer::Listen(virtio.vsock_uds_path));
-    auto device = std::make_unique<virtio::Vsock>(virtio.vsock_cid, m->vsock_muxer_.get());
-    virtio::Vsock* dev = device.get();
-    FORKD_RETURN_IF_ERROR(
-        m->AddVirtio(virtio::Vsock::kName, layout::kVirtioVsockSlot, std::move(device)));
-    virtio::MmioTransport* transport = m->virtio_.back().get();
-    m->vsock_transport_ = transport;
+    FORKD_ASSIGN_OR_RETURN(
+        m->vsock_transport_,
+        m->AddVirtio(virtio::Vsock::kName, layout::kVirtioVsockSlot,
+                     std::make_unique<virtio::Vsock>(virtio.vsock_cid, m->vsock_muxer_.get())));
     // Through the notifier thread (rx queue's eventfd), so it honours pause.
     const int rx_fd = m->notify_fds_.back()[0];
-    m->vsock_muxer_->Start(dev, [rx_fd] { virtio::QueueNotifier::Signal(rx_fd); });
+    m->vsock_muxer_->Start(&m->vsock_transport_->device<virtio::Vsock>(),
+                           [rx_fd] { virtio::QueueNotifier::Signal(rx_fd); });
   }
   if (virtio.net) {
     FORKD_ASSIGN_OR_RETURN(UniqueFd tap,
                            virtio::OpenTap(virtio.net->tap_name, virtio.net->netns_path));
     FORKD_ASSIGN_OR_RETURN(virtio::MacAddress mac, virtio::RandomMacAddress());
-    auto device = std::make_unique<virtio::Net>(std::move(tap), mac, virtio.net->mac);
-    virtio::Net* dev = device.get();
-    FORKD_RETURN_IF_ERROR(
-        m->AddVirtio(virtio::Net::kName, layout::kVirtioNetSlot, std::move(device)));
-    virtio::MmioTransport* transport = m->virtio_.back().get();
-    m->net_transport_ = transport;
-    FORKD_ASSIGN_OR_RETURN(m->net_pump_, virtio::NetPump::Start(dev, [transport] {
+    FORKD_ASSIGN_OR_RETURN(
+        m->net_transport_,
+        m->AddVirtio(virtio::Net::kName, layout::kVirtioNetSlot,
+                     std::make_unique<virtio::Net>(std::move(tap), mac, virtio.net->mac)));
+    virtio::MmioTransport* transport = m->net_transport_;
+    FORKD_ASSIGN_OR_RETURN(m->net_pump_,
+                           virtio::NetPump::Start(&transport->device<virtio::Net>(), [transport] {
                              transport->Kick(virtio::Net::kRxQueue);
                            }));
   }
   return m;
 }
 
-absl::Status Machine::AddVirtio(const std::string& name, uint32_t slot,
-                                std::unique_ptr<virtio::VirtioDevice> device) {
+absl::StatusOr<virtio::MmioTransport*> Machine::AddVirtio(
+    const std::string& name, uint32_t slot, std::unique_ptr<virtio::VirtioDevice> device) {
   UniqueFd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!efd) return ErrnoStatus(errno, "eventfd for " + name);
   const uint32_t irq = layout::VirtioIrq(slot);
@@ -129,7 +129,7 @@ absl::Status Machine::AddVirtio(const std::string& name, uint32_t slot,
   notify_fds_.push_back(std::move(notify));
   virtio_.push_back(std::move(transport));
   virtio_slots_.push_back({addr, irq});
-  return absl::OkStatus();
+  return virtio_.back().get();
 }
 
 std::string Machine::VirtioCmdline() const {

@@ -130,8 +130,12 @@ class Machine {
   void VcpuThread(Vcpu* vcpu);
   void InputPumpThread();
   void EndVm(VmExit e);
-  absl::Status AddVirtio(const std::string& name, uint32_t slot,
-                         std::unique_ptr<virtio::VirtioDevice> device);
+  // Wires `device` up at `slot` (irqfd, MMIO window, queue notifiers).
+  // Returns its transport, which owns the device and lives as long as the
+  // machine: reach the device through it (MmioTransport::device), never
+  // through a pointer taken before the move, which dangles if this fails.
+  absl::StatusOr<virtio::MmioTransport*> AddVirtio(const std::string& name, uint32_t slot,
+                                                   std::unique_ptr<virtio::VirtioDevice> device);
 
   std::shared_ptr<const Kvm> kvm_;
   Vm vm_;

@@ -96,7 +96,6 @@ int main(int argc, char** argv) {
   for (auto r : forkd::testing::Registered()) {
     if (auto why = forkd::testing::Unmet(r)) {
       std::printf("SKIP: %s\n", why->c_str());
-      std::fflush(stdout);
       return 77;
     }
   }

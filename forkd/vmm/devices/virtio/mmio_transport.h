@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -91,6 +92,16 @@ class MmioTransport : public BusDevice {
                 std::function<void()> irq);
 
   const std::string& name() const { return name_; }
+
+  // The device, as the concrete type `D` it was created with (what
+  // Machine::AddVirtio's caller hands to a host-side backend thread). It
+  // lives as long as the transport. `D` must be the device's type: a
+  // mismatch is a programming error and aborts rather than mis-cast.
+  template <typename D>
+  D& device() {
+    if (device_->device_id() != D::kDeviceId) std::abort();
+    return static_cast<D&>(*device_);
+  }
 
   void Read(uint64_t offset, std::span<uint8_t> data) override;
   void Write(uint64_t offset, std::span<const uint8_t> data) override;

@@ -35,7 +35,8 @@ absl::StatusOr<std::unique_ptr<QueueNotifier>> QueueNotifier::Create() {
 
 QueueNotifier::~QueueNotifier() { Stop(); }
 
-absl::StatusOr<std::vector<int>> QueueNotifier::Add(std::shared_ptr<MmioTransport> transport) {
+absl::StatusOr<std::vector<int>> QueueNotifier::Add(
+    const std::shared_ptr<MmioTransport>& transport) {
   if (thread_.joinable()) return absl::FailedPreconditionError("queue notifier already started");
   std::vector<int> fds;
   for (uint32_t i = 0; i < transport->queue_count(); ++i) {

@@ -36,7 +36,7 @@ class QueueNotifier {
 
   // Creates one eventfd per queue of `transport` (before Start). Returns
   // them indexed by queue; they are borrowed and live as long as this.
-  absl::StatusOr<std::vector<int>> Add(std::shared_ptr<MmioTransport> transport);
+  absl::StatusOr<std::vector<int>> Add(const std::shared_ptr<MmioTransport>& transport);
 
   // Marks queue `fd` (one returned by Add) pending; any thread, never blocks.
   static void Signal(int fd);

@@ -238,6 +238,27 @@ TEST(MmioTransport, IdentityRegisters) {
   EXPECT_EQ(two[0], 0);
 }
 
+// A device type no transport in this test was created with.
+class OtherDevice : public VirtioDevice {
+ public:
+  static constexpr uint32_t kDeviceId = 42;
+  uint32_t device_id() const override { return kDeviceId; }
+  std::vector<uint16_t> queue_max_sizes() const override { return {}; }
+  absl::StatusOr<bool> ProcessQueue(size_t, std::span<Queue>, const GuestMemory&) override {
+    return false;
+  }
+};
+
+TEST(MmioTransport, DeviceIsReachableOnlyAsItsOwnType) {
+  GuestMemory m = Mem();
+  auto rng = std::make_unique<Rng>();
+  const Rng* const created = rng.get();
+  MmioTransport t("virtio-rng", m, std::move(rng), nullptr);
+  EXPECT_EQ(&t.device<Rng>(), created);
+  // A wrong type aborts instead of handing out a mis-cast reference.
+  EXPECT_DEATH(t.device<OtherDevice>(), "");
+}
+
 TEST(MmioTransport, FeatureNegotiationRefusesLegacyAndUnofferedBits) {
   GuestMemory m = Mem();
   MmioTransport t("virtio-rng", m, std::make_unique<Rng>(), nullptr);
