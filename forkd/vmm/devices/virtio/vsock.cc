@@ -171,9 +171,17 @@ void Vsock::MaybeArmCloseLocked(Connection& c) {
   if (c.host_gone || guest_full_shutdown) c.close_deadline = clock_() + kCloseTimeout;
 }
 
+std::optional<Vsock::TimePoint> Vsock::DeadlineOf(const Connection& c) {
+  if (!c.close_deadline) return c.connect_deadline;
+  if (!c.connect_deadline) return c.close_deadline;
+  return std::min(*c.close_deadline, *c.connect_deadline);
+}
+
 bool Vsock::Connect(VsockConnKey key) {
   std::lock_guard lock(mu_);
-  if (!conns_.try_emplace(key).second) return false;
+  auto [it, inserted] = conns_.try_emplace(key);
+  if (!inserted) return false;
+  it->second.connect_deadline = clock_() + kConnectTimeout;
   to_guest_.push_back({HeaderLocked(key, kVsockOpRequest), {}});
   return true;
 }
@@ -248,7 +256,8 @@ std::vector<VsockConnKey> Vsock::ExpireCloses() {
   std::vector<VsockConnKey> expired;
   const TimePoint now = clock_();
   for (const auto& [key, c] : conns_) {
-    if (c.close_deadline && *c.close_deadline <= now) expired.push_back(key);
+    const std::optional<TimePoint> deadline = DeadlineOf(c);
+    if (deadline && *deadline <= now) expired.push_back(key);
   }
   for (const VsockConnKey& key : expired) ResetConnLocked(key);
   return expired;
@@ -258,7 +267,8 @@ std::optional<std::chrono::nanoseconds> Vsock::TimeToNextClose() const {
   std::lock_guard lock(mu_);
   std::optional<TimePoint> next;
   for (const auto& [key, c] : conns_) {
-    if (c.close_deadline && (!next || *c.close_deadline < *next)) next = c.close_deadline;
+    const std::optional<TimePoint> deadline = DeadlineOf(c);
+    if (deadline && (!next || *deadline < *next)) next = deadline;
   }
   if (!next) return std::nullopt;
   return std::max(std::chrono::nanoseconds(0), *next - clock_());
@@ -381,6 +391,7 @@ void Vsock::HandlePacketLocked(const VsockHeader& h, std::span<const uint8_t> pa
         break;
       }
       c.established = true;
+      c.connect_deadline.reset();
       out->connected.push_back(key);
       break;
     case kVsockOpRw:

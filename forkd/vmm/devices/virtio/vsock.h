@@ -121,11 +121,13 @@ class Vsock : public VirtioDevice {
   static constexpr size_t kMaxConnections = 1024;
   // How long a closing connection may stand still (Firecracker's value).
   static constexpr std::chrono::milliseconds kCloseTimeout{2000};
+  // How long a host-initiated REQUEST may go unanswered (Firecracker's).
+  static constexpr std::chrono::milliseconds kConnectTimeout{2000};
 
   using TimePoint = std::chrono::steady_clock::time_point;
   using Clock = std::function<TimePoint()>;
-  // `clock` (steady_clock by default) times the close timeout; tests pass
-  // their own.
+  // `clock` (steady_clock by default) times the close and connect
+  // timeouts; tests pass their own.
   Vsock(uint64_t guest_cid, VsockBackend* backend, Clock clock = {})
       : guest_cid_(guest_cid),
         backend_(backend),
@@ -148,7 +150,8 @@ class Vsock : public VirtioDevice {
   // Host side (any thread; then kick the rx queue through the transport so
   // queued packets reach the guest).
   // Starts a connection from host key.local_port to guest key.guest_port;
-  // false when that pair is taken (e.g. by a guest's own connection).
+  // false when that pair is taken (e.g. by a guest's own connection). The
+  // guest has kConnectTimeout to answer (see ExpireCloses).
   bool Connect(VsockConnKey key);
   // Answers OnGuestConnect: RESPONSE when ok, else RST.
   void AcceptGuestConnect(VsockConnKey key, bool ok);
@@ -166,11 +169,13 @@ class Vsock : public VirtioDevice {
   // and the close timeout starts. Bytes the host wrote before closing still
   // reach the guest as its credit allows.
   void HostGone(VsockConnKey key);
-  // RST and forget every closing connection past its deadline; returns
-  // them (the backend is not called: the caller closes their sockets).
+  // RST and forget every closing connection past its close deadline and
+  // every host-initiated one the guest has not answered by its connect
+  // deadline; returns them (the backend is not called: the caller closes
+  // their sockets).
   std::vector<VsockConnKey> ExpireCloses();
-  // Time until the next close deadline (zero when one is past), none when
-  // no connection is closing.
+  // Time until the next close or connect deadline (zero when one is past),
+  // none when no connection is closing or waiting for the guest's answer.
   std::optional<std::chrono::nanoseconds> TimeToNextClose() const;
 
   // Whether guest bytes or a write shutdown wait for the host socket.
@@ -194,11 +199,12 @@ class Vsock : public VirtioDevice {
     bool host_eof = false;
     bool host_gone = false;  // HostGone: SHUTDOWN(RCV) sent
     bool shut_write_done = false;
-    std::optional<TimePoint> close_deadline;  // closing: see kCloseTimeout
-    uint32_t tx_cnt = 0;                      // bytes queued for the guest
-    uint32_t rx_cnt = 0;                      // bytes received from the guest
-    uint32_t fwd_cnt = 0;                     // guest bytes written to the host socket
-    uint32_t fwd_cnt_sent = 0;                // fwd_cnt the guest last heard
+    std::optional<TimePoint> close_deadline;    // closing: see kCloseTimeout
+    std::optional<TimePoint> connect_deadline;  // REQUEST sent, unanswered
+    uint32_t tx_cnt = 0;                        // bytes queued for the guest
+    uint32_t rx_cnt = 0;                        // bytes received from the guest
+    uint32_t fwd_cnt = 0;                       // guest bytes written to the host socket
+    uint32_t fwd_cnt_sent = 0;                  // fwd_cnt the guest last heard
     bool credit_update_queued = false;
     std::vector<uint8_t> to_host;  // guest bytes not yet written
     size_t to_host_head = 0;
@@ -222,6 +228,8 @@ class Vsock : public VirtioDevice {
   bool MaybeFinishLocked(VsockConnKey key, Connection& c);
   // Arms the close timeout (again, from now) when `c` is closing.
   void MaybeArmCloseLocked(Connection& c);
+  // The earlier of the close and connect deadlines, if any.
+  static std::optional<TimePoint> DeadlineOf(const Connection& c);
   absl::StatusOr<bool> DeliverEventLocked(Queue& event, const GuestMemory& mem);
   absl::StatusOr<bool> DeliverLocked(Queue& rx, const GuestMemory& mem);
   absl::Status HandleTxLocked(Queue& tx, const GuestMemory& mem, TxResult* out);

@@ -248,9 +248,10 @@ void VsockMuxer::Run() {
         if (!c.host_eof && device_->SendCredit(key) > 0) events |= POLLIN;
         if (device_->HasToHost(key)) events |= POLLOUT;
       }
-      // Nothing to do but wait for the guest: still watched for the host
-      // closing its socket (POLLHUP needs no events), once.
-      if (events == 0 && (!c.ready || c.host_gone)) continue;
+      // Nothing to do but wait for the guest (its answer to the REQUEST, or
+      // credit): still watched for the host closing its socket (POLLHUP
+      // needs no events), once.
+      if (events == 0 && c.host_gone) continue;
       fds.push_back({c.fd.get(), events, 0});
       keys.push_back(key);
     }
@@ -275,7 +276,15 @@ void VsockMuxer::Run() {
       Conn& c = it->second;
       bool alive = true;
       const bool broken = (p.revents & (POLLERR | POLLHUP)) != 0;
-      if (c.ok_pending) {
+      if (!c.ready && !c.ok_pending) {
+        // The guest has not answered the REQUEST and the host closed its
+        // socket: nothing will ever use the connection, RST the guest.
+        if (broken) {
+          device_->Close(keys[i]);
+          kick_rx_();
+          alive = false;
+        }
+      } else if (c.ok_pending) {
         const std::string ok = absl::StrCat("OK ", keys[i].local_port, "\n");
         const ssize_t w =
             SendSome(c.fd.get(), {reinterpret_cast<const uint8_t*>(ok.data()), ok.size()});

@@ -12,8 +12,11 @@
 // SHUTDOWN(SEND) to the guest; a guest SHUTDOWN(SEND) becomes
 // shutdown(SHUT_WR) once its bytes are written; a host socket closed both
 // ways (POLLHUP, watched while nothing else is polled) becomes HostGone, and
-// the poll timeout follows the device's close deadlines (ExpireCloses). The
-// socket closes when the device forgets the connection.
+// the poll timeout follows the device's close and connect deadlines
+// (ExpireCloses): a CONNECT the guest never answers is closed after
+// Vsock::kConnectTimeout (the host sees EOF without "OK"), and one whose
+// host socket closes (POLLHUP) while the guest has not answered is reset at
+// once. The socket closes when the device forgets the connection.
 #pragma once
 
 #include <cstdint>
@@ -82,7 +85,7 @@ class VsockMuxer : public VsockBackend {
   bool ForwardToHost(VsockConnKey key, Conn& c);
   uint32_t NextLocalPort();
   // Forgets connections the device timed out; returns the poll timeout
-  // (ms, -1: none) until the next close deadline.
+  // (ms, -1: none) until the next close or connect deadline.
   int ExpireCloses();
 
   const std::string path_;

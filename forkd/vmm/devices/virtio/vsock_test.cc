@@ -1,19 +1,30 @@
 // virtio-vsock device protocol through the mmio transport with a test
 // "driver" writing rings in a real (anonymous) GuestMemory: connection
 // setup both ways, data both ways, credit (buffering, overrun, updates,
-// CREDIT_REQUEST), SHUTDOWN flags and the close sequence, the close
-// timeout (on a fake clock), RST for unknown
+// CREDIT_REQUEST), SHUTDOWN flags and the close sequence, the close and
+// connect timeouts (on a fake clock; the muxer's side on real unix
+// sockets), RST for unknown
 // connections, spoofed CIDs, config space, and the TRANSPORT_RESET event
 // after a restore.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 
+#include "common/unique_fd.h"
 #include "forkd/vmm/devices/virtio/mmio_transport.h"
 #include "forkd/vmm/devices/virtio/vsock.h"
+#include "forkd/vmm/devices/virtio/vsock_muxer.h"
 #include "gtest/gtest.h"
+#include "tests/support/temp_dir.h"
 
 namespace forkd::vmm::virtio {
 namespace {
@@ -514,6 +525,214 @@ TEST(Vsock, StalledOrHalfClosedConnectionsAreNotTimedOut) {
   EXPECT_TRUE(f.dev->ExpireCloses().empty());
   EXPECT_TRUE(f.backend.closed.empty());
   EXPECT_EQ(f.dev->SendCredit(half_closed), 1000u);
+}
+
+// A host connection the guest never answers (no RESPONSE, no RST) is given
+// up after kConnectTimeout: RST to the guest, the host side is told (the
+// key comes back from ExpireCloses), and a late RESPONSE is an unknown
+// connection.
+TEST(Vsock, UnansweredHostConnectTimesOut) {
+  Fixture f;
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
+  ASSERT_TRUE(f.dev->Connect(kHostConn));
+  f.t->Kick(0);
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRequest});
+  EXPECT_EQ(f.dev->TimeToNextClose(), Vsock::kConnectTimeout);
+  f.now += Vsock::kConnectTimeout - std::chrono::milliseconds(1);
+  // Guest chatter that is no answer does not count (credit request on the
+  // pending connection: answered, but the REQUEST still is not).
+  f.d->Send(FromGuest(5000, 1000, kVsockOpCreditRequest));
+  EXPECT_TRUE(f.dev->ExpireCloses().empty());
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::chrono::milliseconds(1));
+  f.now += std::chrono::milliseconds(1);
+  EXPECT_EQ(f.dev->ExpireCloses(), std::vector<VsockConnKey>{kHostConn});
+  EXPECT_TRUE(f.backend.closed.empty());  // the caller closes its socket
+  f.t->Kick(0);
+  auto rx = f.d->Received();
+  ASSERT_EQ(Ops(rx), (std::vector<uint16_t>{kVsockOpCreditUpdate, kVsockOpRst}));
+  EXPECT_EQ(rx[1].first.src_port, 1000u);
+  EXPECT_EQ(rx[1].first.dst_port, 5000u);
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
+  EXPECT_TRUE(f.dev->ExpireCloses().empty());
+  // The late RESPONSE: RST, and the backend never hears of a connection.
+  f.d->Send(FromGuest(5000, 1000, kVsockOpResponse));
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_TRUE(f.backend.connected.empty());
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 0u);
+  // The pair is free again.
+  EXPECT_TRUE(f.dev->Connect(kHostConn));
+}
+
+// A RESPONSE just before the deadline establishes the connection, and an
+// established connection has no connect deadline left.
+TEST(Vsock, HostConnectAnsweredJustBeforeTheTimeout) {
+  Fixture f;
+  ASSERT_TRUE(f.dev->Connect(kHostConn));
+  f.t->Kick(0);
+  f.d->Received();
+  f.now += Vsock::kConnectTimeout - std::chrono::milliseconds(1);
+  EXPECT_TRUE(f.dev->ExpireCloses().empty());
+  f.d->Send(FromGuest(5000, 1000, kVsockOpResponse));
+  EXPECT_EQ(f.backend.connected, std::vector<VsockConnKey>{kHostConn});
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
+  f.now += std::chrono::hours(1);
+  EXPECT_TRUE(f.dev->ExpireCloses().empty());
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 1000u);
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "still here");
+  EXPECT_EQ(Drain(*f.dev, kHostConn), "still here");
+  f.t->Kick(0);
+  EXPECT_TRUE(f.d->Received().empty());  // no RST
+}
+
+// Only the pending connection times out; one established beside it and a
+// guest RST answer (which forgets the connection at once) are unaffected.
+TEST(Vsock, ConnectTimeoutIsPerConnection) {
+  Fixture f;
+  const VsockConnKey refused{1001, 5001}, pending{1002, 5002};
+  Establish(f);
+  ASSERT_TRUE(f.dev->Connect(refused));
+  ASSERT_TRUE(f.dev->Connect(pending));
+  f.t->Kick(0);
+  f.d->Received();
+  f.d->Send(FromGuest(5001, 1001, kVsockOpRst));
+  EXPECT_EQ(f.backend.closed, std::vector<VsockConnKey>{refused});
+  f.now += Vsock::kConnectTimeout;
+  EXPECT_EQ(f.dev->ExpireCloses(), std::vector<VsockConnKey>{pending});
+  EXPECT_EQ(f.dev->SendCredit(kHostConn), 1000u);
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
+}
+
+// The host closing a connection the guest has not answered (the muxer's
+// Close on POLLHUP) frees it at once: RST, no deadline left.
+TEST(Vsock, HostClosingAPendingConnectFreesIt) {
+  Fixture f;
+  ASSERT_TRUE(f.dev->Connect(kHostConn));
+  f.t->Kick(0);
+  f.d->Received();
+  f.dev->Close(kHostConn);
+  f.t->Kick(0);
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
+  f.d->Send(FromGuest(5000, 1000, kVsockOpResponse));
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+  EXPECT_TRUE(f.backend.connected.empty());
+  EXPECT_TRUE(f.dev->Connect(kHostConn));
+}
+
+// The muxer's side, on real unix sockets: its thread reads the fake clock
+// (so an atomic) and the test kicks rx itself (the muxer's kick is a no-op,
+// so only the test thread touches the rings). Waits are hang guards.
+constexpr auto kHangGuard = std::chrono::seconds(20);
+
+struct MuxerFixture {
+  forkd::testing::TempDir dir{"vsock_muxer_test"};
+  std::string path = (dir.path() / "v.sock").string();
+  GuestMemory mem = *GuestMemory::Anonymous(kMemSize);
+  std::atomic<int64_t> now_ns{0};
+  Vsock* dev = nullptr;
+  std::unique_ptr<MmioTransport> t;
+  std::unique_ptr<Driver> d;
+  std::unique_ptr<VsockMuxer> mux;  // last: its thread stops before the device goes
+  MuxerFixture() {
+    auto m = VsockMuxer::Listen(path);
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (!m.ok()) return;
+    mux = std::move(*m);
+    auto v = std::make_unique<Vsock>(kGuestCid, mux.get(), [this] {
+      return Vsock::TimePoint(std::chrono::nanoseconds(now_ns.load()));
+    });
+    dev = v.get();
+    t = std::make_unique<MmioTransport>("virtio-vsock", mem, std::move(v), nullptr);
+    d = std::make_unique<Driver>(*t, mem);
+    d->FillRx();
+    mux->Start(dev, [] {});
+  }
+  ~MuxerFixture() { mux.reset(); }
+  // A host process's connection, CONNECT line written.
+  UniqueFd HostConnect(uint32_t guest_port) {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    EXPECT_TRUE(fd);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0)
+        << std::strerror(errno);
+    const std::string line = "CONNECT " + std::to_string(guest_port) + "\n";
+    EXPECT_EQ(::write(fd.get(), line.data(), line.size()), static_cast<ssize_t>(line.size()));
+    return fd;
+  }
+  // Kicks rx until the device has delivered a packet of `op` (hang-guarded).
+  std::optional<VsockHeader> AwaitGuestPacket(uint16_t op) {
+    const auto give_up = std::chrono::steady_clock::now() + kHangGuard;
+    while (std::chrono::steady_clock::now() < give_up) {
+      t->Kick(0);
+      for (const auto& [h, p] : d->Received()) {
+        if (h.op == op) return h;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return std::nullopt;
+  }
+};
+
+// What the host reads from its socket until EOF (hang-guarded).
+std::optional<std::string> ReadToEof(int fd) {
+  std::string got;
+  const auto give_up = std::chrono::steady_clock::now() + kHangGuard;
+  while (std::chrono::steady_clock::now() < give_up) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[64];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return got;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return std::nullopt;
+}
+
+TEST(VsockMuxer, UnansweredConnectIsClosedWithoutOk) {
+  MuxerFixture f;
+  ASSERT_NE(f.mux, nullptr);
+  UniqueFd host = f.HostConnect(5000);
+  auto req = f.AwaitGuestPacket(kVsockOpRequest);
+  ASSERT_TRUE(req.has_value());
+  EXPECT_EQ(req->dst_port, 5000u);
+  pollfd p{host.get(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 0), 0);  // before the deadline: nothing yet
+  f.now_ns += std::chrono::nanoseconds(Vsock::kConnectTimeout).count();
+  f.mux->OnActivity();  // wakes its poll, which still waits on the real clock
+  auto got = ReadToEof(host.get());
+  ASSERT_TRUE(got.has_value()) << "the host socket was never closed";
+  EXPECT_EQ(*got, "");  // EOF without "OK"
+  auto rst = f.AwaitGuestPacket(kVsockOpRst);
+  ASSERT_TRUE(rst.has_value());
+  EXPECT_EQ(rst->src_port, req->src_port);
+  EXPECT_EQ(rst->dst_port, 5000u);
+  // A late RESPONSE is refused; a new connection still works.
+  f.d->Send(FromGuest(5000, req->src_port, kVsockOpResponse));
+  ASSERT_TRUE(f.AwaitGuestPacket(kVsockOpRst).has_value());
+  UniqueFd host2 = f.HostConnect(5000);
+  auto req2 = f.AwaitGuestPacket(kVsockOpRequest);
+  ASSERT_TRUE(req2.has_value());
+  f.d->Send(FromGuest(5000, req2->src_port, kVsockOpResponse));
+  char buf[64] = {};
+  pollfd p2{host2.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p2, 1, static_cast<int>(kHangGuard / std::chrono::milliseconds(1))), 1);
+  ASSERT_GT(::read(host2.get(), buf, sizeof buf - 1), 0);
+  EXPECT_EQ(std::string(buf), "OK " + std::to_string(req2->src_port) + "\n");
+}
+
+TEST(VsockMuxer, HostClosingAPendingConnectResetsTheGuestAtOnce) {
+  MuxerFixture f;
+  ASSERT_NE(f.mux, nullptr);
+  UniqueFd host = f.HostConnect(5000);
+  auto req = f.AwaitGuestPacket(kVsockOpRequest);
+  ASSERT_TRUE(req.has_value());
+  host.reset();  // the fake clock never moves: only POLLHUP can free it
+  auto rst = f.AwaitGuestPacket(kVsockOpRst);
+  ASSERT_TRUE(rst.has_value()) << "the pending connection was not reset";
+  EXPECT_EQ(rst->src_port, req->src_port);
+  EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
 }
 
 TEST(Vsock, GuestInitiatedConnectionsAreKeyedByBothPorts) {
