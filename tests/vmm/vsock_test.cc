@@ -4,7 +4,8 @@
 // (Firecracker's `<uds>_<port>` convention), a slow host reader that makes
 // the device buffer and stall the guest, a guest connection nobody listens
 // for (RST), half-closed connections (host side, and the guest's: the host
-// reads EOF and still sends), and a restored fork whose old
+// reads EOF and still sends), a host CONNECT the guest never answers
+// (the connect timeout), and a restored fork whose old
 // connections are reset while new ones of both kinds work.
 #include <poll.h>
 #include <sys/socket.h>
@@ -363,6 +364,48 @@ TEST(Vsock, HostCloseTheGuestIgnoresEndsInRstAfterTheCloseTimeout) {
   ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-ignore-close").has_value()) << vm->out->text();
   s.reset();
   ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-reset-while-ignoring-close shutdown=3").has_value())
+      << vm->out->text();
+  auto again = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
+  ASSERT_TRUE(again.has_value()) << vm->out->text();
+  EXPECT_EQ(Echo(*again, "next").echoed, "next");
+  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
+  ExpectNoFail(*vm->out);
+}
+
+// A guest that never answers a host CONNECT (neither RESPONSE nor RST):
+// the muxer gives up after Vsock::kConnectTimeout, the host reads EOF
+// without "OK" and the guest hears RST for it; once the guest answers
+// again, new connections work.
+TEST(Vsock, HostConnectTheGuestNeverAnswersEndsWithoutOk) {
+  TempDir dir;
+  VirtioConfig cfg = Vsock(dir);
+  auto vm = BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock cid=3").has_value()) << vm->out->text();
+  vm->in.Send("i");
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-ignore-requests on=1").has_value())
+      << vm->out->text();
+  Stream s(UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)));
+  sockaddr_un addr = Addr(cfg.vsock_uds_path);
+  ASSERT_EQ(::connect(s.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0)
+      << std::strerror(errno);
+  ASSERT_TRUE(s.WriteAll("CONNECT " + std::to_string(kGuestPort) + "\n"));
+  auto ignored = vm->out->WaitFor("PROBE ok vsock-request-ignored port=");
+  ASSERT_TRUE(ignored.has_value()) << vm->out->text();
+  char c;
+  // 0: EOF; -1 would be the socket's hang guard (SO_RCVTIMEO) or an error.
+  EXPECT_EQ(s.ReadSome(&c, 1), 0) << std::strerror(errno);
+  auto reset = vm->out->WaitFor("PROBE ok vsock-ignored-request-reset port=");
+  ASSERT_TRUE(reset.has_value()) << vm->out->text();
+  // The RST is for the connection the guest ignored.
+  const auto ignored_lines = vm->out->Lines("PROBE ok vsock-request-ignored port=");
+  const auto reset_lines = vm->out->Lines("PROBE ok vsock-ignored-request-reset port=");
+  ASSERT_EQ(ignored_lines.size(), 1u);
+  ASSERT_EQ(reset_lines.size(), 1u);
+  EXPECT_EQ(reset_lines[0].substr(reset_lines[0].find("port=")),
+            ignored_lines[0].substr(ignored_lines[0].find("port=")));
+  vm->in.Send("i");
+  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-ignore-requests on=0").has_value())
       << vm->out->text();
   auto again = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
   ASSERT_TRUE(again.has_value()) << vm->out->text();

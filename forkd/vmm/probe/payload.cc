@@ -20,7 +20,9 @@
 //                      on serial input half-closes the current connection
 //                      once its bytes are echoed (vsock_half_close), 'm'
 //                      makes it never answer the host's SHUTDOWN, 'w'
-//                      writes 1 MiB through vsock_write (credit-bound)
+//                      writes 1 MiB through vsock_write (credit-bound),
+//                      'i' toggles ignoring host REQUESTs
+//                      (vsock_set_ignore_requests)
 //   probe.scenario=agent  a stand-in guest agent on vsock port
 //                      probe.vsock_port (1024) answering NotifyForked as
 //                      probe.agent=honest|refuse|silent|late|garbage says
@@ -48,8 +50,9 @@ static uint64_t state = 1469598103934665603ULL;
 static uint64_t dirty_kib = 1024;
 static uint64_t dirty_round;
 static int rng_ready;
-static uint32_t vsock_connect_port;  // probe.vsock_connect, 0: none
-static int vsock_echo_ready;         // probe.scenario=vsock
+static uint32_t vsock_connect_port;   // probe.vsock_connect, 0: none
+static int vsock_echo_ready;          // probe.scenario=vsock
+static int vsock_ignore_requests_on;  // toggled by 'i'
 static int net_ready;
 
 static void rng_report(void) {
@@ -124,6 +127,9 @@ static void on_input(uint8_t c) {
     vsock_ignore_close();
   } else if (c == 'w' && vsock_echo_ready) {
     vsock_write_pattern(1u << 20);
+  } else if (c == 'i' && vsock_echo_ready) {
+    vsock_ignore_requests_on = !vsock_ignore_requests_on;
+    vsock_set_ignore_requests(vsock_ignore_requests_on);
   } else if (c != '\n' && c != '\r') {
     state = (state ^ c) * 1099511628211ULL;
     serial_print("PROBE input ");

@@ -82,6 +82,11 @@ static int half_closed;
 static uint32_t after_half_close;  // bytes received since
 // vsock_ignore_close: the host's SHUTDOWN is never answered.
 static int ignore_close;
+// vsock_set_ignore_requests: host REQUESTs get neither RESPONSE nor RST;
+// the host port of the last one ignored (0: none) waits for the device's
+// RST.
+static int ignore_requests;
+static uint32_t ignored_host_port;
 
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 static uint32_t rd(uint64_t off) { return mmio_read32(VIRTIO_VSOCK_MMIO_BASE + off); }
@@ -238,6 +243,21 @@ static void handle(const struct vsock_hdr* h, const uint8_t* payload, uint32_t p
   if (h->dst_cid != guest_cid || h->src_cid != HOST_CID) return;
   const int ours =
       (connected || connecting) && h->dst_port == local_port && h->src_port == peer_port;
+  if (h->op == OP_REQUEST && ignore_requests) {
+    ignored_host_port = h->src_port;
+    serial_print("PROBE ok vsock-request-ignored port=");
+    serial_print_dec(h->src_port);
+    serial_putc('\n');
+    return;
+  }
+  if (h->op == OP_RST && ignored_host_port != 0 && h->src_port == ignored_host_port &&
+      h->dst_port == listen_port) {
+    serial_print("PROBE ok vsock-ignored-request-reset port=");
+    serial_print_dec(h->src_port);
+    serial_putc('\n');
+    ignored_host_port = 0;
+    return;
+  }
   if (h->op == OP_REQUEST) {
     if (h->dst_port != listen_port || listen_port == 0) {
       send_to(h->dst_port, h->src_port, OP_RST, 0, 0, 0);
@@ -399,6 +419,13 @@ void vsock_connect(uint32_t host_port) {
   new_connection(next_ephemeral++, host_port);
   connecting = 1;
   send(OP_REQUEST, 0, 0, 0);
+}
+
+void vsock_set_ignore_requests(int on) {
+  ignore_requests = on;
+  serial_print("PROBE ok vsock-ignore-requests on=");
+  serial_print_dec(static_cast<uint64_t>(on));
+  serial_putc('\n');
 }
 
 void vsock_ignore_close(void) {

@@ -54,6 +54,12 @@ void vsock_half_close(void);
 // connection go unanswered ("PROBE ok vsock-ignore-close"); the host's RST then prints
 // "PROBE ok vsock-reset-while-ignoring-close shutdown=F" (F: the flags heard).
 void vsock_ignore_close(void);
+// 1: host REQUESTs on the listen port go unanswered (neither RESPONSE nor
+// RST), each reported ("PROBE ok vsock-request-ignored port=P"), and the
+// device's RST for the last one ignored prints
+// "PROBE ok vsock-ignored-request-reset port=P"; 0: answered again.
+// Reports "PROBE ok vsock-ignore-requests on=N".
+void vsock_set_ignore_requests(int on);
 // Writes `len` bytes of (offset % 251) through vsock_write, then prints
 // "PROBE ok vsock-wrote bytes=N" (or "PROBE fail vsock-write-pattern").
 void vsock_write_pattern(uint32_t len);
