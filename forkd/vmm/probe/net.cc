@@ -9,14 +9,6 @@ extern "C" {
 #define F_MAC (1u << 5)
 #define REG_CONFIG_GENERATION 0x0fc
 #define REG_CONFIG 0x100
-#define POLL_LIMIT 1000000
-
-struct vq {
-  struct vring_desc desc[QSZ] __attribute__((aligned(16)));
-  struct vring_avail avail __attribute__((aligned(4)));
-  struct vring_used used __attribute__((aligned(4)));
-  uint16_t used_seen;
-};
 
 static struct vq rxq, txq;
 static uint8_t rx_bufs[QSZ][RX_BUF] __attribute__((aligned(16)));
@@ -27,39 +19,8 @@ static uint64_t hello_seq;
 static uint64_t polls;
 static int ready;
 
-static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 static uint32_t rd(uint64_t off) { return mmio_read32(VIRTIO_NET_MMIO_BASE + off); }
 static void wr(uint64_t off, uint32_t v) { mmio_write32(VIRTIO_NET_MMIO_BASE + off, v); }
-static void wr_addr(uint64_t lo_off, const void* p) {
-  uint64_t a = reinterpret_cast<uintptr_t>(p);
-  wr(lo_off, static_cast<uint32_t>(a));
-  wr(lo_off + 4, static_cast<uint32_t>(a >> 32));
-}
-
-static int setup_queue(uint32_t index, struct vq* q) {
-  wr(0x030, index);
-  if (rd(0x034) < QSZ) return 0;
-  wr(0x038, QSZ);
-  wr_addr(0x080, q->desc);
-  wr_addr(0x090, &q->avail);
-  wr_addr(0x0a0, &q->used);
-  wr(0x044, 1);
-  return rd(0x044) == 1;
-}
-
-static void post(struct vq* q, uint16_t id, void* buf, uint32_t len, uint16_t flags) {
-  volatile struct vring_desc* d = &q->desc[id];
-  d->addr = reinterpret_cast<uintptr_t>(buf);
-  d->len = len;
-  d->flags = flags;
-  d->next = 0;
-  volatile struct vring_avail* av = &q->avail;
-  uint16_t idx = av->idx;
-  av->ring[idx % QSZ] = id;
-  barrier();
-  av->idx = static_cast<uint16_t>(idx + 1);
-  barrier();
-}
 
 // Config space is read a byte at a time; a generation change in between
 // means a torn read: retry (4.1.3.1 / 2.5.1).
@@ -89,12 +50,9 @@ static uint32_t append(uint8_t* dst, uint32_t at, const char* s) {
 // Sends frame[0..len) (Ethernet header included) behind a zero header.
 static void transmit(uint32_t len) {
   for (int i = 0; i < NET_HDR; i++) tx_buf[i] = 0;
-  post(&txq, 0, tx_buf, NET_HDR + len, 0);
-  wr(0x050, 1);
-  volatile struct vring_used* u = &txq.used;
-  for (uint32_t i = 0; u->idx == txq.used_seen && i < POLL_LIMIT; i++) {
-  }
-  txq.used_seen = u->idx;
+  vq_post(&txq, 0, tx_buf, NET_HDR + len, 0);
+  // A device that never takes it is dead; the next frame reuses tx_buf anyway.
+  (void)vq_notify_and_wait(VIRTIO_NET_MMIO_BASE, 1, &txq);
 }
 
 static void put_header(uint8_t* f, const uint8_t* dst) {
@@ -157,13 +115,13 @@ int net_init(const char** why) {
     *why = "FEATURES_OK refused";
     return 0;
   }
-  if (!setup_queue(0, &rxq) || !setup_queue(1, &txq)) {
+  if (vq_setup(VIRTIO_NET_MMIO_BASE, 0, &rxq) || vq_setup(VIRTIO_NET_MMIO_BASE, 1, &txq)) {
     *why = "queue setup failed";
     return 0;
   }
   wr(0x070, 3 | 8 | 4);
   generation = read_mac();
-  for (uint16_t i = 0; i < QSZ; i++) post(&rxq, i, rx_bufs[i], RX_BUF, 2 /* WRITE */);
+  for (uint16_t i = 0; i < QSZ; i++) vq_post(&rxq, i, rx_bufs[i], RX_BUF, 2 /* WRITE */);
   wr(0x050, 0);
   ready = 1;
   serial_print("PROBE ok net mac=");
@@ -215,14 +173,14 @@ void net_poll(void) {
   volatile struct vring_used* u = &rxq.used;
   int reposted = 0;
   while (u->idx != rxq.used_seen) {
-    barrier();
+    vq_barrier();
     uint16_t slot = static_cast<uint16_t>(rxq.used_seen % QSZ);
     uint32_t id = u->ring[slot].id;
     uint32_t len = u->ring[slot].len;
     rxq.used_seen = static_cast<uint16_t>(rxq.used_seen + 1);
     if (id >= QSZ) continue;
     if (len > NET_HDR && len <= RX_BUF) handle_frame(rx_bufs[id] + NET_HDR, len - NET_HDR);
-    post(&rxq, static_cast<uint16_t>(id), rx_bufs[id], RX_BUF, 2);
+    vq_post(&rxq, static_cast<uint16_t>(id), rx_bufs[id], RX_BUF, 2);
     reposted = 1;
   }
   if (reposted) wr(0x050, 0);

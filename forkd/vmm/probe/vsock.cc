@@ -13,9 +13,6 @@ extern "C" {
 #define OP_RW 5
 #define OP_CREDIT_UPDATE 6
 #define OP_CREDIT_REQUEST 7
-// The VMM answers a tx notify during the exit (or soon after, on its own
-// thread); this only guards a broken device.
-#define POLL_LIMIT (1u << 30)
 #define SHUT_RCV 1
 #define SHUT_SEND 2
 #define EPHEMERAL_BASE 49152
@@ -26,12 +23,6 @@ extern "C" {
 // agent's replies, so this only ends a write to a host that stopped reading.
 #define CREDIT_WAIT_TSC 6000000000ULL
 
-struct vq {
-  struct vring_desc desc[QSZ] __attribute__((aligned(16)));
-  struct vring_avail avail __attribute__((aligned(4)));
-  struct vring_used used __attribute__((aligned(4)));
-  uint16_t used_seen;
-};
 struct __attribute__((packed)) vsock_hdr {
   uint64_t src_cid;
   uint64_t dst_cid;
@@ -88,40 +79,8 @@ static int ignore_close;
 static int ignore_requests;
 static uint32_t ignored_host_port;
 
-static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 static uint32_t rd(uint64_t off) { return mmio_read32(VIRTIO_VSOCK_MMIO_BASE + off); }
 static void wr(uint64_t off, uint32_t v) { mmio_write32(VIRTIO_VSOCK_MMIO_BASE + off, v); }
-static void wr_addr(uint64_t lo_off, const void* p) {
-  uint64_t a = reinterpret_cast<uintptr_t>(p);
-  wr(lo_off, static_cast<uint32_t>(a));
-  wr(lo_off + 4, static_cast<uint32_t>(a >> 32));
-}
-
-static int setup_queue(uint32_t index, struct vq* q) {
-  wr(0x030, index);
-  if (rd(0x034) < QSZ) return 0;
-  wr(0x038, QSZ);
-  wr_addr(0x080, q->desc);
-  wr_addr(0x090, &q->avail);
-  wr_addr(0x0a0, &q->used);
-  wr(0x044, 1);
-  return rd(0x044) == 1;
-}
-
-// Makes descriptor `id` available on `q`.
-static void post(struct vq* q, uint16_t id, void* buf, uint32_t len, uint16_t flags) {
-  volatile struct vring_desc* d = &q->desc[id];
-  d->addr = reinterpret_cast<uintptr_t>(buf);
-  d->len = len;
-  d->flags = flags;
-  d->next = 0;
-  volatile struct vring_avail* av = &q->avail;
-  uint16_t idx = av->idx;
-  av->ring[idx % QSZ] = id;
-  barrier();
-  av->idx = static_cast<uint16_t>(idx + 1);
-  barrier();
-}
 
 int vsock_init(uint32_t port, uint64_t* cid, const char** why) {
   if (rd(0x000) != 0x74726976 || rd(0x004) != 2 || rd(0x008) != 19) {
@@ -140,14 +99,15 @@ int vsock_init(uint32_t port, uint64_t* cid, const char** why) {
     *why = "FEATURES_OK refused";
     return 0;
   }
-  if (!setup_queue(0, &rxq) || !setup_queue(1, &txq) || !setup_queue(2, &evq)) {
+  if (vq_setup(VIRTIO_VSOCK_MMIO_BASE, 0, &rxq) || vq_setup(VIRTIO_VSOCK_MMIO_BASE, 1, &txq) ||
+      vq_setup(VIRTIO_VSOCK_MMIO_BASE, 2, &evq)) {
     *why = "queue setup failed";
     return 0;
   }
   wr(0x070, 3 | 8 | 4);
   guest_cid = rd(0x100) | (static_cast<uint64_t>(rd(0x104)) << 32);
-  for (uint16_t i = 0; i < QSZ; i++) post(&rxq, i, rx_bufs[i], RX_BUF, 2 /* WRITE */);
-  for (uint16_t i = 0; i < QSZ; i++) post(&evq, i, ev_buf[i], sizeof ev_buf[i], 2);
+  for (uint16_t i = 0; i < QSZ; i++) vq_post(&rxq, i, rx_bufs[i], RX_BUF, 2 /* WRITE */);
+  for (uint16_t i = 0; i < QSZ; i++) vq_post(&evq, i, ev_buf[i], sizeof ev_buf[i], 2);
   wr(0x050, 0);
   wr(0x050, 2);
   listen_port = port;
@@ -173,13 +133,10 @@ static void send_to(uint32_t src, uint32_t dst, uint16_t op, uint32_t flags, con
   h->fwd_cnt = fwd_cnt;
   fwd_cnt_sent = fwd_cnt;
   for (uint32_t i = 0; i < len; i++) tx_buf[sizeof(struct vsock_hdr) + i] = payload[i];
-  post(&txq, 0, tx_buf, static_cast<uint32_t>(sizeof(struct vsock_hdr) + len), 0);
-  wr(0x050, 1);
-  volatile struct vring_used* u = &txq.used;
-  uint32_t i = 0;
-  while (u->idx == txq.used_seen && i < POLL_LIMIT) i++;
-  if (i == POLL_LIMIT) report_fail("vsock", "tx buffer never used");
-  txq.used_seen = u->idx;
+  vq_post(&txq, 0, tx_buf, static_cast<uint32_t>(sizeof(struct vsock_hdr) + len), 0);
+  if (!vq_notify_and_wait(VIRTIO_VSOCK_MMIO_BASE, 1, &txq)) {
+    report_fail("vsock", "tx buffer never used");
+  }
 }
 
 static void send(uint16_t op, uint32_t flags, const uint8_t* payload, uint32_t len) {
@@ -381,7 +338,7 @@ static void poll_events(void) {
   volatile struct vring_used* u = &evq.used;
   int reposted = 0;
   while (u->idx != evq.used_seen) {
-    barrier();
+    vq_barrier();
     uint32_t id = u->ring[evq.used_seen % QSZ].id;
     evq.used_seen = static_cast<uint16_t>(evq.used_seen + 1);
     if (id >= QSZ) continue;
@@ -399,7 +356,7 @@ static void poll_events(void) {
         serial_putc('\n');
       }
     }
-    post(&evq, static_cast<uint16_t>(id), ev_buf[id], sizeof ev_buf[id], 2);
+    vq_post(&evq, static_cast<uint16_t>(id), ev_buf[id], sizeof ev_buf[id], 2);
     reposted = 1;
   }
   if (reposted) wr(0x050, 2);
@@ -495,7 +452,7 @@ static int poll_rx(void) {
   volatile struct vring_used* u = &rxq.used;
   int reposted = 0;
   while (u->idx != rxq.used_seen) {
-    barrier();
+    vq_barrier();
     uint16_t slot = static_cast<uint16_t>(rxq.used_seen % QSZ);
     uint32_t id = u->ring[slot].id;
     uint32_t len = u->ring[slot].len;
@@ -506,7 +463,7 @@ static int poll_rx(void) {
       handle(h, rx_bufs[id] + sizeof(struct vsock_hdr),
              static_cast<uint32_t>(len - sizeof(struct vsock_hdr)));
     }
-    post(&rxq, static_cast<uint16_t>(id), rx_bufs[id], RX_BUF, 2);
+    vq_post(&rxq, static_cast<uint16_t>(id), rx_bufs[id], RX_BUF, 2);
     reposted = 1;
   }
   if (reposted) wr(0x050, 0);
