@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "forkd/vmm/devices/virtio/fake_driver.h"
 #include "forkd/vmm/devices/virtio/mmio_transport.h"
 #include "forkd/vmm/devices/virtio/net.h"
 #include "forkd/vmm/devices/virtio/net_pump.h"
@@ -24,65 +25,14 @@ namespace forkd::vmm::virtio {
 namespace {
 
 constexpr uint64_t kMemSize = 1 << 20;
-constexpr uint16_t kSize = 8;
 constexpr MacAddress kMac = {0x02, 0x11, 0x22, 0x33, 0x44, 0x55};
 
-uint64_t QueueBase(int q) { return 0x1000 + 0x1000ULL * q; }  // desc; avail +0x400; used +0x800
 uint64_t BufBase(int q, int i) { return 0x10000 + 0x10000ULL * q + 0x1000ULL * i; }
 
-struct Desc {
-  uint32_t len;
-  bool writable;
-  uint64_t addr = 0;  // 0: BufBase(q, id)
-};
-
-class Driver {
+class Driver : public FakeDriver {
  public:
-  Driver(MmioTransport& t, const GuestMemory& m) : t_(t), m_(m) {
-    W(reg::kStatus, kStatusAcknowledge | kStatusDriver);
-    W(reg::kDriverFeaturesSel, 1);
-    W(reg::kDriverFeatures, 1);
-    W(reg::kDriverFeaturesSel, 0);
-    W(reg::kDriverFeatures, static_cast<uint32_t>(kNetFeatureMac));
-    W(reg::kStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
-    for (int q = 0; q < 2; ++q) {
-      W(reg::kQueueSel, q);
-      W(reg::kQueueNum, kSize);
-      W(reg::kQueueDescLow, static_cast<uint32_t>(QueueBase(q)));
-      W(reg::kQueueDriverLow, static_cast<uint32_t>(QueueBase(q) + 0x400));
-      W(reg::kQueueDeviceLow, static_cast<uint32_t>(QueueBase(q) + 0x800));
-      W(reg::kQueueReady, 1);
-    }
-    W(reg::kStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
-  }
-  uint32_t R(uint64_t off) {
-    uint8_t b[4];
-    t_.Read(off, b);
-    uint32_t v;
-    std::memcpy(&v, b, 4);
-    return v;
-  }
-  void W(uint64_t off, uint32_t v) {
-    uint8_t b[4];
-    std::memcpy(b, &v, 4);
-    t_.Write(off, b);
-  }
-  // Publishes a chain of descriptors first_id, first_id+1, ... on queue q.
-  void Post(int q, uint16_t first_id, const std::vector<Desc>& chain) {
-    for (size_t k = 0; k < chain.size(); ++k) {
-      const uint16_t id = static_cast<uint16_t>(first_id + k);
-      const uint64_t d = QueueBase(q) + 16ULL * id;
-      Put<uint64_t>(d, chain[k].addr != 0 ? chain[k].addr : BufBase(q, id));
-      Put<uint32_t>(d + 8, chain[k].len);
-      const bool more = k + 1 < chain.size();
-      Put<uint16_t>(d + 12, static_cast<uint16_t>((chain[k].writable ? 2 : 0) | (more ? 1 : 0)));
-      Put<uint16_t>(d + 14, static_cast<uint16_t>(id + 1));
-    }
-    const uint64_t avail = QueueBase(q) + 0x400;
-    uint16_t idx = Get<uint16_t>(avail + 2);
-    Put<uint16_t>(avail + 4 + 2ULL * (idx % kSize), first_id);
-    Put<uint16_t>(avail + 2, static_cast<uint16_t>(idx + 1));
-  }
+  Driver(MmioTransport& t, const GuestMemory& m)
+      : FakeDriver(t, m, 2, static_cast<uint32_t>(kNetFeatureMac), BufBase) {}
   void PostRx(uint16_t id, uint32_t len) {
     Post(0, id, {{len, true}});
     W(reg::kQueueNotify, 0);
@@ -100,38 +50,6 @@ class Driver {
           {static_cast<uint32_t>(frame.size() - half), false}});
     W(reg::kQueueNotify, 1);
   }
-  // {id, len} of used elements on queue q since the last call.
-  std::vector<std::pair<uint32_t, uint32_t>> Used(int q) {
-    std::vector<std::pair<uint32_t, uint32_t>> out;
-    const uint64_t used = QueueBase(q) + 0x800;
-    while (seen_[q] != Get<uint16_t>(used + 2)) {
-      const uint64_t e = used + 4 + 8ULL * (seen_[q] % kSize);
-      out.emplace_back(Get<uint32_t>(e), Get<uint32_t>(e + 4));
-      ++seen_[q];
-    }
-    return out;
-  }
-  std::string Bytes(uint64_t gpa, size_t len) {
-    return {reinterpret_cast<const char*>(m_.host_base() + gpa), len};
-  }
-  void Fill(uint64_t gpa, const std::string& s) {
-    ASSERT_TRUE(m_.Write(gpa, {reinterpret_cast<const uint8_t*>(s.data()), s.size()}).ok());
-  }
-  template <typename T>
-  void Put(uint64_t gpa, T v) {
-    ASSERT_TRUE(m_.WriteObj(gpa, v).ok());
-  }
-  template <typename T>
-  T Get(uint64_t gpa) {
-    T v;
-    std::memcpy(&v, m_.host_base() + gpa, sizeof v);
-    return v;
-  }
-
- private:
-  MmioTransport& t_;
-  const GuestMemory& m_;
-  uint16_t seen_[2] = {0, 0};
 };
 
 // An Ethernet frame of `len` bytes: broadcast, from kMac, ethertype 0x88b5.

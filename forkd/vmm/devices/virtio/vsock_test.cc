@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "common/unique_fd.h"
+#include "forkd/vmm/devices/virtio/fake_driver.h"
 #include "forkd/vmm/devices/virtio/mmio_transport.h"
 #include "forkd/vmm/devices/virtio/vsock.h"
 #include "forkd/vmm/devices/virtio/vsock_muxer.h"
@@ -30,7 +31,7 @@ namespace forkd::vmm::virtio {
 namespace {
 
 constexpr uint64_t kMemSize = 1 << 20;
-constexpr uint16_t kSize = 8;
+constexpr uint16_t kSize = kFakeQueueSize;
 constexpr uint64_t kGuestCid = 42;
 constexpr uint32_t kRxBufLen = 256;
 
@@ -56,49 +57,14 @@ std::string Drain(Vsock& dev, VsockConnKey k, Vsock::DrainResult* result = nullp
   return got;
 }
 
-uint64_t QueueBase(int q) { return 0x1000 + 0x1000ULL * q; }  // desc; avail +0x400; used +0x800
 uint64_t BufBase(int q, int i) { return 0x10000 + 0x4000ULL * q + 0x400ULL * i; }
 
-class Driver {
+class Driver : public FakeDriver {
  public:
-  Driver(MmioTransport& t, const GuestMemory& m) : t_(t), m_(m) {
-    W(reg::kStatus, kStatusAcknowledge | kStatusDriver);
-    W(reg::kDriverFeaturesSel, 1);
-    W(reg::kDriverFeatures, 1);
-    W(reg::kStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk);
-    for (int q = 0; q < 3; ++q) {
-      W(reg::kQueueSel, q);
-      W(reg::kQueueNum, kSize);
-      W(reg::kQueueDescLow, static_cast<uint32_t>(QueueBase(q)));
-      W(reg::kQueueDriverLow, static_cast<uint32_t>(QueueBase(q) + 0x400));
-      W(reg::kQueueDeviceLow, static_cast<uint32_t>(QueueBase(q) + 0x800));
-      W(reg::kQueueReady, 1);
-    }
-    W(reg::kStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
-  }
-  uint32_t R(uint64_t off) {
-    uint8_t b[4];
-    t_.Read(off, b);
-    uint32_t v;
-    std::memcpy(&v, b, 4);
-    return v;
-  }
-  void W(uint64_t off, uint32_t v) {
-    uint8_t b[4];
-    std::memcpy(b, &v, 4);
-    t_.Write(off, b);
-  }
+  Driver(MmioTransport& t, const GuestMemory& m) : FakeDriver(t, m, 3, 0, BufBase) {}
   // Makes buffer `i` of queue `q` available (device-writable or not).
   void Post(int q, uint16_t i, uint32_t len, bool writable) {
-    const uint64_t d = QueueBase(q) + 16ULL * i;
-    Put<uint64_t>(d, BufBase(q, i));
-    Put<uint32_t>(d + 8, len);
-    Put<uint16_t>(d + 12, writable ? 2 : 0);
-    Put<uint16_t>(d + 14, 0);
-    const uint64_t avail = QueueBase(q) + 0x400;
-    uint16_t idx = Get<uint16_t>(avail + 2);
-    Put<uint16_t>(avail + 4 + 2ULL * (idx % kSize), i);
-    Put<uint16_t>(avail + 2, static_cast<uint16_t>(idx + 1));
+    FakeDriver::Post(q, i, {{len, writable}});
   }
   void FillRx() {
     for (uint16_t i = 0; i < kSize; ++i) Post(0, i, kRxBufLen, true);
@@ -108,10 +74,8 @@ class Driver {
   // restored transport over the same rings, or this driver's own).
   void Send(VsockHeader h, const std::string& payload = "", MmioTransport* via = nullptr) {
     h.len = static_cast<uint32_t>(payload.size());
-    ASSERT_TRUE(m_.WriteObj(BufBase(1, 0), h).ok());
-    ASSERT_TRUE(m_.Write(BufBase(1, 0) + sizeof h,
-                         {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()})
-                    .ok());
+    Put(BufBase(1, 0), h);
+    Fill(BufBase(1, 0) + sizeof h, payload);
     Post(1, 0, static_cast<uint32_t>(sizeof h + payload.size()), false);
     if (via == nullptr) {
       W(reg::kQueueNotify, 1);
@@ -123,38 +87,15 @@ class Driver {
   // Packets the device put on rx since the last call (header + payload).
   std::vector<std::pair<VsockHeader, std::string>> Received() {
     std::vector<std::pair<VsockHeader, std::string>> out;
-    const uint64_t used = QueueBase(0) + 0x800;
-    while (seen_ != Get<uint16_t>(used + 2)) {
-      const uint64_t e = used + 4 + 8ULL * (seen_ % kSize);
-      const uint32_t id = Get<uint32_t>(e), len = Get<uint32_t>(e + 4);
-      ++seen_;
-      VsockHeader h;
-      std::memcpy(&h, m_.host_base() + BufBase(0, static_cast<int>(id)), sizeof h);
+    for (const auto& [id, len] : Used(0)) {
+      const uint64_t buf = BufBase(0, static_cast<int>(id));
+      const auto h = Get<VsockHeader>(buf);
       EXPECT_EQ(len, sizeof h + h.len);
-      std::string payload(
-          reinterpret_cast<const char*>(m_.host_base() + BufBase(0, static_cast<int>(id))) +
-              sizeof h,
-          h.len);
-      out.emplace_back(h, payload);
+      out.emplace_back(h, Bytes(buf + sizeof h, h.len));
       Post(0, static_cast<uint16_t>(id), kRxBufLen, true);  // recycle
     }
     return out;
   }
-  template <typename T>
-  void Put(uint64_t gpa, T v) {
-    ASSERT_TRUE(m_.WriteObj(gpa, v).ok());
-  }
-  template <typename T>
-  T Get(uint64_t gpa) {
-    T v;
-    std::memcpy(&v, m_.host_base() + gpa, sizeof v);
-    return v;
-  }
-
- private:
-  MmioTransport& t_;
-  const GuestMemory& m_;
-  uint16_t seen_ = 0;
 };
 
 VsockHeader FromGuest(uint32_t src_port, uint32_t dst_port, uint16_t op) {
