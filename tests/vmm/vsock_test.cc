@@ -22,6 +22,8 @@
 #include <string>
 #include <thread>
 
+#include "absl/status/statusor.h"
+#include "common/errno_status.h"
 #include "common/unique_fd.h"
 #include "forkd/vmm/persist.h"
 #include "gtest/gtest.h"
@@ -194,12 +196,33 @@ void ExpectNoFail(const OutputCollector& out) {
   EXPECT_TRUE(out.Lines("PROBE fail").empty()) << out.text();
 }
 
+// Boots the probe's vsock echo scenario (CID 3) and waits for its driver.
+absl::StatusOr<ProbeVm> BootVsockEcho(const VirtioConfig& cfg) {
+  FORKD_ASSIGN_OR_RETURN(ProbeVm vm, BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg));
+  if (!vm.out->WaitFor("PROBE ok vsock cid=3").has_value()) {
+    return absl::DeadlineExceededError("vsock driver never came up: " + vm.out->text());
+  }
+  return vm;
+}
+
+// The guest and the device carry on: a new host connection echoes.
+void ExpectNewHostConnectionEchoes(const VirtioConfig& cfg, const ProbeVm& vm) {
+  auto again = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
+  ASSERT_TRUE(again.has_value()) << vm.out->text();
+  EXPECT_EQ(Echo(*again, "next").echoed, "next");
+}
+
+// Stops the VM and checks the guest never reported a failure.
+void StopCleanly(ProbeVm& vm) {
+  EXPECT_EQ(vm.machine->Stop().kind, ExitKind::kStopped);
+  ExpectNoFail(*vm.out);
+}
+
 TEST(Vsock, HostConnectionEchoesFourMiBThroughASlowReader) {
   TempDir dir;
   VirtioConfig cfg = Vsock(dir);
-  auto vm = BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg);
+  auto vm = BootVsockEcho(cfg);
   ASSERT_TRUE(vm.ok()) << vm.status();
-  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock cid=3").has_value()) << vm->out->text();
   auto s = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
   ASSERT_TRUE(s.has_value()) << vm->out->text();
   const std::string data = PseudoRandom(kBig, 1);
@@ -216,8 +239,7 @@ TEST(Vsock, HostConnectionEchoesFourMiBThroughASlowReader) {
   Report("host-initiated, 1 MiB then a 500 ms reader pause", data.size(), st.seconds);
   std::cout << "[ vsock    ] at the pause: written " << st.written_at_pause << ", read "
             << st.read_at_pause << "\n";
-  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
-  ExpectNoFail(*vm->out);
+  StopCleanly(*vm);
 }
 
 TEST(Vsock, GuestConnectionToUdsPortEchoesFourMiB) {
@@ -244,8 +266,7 @@ TEST(Vsock, GuestConnectionToUdsPortEchoesFourMiB) {
   char c;
   EXPECT_EQ(s->ReadSome(&c, 1), 0) << "the replaced guest connection was not closed";
   EXPECT_EQ(Echo(*h, "after").echoed, "after");
-  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
-  ExpectNoFail(*vm->out);
+  StopCleanly(*vm);
 }
 
 TEST(Vsock, GuestConnectionWithoutListenerIsResetAndTheVmCarriesOn) {
@@ -267,16 +288,14 @@ TEST(Vsock, GuestConnectionWithoutListenerIsResetAndTheVmCarriesOn) {
   ASSERT_TRUE(s.has_value()) << vm->out->text();
   EXPECT_EQ(s->ReadLine(), kMarker);
   EXPECT_EQ(Echo(*s, "second try").echoed, "second try");
-  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
-  ExpectNoFail(*vm->out);
+  StopCleanly(*vm);
 }
 
 TEST(Vsock, HostHalfCloseGuestStillSendsItsRemainingBytes) {
   TempDir dir;
   VirtioConfig cfg = Vsock(dir);
-  auto vm = BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg);
+  auto vm = BootVsockEcho(cfg);
   ASSERT_TRUE(vm.ok()) << vm.status();
-  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock cid=3").has_value()) << vm->out->text();
   auto s = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
   ASSERT_TRUE(s.has_value());
   // More than the guest's 64 KiB ring holds, written before anything is
@@ -296,11 +315,8 @@ TEST(Vsock, HostHalfCloseGuestStillSendsItsRemainingBytes) {
   errno = 0;
   EXPECT_EQ(s->ReadSome(&c, 1), 0) << "no EOF after the echo: errno " << errno;
   // The guest is ready for the next connection.
-  auto again = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
-  ASSERT_TRUE(again.has_value()) << vm->out->text();
-  EXPECT_EQ(Echo(*again, "next").echoed, "next");
-  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
-  ExpectNoFail(*vm->out);
+  ExpectNewHostConnectionEchoes(cfg, *vm);
+  StopCleanly(*vm);
 }
 
 // The guest half-closes ('h': SHUTDOWN(SEND) after echoing what it has):
@@ -310,9 +326,8 @@ TEST(Vsock, HostHalfCloseGuestStillSendsItsRemainingBytes) {
 TEST(Vsock, GuestHalfCloseHostReadsEofThenStillSends) {
   TempDir dir;
   VirtioConfig cfg = Vsock(dir);
-  auto vm = BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg);
+  auto vm = BootVsockEcho(cfg);
   ASSERT_TRUE(vm.ok()) << vm.status();
-  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock cid=3").has_value()) << vm->out->text();
   auto s = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
   ASSERT_TRUE(s.has_value());
   const std::string data = PseudoRandom(200 * 1024, 6);
@@ -340,11 +355,8 @@ TEST(Vsock, GuestHalfCloseHostReadsEofThenStillSends) {
   EXPECT_EQ(s->ReadSome(&c, 1), 0) << "errno " << errno;
   s.reset();
   // The guest and the device carry on.
-  auto again = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
-  ASSERT_TRUE(again.has_value()) << vm->out->text();
-  EXPECT_EQ(Echo(*again, "next").echoed, "next");
-  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
-  ExpectNoFail(*vm->out);
+  ExpectNewHostConnectionEchoes(cfg, *vm);
+  StopCleanly(*vm);
 }
 
 // The host closes its socket and the guest never finishes the close ('m'):
@@ -354,9 +366,8 @@ TEST(Vsock, GuestHalfCloseHostReadsEofThenStillSends) {
 TEST(Vsock, HostCloseTheGuestIgnoresEndsInRstAfterTheCloseTimeout) {
   TempDir dir;
   VirtioConfig cfg = Vsock(dir);
-  auto vm = BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg);
+  auto vm = BootVsockEcho(cfg);
   ASSERT_TRUE(vm.ok()) << vm.status();
-  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock cid=3").has_value()) << vm->out->text();
   auto s = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
   ASSERT_TRUE(s.has_value());
   EXPECT_EQ(Echo(*s, "hello").echoed, "hello");
@@ -365,11 +376,8 @@ TEST(Vsock, HostCloseTheGuestIgnoresEndsInRstAfterTheCloseTimeout) {
   s.reset();
   ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-reset-while-ignoring-close shutdown=3").has_value())
       << vm->out->text();
-  auto again = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
-  ASSERT_TRUE(again.has_value()) << vm->out->text();
-  EXPECT_EQ(Echo(*again, "next").echoed, "next");
-  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
-  ExpectNoFail(*vm->out);
+  ExpectNewHostConnectionEchoes(cfg, *vm);
+  StopCleanly(*vm);
 }
 
 // A guest that never answers a host CONNECT (neither RESPONSE nor RST):
@@ -379,9 +387,8 @@ TEST(Vsock, HostCloseTheGuestIgnoresEndsInRstAfterTheCloseTimeout) {
 TEST(Vsock, HostConnectTheGuestNeverAnswersEndsWithoutOk) {
   TempDir dir;
   VirtioConfig cfg = Vsock(dir);
-  auto vm = BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg);
+  auto vm = BootVsockEcho(cfg);
   ASSERT_TRUE(vm.ok()) << vm.status();
-  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock cid=3").has_value()) << vm->out->text();
   vm->in.Send("i");
   ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-ignore-requests on=1").has_value())
       << vm->out->text();
@@ -407,11 +414,8 @@ TEST(Vsock, HostConnectTheGuestNeverAnswersEndsWithoutOk) {
   vm->in.Send("i");
   ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-ignore-requests on=0").has_value())
       << vm->out->text();
-  auto again = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
-  ASSERT_TRUE(again.has_value()) << vm->out->text();
-  EXPECT_EQ(Echo(*again, "next").echoed, "next");
-  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
-  ExpectNoFail(*vm->out);
+  ExpectNewHostConnectionEchoes(cfg, *vm);
+  StopCleanly(*vm);
 }
 
 // vsock_write (the agent's replies) honours the host's credit: 1 MiB, far
@@ -421,9 +425,8 @@ TEST(Vsock, HostConnectTheGuestNeverAnswersEndsWithoutOk) {
 TEST(Vsock, GuestWritesWaitForTheHostsCredit) {
   TempDir dir;
   VirtioConfig cfg = Vsock(dir);
-  auto vm = BootProbe("probe.scenario=vsock", 64 << 20, 1, cfg);
+  auto vm = BootVsockEcho(cfg);
   ASSERT_TRUE(vm.ok()) << vm.status();
-  ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock cid=3").has_value()) << vm->out->text();
   auto s = Stream::ToGuest(cfg.vsock_uds_path, kGuestPort);
   ASSERT_TRUE(s.has_value());
   EXPECT_EQ(Echo(*s, "hello").echoed, "hello");
@@ -438,8 +441,7 @@ TEST(Vsock, GuestWritesWaitForTheHostsCredit) {
   ASSERT_TRUE(vm->out->WaitFor("PROBE ok vsock-wrote bytes=1048576").has_value())
       << vm->out->text();
   EXPECT_EQ(Echo(*s, "after").echoed, "after");
-  EXPECT_EQ(vm->machine->Stop().kind, ExitKind::kStopped);
-  ExpectNoFail(*vm->out);
+  StopCleanly(*vm);
 }
 
 TEST(Vsock, RestoredForkResetsOldConnectionsAndMakesNewOnesBothWays) {
@@ -493,8 +495,7 @@ TEST(Vsock, RestoredForkResetsOldConnectionsAndMakesNewOnesBothWays) {
   EXPECT_EQ(g->ReadLine(), kMarker);
   const std::string data2 = PseudoRandom(1 << 20, 5);
   EXPECT_TRUE(Echo(*g, data2).echoed == data2);
-  EXPECT_EQ(f.machine->Stop().kind, ExitKind::kStopped);
-  ExpectNoFail(*f.out);
+  StopCleanly(f);
 }
 
 }  // namespace
