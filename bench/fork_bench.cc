@@ -27,6 +27,7 @@
 #include "bench/probe_snapshot.h"
 #include "forkd/gate/fork_resources.h"
 #include "forkd/gate/reseed_gate.h"
+#include "tests/vmm/owned_fork.h"
 #include "tests/vmm/vmm_process.h"
 
 namespace forkd::vmm::bench {
@@ -63,16 +64,11 @@ Fork Restore(const fs::path& snap, const fs::path& dir, const std::string& id,
   f.uds = (fork_dir / "vsock.sock").string();
   std::vector<std::string> args = {"--restore", snap.string(), "--vsock-uds", f.uds};
   if (!ioeventfd) args.push_back("--no-ioeventfd");
-  auto vmm = VmmProcess::Spawn(args);
-  if (!vmm.ok()) Die("spawn: " + vmm.status().ToString());
-  f.vmm = std::move(*vmm);
-  if (f.vmm->ReadLine() != "READY") Die("fork " + id + " did not report READY");
   f.resources.fork_id = id;
-  auto pidfd = gate::OpenPidfd(f.vmm->pid());
-  if (!pidfd.ok()) Die("pidfd: " + pidfd.status().ToString());
-  f.resources.vmm_pidfd = std::move(*pidfd);
-  f.vmm->Release();
   f.resources.paths = {fork_dir};
+  auto vmm = testing::SpawnOwnedFork(args, f.resources);
+  if (!vmm.ok()) Die("fork " + id + ": " + vmm.status().ToString());
+  f.vmm = std::move(vmm->vmm);
   return f;
 }
 

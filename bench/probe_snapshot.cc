@@ -25,11 +25,9 @@ std::filesystem::path MakeProbeSnapshot(const std::filesystem::path& dir,
   if (!(*src)->serial().WaitFor(ready_line).has_value()) {
     Die("probe guest never printed '" + ready_line + "': " + (*src)->serial().text());
   }
-  (*src)->Send("SNAPSHOT " + snap.string());
-  if ((*src)->ReadLine() != "OK") Die("snapshot failed");
-  (*src)->Send("STOP");
-  (*src)->ReadLine();
-  (*src)->Wait();
+  if (absl::Status saved = (*src)->SnapshotAndStop(snap.string()); !saved.ok()) {
+    Die("snapshot: " + saved.ToString());
+  }
   return snap;
 }
 

@@ -24,6 +24,7 @@
 #include "forkd/gate/reseed_gate.h"
 #include "gtest/gtest.h"
 #include "tests/support/requirements.h"
+#include "tests/vmm/owned_fork.h"
 #include "tests/vmm/vmm_process.h"
 
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kKvm);
@@ -72,11 +73,8 @@ class GateE2eTest : public ::testing::Test {
     ASSERT_EQ((*src)->ReadLine(), "READY");
     ASSERT_TRUE((*src)->serial().WaitFor("PROBE ok agent mode=" + mode + " cid=3").has_value())
         << (*src)->serial().text();
-    (*src)->Send("SNAPSHOT " + snap_.string());
-    ASSERT_EQ((*src)->ReadLine(), "OK");
-    (*src)->Send("STOP");
-    EXPECT_EQ((*src)->ReadLine(), "EXIT stopped: host request");
-    EXPECT_EQ((*src)->Wait(), 0);
+    absl::Status saved = (*src)->SnapshotAndStop(snap_.string());
+    ASSERT_TRUE(saved.ok()) << saved;
   }
 
   struct Fork {
@@ -95,17 +93,13 @@ class GateE2eTest : public ::testing::Test {
     fs::create_directories(f.dir);
     f.uds = (f.dir / "vsock.sock").string();
     std::ofstream(f.dir / "memory.overlay") << "stand-in for the fork's dirty pages";
-    auto vmm = VmmProcess::Spawn({"--restore", snap_.string(), "--vsock-uds", f.uds});
+    f.resources.fork_id = id;
+    f.resources.paths = {f.dir};
+    auto vmm = SpawnOwnedFork({"--restore", snap_.string(), "--vsock-uds", f.uds}, f.resources);
     EXPECT_TRUE(vmm.ok()) << vmm.status();
     if (!vmm.ok()) return f;
-    f.vmm = std::move(*vmm);
-    EXPECT_EQ(f.vmm->ReadLine(), "READY");
-    f.resources.fork_id = id;
-    auto pidfd = gate::OpenPidfd(f.vmm->pid());
-    EXPECT_TRUE(pidfd.ok()) << pidfd.status();
-    if (pidfd.ok()) f.resources.vmm_pidfd = std::move(*pidfd);
-    f.pid = f.vmm->Release();
-    f.resources.paths = {f.dir};
+    f.vmm = std::move(vmm->vmm);
+    f.pid = vmm->pid;
     return f;
   }
 

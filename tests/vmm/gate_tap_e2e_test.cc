@@ -32,6 +32,7 @@
 #include "netfilter/nftables.h"
 #include "tests/netfilter/netns_sockets.h"
 #include "tests/support/requirements.h"
+#include "tests/vmm/owned_fork.h"
 #include "tests/vmm/vmm_process.h"
 
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kKvm);
@@ -150,11 +151,8 @@ class GateTapE2eTest : public ::testing::Test {
     ASSERT_TRUE((*src)->serial().WaitFor("PROBE ok agent mode=" + mode + " cid=3").has_value())
         << (*src)->serial().text();
     EXPECT_TRUE(HoldsTap((*src)->pid(), kSourceTap)) << "the source VM is not on its tap";
-    (*src)->Send("SNAPSHOT " + snap_.string());
-    ASSERT_EQ((*src)->ReadLine(), "OK");
-    (*src)->Send("STOP");
-    EXPECT_EQ((*src)->ReadLine(), "EXIT stopped: host request");
-    EXPECT_EQ((*src)->Wait(), 0);
+    absl::Status saved = (*src)->SnapshotAndStop(snap_.string());
+    ASSERT_TRUE(saved.ok()) << saved;
   }
 
   struct Fork {
@@ -195,16 +193,13 @@ class GateTapE2eTest : public ::testing::Test {
 
     char mac[32];
     std::snprintf(mac, sizeof mac, "02:00:00:00:02:%02x", index);
-    auto vmm = VmmProcess::Spawn({"--restore", snap_.string(), "--vsock-uds", f.uds, "--net-tap",
-                                  tap, "--net-netns", NetnsPath(), "--net-mac", mac});
+    auto vmm = SpawnOwnedFork({"--restore", snap_.string(), "--vsock-uds", f.uds, "--net-tap", tap,
+                               "--net-netns", NetnsPath(), "--net-mac", mac},
+                              f.resources);
     EXPECT_TRUE(vmm.ok()) << vmm.status();
     if (!vmm.ok()) return f;
-    f.vmm = std::move(*vmm);
-    EXPECT_EQ(f.vmm->ReadLine(), "READY") << f.vmm->serial().text();
-    auto pidfd = gate::OpenPidfd(f.vmm->pid());
-    EXPECT_TRUE(pidfd.ok()) << pidfd.status();
-    if (pidfd.ok()) f.resources.vmm_pidfd = std::move(*pidfd);
-    f.pid = f.vmm->Release();
+    f.vmm = std::move(vmm->vmm);
+    f.pid = vmm->pid;
     return f;
   }
 

@@ -27,6 +27,7 @@
 #include "forkd/gate/reseed_gate.h"
 #include "gtest/gtest.h"
 #include "tests/support/requirements.h"
+#include "tests/vmm/owned_fork.h"
 #include "tests/vmm/vmm_process.h"
 
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kHwVirt);
@@ -128,11 +129,8 @@ TEST_F(LinuxAgentTest, ReseededForksReadDifferentUrandom) {
     auto bytes = ReadUrandom(*client);
     ASSERT_TRUE(bytes.ok()) << bytes.status();
     parent_bytes = *bytes;
-    vm->Send("SNAPSHOT " + snap.string());
-    ASSERT_EQ(vm->ReadLine(), "OK");
-    vm->Send("STOP");
-    EXPECT_EQ(vm->ReadLine(), "EXIT stopped: host request");
-    EXPECT_EQ(vm->Wait(), 0);
+    absl::Status saved = vm->SnapshotAndStop(snap.string());
+    ASSERT_TRUE(saved.ok()) << saved;
   }
 
   std::string fork_bytes[2];
@@ -140,21 +138,16 @@ TEST_F(LinuxAgentTest, ReseededForksReadDifferentUrandom) {
     const fs::path fork_dir = dir_ / ("fork" + std::to_string(i));
     fs::create_directories(fork_dir);
     const std::string uds = (fork_dir / "vsock.sock").string();
-    auto vm = VmmProcess::Spawn({"--restore", snap.string(), "--vsock-uds", uds});
-    ASSERT_TRUE(vm.ok()) << vm.status();
-    ASSERT_EQ((*vm)->ReadLine(), "READY");
     gate::ForkResources resources;
     resources.fork_id = "fork" + std::to_string(i);
-    auto pidfd = gate::OpenPidfd((*vm)->pid());
-    ASSERT_TRUE(pidfd.ok()) << pidfd.status();
-    resources.vmm_pidfd = std::move(*pidfd);
     resources.paths = {fork_dir};
-    (*vm)->Release();
+    auto fork = SpawnOwnedFork({"--restore", snap.string(), "--vsock-uds", uds}, resources);
+    ASSERT_TRUE(fork.ok()) << fork.status();
     // The gate: only a fork whose agent proves the reseed is admitted.
     absl::Status admitted = gate::AdmitFork(
         resources, agent::ConnectVsockMux(uds, kAgentPort, agent::DeadlineIn(kCallDeadline)),
         static_cast<uint64_t>(i + 2), std::nullopt, {.deadline = kCallDeadline});
-    ASSERT_TRUE(admitted.ok()) << admitted << "\nserial:\n" << (*vm)->serial().text();
+    ASSERT_TRUE(admitted.ok()) << admitted << "\nserial:\n" << fork->vmm->serial().text();
     auto fd = agent::ConnectVsockMux(uds, kAgentPort, agent::DeadlineIn(kCallDeadline));
     ASSERT_TRUE(fd.ok()) << fd.status();
     agent::AgentClient client(std::move(*fd));

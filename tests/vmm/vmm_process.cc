@@ -69,6 +69,22 @@ VmmProcess::~VmmProcess() {
   }
 }
 
+absl::Status VmmProcess::SnapshotAndStop(const std::string& dir) {
+  Send("SNAPSHOT " + dir);
+  if (auto r = ReadLine(); r != "OK") {
+    return absl::InternalError("SNAPSHOT " + dir + " answered '" + r.value_or("<none>") +
+                               "'; serial:\n" + out_->text());
+  }
+  Send("STOP");
+  if (auto r = ReadLine(); r != "EXIT stopped: host request") {
+    return absl::InternalError("STOP answered '" + r.value_or("<none>") + "'");
+  }
+  if (const int code = Wait(); code != 0) {
+    return absl::InternalError("forkd-vmm exited with " + std::to_string(code) + " after STOP");
+  }
+  return absl::OkStatus();
+}
+
 void VmmProcess::Send(const std::string& line) const {
   std::string l = line + "\n";
   (void)!::write(control_.get(), l.data(), l.size());

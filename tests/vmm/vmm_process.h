@@ -36,6 +36,9 @@ class VmmProcess {
   std::optional<std::string> ReadLine();
   // Waits for the process; returns its exit code (or -signal).
   int Wait();
+  // SNAPSHOT into `dir`, then STOP: OK only when the snapshot was written and
+  // the VMM stopped cleanly (its EXIT line and exit code 0).
+  absl::Status SnapshotAndStop(const std::string& dir);
   // Hands the child over to whoever reaps it (e.g. gate::Reap through a
   // pidfd): this object will neither kill nor wait for it any more, since
   // once someone else waited for it the pid may belong to another process.

@@ -1,0 +1,20 @@
+#include "tests/vmm/owned_fork.h"
+
+#include "common/errno_status.h"
+
+namespace forkd::vmm::testing {
+
+absl::StatusOr<OwnedFork> SpawnOwnedFork(const std::vector<std::string>& args,
+                                         gate::ForkResources& resources) {
+  OwnedFork f;
+  FORKD_ASSIGN_OR_RETURN(f.vmm, VmmProcess::Spawn(args));
+  if (auto ready = f.vmm->ReadLine(); ready != "READY") {
+    return absl::InternalError("fork VMM answered '" + ready.value_or("<none>") +
+                               "' instead of READY; serial:\n" + f.vmm->serial().text());
+  }
+  FORKD_ASSIGN_OR_RETURN(resources.vmm_pidfd, gate::OpenPidfd(f.vmm->pid()));
+  f.pid = f.vmm->Release();
+  return f;
+}
+
+}  // namespace forkd::vmm::testing
