@@ -283,16 +283,15 @@ absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
       return absl::InvalidArgumentError(absl::StrCat("snapshot has unknown device ", d.name));
     }
   }
-  // Tells a restored guest its vsock connections are gone (the event waits
-  // in the device if the driver has no event buffer posted).
-  if (vsock_transport_ != nullptr) vsock_transport_->Kick(2);
-  // A notify the guest made before the snapshot may still have been in an
-  // eventfd counter, which the snapshot does not hold: process every queue
-  // once when the machine starts (a kick with nothing available does nothing).
+  // Process every queue once when the machine starts (a kick with nothing
+  // available does nothing), since the guest will not notify again for what
+  // it made available before the snapshot:
+  //  - a notify may still have been in an eventfd counter, which the
+  //    snapshot does not hold;
+  //  - virtio-vsock's TRANSPORT_RESET event (queued by its restore) goes out
+  //    on the event queue, telling the guest its connections are gone;
+  //  - virtio-net's rx buffers take frames from the fork's (new) tap.
   notifier_->MarkAllPending();
-  // A restored virtio-net may already have rx buffers posted: look at its
-  // (new) tap now, since the guest will not notify for them again.
-  if (net_transport_ != nullptr) net_transport_->Kick(virtio::Net::kRxQueue);
   // kvmclock is set in Start(), right before the vCPUs run.
   pending_clock_ = state.vm;
   pending_tsc_khz_ = state.vcpus[0].tsc_khz;
