@@ -170,15 +170,9 @@ void net_poll(void) {
     serial_putc('\n');
     net_send_hello();
   }
-  volatile struct vring_used* u = &rxq.used;
   int reposted = 0;
-  while (u->idx != rxq.used_seen) {
-    vq_barrier();
-    uint16_t slot = static_cast<uint16_t>(rxq.used_seen % QSZ);
-    uint32_t id = u->ring[slot].id;
-    uint32_t len = u->ring[slot].len;
-    rxq.used_seen = static_cast<uint16_t>(rxq.used_seen + 1);
-    if (id >= QSZ) continue;
+  uint32_t id, len;
+  while (vq_next_used(&rxq, &id, &len)) {
     if (len > NET_HDR && len <= RX_BUF) handle_frame(rx_bufs[id] + NET_HDR, len - NET_HDR);
     vq_post(&rxq, static_cast<uint16_t>(id), rx_bufs[id], RX_BUF, 2);
     reposted = 1;

@@ -103,6 +103,22 @@ static inline void vq_post(struct vq* q, uint16_t id, void* buf, uint32_t len, u
   vq_barrier();
 }
 
+// Takes the next element the device put on `q`'s used ring, if any: 1 with
+// its descriptor id (< QSZ; elements naming any other id are skipped) and
+// the length the device wrote, or 0 when there is none.
+static inline int vq_next_used(struct vq* q, uint32_t* id, uint32_t* len) {
+  volatile struct vring_used* u = &q->used;
+  while (u->idx != q->used_seen) {
+    vq_barrier();
+    const uint16_t slot = static_cast<uint16_t>(q->used_seen % QSZ);
+    *id = u->ring[slot].id;
+    *len = u->ring[slot].len;
+    q->used_seen = static_cast<uint16_t>(q->used_seen + 1);
+    if (*id < QSZ) return 1;
+  }
+  return 0;
+}
+
 // Notifies queue `index` and waits until the device used one more buffer of
 // it (vring_wait_used's bound). Returns 0 when it never did.
 static inline int vq_notify_and_wait(uintptr_t base, uint32_t index, struct vq* q) {

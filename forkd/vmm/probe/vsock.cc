@@ -335,13 +335,9 @@ static int pump(void) {
 }
 
 static void poll_events(void) {
-  volatile struct vring_used* u = &evq.used;
   int reposted = 0;
-  while (u->idx != evq.used_seen) {
-    vq_barrier();
-    uint32_t id = u->ring[evq.used_seen % QSZ].id;
-    evq.used_seen = static_cast<uint16_t>(evq.used_seen + 1);
-    if (id >= QSZ) continue;
+  uint32_t id, len;
+  while (vq_next_used(&evq, &id, &len)) {
     uint32_t event = *reinterpret_cast<volatile uint32_t*>(ev_buf[id]);
     if (event == 0) {  // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
       // Every connection is gone (e.g. this is a restored fork); the CID
@@ -449,15 +445,9 @@ void vsock_write_pattern(uint32_t len) {
 
 // Handles the rx used ring once; returns 1 when it held packets.
 static int poll_rx(void) {
-  volatile struct vring_used* u = &rxq.used;
   int reposted = 0;
-  while (u->idx != rxq.used_seen) {
-    vq_barrier();
-    uint16_t slot = static_cast<uint16_t>(rxq.used_seen % QSZ);
-    uint32_t id = u->ring[slot].id;
-    uint32_t len = u->ring[slot].len;
-    rxq.used_seen = static_cast<uint16_t>(rxq.used_seen + 1);
-    if (id >= QSZ) continue;
+  uint32_t id, len;
+  while (vq_next_used(&rxq, &id, &len)) {
     if (len >= sizeof(struct vsock_hdr) && len <= RX_BUF) {
       const struct vsock_hdr* h = reinterpret_cast<const struct vsock_hdr*>(rx_bufs[id]);
       handle(h, rx_bufs[id] + sizeof(struct vsock_hdr),
