@@ -16,6 +16,7 @@
 #include "forkd/vmm/devices/virtio/rng.h"
 #include "forkd/vmm/devices/virtio/tap.h"
 #include "forkd/vmm/devices/virtio/vsock.h"
+#include "forkd/vmm/seccomp/thread_filters.h"
 
 namespace forkd::vmm {
 
@@ -77,8 +78,12 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
                            [rx_fd] { virtio::QueueNotifier::Signal(rx_fd); });
   }
   if (virtio.net) {
-    FORKD_ASSIGN_OR_RETURN(UniqueFd tap,
-                           virtio::OpenTap(virtio.net->tap_name, virtio.net->netns_path));
+    UniqueFd tap;
+    if (virtio.net->attached_tap && *virtio.net->attached_tap) {
+      tap = std::move(*virtio.net->attached_tap);
+    } else {
+      FORKD_ASSIGN_OR_RETURN(tap, virtio::OpenTap(virtio.net->tap_name, virtio.net->netns_path));
+    }
     FORKD_ASSIGN_OR_RETURN(virtio::MacAddress mac, virtio::RandomMacAddress());
     FORKD_ASSIGN_OR_RETURN(
         m->net_transport_,
@@ -144,7 +149,7 @@ std::string Machine::VirtioCmdline() const {
 
 Machine::~Machine() { Stop(); }
 
-absl::Status Machine::Start() {
+absl::Status Machine::Start(bool vcpus_parked) {
   if (started_) return absl::FailedPreconditionError("machine already started");
   if (pending_clock_) {
     FORKD_RETURN_IF_ERROR(vm_.RestoreClock(*pending_clock_, pending_tsc_khz_));
@@ -155,6 +160,11 @@ absl::Status Machine::Start() {
   if (!input_stop_) return ErrnoStatus(errno, "eventfd");
   FORKD_RETURN_IF_ERROR(notifier_->Start());
   started_ = true;
+  if (vcpus_parked) {
+    // Before the threads exist: each parks at its first loop iteration.
+    for (auto& v : vcpus_) v->RequestPause();
+    paused_ = true;
+  }
   for (auto& v : vcpus_) {
     threads_.emplace_back(&Machine::VcpuThread, this, v.get());
     v->SetThread(threads_.back().native_handle());
@@ -164,6 +174,7 @@ absl::Status Machine::Start() {
 }
 
 void Machine::VcpuThread(Vcpu* vcpu) {
+  seccomp::EnterThread(seccomp::ThreadKind::kVcpu);  // before any KVM_RUN
   VmExit e = vcpu->RunLoop(pio_, mmio_, latch_);
   if (e.kind != ExitKind::kStopped) EndVm(std::move(e));
 }
@@ -174,6 +185,7 @@ void Machine::EndVm(VmExit e) {
 }
 
 void Machine::InputPumpThread() {
+  seccomp::EnterThread(seccomp::ThreadKind::kDevice);
   uint8_t buf[64];
   size_t have = 0;
   while (true) {

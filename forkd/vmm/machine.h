@@ -47,6 +47,10 @@ struct NetConfig {
   std::string tap_name;
   std::string netns_path;
   std::optional<virtio::MacAddress> mac;
+  // Already attached by the caller (forkd-vmm's jail attaches it before it
+  // drops privileges, jail/tap_attach.h); the machine takes the fd. Null:
+  // the machine attaches tap_name itself (virtio::OpenTap).
+  std::shared_ptr<UniqueFd> attached_tap;
 };
 
 // Which virtio-mmio devices the machine has (each at its fixed slot in
@@ -106,7 +110,11 @@ class Machine {
   // Starts one thread per vCPU and the serial input pump. After
   // RestoreState, first sets kvmclock (advanced to now), so a machine may be
   // restored ahead of time and started on demand (a standby fork).
-  absl::Status Start();
+  // `vcpus_parked`: the vCPU threads start paused (no guest instruction runs
+  // until Resume()), so the caller can seal itself with its own seccomp
+  // filter between the threads' creation and the guest's first instruction
+  // (forkd-vmm; seccomp/thread_filters.h).
+  absl::Status Start(bool vcpus_parked = false);
   // Parks every vCPU with its state complete (see Vcpu). Idempotent.
   void Pause();
   void Resume();

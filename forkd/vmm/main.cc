@@ -12,6 +12,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <latch>
+#include <vector>
+
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -27,7 +31,14 @@
 #include "common/unique_fd.h"
 #include "forkd/vmm/builder.h"
 #include "forkd/vmm/devices/virtio/net.h"
+#include "forkd/vmm/jail/jail.h"
+#include "forkd/vmm/jail/tap_attach.h"
 #include "forkd/vmm/persist.h"
+#include "forkd/vmm/seccomp/allow_list.h"
+#include "forkd/vmm/seccomp/thread_filters.h"
+#ifdef FORKD_VMM_TEST_HOOK
+#include "forkd/vmm/seccomp/test_hook.h"
+#endif
 
 namespace forkd::vmm {
 namespace {
@@ -61,7 +72,22 @@ constexpr char kUsage[] =
     "Control protocol on --control-fd (default: READY/EXIT lines on stderr, no commands):\n"
     "  out: STANDBY | READY | OK | ERR <why> | EXIT <reset|shutdown: ...|stopped|error: ...>\n"
     "  in:  GO | PAUSE | RESUME | STOP | SNAPSHOT <dir>   (EOF stops the VM)\n"
-    "Exit code: 0 stopped or reset, 3 guest shutdown/triple fault, 1 VM error, 2 usage.\n";
+    "Exit code: 0 stopped or reset, 3 guest shutdown/triple fault, 1 VM error, 2 usage.\n"
+    "\n"
+    "Isolation (on by default; docs/threat-model.md):\n"
+    "  --jail-root DIR --jail-uid N --jail-gid N  run jailed: own mount namespace with a\n"
+    "      tmpfs root in DIR (an empty per-VM directory) holding only the snapshot\n"
+    "      (or kernel/initrd) read-only, the vsock socket's directory, --jail-rw\n"
+    "      directories and /dev/kvm (/dev/net/tun with --net-tap); uid/gid N, no\n"
+    "      capabilities, no new privileges, other fds closed, empty environment,\n"
+    "      rlimits, killed when the parent dies. Needs root.\n"
+    "  --jail-rw DIR (repeatable)  a read-write directory inside the jail (SNAPSHOT targets)\n"
+    "  --cgroup PATH       join this cgroup v2 directory (made and limited by the caller)\n"
+    "  --keep-fd N (repeatable)    an inherited fd to keep besides the ones named above\n"
+    "  --jail-nofile N --jail-nproc N --jail-fsize-mib N   rlimits (defaults 4096, 64, 4096)\n"
+    "  --no-jail           DEBUGGING ONLY: run guest code with this process's privileges\n"
+    "  --no-seccomp        DEBUGGING ONLY: no per-thread seccomp filters\n"
+    "  --print-seccomp     print the per-thread allow-lists (docs/vmm-seccomp.md) and exit\n";
 
 struct Options {
   std::string kernel, initrd, cmdline = "console=ttyS0 reboot=k panic=-1", restore;
@@ -74,6 +100,13 @@ struct Options {
   uint64_t vsock_cid = 0;
   std::string vsock_uds;
   std::string net_tap, net_netns, net_mac;
+  bool jail = true, seccomp = true, print_seccomp = false;
+  std::string jail_root, cgroup;
+  std::optional<uint32_t> jail_uid, jail_gid;
+  std::vector<std::string> jail_rw;
+  std::vector<int> keep_fds;
+  jail::Rlimits limits;
+  std::string test_forbidden;  // forkd-vmm-test-hook only
 };
 
 std::optional<uint64_t> ParseUint(std::string_view s) {
@@ -100,6 +133,18 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.ioeventfd = false;
       continue;
     }
+    if (a == "--no-jail") {
+      o.jail = false;
+      continue;
+    }
+    if (a == "--no-seccomp") {
+      o.seccomp = false;
+      continue;
+    }
+    if (a == "--print-seccomp") {
+      o.print_seccomp = true;
+      continue;
+    }
     auto value = [&]() -> absl::StatusOr<std::string> {
       if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(argv[i], " needs a value"));
       return std::string(argv[++i]);
@@ -108,7 +153,13 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     if (a == "--kernel" || a == "--initrd" || a == "--cmdline" || a == "--restore" ||
         a == "--mem-mib" || a == "--vcpus" || a == "--serial-out" || a == "--serial-in" ||
         a == "--control-fd" || a == "--vsock-cid" || a == "--vsock-uds" || a == "--net-tap" ||
-        a == "--net-netns" || a == "--net-mac") {
+        a == "--net-netns" || a == "--net-mac" || a == "--jail-root" || a == "--jail-uid" ||
+        a == "--jail-gid" || a == "--jail-rw" || a == "--cgroup" || a == "--keep-fd" ||
+        a == "--jail-nofile" || a == "--jail-nproc" || a == "--jail-fsize-mib"
+#ifdef FORKD_VMM_TEST_HOOK
+        || a == "--test-forbidden-syscall"
+#endif
+    ) {
       v = value();
       if (!v.ok()) return v.status();
     } else {
@@ -124,6 +175,23 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     if (a == "--vsock-uds") o.vsock_uds = *v;
     if (a == "--net-tap") o.net_tap = *v;
     if (a == "--net-netns") o.net_netns = *v;
+    if (a == "--jail-root") o.jail_root = *v;
+    if (a == "--jail-rw") o.jail_rw.push_back(*v);
+    if (a == "--cgroup") o.cgroup = *v;
+    if (a == "--test-forbidden-syscall") o.test_forbidden = *v;
+    if (a == "--jail-uid" || a == "--jail-gid" || a == "--keep-fd" || a == "--jail-nofile" ||
+        a == "--jail-nproc" || a == "--jail-fsize-mib") {
+      auto n = ParseUint(*v);
+      if (!n || *n == 0 || *n > 0x7fffffffULL) {
+        return absl::InvalidArgumentError(absl::StrCat(argv[i - 1], " must be 1..2147483647"));
+      }
+      if (a == "--jail-uid") o.jail_uid = static_cast<uint32_t>(*n);
+      if (a == "--jail-gid") o.jail_gid = static_cast<uint32_t>(*n);
+      if (a == "--keep-fd") o.keep_fds.push_back(static_cast<int>(*n));
+      if (a == "--jail-nofile") o.limits.nofile = *n;
+      if (a == "--jail-nproc") o.limits.nproc = *n;
+      if (a == "--jail-fsize-mib") o.limits.fsize = *n << 20;
+    }
     if (a == "--net-mac") {
       auto mac = virtio::ParseMacAddress(*v);
       if (!mac.ok()) {
@@ -160,6 +228,22 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   if (o.net_tap.empty() && (!o.net_netns.empty() || !o.net_mac.empty())) {
     return absl::InvalidArgumentError("--net-netns and --net-mac need --net-tap");
   }
+  if (o.print_seccomp) return o;
+  const bool jail_flags =
+      !o.jail_root.empty() || o.jail_uid || o.jail_gid || !o.cgroup.empty() || !o.jail_rw.empty();
+  if (!o.jail && jail_flags) {
+    return absl::InvalidArgumentError("--no-jail and --jail-*/--cgroup contradict each other");
+  }
+  if (o.jail && (o.jail_root.empty() || !o.jail_uid || !o.jail_gid)) {
+    return absl::InvalidArgumentError(
+        "forkd-vmm runs guest code jailed: give --jail-root, --jail-uid and --jail-gid "
+        "(or --no-jail, for debugging only)");
+  }
+#ifdef FORKD_VMM_TEST_HOOK
+  if (!o.test_forbidden.empty() && !seccomp::ParseThreadKind(o.test_forbidden)) {
+    return absl::InvalidArgumentError("--test-forbidden-syscall: vcpu, device or control");
+  }
+#endif
   if (o.kernel.empty() == o.restore.empty()) {
     return absl::InvalidArgumentError("give exactly one of --kernel or --restore");
   }
@@ -257,7 +341,64 @@ int ExitCode(const VmExit& e) {
   }
 }
 
+// Loud, on stderr, before anything else: a debugging flag must never go
+// unnoticed in a log.
+void WarnDebugFlags(const Options& o) {
+  if (!o.jail) {
+    (void)std::fprintf(stderr,
+                       "forkd-vmm: WARNING: --no-jail: guest code runs with this process's "
+                       "privileges (uid %u, its capabilities, the whole file system); for "
+                       "debugging only\n",
+                       ::geteuid());
+  }
+  if (!o.seccomp) {
+    (void)std::fprintf(stderr,
+                       "forkd-vmm: WARNING: --no-seccomp: no system call filter on any "
+                       "thread; for debugging only\n");
+  }
+}
+
+absl::StatusOr<std::string> Absolute(const std::string& path) {
+  std::error_code ec;
+  auto p = std::filesystem::canonical(path, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat(path, ": ", ec.message()));
+  return p.string();
+}
+
+// The jail's contents from the command line. Paths become canonical so the
+// same string works outside (the bind source) and inside (the VMM's use).
+absl::StatusOr<jail::JailConfig> MakeJailConfig(Options& o, pid_t parent) {
+  jail::JailConfig c;
+  FORKD_ASSIGN_OR_RETURN(c.root, Absolute(o.jail_root));
+  c.uid = *o.jail_uid;
+  c.gid = *o.jail_gid;
+  for (std::string* p : {&o.restore, &o.kernel, &o.initrd}) {
+    if (p->empty()) continue;
+    FORKD_ASSIGN_OR_RETURN(*p, Absolute(*p));
+    c.read_only.push_back(*p);
+  }
+  if (!o.vsock_uds.empty()) {
+    std::filesystem::path uds(o.vsock_uds);
+    FORKD_ASSIGN_OR_RETURN(std::string dir,
+                           Absolute(uds.has_parent_path() ? uds.parent_path().string() : "."));
+    o.vsock_uds = (std::filesystem::path(dir) / uds.filename()).string();
+    c.read_write.push_back(dir);
+  }
+  for (const std::string& d : o.jail_rw) {
+    FORKD_ASSIGN_OR_RETURN(std::string abs, Absolute(d));
+    c.read_write.push_back(abs);
+  }
+  c.devices.push_back("/dev/kvm");
+  if (!o.net_tap.empty()) c.devices.push_back("/dev/net/tun");
+  c.cgroup = o.cgroup;
+  c.keep_fds = o.keep_fds;
+  c.limits = o.limits;
+  c.expected_parent = parent;
+  return c;
+}
+
 int Main(int argc, char** argv) {
+  const pid_t parent = ::getppid();
   auto opts = ParseArgs(argc, argv);
   if (!opts.ok()) {
     if (absl::IsCancelled(opts.status())) {
@@ -268,6 +409,22 @@ int Main(int argc, char** argv) {
                        kUsage);
     return 2;
   }
+  if (opts->print_seccomp) {
+    (void)std::fputs(seccomp::RenderMarkdown().c_str(), stdout);
+    return 0;
+  }
+  WarnDebugFlags(*opts);
+  if (opts->jail && ::geteuid() != 0) {
+    (void)std::fprintf(stderr,
+                       "forkd-vmm: the jail needs root (mount namespace, pivot_root, uid "
+                       "change); run as root, or pass --no-jail for debugging\n");
+    return 2;
+  }
+#ifdef FORKD_VMM_TEST_HOOK
+  if (!opts->test_forbidden.empty()) {
+    seccomp::SetForbiddenAttempt(*seccomp::ParseThreadKind(opts->test_forbidden));
+  }
+#endif
   UniqueFd serial_out_owned, serial_in_owned;
   auto serial_out = OpenFdArg(opts->serial_out, true, &serial_out_owned);
   absl::StatusOr<int> serial_in = -1;
@@ -298,18 +455,51 @@ int Main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   (void)signal(SIGPIPE, SIG_IGN);
 
+  // Compiled while single-threaded and before any guest input exists; every
+  // thread installs its own from here on (seccomp/thread_filters.h).
+  if (opts->seccomp) {
+    if (absl::Status st = seccomp::ArmThreadFilters(); !st.ok()) {
+      control.Send("EXIT error: " + st.ToString());
+      return 1;
+    }
+  }
+  // /dev/kvm and the tap are opened before the jail: the tap inside the
+  // fork's namespace (which the jail cannot reach), as the jail's uid.
   auto kvm = Kvm::Open();
   if (!kvm.ok()) {
     control.Send("EXIT error: " + kvm.status().ToString());
     return 1;
   }
-  auto shared_kvm = std::make_shared<const Kvm>(*std::move(kvm));
-  SerialConfig serial{*serial_out, *serial_in};
   std::optional<NetConfig> net;
   if (!opts->net_tap.empty()) {
     net = NetConfig{opts->net_tap, opts->net_netns, std::nullopt};
     if (!opts->net_mac.empty()) net->mac = *virtio::ParseMacAddress(opts->net_mac);  // checked
   }
+  if (opts->jail) {
+    auto config = MakeJailConfig(*opts, parent);
+    absl::Status st = config.status();
+    if (st.ok() && net) {
+      auto tap = jail::AttachTapAs(net->tap_name, net->netns_path, config->uid, config->gid);
+      st = tap.status();
+      if (tap.ok()) {
+        net->attached_tap = std::make_shared<UniqueFd>(*std::move(tap));
+        config->keep_fds.push_back(net->attached_tap->get());
+      }
+    }
+    if (st.ok()) {
+      config->keep_fds.push_back(kvm->fd());
+      config->keep_fds.push_back(*serial_out);
+      if (*serial_in >= 0) config->keep_fds.push_back(*serial_in);
+      if (control_fd) config->keep_fds.push_back(*control_fd);
+      st = jail::EnterJail(*config);
+    }
+    if (!st.ok()) {
+      control.Send("EXIT error: " + st.ToString());
+      return 1;
+    }
+  }
+  auto shared_kvm = std::make_shared<const Kvm>(*std::move(kvm));
+  SerialConfig serial{*serial_out, *serial_in};
   absl::StatusOr<std::unique_ptr<Machine>> machine;
   if (!opts->restore.empty()) {
     machine = RestoreSnapshot(
@@ -339,20 +529,42 @@ int Main(int argc, char** argv) {
       return 0;
     }
   }
-  if (st.ok()) st = (*machine)->Start();
+  // With filters, the vCPUs start parked (Firecracker's order): every
+  // thread installs its own filter, then this one, and only then does the
+  // guest run its first instruction.
+  const bool sealing = seccomp::ThreadFiltersArmed();
+  if (st.ok()) st = (*machine)->Start(/*vcpus_parked=*/sealing);
   if (!st.ok()) {
     control.Send("EXIT error: " + st.ToString());
     return 1;
   }
   Machine& m = **machine;
-  control.Send("READY");
 
+  // The control threads exist before the main thread seals itself, so no
+  // thread is ever created under the control filter; they wait until then.
+  std::latch sealed(1);
   std::thread signals([&] {
+    seccomp::EnterThread(seccomp::ThreadKind::kControl);
+    sealed.wait();
     int sig = 0;
     if (sigwait(&stop_signals, &sig) == 0) m.Stop();
   });
   std::thread commands;
-  if (control_fd) commands = std::thread([&] { ServeCommands(control, m); });
+  if (control_fd) {
+    commands = std::thread([&] {
+      seccomp::EnterThread(seccomp::ThreadKind::kControl);
+      sealed.wait();
+      ServeCommands(control, m);
+    });
+  }
+  if (absl::Status seal = seccomp::EnterThreadOrError(seccomp::ThreadKind::kControl); !seal.ok()) {
+    control.Send("EXIT error: " + seal.ToString());
+    (void)std::fflush(nullptr);
+    _exit(1);  // the vCPUs never ran; the waiting threads go with the process
+  }
+  if (sealing) m.Resume();
+  control.Send("READY");
+  sealed.count_down();
 
   std::optional<VmExit> e;
   while (!(e = m.WaitForExit(std::chrono::hours(24)))) {

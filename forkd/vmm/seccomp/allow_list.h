@@ -15,12 +15,12 @@ namespace forkd::vmm::seccomp {
 
 // How a listed syscall's arguments are narrowed further.
 enum class ArgRule {
-  kAny,           // any arguments
-  kIoctlList,     // arg 1 (request) is one of AllowList::ioctls
-  kNoExec,        // mmap / mprotect: arg 2 (prot) without PROT_EXEC
-  kKillSignals,   // tgkill: arg 2 (signal) is the vCPU kick, SIGTERM or SIGABRT
-  kUnixSocket,    // socket: arg 0 (domain) is AF_UNIX
-  kFcntlFlags,    // fcntl: F_GETFD/F_SETFD/F_GETFL/F_SETFL only
+  kAny,          // any arguments
+  kIoctlList,    // arg 1 (request) is one of AllowList::ioctls
+  kNoExec,       // mmap / mprotect: arg 2 (prot) without PROT_EXEC
+  kKillSignals,  // tgkill: arg 2 (signal) is the vCPU kick, SIGTERM or SIGABRT
+  kUnixSocket,   // socket: arg 0 (domain) is AF_UNIX
+  kFcntlFlags,   // fcntl: F_GETFD/F_SETFD/F_GETFL/F_SETFL only
 };
 
 struct Syscall {

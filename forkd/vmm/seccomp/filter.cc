@@ -46,22 +46,26 @@ absl::Status AddRule(scmp_filter_ctx ctx, int nr, const Syscall& s, const AllowL
       }
       return absl::OkStatus();
     case ArgRule::kNoExec:
-      return Check(seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
-                                    SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)),
-                   what);
+      return Check(
+          seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)),
+          what);
     case ArgRule::kKillSignals:
       for (int sig : AllowedKillSignals()) {
-        FORKD_RETURN_IF_ERROR(Check(
-            seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A2(SCMP_CMP_EQ, static_cast<scmp_datum_t>(sig))), what));
+        FORKD_RETURN_IF_ERROR(
+            Check(seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
+                                   SCMP_A2(SCMP_CMP_EQ, static_cast<scmp_datum_t>(sig))),
+                  what));
       }
       return absl::OkStatus();
     case ArgRule::kUnixSocket:
-      return Check(
-          seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX)), what);
+      return Check(seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX)),
+                   what);
     case ArgRule::kFcntlFlags:
       for (int cmd : {F_GETFD, F_SETFD, F_GETFL, F_SETFL}) {
-        FORKD_RETURN_IF_ERROR(Check(
-            seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd))), what));
+        FORKD_RETURN_IF_ERROR(
+            Check(seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
+                                   SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd))),
+                  what));
       }
       return absl::OkStatus();
   }

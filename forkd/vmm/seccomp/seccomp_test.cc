@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include <fstream>
-#include <mutex>
 #include <functional>
+#include <mutex>
 #include <sstream>
 
 #include "forkd/vmm/seccomp/allow_list.h"
@@ -112,8 +112,8 @@ TEST_P(PerKind, ExecutableMemoryIsRefusedByArgument) {
                "mmap PROT_EXEC");
   ExpectSigsys(RunChild(&prog,
                         [] {
-                          void* p = ::mmap(nullptr, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS,
-                                           -1, 0);
+                          void* p =
+                              ::mmap(nullptr, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                           (void)::mprotect(p, 4096, PROT_READ | PROT_EXEC);
                         }),
                "mprotect PROT_EXEC");
@@ -155,11 +155,9 @@ TEST_P(PerKind, SignalsOtherThanTheKickTermAndAbortAreRefused) {
                          }
                        }),
               "tgkill kick");
-  ExpectSigsys(RunChild(&prog,
-                        [] {
-                          (void)::syscall(SYS_tgkill, ::getpid(), ::gettid(), SIGUSR1);
-                        }),
-               "tgkill SIGUSR1");
+  ExpectSigsys(
+      RunChild(&prog, [] { (void)::syscall(SYS_tgkill, ::getpid(), ::gettid(), SIGUSR1); }),
+      "tgkill SIGUSR1");
 }
 
 INSTANTIATE_TEST_SUITE_P(AllKinds, PerKind, ::testing::ValuesIn(kThreadKinds),

@@ -29,9 +29,9 @@ absl::Status ArmThreadFilters() {
   for (ThreadKind kind : kThreadKinds) {
     auto prog = Compile(AllowListFor(kind));
     if (!prog.ok()) {
-      return absl::Status(prog.status().code(), absl::StrCat("seccomp filter for ",
-                                                             ThreadKindName(kind), " threads: ",
-                                                             prog.status().message()));
+      return absl::Status(prog.status().code(),
+                          absl::StrCat("seccomp filter for ", ThreadKindName(kind),
+                                       " threads: ", prog.status().message()));
     }
     programs[static_cast<size_t>(kind)] = *std::move(prog);
   }

@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "common/errno_status.h"
+#include "forkd/vmm/seccomp/thread_filters.h"
 
 namespace forkd::vmm::virtio {
 
@@ -51,6 +52,7 @@ void NetPump::Resume() {
 }
 
 void NetPump::Run() {
+  seccomp::EnterThread(seccomp::ThreadKind::kDevice);
   while (true) {
     bool watch_tap;
     {

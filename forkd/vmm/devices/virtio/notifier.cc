@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
+#include "forkd/vmm/seccomp/thread_filters.h"
 
 namespace forkd::vmm::virtio {
 namespace {
@@ -101,6 +102,7 @@ void QueueNotifier::Stop() {
 }
 
 void QueueNotifier::Run() {
+  seccomp::EnterThread(seccomp::ThreadKind::kDevice);
   epoll_event evs[16];
   while (true) {
     const int n = ::epoll_wait(epoll_.get(), evs, 16, -1);

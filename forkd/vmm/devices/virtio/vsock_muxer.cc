@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
+#include "forkd/vmm/seccomp/thread_filters.h"
 
 namespace forkd::vmm::virtio {
 namespace {
@@ -227,6 +228,7 @@ int VsockMuxer::ExpireCloses() {
 }
 
 void VsockMuxer::Run() {
+  seccomp::EnterThread(seccomp::ThreadKind::kDevice);
   while (true) {
     {
       std::lock_guard lock(mu_);
