@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "common/errno_status.h"
@@ -33,6 +34,13 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::SpawnBinary(
 
   std::vector<std::string> argv_s = {binary};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
+  // Seccomp stays on (every kvm test runs filtered). The jail needs a
+  // per-VM root, ids and snapshot files the jail uid can read, so only the
+  // tests that ask for it (--jail-root, see JailArgs) run jailed; the rest
+  // say --no-jail explicitly, as forkd-vmm demands.
+  const bool jailed = std::find(args.begin(), args.end(), "--jail-root") != args.end();
+  const bool no_jail = std::find(args.begin(), args.end(), "--no-jail") != args.end();
+  if (!jailed && !no_jail) argv_s.push_back("--no-jail");
   for (auto [flag, fd] :
        {std::pair{"--control-fd", kChildControlFd}, std::pair{"--serial-out", kChildSerialOutFd},
         std::pair{"--serial-in", kChildSerialInFd}}) {
