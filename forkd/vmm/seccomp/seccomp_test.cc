@@ -15,6 +15,7 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <sstream>
 
 #include "forkd/vmm/seccomp/allow_list.h"
@@ -195,6 +196,16 @@ TEST(Seccomp, OnlyTheControlThreadOpensFilesAndNoThreadForksOrExecs) {
   EXPECT_TRUE(has_run(ThreadKind::kVcpu));
   EXPECT_FALSE(has_run(ThreadKind::kControl));
   EXPECT_FALSE(has_run(ThreadKind::kDevice));
+}
+
+TEST(Seccomp, EachSyscallIsListedOncePerKind) {
+  for (ThreadKind kind : kThreadKinds) {
+    std::set<std::string_view> seen;
+    for (const auto& s : AllowListFor(kind).syscalls) {
+      EXPECT_TRUE(seen.insert(s.name).second)
+          << ThreadKindName(kind) << " lists " << s.name << " twice";
+    }
+  }
 }
 
 TEST(Seccomp, ForbiddenAttemptsAreOutsideTheirLists) {
