@@ -68,7 +68,8 @@ TEST(ForkdVmmCli, RefusesToRunUnjailedUnlessTold) {
 
 TEST(ForkdVmmCli, TheDebuggingFlagsAreLoud) {
   // Fails later (no snapshot, or no /dev/kvm), but only after the warnings.
-  Result r = Exec(FORKD_VMM_BINARY_PATH, {"--restore", "/nonexistent", "--no-jail", "--no-seccomp"});
+  Result r =
+      Exec(FORKD_VMM_BINARY_PATH, {"--restore", "/nonexistent", "--no-jail", "--no-seccomp"});
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("WARNING: --no-jail"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("WARNING: --no-seccomp"), std::string::npos) << r.err;
@@ -101,11 +102,11 @@ TEST(ForkdVmmCli, PrintSeccompIsTheDoc) {
 // nor code of the shipped binary.
 TEST(ForkdVmmCli, TheSeccompTestHookIsOnlyInTheTestBuild) {
   Result r = Exec(FORKD_VMM_BINARY_PATH,
-               {"--restore", "/nonexistent", "--no-jail", "--test-forbidden-syscall", "vcpu"});
+                  {"--restore", "/nonexistent", "--no-jail", "--test-forbidden-syscall", "vcpu"});
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("unknown argument '--test-forbidden-syscall'"), std::string::npos) << r.err;
-  Result hook = Exec(FORKD_VMM_TEST_HOOK_PATH,
-                  {"--restore", "/nonexistent", "--no-jail", "--test-forbidden-syscall", "vcpu"});
+  Result hook = Exec(FORKD_VMM_TEST_HOOK_PATH, {"--restore", "/nonexistent", "--no-jail",
+                                                "--test-forbidden-syscall", "vcpu"});
   EXPECT_EQ(hook.err.find("unknown argument"), std::string::npos) << hook.err;
   EXPECT_EQ(ReadFile(FORKD_VMM_BINARY_PATH).find("AttemptForbiddenCall"), std::string::npos);
   EXPECT_NE(ReadFile(FORKD_VMM_TEST_HOOK_PATH).find("AttemptForbiddenCall"), std::string::npos);
