@@ -44,6 +44,9 @@ struct JailConfig {
   Rlimits limits;
   // The parent the VMM must not outlive (PR_SET_PDEATHSIG): when it is no
   // longer our parent by the time the signal is armed, the jail refuses.
+  // The kernel sends the signal when the parent *thread* that forked us
+  // ends, so forkd must spawn VMMs from a thread that lives as long as they
+  // should.
   pid_t expected_parent = 0;
 };
 
