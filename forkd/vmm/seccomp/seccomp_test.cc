@@ -12,18 +12,24 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <mutex>
 #include <set>
 #include <sstream>
 
+#include "forkd/snapshot/cpu_identity.h"
+#include "forkd/snapshot/snapshot_dir.h"
+#include "forkd/snapshot/test_states.h"
 #include "forkd/vmm/seccomp/allow_list.h"
 #include "forkd/vmm/seccomp/filter.h"
 #include "forkd/vmm/seccomp/test_hook.h"
+#include "forkd/vmm/vstate/memory.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/assert_ok.h"
+#include "tests/support/temp_dir.h"
 
 namespace forkd::vmm::seccomp {
 namespace {
@@ -214,6 +220,45 @@ TEST(Seccomp, ForbiddenAttemptsAreOutsideTheirLists) {
   EXPECT_TRUE(Lists(AllowListFor(ThreadKind::kDevice), ForbiddenAttemptName(ThreadKind::kDevice)));
   EXPECT_FALSE(
       Lists(AllowListFor(ThreadKind::kControl), ForbiddenAttemptName(ThreadKind::kControl)));
+}
+
+// SNAPSHOT's file side on the control thread (directory, sparse memory file
+// with its temporary name, state, manifest, fsyncs, renames) under the real
+// control filter. The KVM_GET_* side needs /dev/kvm (vmm_isolation_test).
+TEST(Seccomp, ControlFilterCoversTheSnapshotFileWrites) {
+  auto prog_or = Compile(AllowListFor(ThreadKind::kControl));
+  ASSERT_OK(prog_or.status());
+  const BpfProgram& prog = *prog_or;
+  forkd::testing::TempDir tmp("forkd_seccomp_snap");
+  const std::filesystem::path dir = tmp.path() / "a" / "snap";
+  auto mem = GuestMemory::Anonymous(2 << 20);
+  ASSERT_OK(mem.status());
+  ASSERT_OK(mem->WriteObj<uint64_t>(4096, 0x1234));
+  snapshot::SnapshotState state = snapshot::testing::MinimalState();
+  state.header.memory = {{0, mem->size(), 0}};
+  ExpectClean(RunChild(&prog,
+                       [&] {
+                         std::error_code ec;
+                         std::filesystem::create_directories(dir, ec);
+                         if (ec) _exit(3);
+                         state.header.cpu = snapshot::HostCpuIdentity();
+                         if (!mem->SaveToFile(snapshot::MemoryPath(dir).string()).ok()) _exit(4);
+                         if (!snapshot::SaveSnapshot(dir, state).ok()) _exit(5);
+                       }),
+              "snapshot files under the control filter");
+  // Positive control: the files are really there (and the vCPU filter, which
+  // may not open files, dies on the same work).
+  EXPECT_TRUE(std::filesystem::exists(snapshot::MemoryPath(dir)));
+  std::filesystem::remove_all(dir);
+  auto vcpu = Compile(AllowListFor(ThreadKind::kVcpu));
+  ASSERT_OK(vcpu.status());
+  ExpectSigsys(RunChild(&*vcpu,
+                        [&] {
+                          std::error_code ec;
+                          std::filesystem::create_directories(dir, ec);
+                          (void)mem->SaveToFile(snapshot::MemoryPath(dir).string());
+                        }),
+               "snapshot files under the vCPU filter");
 }
 
 TEST(Seccomp, GeneratedDocMatchesTheCode) {
