@@ -73,14 +73,15 @@ class LinuxSmokeTest : public ::testing::Test {
 TEST_F(LinuxSmokeTest, BootsToUserSpaceAndRestoredForkKeepsRunning) {
   const fs::path snap = dir_ / "snap";
   const std::string parent_uds = (dir_ / "parent.sock").string();
+  const char* kernel = std::getenv("FORKD_LINUX_KERNEL");  // checked by the requirement
+  ASSERT_NE(kernel, nullptr);
   bool serving = false;
   long long boot_ms = 0;
   {
     const auto start = Clock::now();
-    auto vm =
-        VmmProcess::Spawn({"--kernel", std::getenv("FORKD_LINUX_KERNEL"), "--initrd",
-                           FORKD_AGENT_INITRAMFS_PATH, "--cmdline", GuestCmdline(), "--mem-mib",
-                           "256", "--virtio-rng", "--vsock-cid", "3", "--vsock-uds", parent_uds});
+    auto vm = VmmProcess::Spawn({"--kernel", kernel, "--initrd", FORKD_AGENT_INITRAMFS_PATH,
+                                 "--cmdline", GuestCmdline(), "--mem-mib", "256", "--virtio-rng",
+                                 "--vsock-cid", "3", "--vsock-uds", parent_uds});
     ASSERT_TRUE(vm.ok()) << vm.status();
     ASSERT_EQ((*vm)->ReadLine(), "READY");
     ASSERT_TRUE((*vm)->serial().WaitFor(kUserSpaceLine, 0, kUserSpaceGuard).has_value())
