@@ -10,6 +10,8 @@ function(forkd_test)
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} forkd_test_main GTest::gtest GTest::gmock)
   add_test(NAME ${T_NAME} COMMAND ${T_NAME})
   set_tests_properties(${T_NAME} PROPERTIES LABELS ${T_LABEL} SKIP_RETURN_CODE 77)
+  # The emulated-SVM tier (tests/svm) re-runs the kvm and linux tests inside its L1 guest.
+  set_property(GLOBAL APPEND PROPERTY FORKD_TESTS_${T_LABEL} ${T_NAME})
   if(NOT T_LABEL STREQUAL "unit")
     # Privileged tiers touch shared kernel state (netns, KVM): never run two at once.
     set_tests_properties(${T_NAME} PROPERTIES RESOURCE_LOCK kernel)

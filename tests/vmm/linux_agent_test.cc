@@ -91,10 +91,13 @@ class LinuxAgentTest : public ::testing::Test {
   }
 
   std::unique_ptr<VmmProcess> BootLinux(const std::string& uds) {
-    auto vmm = VmmProcess::Spawn(
-        {"--kernel", std::getenv("FORKD_LINUX_KERNEL"), "--initrd", InitramfsPath(), "--cmdline",
-         "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux quiet", "--mem-mib", "256",
-         "--virtio-rng", "--vsock-cid", "3", "--vsock-uds", uds});
+    std::string cmdline = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux quiet";
+    // Extra guest words for one tier (the emulated-SVM tier passes noxsave, docs/testing-tiers.md).
+    if (const char* extra = std::getenv("FORKD_LINUX_CMDLINE_EXTRA"))
+      cmdline += std::string(" ") + extra;
+    auto vmm = VmmProcess::Spawn({"--kernel", std::getenv("FORKD_LINUX_KERNEL"), "--initrd",
+                                  InitramfsPath(), "--cmdline", cmdline, "--mem-mib", "256",
+                                  "--virtio-rng", "--vsock-cid", "3", "--vsock-uds", uds});
     EXPECT_TRUE(vmm.ok()) << vmm.status();
     if (!vmm.ok()) return nullptr;
     EXPECT_EQ((*vmm)->ReadLine(), "READY");
