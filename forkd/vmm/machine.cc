@@ -17,6 +17,7 @@
 #include "forkd/vmm/devices/virtio/tap.h"
 #include "forkd/vmm/devices/virtio/vsock.h"
 #include "forkd/vmm/seccomp/thread_filters.h"
+#include "forkd/vmm/vstate/kick.h"
 
 namespace forkd::vmm {
 

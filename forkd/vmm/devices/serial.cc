@@ -1,11 +1,13 @@
 #include "forkd/vmm/devices/serial.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "forkd/vmm/vstate/kick.h"
 
 namespace forkd::vmm {
 namespace {
@@ -161,11 +163,24 @@ void Serial::UpdateInterruptLocked(bool* raise) {
 
 void Serial::Emit(uint8_t byte) {
   if (out_fd_ < 0) return;
-  // One attempt. A write blocked on a full pipe is interrupted by the vCPU
-  // kick signal (pause/stop); the byte is then dropped rather than retried,
-  // so a reader that stopped reading can never wedge pause or stop. Other
-  // errors (closed reader) also drop the byte: console output is best effort.
-  (void)::write(out_fd_, &byte, 1);
+  // Wait for room, but never past a kick (pause/stop): a reader that stopped
+  // reading must not wedge pause or stop, so the byte is then dropped. The
+  // kick may have landed before this call, while the vCPU was outside KVM_RUN
+  // (KickedSinceRun), or lands during poll (EINTR, then KickedSinceRun). A
+  // kick between the check and poll going to sleep costs at most one poll
+  // timeout. Other errors (closed reader) also drop the byte: console output
+  // is best effort.
+  constexpr int kPollMs = 20;
+  for (;;) {
+    if (KickedSinceRun()) return;
+    pollfd p{.fd = out_fd_, .events = POLLOUT, .revents = 0};
+    int n = ::poll(&p, 1, kPollMs);
+    if (n < 0 && errno != EINTR) return;
+    if (n <= 0) continue;
+    if ((p.revents & POLLOUT) == 0) return;  // POLLERR/POLLHUP: reader gone
+    (void)::write(out_fd_, &byte, 1);
+    return;
+  }
 }
 
 size_t Serial::EnqueueInput(std::span<const uint8_t> bytes) {

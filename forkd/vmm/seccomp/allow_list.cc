@@ -61,6 +61,8 @@ AllowList MakeVcpu() {
                    {"readv", ArgRule::kAny, "tap rx (MMIO notify path)"},
                    {"writev", ArgRule::kAny, "tap tx (MMIO notify path)"},
                    {"getrandom", ArgRule::kAny, "virtio-rng (MMIO notify path), random MAC"},
+                   {"poll", ArgRule::kAny, "serial output waits for room in its pipe"},
+                   {"ppoll", ArgRule::kAny, "glibc's poll"},
                }),
           {
               {KVM_RUN, "KVM_RUN"},
@@ -188,7 +190,7 @@ const AllowList& AllowListFor(ThreadKind kind) {
   return control;
 }
 
-// SIGRTMIN + 1 is the vCPU kick (vstate/vcpu.cc); SIGRTMIN is a glibc
+// SIGRTMIN + 1 is the vCPU kick (vstate/kick.cc); SIGRTMIN is a glibc
 // runtime value, hence a function.
 std::vector<int> AllowedKillSignals() { return {SIGRTMIN + 1, SIGTERM, SIGABRT}; }
 

@@ -14,14 +14,11 @@
 #include "forkd/vmm/arch/x86_64/cpuid.h"
 #include "forkd/vmm/arch/x86_64/msr.h"
 #include "forkd/vmm/arch/x86_64/regs.h"
+#include "forkd/vmm/vstate/kick.h"
 #include "forkd/vmm/vstate/kvm_abi.h"
 
 namespace forkd::vmm {
 namespace {
-
-int KickSignal() { return SIGRTMIN + 1; }
-
-void KickHandler(int) {}
 
 // KVM_SET_MSRS / KVM_GET_MSRS for one MSR; returns whether KVM took it.
 // kvm_msrs ends in a flexible array: lay out a header plus one entry.
@@ -81,18 +78,6 @@ absl::Status Ioctl(int fd, unsigned long req, void* arg, const char* what) {
 }
 
 }  // namespace
-
-void InstallKickSignalHandler() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction sa {};
-    sa.sa_handler = KickHandler;
-    sigemptyset(&sa.sa_mask);
-    // No SA_RESTART: KVM_RUN must return EINTR to the loop.
-    sa.sa_flags = 0;
-    sigaction(KickSignal(), &sa, nullptr);
-  });
-}
 
 Vcpu::Vcpu(int index, UniqueFd fd, Mapping run)
     : index_(index), fd_(std::move(fd)), run_map_(std::move(run)) {}
@@ -271,6 +256,7 @@ VmExit Vcpu::RunLoop(const Bus& pio, const Bus& mmio, const ExitLatch& latch) {
   VmExit result{ExitKind::kStopped, ""};
   while (!latch.is_set()) {
     if (!ParkIfRequested()) break;
+    ClearKick();
     if (::ioctl(fd(), KVM_RUN, 0) < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;  // kicked: re-check flags
       result = {ExitKind::kError, ErrnoStatus(errno, "KVM_RUN").ToString()};

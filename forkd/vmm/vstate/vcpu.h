@@ -84,8 +84,4 @@ class Vcpu {
   pthread_t thread_{};
 };
 
-// Installs the (empty) handler of the signal used to kick vCPU threads out of
-// KVM_RUN. Idempotent.
-void InstallKickSignalHandler();
-
 }  // namespace forkd::vmm
