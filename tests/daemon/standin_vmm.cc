@@ -128,7 +128,8 @@ int main(int argc, char** argv) {
   g_control = g_opt.count("--control-fd") ? std::stoi(g_opt["--control-fd"]) : 2;
   const bool restore = g_opt.count("--restore") != 0;
   if (restore) {
-    std::ifstream in(fs::path(g_opt["--restore"]) / "standin-snapshot");
+    const fs::path marker = fs::path(g_opt["--restore"]) / "standin-snapshot";
+    std::ifstream in(marker);
     if (!in) Die("restore " + g_opt["--restore"] + ": not a snapshot");
     std::getline(in, g_mode);
   } else if (g_opt["--cmdline"].find("probe.agent=refuse") != std::string::npos) {
