@@ -19,7 +19,9 @@ TEST(JournalTest, PutReplacesAndRemoveDeletes) {
   ASSERT_TRUE(all.ok()) << all.status();
   ASSERT_EQ(all->size(), 2u);
   for (const auto& [key, rec] : *all) {
-    if (key == "a") EXPECT_EQ(rec["state"], "ready");
+    if (key == "a") {
+      EXPECT_EQ(rec["state"], "ready");
+    }
   }
   ASSERT_TRUE(j->Remove("a").ok());
   ASSERT_TRUE(j->Remove("a").ok());  // already gone: not an error

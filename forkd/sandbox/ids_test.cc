@@ -1,6 +1,7 @@
 #include "forkd/sandbox/ids.h"
 
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -8,14 +9,15 @@ namespace forkd::sandbox {
 namespace {
 
 TEST(IdsTest, AcceptsTheAllowedShapes) {
-  for (const std::string ok : {"a", "Z9", "sb-1", "sb_1", "0abc", std::string(64, 'x')}) {
+  for (const std::string& ok :
+       std::vector<std::string>{"a", "Z9", "sb-1", "sb_1", "0abc", std::string(64, 'x')}) {
     EXPECT_TRUE(ValidateId("sandbox id", ok).ok()) << ok;
   }
 }
 
 TEST(IdsTest, RefusesEverythingElseNamingWhat) {
-  for (const std::string bad : {"", "../x", "a/b", "-a", "_a", "a.b", "a b", "a\nb",
-                                std::string(65, 'x'), "é"}) {
+  for (const std::string& bad : std::vector<std::string>{"", "../x", "a/b", "-a", "_a", "a.b", "a b",
+                                                         "a\nb", std::string(65, 'x'), "é"}) {
     const absl::Status s = ValidateId("sandbox id", bad);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(s.message().find("sandbox id"), std::string_view::npos) << s;

@@ -290,7 +290,7 @@ TEST_F(DaemonTest, ExitWatcherReapsAVmmKilledFromOutside) {
   ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
   grpc::ClientContext wctx;
   auto watch = api().WatchEvents(&wctx, {});
-  ASSERT_TRUE(watch->WaitForInitialMetadata());
+  watch->WaitForInitialMetadata();
   auto r = ForkN("base", 2);
   ASSERT_TRUE(r.ok()) << r.status();
   const Sandbox victim = r->sandboxes(0), other = r->sandboxes(1);
@@ -441,8 +441,8 @@ TEST_P(CrashRecoveryTest, RestartAdoptsTheLiveAndRemovesTheRest) {
 INSTANTIATE_TEST_SUITE_P(AtEachPoint, CrashRecoveryTest,
                          ::testing::Values("after-journal", "after-netns", "after-tap",
                                            "after-chains", "after-spawn", "after-gate"),
-                         [](const auto& info) {
-                           std::string n = info.param;
+                         [](const auto& p) {
+                           std::string n = p.param;
                            for (auto& c : n) c = c == '-' ? '_' : c;
                            return n;
                          });

@@ -1,10 +1,13 @@
 #include "tests/daemon/forkd_harness.h"
 
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -32,6 +35,18 @@ bool UsingRealVmm() {
 #endif
 }
 
+namespace {
+bool Connectable(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const bool ok = fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  if (fd >= 0) ::close(fd);
+  return ok;
+}
+}  // namespace
+
 ForkdProcess::ForkdProcess(fs::path dir, std::vector<std::string> extra,
                            std::map<std::string, std::string> env)
     : dir_(std::move(dir)), data_(dir_ / "data"), extra_(std::move(extra)), env_(std::move(env)) {}
@@ -58,9 +73,9 @@ ForkdProcess::~ForkdProcess() {
     ::execv(argv[0], argv.data());
     _exit(127);
   }
-  channel_ = grpc::CreateChannel("unix:" + socket(), grpc::InsecureChannelCredentials());
-  stub_ = forkd::v1::Forkd::NewStub(channel_);
-  // Hang guard only: forkd is serving within milliseconds.
+  // Hang guard only: forkd is serving within milliseconds. The socket is
+  // probed directly first: a gRPC channel that failed to connect backs off
+  // for seconds before it tries again.
   const auto until = std::chrono::steady_clock::now() + 60s;
   while (std::chrono::steady_clock::now() < until) {
     int st = 0;
@@ -69,8 +84,12 @@ ForkdProcess::~ForkdProcess() {
       return ::testing::AssertionFailure() << "forkd exited at start (status " << st << "):\n"
                                            << Log();
     }
-    if (Healthy()) return ::testing::AssertionSuccess();
-    std::this_thread::sleep_for(10ms);
+    if (!channel_ && Connectable(socket())) {
+      channel_ = grpc::CreateChannel("unix:" + socket(), grpc::InsecureChannelCredentials());
+      stub_ = forkd::v1::Forkd::NewStub(channel_);
+    }
+    if (channel_ && Healthy()) return ::testing::AssertionSuccess();
+    std::this_thread::sleep_for(5ms);
   }
   return ::testing::AssertionFailure() << "forkd never became healthy:\n" << Log();
 }

@@ -14,6 +14,7 @@
 
 #include "forkd/api/forkd.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 
 namespace forkd::testing {
 

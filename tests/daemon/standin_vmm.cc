@@ -78,6 +78,7 @@ void ServeAgent(int fd, forkd::agent::AgentServer* server) {
       resp.set_id(req.id());
       resp.mutable_notify_forked()->set_reseeded(false);
       resp.mutable_notify_forked()->set_error("standin agent: refusing to reseed");
+      resp.mutable_notify_forked()->set_generation(req.notify_forked().generation());
     } else {
       resp = server->Handle(req);
     }
