@@ -44,7 +44,8 @@ using namespace std::chrono_literals;
 }
 
 uint64_t Us(Clock::time_point a, Clock::time_point b) {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
 }
 
 uint64_t P50(std::vector<uint64_t> v) {
@@ -66,10 +67,19 @@ struct Forkd {
 
 void StartForkd(Forkd& f, const fs::path& dir, const std::string& vmm, uint32_t standby) {
   const std::string sock = (dir / "forkd.sock").string();
-  std::vector<std::string> args = {FORKD_BENCH_FORKD, "--data-dir", (dir / "data").string(),
-                                   "--listen", "unix:" + sock, "--vmm", vmm,
-                                   "--probe-guest", FORKD_BENCH_PROBE_GUEST,
-                                   "--max-sandboxes", "256", "--standby", std::to_string(standby)};
+  std::vector<std::string> args = {FORKD_BENCH_FORKD,
+                                   "--data-dir",
+                                   (dir / "data").string(),
+                                   "--listen",
+                                   "unix:" + sock,
+                                   "--vmm",
+                                   vmm,
+                                   "--probe-guest",
+                                   FORKD_BENCH_PROBE_GUEST,
+                                   "--max-sandboxes",
+                                   "256",
+                                   "--standby",
+                                   std::to_string(standby)};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -114,7 +124,8 @@ void TerminateAll(Forkd& f, const forkd::v1::ForkResponse& r) {
     forkd::v1::TerminateRequest req;
     req.set_sandbox_id(sb.sandbox_id());
     forkd::v1::TerminateResponse resp;
-    if (auto s = f.api->Terminate(&ctx, req, &resp); !s.ok()) Die("Terminate: " + s.error_message());
+    if (auto s = f.api->Terminate(&ctx, req, &resp); !s.ok())
+      Die("Terminate: " + s.error_message());
   }
 }
 
@@ -171,8 +182,9 @@ int main(int argc, char** argv) {
   }
   if (::geteuid() != 0) Die("needs root (namespaces, taps, nftables)");
   if (vmm == FORKD_BENCH_STANDIN) {
-    std::printf("NOTE: no usable /dev/kvm: forkd runs the tests' stand-in VMM (no VM). The "
-                "daemon's own costs are real; restore and gate are a process, not a VM.\n");
+    std::printf(
+        "NOTE: no usable /dev/kvm: forkd runs the tests' stand-in VMM (no VM). The "
+        "daemon's own costs are real; restore and gate are a process, not a VM.\n");
   }
   char tmpl[] = "/tmp/forkd_bench.XXXXXX";
   if (!::mkdtemp(tmpl)) Die("mkdtemp");
@@ -192,7 +204,8 @@ int main(int argc, char** argv) {
         const auto t0 = Clock::now();
         auto r = Fork(f, 1, false);
         standby.push_back(Us(t0, Clock::now()));
-        if (!r.sandboxes(0).timings().from_standby()) Die("standby fork did not come from the pool");
+        if (!r.sandboxes(0).timings().from_standby())
+          Die("standby fork did not come from the pool");
         TerminateAll(f, r);
       }
       {
@@ -216,17 +229,19 @@ int main(int argc, char** argv) {
   fs::remove_all(dir, ec);
   std::printf("fork rpc from standby: p50 %llu us over %d\n",
               static_cast<unsigned long long>(P50(standby)), rounds);
-  std::printf("fork rpc cold:         p50 %llu us over %d (%.2fx the baseline)\n",
-              static_cast<unsigned long long>(P50(cold)), rounds,
-              static_cast<double>(P50(cold)) / static_cast<double>(std::max<uint64_t>(1, P50(base))));
+  std::printf(
+      "fork rpc cold:         p50 %llu us over %d (%.2fx the baseline)\n",
+      static_cast<unsigned long long>(P50(cold)), rounds,
+      static_cast<double>(P50(cold)) / static_cast<double>(std::max<uint64_t>(1, P50(base))));
   std::printf("restore + gate alone:  p50 %llu us over %d (baseline)\n",
               static_cast<unsigned long long>(P50(base)), rounds);
   std::printf("16 in one call: %llu ms wall; 100 in one call: %llu ms wall\n",
               static_cast<unsigned long long>(fork16), static_cast<unsigned long long>(fork100));
-  std::printf("RESULT forkd_fork standby_p50_us=%llu cold_p50_us=%llu fork16_wall_ms=%llu "
-              "fork100_wall_ms=%llu baseline_p50_us=%llu\n",
-              static_cast<unsigned long long>(P50(standby)),
-              static_cast<unsigned long long>(P50(cold)), static_cast<unsigned long long>(fork16),
-              static_cast<unsigned long long>(fork100), static_cast<unsigned long long>(P50(base)));
+  std::printf(
+      "RESULT forkd_fork standby_p50_us=%llu cold_p50_us=%llu fork16_wall_ms=%llu "
+      "fork100_wall_ms=%llu baseline_p50_us=%llu\n",
+      static_cast<unsigned long long>(P50(standby)), static_cast<unsigned long long>(P50(cold)),
+      static_cast<unsigned long long>(fork16), static_cast<unsigned long long>(fork100),
+      static_cast<unsigned long long>(P50(base)));
   return 0;
 }

@@ -45,8 +45,8 @@ absl::StatusOr<Listen> ParseListen(const std::string& text) {
       l.host = l.host.substr(1, l.host.size() - 2);
     }
     const std::string port = rest.substr(colon + 1);
-    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoul(port) > 65535) {
+    if (port.empty() || port.size() > 5 ||
+        port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535) {
       return absl::InvalidArgumentError("--listen " + text + ": port must be 0..65535");
     }
     l.port = static_cast<uint16_t>(std::stoul(port));
@@ -69,10 +69,14 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
   }
   const std::string unit = text.substr(pos);
   uint64_t mul = 1;
-  if (unit == "K" || unit == "KiB") mul = 1ull << 10;
-  else if (unit == "M" || unit == "MiB") mul = 1ull << 20;
-  else if (unit == "G" || unit == "GiB") mul = 1ull << 30;
-  else if (!unit.empty()) return absl::InvalidArgumentError("size '" + text + "': unit must be K, M or G");
+  if (unit == "K" || unit == "KiB")
+    mul = 1ull << 10;
+  else if (unit == "M" || unit == "MiB")
+    mul = 1ull << 20;
+  else if (unit == "G" || unit == "GiB")
+    mul = 1ull << 30;
+  else if (!unit.empty())
+    return absl::InvalidArgumentError("size '" + text + "': unit must be K, M or G");
   return static_cast<uint64_t>(v) * mul;
 }
 
@@ -107,7 +111,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
                  "refuse forks while MemAvailable is below this (e.g. 512M, 2G)");
   app.add_option("--standby", f.standby, "restored forks kept ready per template")
       ->check(CLI::Range(0, 1000));
-  app.add_option("--log-format", f.log_format, "json or text")->check(CLI::IsMember({"json", "text"}));
+  app.add_option("--log-format", f.log_format, "json or text")
+      ->check(CLI::IsMember({"json", "text"}));
   app.add_option("--metrics-listen", f.metrics_listen, "HOST:PORT for Prometheus metrics");
   app.add_option("--vmm", f.vmm, "forkd-vmm binary");
   app.add_option("--probe-guest", f.probe_guest, "the in-tree probe guest image");
@@ -115,7 +120,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
       ->check(CLI::Range(10, 600000));
   app.add_option("--test-fault-point", fault,
                  "TESTS ONLY (needs FORKD_ENABLE_TEST_FAULTS=1): SIGKILL forkd at this point of "
-                 "Fork: " + std::string(pipeline::kFaultPointNames));
+                 "Fork: " +
+                     std::string(pipeline::kFaultPointNames));
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -131,15 +137,18 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
   }
   if (!memory_reserve.empty()) {
     auto r = ParseSize(memory_reserve);
-    if (!r.ok()) return absl::InvalidArgumentError("--memory-reserve: " + std::string(r.status().message()));
+    if (!r.ok())
+      return absl::InvalidArgumentError("--memory-reserve: " + std::string(r.status().message()));
     f.memory_reserve_bytes = *r;
   }
   // Guest pin.
   if (!f.kernel.empty() && f.kernel_sha256.empty() && !f.insecure_skip_guest_verify) {
-    return absl::InvalidArgumentError("--kernel needs --kernel-sha256 (or --insecure-skip-guest-verify)");
+    return absl::InvalidArgumentError(
+        "--kernel needs --kernel-sha256 (or --insecure-skip-guest-verify)");
   }
   if (!f.initrd.empty() && f.initrd_sha256.empty() && !f.insecure_skip_guest_verify) {
-    return absl::InvalidArgumentError("--initrd needs --initrd-sha256 (or --insecure-skip-guest-verify)");
+    return absl::InvalidArgumentError(
+        "--initrd needs --initrd-sha256 (or --insecure-skip-guest-verify)");
   }
   if (f.kernel.empty() && !f.kernel_sha256.empty()) {
     return absl::InvalidArgumentError("--kernel-sha256 without --kernel");
@@ -147,13 +156,14 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
   if (f.initrd.empty() && !f.initrd_sha256.empty()) {
     return absl::InvalidArgumentError("--initrd-sha256 without --initrd");
   }
-  if (!f.initrd.empty() && f.kernel.empty()) return absl::InvalidArgumentError("--initrd without --kernel");
+  if (!f.initrd.empty() && f.kernel.empty())
+    return absl::InvalidArgumentError("--initrd without --kernel");
   // TLS: all or none.
   const int tls_set = !f.tls_cert.empty() + !f.tls_key.empty() + !f.tls_ca.empty();
   if (tls_set != 0 && tls_set != 3) {
     return absl::InvalidArgumentError(
-        "--tls-cert, --tls-key and --tls-ca go together (all or none); " +
-        std::to_string(tls_set) + " of 3 given");
+        "--tls-cert, --tls-key and --tls-ca go together (all or none); " + std::to_string(tls_set) +
+        " of 3 given");
   }
   if (!f.tls() && !f.tls_allowed_san.empty()) {
     return absl::InvalidArgumentError("--tls-allowed-san without --tls-cert/--tls-key/--tls-ca");
@@ -170,8 +180,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
                                         " needs mutual TLS (--tls-cert/--tls-key/--tls-ca)");
     }
     if (!l.loopback) {
-      return absl::InvalidArgumentError("--allow-insecure-tcp is refused for the non-loopback host " +
-                                        l.host);
+      return absl::InvalidArgumentError(
+          "--allow-insecure-tcp is refused for the non-loopback host " + l.host);
     }
   }
   if (!fault.empty()) {

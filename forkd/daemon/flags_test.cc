@@ -15,7 +15,8 @@ absl::StatusOr<Flags> Parse(std::vector<std::string> args, bool faults = false) 
   return ParseFlags(static_cast<int>(argv.size()), argv.data(), faults);
 }
 
-void ExpectRefused(std::vector<std::string> args, const std::string& mentions, bool faults = false) {
+void ExpectRefused(std::vector<std::string> args, const std::string& mentions,
+                   bool faults = false) {
   auto f = Parse(args, faults);
   ASSERT_FALSE(f.ok()) << "accepted: " << ::testing::PrintToString(args);
   EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument) << f.status();

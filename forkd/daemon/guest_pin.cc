@@ -41,8 +41,8 @@ absl::StatusOr<std::string> VerifyGuestPin(const std::string& what, const std::s
   }
   const std::string got = snapshot::HexDigest(snapshot::Sha256(data));
   if (!skip_verify && got != want) {
-    return absl::FailedPreconditionError(what + " " + path + " has SHA-256 " + got + ", not the pinned " +
-                                         want);
+    return absl::FailedPreconditionError(what + " " + path + " has SHA-256 " + got +
+                                         ", not the pinned " + want);
   }
   return got;
 }

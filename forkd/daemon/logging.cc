@@ -42,8 +42,8 @@ std::string JsonEscape(const std::string& text) {
 }
 
 void SetUpLogging(const std::string& format) {
-  auto logger = std::make_shared<spdlog::logger>(
-      "forkd", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto logger =
+      std::make_shared<spdlog::logger>("forkd", std::make_shared<spdlog::sinks::stderr_sink_mt>());
   if (format == "json") {
     auto f = std::make_unique<spdlog::pattern_formatter>();
     f->add_flag<JsonMessage>('*').set_pattern(

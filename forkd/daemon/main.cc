@@ -90,7 +90,8 @@ int Run(int argc, char** argv) {
     cfg.kernel = flags->kernel;
     cfg.kernel_sha256 = *k;
     if (flags->insecure_skip_guest_verify) {
-      spdlog::warn("--insecure-skip-guest-verify: kernel {} not checked (sha256 {})", cfg.kernel, *k);
+      spdlog::warn("--insecure-skip-guest-verify: kernel {} not checked (sha256 {})", cfg.kernel,
+                   *k);
     }
   }
   if (!flags->initrd.empty()) {
@@ -165,7 +166,8 @@ int Run(int argc, char** argv) {
       spdlog::critical("could not listen on tcp:{}:{}", l.host, l.port);
       return 1;
     }
-    spdlog::info("serving on tcp:{}:{} ({})", l.host, *ports[pi], flags->tls() ? "mTLS" : "insecure loopback");
+    spdlog::info("serving on tcp:{}:{} ({})", l.host, *ports[pi],
+                 flags->tls() ? "mTLS" : "insecure loopback");
     pi++;
   }
   std::vector<std::unique_ptr<UnixListener>> unix_listeners;

@@ -18,9 +18,19 @@ Metrics::Metrics(pipeline::Node& node)
                  .Name("forkd_fork_stage_seconds")
                  .Help("Fork pipeline latency by stage")
                  .Register(*registry_);
-  reaps_ = &prometheus::BuildCounter().Name("forkd_reaps_total").Help("Reaped forks by cause").Register(*registry_);
-  pool_ = &prometheus::BuildGauge().Name("forkd_standby_pool").Help("Standby forks ready per template").Register(*registry_);
-  live_ = &prometheus::BuildGauge().Name("forkd_live_sandboxes").Help("Ready sandboxes").Register(*registry_).Add({});
+  reaps_ = &prometheus::BuildCounter()
+                .Name("forkd_reaps_total")
+                .Help("Reaped forks by cause")
+                .Register(*registry_);
+  pool_ = &prometheus::BuildGauge()
+               .Name("forkd_standby_pool")
+               .Help("Standby forks ready per template")
+               .Register(*registry_);
+  live_ = &prometheus::BuildGauge()
+               .Name("forkd_live_sandboxes")
+               .Help("Ready sandboxes")
+               .Register(*registry_)
+               .Add({});
   pss_ = &prometheus::BuildGauge()
               .Name("forkd_sandboxes_pss_bytes")
               .Help("Sum of the VMMs' proportional set size (CoW-aware)")
@@ -46,7 +56,8 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
   m->sampler_ = std::thread([p = m.get()] {
     while (!p->stop_) {
       p->Sample();
-      for (int i = 0; i < 10 && !p->stop_; i++) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      for (int i = 0; i < 10 && !p->stop_; i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
   return m;

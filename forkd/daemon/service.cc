@@ -89,15 +89,19 @@ grpc::Status Service::ListTemplates(grpc::ServerContext* ctx, const v1::ListTemp
 
 grpc::Status Service::Fork(grpc::ServerContext* ctx, const v1::ForkRequest* req,
                            v1::ForkResponse* resp) {
-  const size_t n = req->sandboxes_size() ? static_cast<size_t>(req->sandboxes_size()) : req->count();
-  if (auto a = Admit(ctx, "Fork",
-                     "template=" + sandbox::Printable(req->template_id()) + " n=" + std::to_string(n));
+  const size_t n =
+      req->sandboxes_size() ? static_cast<size_t>(req->sandboxes_size()) : req->count();
+  if (auto a =
+          Admit(ctx, "Fork",
+                "template=" + sandbox::Printable(req->template_id()) + " n=" + std::to_string(n));
       !a.ok()) {
     return a;
   }
   auto r = node_.Fork(*req);
   if (r.ok()) *resp = *r;
-  if (!r.ok()) spdlog::warn("Fork of {} failed: {}", sandbox::Printable(req->template_id()), r.status().ToString());
+  if (!r.ok())
+    spdlog::warn("Fork of {} failed: {}", sandbox::Printable(req->template_id()),
+                 r.status().ToString());
   return ToGrpc(r.status());
 }
 
@@ -116,8 +120,8 @@ grpc::Status Service::Exec(grpc::ServerContext* ctx, const v1::ExecRequest* req,
                            v1::ExecResponse* resp) {
   // argv is logged by its first word only: arguments may carry secrets.
   if (auto a = Admit(ctx, "Exec",
-                     "sandbox=" + sandbox::Printable(req->sandbox_id()) + " argv0=" +
-                         sandbox::Printable(req->argv_size() ? req->argv(0) : "", 40));
+                     "sandbox=" + sandbox::Printable(req->sandbox_id()) +
+                         " argv0=" + sandbox::Printable(req->argv_size() ? req->argv(0) : "", 40));
       !a.ok()) {
     return a;
   }
@@ -129,8 +133,8 @@ grpc::Status Service::Exec(grpc::ServerContext* ctx, const v1::ExecRequest* req,
 grpc::Status Service::ExecStream(grpc::ServerContext* ctx, const v1::ExecRequest* req,
                                  grpc::ServerWriter<v1::ExecChunk>* out) {
   if (auto a = Admit(ctx, "ExecStream",
-                     "sandbox=" + sandbox::Printable(req->sandbox_id()) + " argv0=" +
-                         sandbox::Printable(req->argv_size() ? req->argv(0) : "", 40));
+                     "sandbox=" + sandbox::Printable(req->sandbox_id()) +
+                         " argv0=" + sandbox::Printable(req->argv_size() ? req->argv(0) : "", 40));
       !a.ok()) {
     return a;
   }
@@ -157,8 +161,9 @@ grpc::Status Service::ExecStream(grpc::ServerContext* ctx, const v1::ExecRequest
 
 grpc::Status Service::ReadFile(grpc::ServerContext* ctx, const v1::ReadFileRequest* req,
                                v1::ReadFileResponse* resp) {
-  if (auto a = Admit(ctx, "ReadFile", "sandbox=" + sandbox::Printable(req->sandbox_id()) +
-                                          " path=" + sandbox::Printable(req->path()));
+  if (auto a = Admit(ctx, "ReadFile",
+                     "sandbox=" + sandbox::Printable(req->sandbox_id()) +
+                         " path=" + sandbox::Printable(req->path()));
       !a.ok()) {
     return a;
   }
@@ -169,8 +174,9 @@ grpc::Status Service::ReadFile(grpc::ServerContext* ctx, const v1::ReadFileReque
 
 grpc::Status Service::WriteFile(grpc::ServerContext* ctx, const v1::WriteFileRequest* req,
                                 v1::WriteFileResponse* resp) {
-  if (auto a = Admit(ctx, "WriteFile", "sandbox=" + sandbox::Printable(req->sandbox_id()) +
-                                           " path=" + sandbox::Printable(req->path()));
+  if (auto a = Admit(ctx, "WriteFile",
+                     "sandbox=" + sandbox::Printable(req->sandbox_id()) +
+                         " path=" + sandbox::Printable(req->path()));
       !a.ok()) {
     return a;
   }
@@ -181,7 +187,8 @@ grpc::Status Service::WriteFile(grpc::ServerContext* ctx, const v1::WriteFileReq
 
 grpc::Status Service::Terminate(grpc::ServerContext* ctx, const v1::TerminateRequest* req,
                                 v1::TerminateResponse*) {
-  if (auto a = Admit(ctx, "Terminate", "sandbox=" + sandbox::Printable(req->sandbox_id())); !a.ok()) {
+  if (auto a = Admit(ctx, "Terminate", "sandbox=" + sandbox::Printable(req->sandbox_id()));
+      !a.ok()) {
     return a;
   }
   return ToGrpc(node_.Terminate(req->sandbox_id()));
@@ -197,7 +204,8 @@ grpc::Status Service::ListSandboxes(grpc::ServerContext* ctx, const v1::ListSand
 
 grpc::Status Service::GetSandbox(grpc::ServerContext* ctx, const v1::GetSandboxRequest* req,
                                  v1::Sandbox* resp) {
-  if (auto a = Admit(ctx, "GetSandbox", "sandbox=" + sandbox::Printable(req->sandbox_id())); !a.ok()) {
+  if (auto a = Admit(ctx, "GetSandbox", "sandbox=" + sandbox::Printable(req->sandbox_id()));
+      !a.ok()) {
     return a;
   }
   auto r = node_.GetSandbox(req->sandbox_id());
@@ -214,7 +222,8 @@ grpc::Status Service::GetCapacity(grpc::ServerContext* ctx, const v1::GetCapacit
 
 grpc::Status Service::WatchEvents(grpc::ServerContext* ctx, const v1::WatchEventsRequest* req,
                                   grpc::ServerWriter<v1::Event>* out) {
-  if (auto a = Admit(ctx, "WatchEvents", "sandbox=" + sandbox::Printable(req->sandbox_id())); !a.ok()) {
+  if (auto a = Admit(ctx, "WatchEvents", "sandbox=" + sandbox::Printable(req->sandbox_id()));
+      !a.ok()) {
     return a;
   }
   auto w = node_.events().Subscribe();

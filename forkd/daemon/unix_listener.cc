@@ -19,7 +19,7 @@
 namespace forkd::daemon {
 
 absl::StatusOr<std::unique_ptr<UnixListener>> UnixListener::Bind(const std::string& path,
-                                                                const std::string& group) {
+                                                                 const std::string& group) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof addr.sun_path) {

@@ -19,7 +19,7 @@ namespace forkd::daemon {
 class UnixListener {
  public:
   static absl::StatusOr<std::unique_ptr<UnixListener>> Bind(const std::string& path,
-                                                           const std::string& group);
+                                                            const std::string& group);
   ~UnixListener();
   // Accepts until Stop(), handing connections to `server`.
   void Serve(grpc::Server* server, PeerRegistry* peers);

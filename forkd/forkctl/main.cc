@@ -52,11 +52,22 @@ std::unique_ptr<forkd::v1::Forkd::Stub> Connect(const Global& g) {
   for (auto& c : msg) {
     if (c == '\n') c = ' ';
   }
-  static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
-                                       "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-                                       "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-                                       "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
                                        "UNAUTHENTICATED"};
   const int code = static_cast<int>(s.error_code());
   std::fprintf(stderr, "forkctl: %s: %s\n", code >= 0 && code <= 16 ? kNames[code] : "?",
@@ -79,17 +90,23 @@ std::string Json(const google::protobuf::Message& m) {
 
 const char* StateName(forkd::v1::Sandbox::State s) {
   switch (s) {
-    case forkd::v1::Sandbox::STARTING: return "starting";
-    case forkd::v1::Sandbox::READY: return "ready";
-    case forkd::v1::Sandbox::REAPED: return "reaped";
-    case forkd::v1::Sandbox::EXITED: return "exited";
-    default: return "?";
+    case forkd::v1::Sandbox::STARTING:
+      return "starting";
+    case forkd::v1::Sandbox::READY:
+      return "ready";
+    case forkd::v1::Sandbox::REAPED:
+      return "reaped";
+    case forkd::v1::Sandbox::EXITED:
+      return "exited";
+    default:
+      return "?";
   }
 }
 
 double Ms(uint64_t us) { return static_cast<double>(us) / 1000.0; }
 
-void PrintSandboxes(const google::protobuf::RepeatedPtrField<forkd::v1::Sandbox>& sbs, bool timings) {
+void PrintSandboxes(const google::protobuf::RepeatedPtrField<forkd::v1::Sandbox>& sbs,
+                    bool timings) {
   if (timings) {
     std::printf("%-24s %-15s %8s %8s %8s %8s %9s %8s %9s %s\n", "SANDBOX", "GUEST", "journal",
                 "netns", "tap", "chains", "restore", "gate", "total", "(ms)");
@@ -105,9 +122,8 @@ void PrintSandboxes(const google::protobuf::RepeatedPtrField<forkd::v1::Sandbox>
   std::printf("%-24s %-16s %-8s %-15s %-8s %s\n", "SANDBOX", "TEMPLATE", "STATE", "GUEST", "PID",
               "NETNS");
   for (const auto& s : sbs) {
-    std::printf("%-24s %-16s %-8s %-15s %-8d %s\n", s.sandbox_id().c_str(),
-                s.template_id().c_str(), StateName(s.state()), s.guest_ipv4().c_str(),
-                s.vmm_pid(), s.netns_path().c_str());
+    std::printf("%-24s %-16s %-8s %-15s %-8d %s\n", s.sandbox_id().c_str(), s.template_id().c_str(),
+                StateName(s.state()), s.guest_ipv4().c_str(), s.vmm_pid(), s.netns_path().c_str());
   }
 }
 
@@ -131,8 +147,8 @@ forkd::v1::EgressRule ParseAllow(const std::string& text) {
       if (rest[close + 1] != ':') Usage("--allow " + text + ": expected ]:PORTS");
       ports = rest.substr(close + 2);
     }
-  } else if (const size_t colon = rest.find(':'); colon != std::string::npos &&
-                                                   rest.find(':', colon + 1) == std::string::npos) {
+  } else if (const size_t colon = rest.find(':');
+             colon != std::string::npos && rest.find(':', colon + 1) == std::string::npos) {
     cidr = rest.substr(0, colon);
     ports = rest.substr(colon + 1);
   }
@@ -147,7 +163,8 @@ forkd::v1::EgressRule ParseAllow(const std::string& text) {
     try {
       const size_t dash = item.find('-');
       pr->set_first(static_cast<uint32_t>(std::stoul(item.substr(0, dash))));
-      if (dash != std::string::npos) pr->set_last(static_cast<uint32_t>(std::stoul(item.substr(dash + 1))));
+      if (dash != std::string::npos)
+        pr->set_last(static_cast<uint32_t>(std::stoul(item.substr(dash + 1))));
     } catch (...) {
       Usage("--allow " + text + ": port '" + item + "' is not a number");
     }
@@ -187,10 +204,12 @@ int main(int argc, char** argv) {
   auto* t_create = tmpl->add_subcommand("create", "build a template (probe guest by default)");
   t_create->add_option("ID", t_id)->required();
   t_create->add_flag("--linux", t_linux, "boot forkd's --kernel/--initrd instead of the probe");
-  t_create->add_option("--agent-mode", agent_mode, "probe agent: honest|refuse|silent|late|garbage");
+  t_create->add_option("--agent-mode", agent_mode,
+                       "probe agent: honest|refuse|silent|late|garbage");
   t_create->add_option("--memory-mib", t_mem);
   t_create->add_option("--cmdline", extra_cmdline, "extra kernel command line (Linux)");
-  t_create->add_option("--init", t_init, "init command run before the snapshot (repeatable; split on spaces)");
+  t_create->add_option("--init", t_init,
+                       "init command run before the snapshot (repeatable; split on spaces)");
   t_create->add_flag("--force", t_force, "build a Linux template even on a PVM host");
   auto* t_ls = tmpl->add_subcommand("ls", "list templates");
   auto* t_rm = tmpl->add_subcommand("rm", "delete a template");
@@ -285,7 +304,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     static const char* const kState[] = {"?", "building", "ready", "failed"};
-    std::printf("%-20s %-9s %-6s %6s %5s %7s\n", "TEMPLATE", "STATE", "GUEST", "MiB", "LIVE", "STANDBY");
+    std::printf("%-20s %-9s %-6s %6s %5s %7s\n", "TEMPLATE", "STATE", "GUEST", "MiB", "LIVE",
+                "STANDBY");
     for (const auto& t : resp.templates()) {
       std::printf("%-20s %-9s %-6s %6u %5u %7u\n", t.template_id().c_str(),
                   kState[std::min<int>(t.state(), 3)], t.guest().c_str(), t.memory_mib(),
@@ -408,8 +428,8 @@ int main(int argc, char** argv) {
       std::printf("%s\n", Json(c).c_str());
       return 0;
     }
-    std::printf("slots            %u live / %u max (%u free)\n", c.live_sandboxes(), c.max_sandboxes(),
-                c.free_slots());
+    std::printf("slots            %u live / %u max (%u free)\n", c.live_sandboxes(),
+                c.max_sandboxes(), c.free_slots());
     std::printf("sandbox memory   %.1f MiB PSS (CoW-shared pages counted once), %.1f MiB RSS\n",
                 static_cast<double>(c.sandboxes_pss_bytes()) / (1 << 20),
                 static_cast<double>(c.sandboxes_rss_bytes()) / (1 << 20));
@@ -417,7 +437,8 @@ int main(int argc, char** argv) {
                 static_cast<double>(c.memory_available_bytes()) / (1 << 20),
                 static_cast<double>(c.memory_total_bytes()) / (1 << 20),
                 static_cast<double>(c.memory_reserve_bytes()) / (1 << 20));
-    std::printf("kernel sha256    %s\n", c.kernel_sha256().empty() ? "(no --kernel)" : c.kernel_sha256().c_str());
+    std::printf("kernel sha256    %s\n",
+                c.kernel_sha256().empty() ? "(no --kernel)" : c.kernel_sha256().c_str());
     std::printf("pvm host         %s\n", c.pvm_host() ? "yes (Linux templates refused)" : "no");
     for (const auto& p : c.standby()) {
       std::printf("standby pool     %s: %u/%u\n", p.template_id().c_str(), p.ready(), p.target());
@@ -429,8 +450,9 @@ int main(int argc, char** argv) {
     req.set_sandbox_id(w_id);
     auto reader = stub->WatchEvents(&ctx, req);
     forkd::v1::Event e;
-    static const char* const kKind[] = {"?", "ready", "reaped", "exited", "terminated",
-                                        "adopted", "template-ready", "template-deleted"};
+    static const char* const kKind[] = {
+        "?",          "ready",   "reaped",         "exited",
+        "terminated", "adopted", "template-ready", "template-deleted"};
     while (reader->Read(&e)) {
       if (g.json) {
         std::printf("%s\n", Json(e).c_str());

@@ -19,7 +19,8 @@ constexpr char kSuffix[] = ".json";
 constexpr char kTmpSuffix[] = ".json.tmp";
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 absl::Status WriteAll(int fd, const std::string& data, const std::string& what) {

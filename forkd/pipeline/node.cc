@@ -44,7 +44,8 @@ constexpr size_t kGoneKept = 1024;
 constexpr auto kReadyTimeout = 30s;  // hang guard: a restore takes milliseconds
 
 uint64_t Us(Clock::time_point a, Clock::time_point b) {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(b - a).count());
 }
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -102,7 +103,9 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(NodeConfig config, RecoveryRep
   std::error_code ec;
   for (const char* sub : {"templates", "sandboxes", "netns"}) {
     fs::create_directories(config.data_dir / sub, ec);
-    if (ec) return absl::InternalError("create " + (config.data_dir / sub).string() + ": " + ec.message());
+    if (ec)
+      return absl::InternalError("create " + (config.data_dir / sub).string() + ": " +
+                                 ec.message());
   }
   FORKD_ASSIGN_OR_RETURN(journal::Journal j, journal::Journal::Open(config.data_dir / "journal"));
   std::unique_ptr<Node> node(new Node(std::move(config), std::move(j)));
@@ -284,9 +287,8 @@ absl::Status Node::Recover(RecoveryReport* report) {
     if (!id.ok() || id->exe != vmm_real) continue;
     auto cmd = sandbox::CommandLineOf(pid);
     if (!cmd.ok()) continue;
-    const bool ours = std::any_of(cmd->begin(), cmd->end(), [&](const std::string& a) {
-      return a.rfind(marker, 0) == 0;
-    });
+    const bool ours = std::any_of(cmd->begin(), cmd->end(),
+                                  [&](const std::string& a) { return a.rfind(marker, 0) == 0; });
     if (!ours) continue;
     gate::ForkResources stray;
     stray.fork_id = "stray-vmm-" + name;
@@ -492,8 +494,9 @@ absl::StatusOr<v1::Template> Node::CreateTemplate(const v1::CreateTemplateReques
     p.set_elapsed_us(Us(start, Clock::now()));
     if (progress) progress(p);
   };
-  templates::BuildEnv env{config_.vmm_binary, config_.probe_guest, config_.kernel,
-                          config_.initrd, config_.kernel_sha256, config_.data_dir / "templates"};
+  templates::BuildEnv env{config_.vmm_binary,    config_.probe_guest,
+                          config_.kernel,        config_.initrd,
+                          config_.kernel_sha256, config_.data_dir / "templates"};
   auto meta = templates::BuildTemplate(env, request, emit);
   v1::Template out;
   {
@@ -542,9 +545,9 @@ absl::StatusOr<v1::DeleteTemplateResponse> Node::DeleteTemplate(
       if (sb->info.template_id() == request.template_id()) live.push_back(id);
     }
     if (!live.empty() && !request.force()) {
-      return absl::FailedPreconditionError(
-          "template " + request.template_id() + " has " + std::to_string(live.size()) +
-          " live fork(s) (e.g. " + live.front() + "); terminate them or set force");
+      return absl::FailedPreconditionError("template " + request.template_id() + " has " +
+                                           std::to_string(live.size()) + " live fork(s) (e.g. " +
+                                           live.front() + "); terminate them or set force");
     }
     it->second.state = v1::Template::BUILDING;  // no new forks while it goes
     dir = it->second.meta.dir;
@@ -553,8 +556,10 @@ absl::StatusOr<v1::DeleteTemplateResponse> Node::DeleteTemplate(
   v1::DeleteTemplateResponse resp;
   for (const auto& id : live) {
     absl::Status s = Terminate(id);
-    if (s.ok()) resp.set_terminated(resp.terminated() + 1);
-    else if (s.code() != absl::StatusCode::kNotFound) return s;
+    if (s.ok())
+      resp.set_terminated(resp.terminated() + 1);
+    else if (s.code() != absl::StatusCode::kNotFound)
+      return s;
   }
   std::error_code ec;
   fs::remove_all(dir, ec);
@@ -596,7 +601,8 @@ absl::StatusOr<std::vector<std::shared_ptr<Node::Sandbox>>> Node::Reserve(
   auto it = templates_.find(template_id);
   if (it == templates_.end()) return absl::NotFoundError("no template " + template_id);
   if (it->second.state == v1::Template::BUILDING) {
-    return absl::UnavailableError("template " + template_id + " is building; retry when it is ready");
+    return absl::UnavailableError("template " + template_id +
+                                  " is building; retry when it is ready");
   }
   *meta = it->second.meta;
   const size_t live = sandboxes_.size();
@@ -624,7 +630,8 @@ absl::StatusOr<std::vector<std::shared_ptr<Node::Sandbox>>> Node::Reserve(
   for (const auto& s : specs) {
     if (s.sandbox_id().empty()) continue;
     if (!ids.insert(s.sandbox_id()).second) {
-      return absl::InvalidArgumentError("sandbox id " + s.sandbox_id() + " appears twice in the request");
+      return absl::InvalidArgumentError("sandbox id " + s.sandbox_id() +
+                                        " appears twice in the request");
     }
     if (sandboxes_.count(s.sandbox_id())) {
       return absl::AlreadyExistsError("sandbox " + s.sandbox_id() + " exists");
@@ -661,16 +668,19 @@ absl::StatusOr<v1::ForkResponse> Node::Fork(const v1::ForkRequest& request) {
   FORKD_RETURN_IF_ERROR(sandbox::ValidateId("template id", request.template_id()));
   std::vector<v1::SandboxSpec> specs;
   if (request.sandboxes_size() > 0) {
-    if (request.count() != 0 && request.count() != static_cast<uint32_t>(request.sandboxes_size())) {
-      return absl::InvalidArgumentError("count " + std::to_string(request.count()) + " disagrees with " +
-                                        std::to_string(request.sandboxes_size()) + " sandboxes given");
+    if (request.count() != 0 &&
+        request.count() != static_cast<uint32_t>(request.sandboxes_size())) {
+      return absl::InvalidArgumentError(
+          "count " + std::to_string(request.count()) + " disagrees with " +
+          std::to_string(request.sandboxes_size()) + " sandboxes given");
     }
     specs.assign(request.sandboxes().begin(), request.sandboxes().end());
   } else {
     if (request.count() == 0) return absl::InvalidArgumentError("count must be at least 1");
     if (request.count() > kMaxPerCall) {
       return absl::InvalidArgumentError("count " + std::to_string(request.count()) +
-                                        " is above the per-call limit " + std::to_string(kMaxPerCall));
+                                        " is above the per-call limit " +
+                                        std::to_string(kMaxPerCall));
     }
     if (request.count() > 1 && !request.spec().sandbox_id().empty()) {
       return absl::InvalidArgumentError("spec.sandbox_id names one sandbox; count is " +
@@ -679,7 +689,8 @@ absl::StatusOr<v1::ForkResponse> Node::Fork(const v1::ForkRequest& request) {
     specs.assign(request.count(), request.spec());
   }
   if (specs.size() > kMaxPerCall) {
-    return absl::InvalidArgumentError("more than " + std::to_string(kMaxPerCall) + " sandboxes in one call");
+    return absl::InvalidArgumentError("more than " + std::to_string(kMaxPerCall) +
+                                      " sandboxes in one call");
   }
   uint32_t mem = 0;
   {
@@ -869,7 +880,8 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
 
   {
     FORKD_ASSIGN_OR_RETURN(auto nft, netfilter::Nftables::Open(sb.res.netns.get(), 1));
-    FORKD_RETURN_IF_ERROR(nft.EnsureSkeleton({.uplink = std::nullopt, .guest_subnets = {}, .shards = 1}));
+    FORKD_RETURN_IF_ERROR(
+        nft.EnsureSkeleton({.uplink = std::nullopt, .guest_subnets = {}, .shards = 1}));
     FORKD_RETURN_IF_ERROR(nft.AddTap(PolicyFor(spec, tap, guest)));
   }
   t.set_chains_us(lap());
@@ -879,8 +891,11 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
   o.binary = config_.vmm_binary;
   o.serial_out = sb.serial;
   o.cgroup_dir = spec.cgroup_path();
-  o.args = {"--restore", meta.snapshot().string(), "--vsock-uds", sb.info.vsock_path(),
-            "--net-tap", tap, "--net-netns", sb.info.netns_path(), "--net-mac", SlotMac(sb.slot)};
+  o.args = {"--restore",   meta.snapshot().string(),
+            "--vsock-uds", sb.info.vsock_path(),
+            "--net-tap",   tap,
+            "--net-netns", sb.info.netns_path(),
+            "--net-mac",   SlotMac(sb.slot)};
   FORKD_ASSIGN_OR_RETURN(auto vmm, sandbox::VmmChild::Spawn(o));
   sb.info.set_vmm_pid(vmm.pid());
   sb.vmm.emplace(std::move(vmm));
@@ -898,11 +913,11 @@ absl::Status Node::Admit(Sandbox& sb, v1::StageTimings& t) {
   net.set_ipv4_cidr(sb.info.guest_ipv4() + "/30");
   net.set_ipv4_gateway(Ip(SlotAddress(sb.slot, 1)));
   net.set_mac(SlotMac(sb.slot));
-  absl::Status s = gate::AdmitFork(
-      sb.res,
-      agent::ConnectVsockMux(sb.info.vsock_path(), kAgentPort,
-                             agent::DeadlineIn(config_.gate_deadline)),
-      sb.info.generation(), net, {.deadline = config_.gate_deadline, .entropy_bytes = 32});
+  absl::Status s = gate::AdmitFork(sb.res,
+                                   agent::ConnectVsockMux(sb.info.vsock_path(), kAgentPort,
+                                                          agent::DeadlineIn(config_.gate_deadline)),
+                                   sb.info.generation(), net,
+                                   {.deadline = config_.gate_deadline, .entropy_bytes = 32});
   t.set_gate_us(Us(g0, Clock::now()));
   if (!s.ok()) {
     // AdmitFork reaped the VMM, tap, chains and files; the rest goes in Dispose.
@@ -924,9 +939,10 @@ absl::StatusOr<std::shared_ptr<Node::Sandbox>> Node::Find(const std::string& id,
     return it->second;
   }
   if (auto g = gone_.find(id); g != gone_.end()) {
-    return absl::FailedPreconditionError("sandbox " + id + " was " +
-                                         (g->second.state() == v1::Sandbox::EXITED ? "exited" : "reaped") +
-                                         ": " + g->second.reap_cause());
+    return absl::FailedPreconditionError(
+        "sandbox " + id + " was " +
+        (g->second.state() == v1::Sandbox::EXITED ? "exited" : "reaped") + ": " +
+        g->second.reap_cause());
   }
   return absl::NotFoundError("no sandbox " + id);
 }
@@ -947,7 +963,8 @@ absl::Status Node::Terminate(const std::string& sandbox_id) {
   if (!s.ok()) {
     sb->info.set_state(v1::Sandbox::REAPED);
     sb->info.set_reap_cause("terminate incomplete: " + std::string(s.message()));
-    return Annotate(s, "terminate " + sandbox_id + " (its journal record stays for the next start)");
+    return Annotate(s,
+                    "terminate " + sandbox_id + " (its journal record stays for the next start)");
   }
   FORKD_RETURN_IF_ERROR(journal_.Remove(sb->key));
   sb->info.set_state(v1::Sandbox::REAPED);
@@ -1056,7 +1073,8 @@ v1::Capacity Node::GetCapacity() {
 
 namespace {
 absl::StatusOr<agent::AgentClient> Connect(const std::string& uds) {
-  FORKD_ASSIGN_OR_RETURN(UniqueFd fd, agent::ConnectVsockMux(uds, kAgentPort, agent::DeadlineIn(5s)));
+  FORKD_ASSIGN_OR_RETURN(UniqueFd fd,
+                         agent::ConnectVsockMux(uds, kAgentPort, agent::DeadlineIn(5s)));
   return agent::AgentClient(std::move(fd));
 }
 absl::Status AgentError(const std::string& id, const absl::Status& s) {
@@ -1074,8 +1092,8 @@ absl::StatusOr<v1::ExecResponse> Node::Exec(const v1::ExecRequest& request) {
   {
     std::lock_guard lock(sb->mu);
     if (sb->info.state() != v1::Sandbox::READY) {
-      return absl::FailedPreconditionError("sandbox " + request.sandbox_id() + " was reaped: " +
-                                           sb->info.reap_cause());
+      return absl::FailedPreconditionError("sandbox " + request.sandbox_id() +
+                                           " was reaped: " + sb->info.reap_cause());
     }
     uds = sb->info.vsock_path();
     // The sandbox's environment, then the call's (which wins).
@@ -1089,7 +1107,8 @@ absl::StatusOr<v1::ExecResponse> Node::Exec(const v1::ExecRequest& request) {
   req.set_stdin(request.stdin());
   req.set_timeout_ms(request.timeout_ms());
   FORKD_ASSIGN_OR_RETURN(auto client, Connect(uds));
-  const auto timeout = std::chrono::milliseconds(request.timeout_ms() ? request.timeout_ms() : 30000);
+  const auto timeout =
+      std::chrono::milliseconds(request.timeout_ms() ? request.timeout_ms() : 30000);
   auto resp = client.Exec(req, agent::DeadlineIn(timeout + 5s));
   if (!resp.ok()) return AgentError(request.sandbox_id(), resp.status());
   if (!resp->error().empty()) {
@@ -1253,9 +1272,17 @@ void Node::RefillLoop() {
       sandbox::VmmSpawnOptions o;
       o.binary = config_.vmm_binary;
       o.serial_out = sb->serial;
-      o.args = {"--restore", meta.snapshot().string(), "--standby", "--vsock-uds",
-                sb->info.vsock_path(), "--net-tap", tap, "--net-netns", sb->info.netns_path(),
-                "--net-mac", SlotMac(sb->slot)};
+      o.args = {"--restore",
+                meta.snapshot().string(),
+                "--standby",
+                "--vsock-uds",
+                sb->info.vsock_path(),
+                "--net-tap",
+                tap,
+                "--net-netns",
+                sb->info.netns_path(),
+                "--net-mac",
+                SlotMac(sb->slot)};
       FORKD_ASSIGN_OR_RETURN(auto vmm, sandbox::VmmChild::Spawn(o));
       sb->info.set_vmm_pid(vmm.pid());
       sb->vmm.emplace(std::move(vmm));

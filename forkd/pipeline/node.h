@@ -78,8 +78,7 @@ class Node {
   absl::StatusOr<v1::WriteFileResponse> WriteFile(const v1::WriteFileRequest& request);
 
   absl::Status Terminate(const std::string& sandbox_id);
-  absl::StatusOr<v1::ListSandboxesResponse> ListSandboxes(
-      const v1::ListSandboxesRequest& request);
+  absl::StatusOr<v1::ListSandboxesResponse> ListSandboxes(const v1::ListSandboxesRequest& request);
   absl::StatusOr<v1::Sandbox> GetSandbox(const std::string& sandbox_id);
   v1::Capacity GetCapacity();
 

@@ -40,7 +40,8 @@ absl::Status ValidateSpec(const v1::SandboxSpec& spec, const std::string& where,
   }
   if (const std::string& p = spec.netns_path(); !p.empty()) {
     if (p[0] != '/' || HasDotDot(p)) {
-      return Bad(where, "netns_path '" + Printable(p) + "' must be an absolute path without . or ..");
+      return Bad(where,
+                 "netns_path '" + Printable(p) + "' must be an absolute path without . or ..");
     }
     if (!sandbox::IsNetnsPath(p)) {
       return Bad(where, "netns_path '" + Printable(p) + "' is not a network namespace");
@@ -48,10 +49,12 @@ absl::Status ValidateSpec(const v1::SandboxSpec& spec, const std::string& where,
   }
   if (const std::string& p = spec.cgroup_path(); !p.empty()) {
     if (p[0] != '/' || HasDotDot(p)) {
-      return Bad(where, "cgroup_path '" + Printable(p) + "' must be an absolute path without . or ..");
+      return Bad(where,
+                 "cgroup_path '" + Printable(p) + "' must be an absolute path without . or ..");
     }
     if (!IsCgroup2Dir(p)) {
-      return Bad(where, "cgroup_path '" + Printable(p) + "' is not a directory on the cgroup2 filesystem");
+      return Bad(where,
+                 "cgroup_path '" + Printable(p) + "' is not a directory on the cgroup2 filesystem");
     }
   }
   for (int i = 0; i < spec.egress().allow_size(); i++) {
@@ -61,12 +64,14 @@ absl::Status ValidateSpec(const v1::SandboxSpec& spec, const std::string& where,
     if (cidr.find('/') == std::string::npos) {
       auto a = netfilter::IpAddress::Parse(cidr);
       if (!a.ok()) {
-        return Bad(where, at + ".cidr '" + Printable(cidr) + "': " + std::string(a.status().message()));
+        return Bad(where,
+                   at + ".cidr '" + Printable(cidr) + "': " + std::string(a.status().message()));
       }
       cidr += a->family == netfilter::Family::kV4 ? "/32" : "/128";
     }
     if (auto c = netfilter::Cidr::Parse(cidr); !c.ok()) {
-      return Bad(where, at + ".cidr '" + Printable(r.cidr()) + "': " + std::string(c.status().message()));
+      return Bad(where,
+                 at + ".cidr '" + Printable(r.cidr()) + "': " + std::string(c.status().message()));
     }
     for (const auto& pr : r.ports()) {
       const uint32_t last = pr.last() ? pr.last() : pr.first();
@@ -76,23 +81,26 @@ absl::Status ValidateSpec(const v1::SandboxSpec& spec, const std::string& where,
       }
     }
   }
-  if (absl::Status s = netfilter::Validate(
-          PolicyFor(spec, "fkcheck", netfilter::IpAddress::V4(10, 0, 0, 2)));
+  if (absl::Status s =
+          netfilter::Validate(PolicyFor(spec, "fkcheck", netfilter::IpAddress::V4(10, 0, 0, 2)));
       !s.ok()) {
     return Bad(where, "egress: " + std::string(s.message()));
   }
   if (spec.egress().allow_dns_size() > 0) {
     return absl::UnimplementedError(
-        where + ": egress.allow_dns names DNS names for the sandbox's resolver, and this forkd "
-                "has no DNS proxy yet (it comes with the datapath's DNS issue); refusing rather "
-                "than ignoring " + std::to_string(spec.egress().allow_dns_size()) + " name(s)");
+        where +
+        ": egress.allow_dns names DNS names for the sandbox's resolver, and this forkd "
+        "has no DNS proxy yet (it comes with the datapath's DNS issue); refusing rather "
+        "than ignoring " +
+        std::to_string(spec.egress().allow_dns_size()) + " name(s)");
   }
   std::set<std::string> names;
   for (int i = 0; i < spec.env_size(); i++) {
     const std::string& n = spec.env(i).name();
     if (n.empty() || n.find('=') != std::string::npos || n.find('\0') != std::string::npos ||
         n.size() > 256) {
-      return Bad(where, "env[" + std::to_string(i) + "] has an invalid name '" + Printable(n, 40) + "'");
+      return Bad(where,
+                 "env[" + std::to_string(i) + "] has an invalid name '" + Printable(n, 40) + "'");
     }
     if (spec.env(i).value().find('\0') != std::string::npos) {
       // The value is never echoed: it may be a secret.

@@ -33,9 +33,9 @@ TEST(SpecTest, AcceptsAPublicAllowRule) {
 }
 
 TEST(SpecTest, RefusesMalformedCidrsAndPorts) {
-  for (const auto& spec : {WithRule("300.1.1.1/24"), WithRule("203.0.113.1/24"), WithRule("x"),
-                           WithRule("203.0.113.0/24", 70000), WithRule("203.0.113.0/24", 20, 10),
-                           ZeroPort()}) {
+  for (const auto& spec :
+       {WithRule("300.1.1.1/24"), WithRule("203.0.113.1/24"), WithRule("x"),
+        WithRule("203.0.113.0/24", 70000), WithRule("203.0.113.0/24", 20, 10), ZeroPort()}) {
     const absl::Status s = ValidateSpec(spec, "sandboxes[0]", 64);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
     EXPECT_NE(s.message().find("sandboxes[0]"), std::string_view::npos) << s;

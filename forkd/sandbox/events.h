@@ -3,13 +3,13 @@
 // behind is told so (its stream ends with an error) instead of slowing forkd.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <chrono>
 #include <vector>
 
 #include "forkd/api/forkd.pb.h"

@@ -4,7 +4,9 @@
 
 namespace forkd::sandbox {
 namespace {
-bool Alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+bool Alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
 }  // namespace
 
 std::string Printable(std::string_view text, size_t max) {

@@ -16,8 +16,8 @@ TEST(IdsTest, AcceptsTheAllowedShapes) {
 }
 
 TEST(IdsTest, RefusesEverythingElseNamingWhat) {
-  for (const std::string& bad : std::vector<std::string>{"", "../x", "a/b", "-a", "_a", "a.b", "a b",
-                                                         "a\nb", std::string(65, 'x'), "é"}) {
+  for (const std::string& bad : std::vector<std::string>{
+           "", "../x", "a/b", "-a", "_a", "a.b", "a b", "a\nb", std::string(65, 'x'), "é"}) {
     const absl::Status s = ValidateId("sandbox id", bad);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(s.message().find("sandbox id"), std::string_view::npos) << s;

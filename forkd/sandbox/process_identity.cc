@@ -18,7 +18,8 @@ absl::StatusOr<ProcessIdentity> IdentityOf(pid_t pid) {
   char buf[PATH_MAX];
   const ssize_t n = ::readlink((base + "/exe").c_str(), buf, sizeof buf - 1);
   if (n < 0) {
-    if (errno == ENOENT || errno == ESRCH) return absl::NotFoundError("process " + base + " is gone");
+    if (errno == ENOENT || errno == ESRCH)
+      return absl::NotFoundError("process " + base + " is gone");
     return ErrnoStatus(errno, "readlink " + base + "/exe");
   }
   id.exe.assign(buf, static_cast<size_t>(n));

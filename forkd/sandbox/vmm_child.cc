@@ -111,8 +111,8 @@ absl::Status VmmChild::Expect(const std::string& want, std::chrono::milliseconds
   auto line = ReadLine(timeout);
   if (line.ok() && *line == want) return absl::OkStatus();
   std::string msg = "forkd-vmm answered '" +
-                    (line.ok() ? *line : std::string(line.status().message())) +
-                    "' instead of " + want;
+                    (line.ok() ? *line : std::string(line.status().message())) + "' instead of " +
+                    want;
   if (!serial_log.empty()) msg += "; serial: " + FileTail(serial_log);
   return absl::InternalError(msg);
 }

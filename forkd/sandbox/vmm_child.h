@@ -34,7 +34,7 @@ struct VmmSpawnOptions {
   std::string binary;
   std::vector<std::string> args;  // after the binary; --control-fd/--serial-out are added
   std::string serial_out = "/dev/null";
-  std::string cgroup_dir;  // non-empty: the child joins it (cgroup.procs) before exec
+  std::string cgroup_dir;    // non-empty: the child joins it (cgroup.procs) before exec
   bool keep_control = true;  // inherit kControlKeeperFd (see above)
 };
 

@@ -97,8 +97,8 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
   // the namespace handle when this function returns.
   FORKD_ASSIGN_OR_RETURN(UniqueFd netns, netfilter::CreateNetns());
   char tap[16];
-  (void)std::snprintf(tap, sizeof tap, "fkb%08x", static_cast<unsigned>(::getpid()) ^
-                                                       static_cast<unsigned>(NowMs()));
+  (void)std::snprintf(tap, sizeof tap, "fkb%08x",
+                      static_cast<unsigned>(::getpid()) ^ static_cast<unsigned>(NowMs()));
   FORKD_RETURN_IF_ERROR(netfilter::CreateTap(netns.get(), {.name = tap,
                                                            .owner = std::nullopt,
                                                            .group = std::nullopt,
@@ -123,16 +123,15 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
         request.probe().agent_mode().empty() ? "honest" : request.probe().agent_mode();
     cmdline = "probe.scenario=agent probe.agent=" + mode;
   }
-  o.args.insert(o.args.end(),
-                {"--cmdline", cmdline, "--mem-mib", std::to_string(mem), "--vcpus",
-                 std::to_string(request.vcpus() ? request.vcpus() : 1), "--vsock-cid", "3",
-                 "--vsock-uds", uds, "--net-tap", tap, "--net-netns", netns_path, "--net-mac",
-                 "02:00:00:00:00:01"});
+  o.args.insert(o.args.end(), {"--cmdline", cmdline, "--mem-mib", std::to_string(mem), "--vcpus",
+                               std::to_string(request.vcpus() ? request.vcpus() : 1), "--vsock-cid",
+                               "3", "--vsock-uds", uds, "--net-tap", tap, "--net-netns", netns_path,
+                               "--net-mac", "02:00:00:00:00:01"});
   BuildVm vm;
   FORKD_ASSIGN_OR_RETURN(vm.vmm, sandbox::VmmChild::Spawn(o));
   FORKD_RETURN_IF_ERROR(vm.vmm->Expect("READY", kReadyTimeout, serial));
-  progress(v1::TemplateProgress::BOOT, "guest booting (forkd-vmm pid " +
-                                           std::to_string(vm.vmm->pid()) + ")");
+  progress(v1::TemplateProgress::BOOT,
+           "guest booting (forkd-vmm pid " + std::to_string(vm.vmm->pid()) + ")");
   FORKD_RETURN_IF_ERROR(WaitForAgent(uds, serial));
   progress(v1::TemplateProgress::AGENT_READY, "agent answered Ping");
   for (const auto& cmd : request.init_commands()) {

@@ -59,7 +59,8 @@ absl::StatusOr<std::vector<TemplateMeta>> LoadTemplates(const fs::path& template
     }
     fs::remove_all(entry.path(), ec);
     if (ec) return absl::InternalError("remove " + entry.path().string() + ": " + ec.message());
-    if (removed) removed->push_back(entry.path().string() + " (" + std::string(meta.status().message()) + ")");
+    if (removed)
+      removed->push_back(entry.path().string() + " (" + std::string(meta.status().message()) + ")");
   }
   if (ec) return absl::InternalError("scan " + templates_dir.string() + ": " + ec.message());
   return out;

@@ -60,7 +60,8 @@ class DaemonTest : public ::testing::Test {
     grpc::ClientContext ctx;
     v1::ForkResponse resp;
     grpc::Status s = api().Fork(&ctx, req, &resp);
-    if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    if (!s.ok())
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
     return resp;
   }
   absl::StatusOr<v1::ForkResponse> ForkN(const std::string& tmpl, uint32_t n) {
@@ -83,7 +84,8 @@ class DaemonTest : public ::testing::Test {
     for (auto& a : argv) req.add_argv(a);
     v1::ExecResponse resp;
     grpc::Status s = api().Exec(&ctx, req, &resp);
-    if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    if (!s.ok())
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
     return resp;
   }
   v1::Capacity Capacity() {
@@ -98,7 +100,8 @@ class DaemonTest : public ::testing::Test {
     req.set_sandbox_id(id);
     Sandbox sb;
     grpc::Status s = api().GetSandbox(&ctx, req, &sb);
-    if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    if (!s.ok())
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
     return sb;
   }
 
@@ -174,21 +177,21 @@ TEST_F(DaemonTest, BadInputGetsItsCodeAndTheDaemonStaysHealthy) {
        absl::StatusCode::kResourceExhausted},
       {"count over the per-call cap", with([](v1::ForkRequest& r) { r.set_count(100000); }),
        absl::StatusCode::kInvalidArgument},
-      {"malformed CIDR",
-       with([](v1::ForkRequest& r) { r.mutable_spec()->mutable_egress()->add_allow()->set_cidr("300.0.0.0/8"); }),
+      {"malformed CIDR", with([](v1::ForkRequest& r) {
+         r.mutable_spec()->mutable_egress()->add_allow()->set_cidr("300.0.0.0/8");
+       }),
        absl::StatusCode::kInvalidArgument},
-      {"host bits in CIDR",
-       with([](v1::ForkRequest& r) { r.mutable_spec()->mutable_egress()->add_allow()->set_cidr("203.0.113.1/24"); }),
+      {"host bits in CIDR", with([](v1::ForkRequest& r) {
+         r.mutable_spec()->mutable_egress()->add_allow()->set_cidr("203.0.113.1/24");
+       }),
        absl::StatusCode::kInvalidArgument},
-      {"port 70000",
-       with([](v1::ForkRequest& r) {
+      {"port 70000", with([](v1::ForkRequest& r) {
          auto* a = r.mutable_spec()->mutable_egress()->add_allow();
          a->set_cidr("203.0.113.0/24");
          a->add_ports()->set_first(70000);
        }),
        absl::StatusCode::kInvalidArgument},
-      {"inverted ports",
-       with([](v1::ForkRequest& r) {
+      {"inverted ports", with([](v1::ForkRequest& r) {
          auto* a = r.mutable_spec()->mutable_egress()->add_allow();
          a->set_cidr("203.0.113.0/24");
          auto* p = a->add_ports();
@@ -196,8 +199,7 @@ TEST_F(DaemonTest, BadInputGetsItsCodeAndTheDaemonStaysHealthy) {
          p->set_last(80);
        }),
        absl::StatusCode::kInvalidArgument},
-      {"duplicate ids",
-       with([](v1::ForkRequest& r) {
+      {"duplicate ids", with([](v1::ForkRequest& r) {
          r.set_count(0);
          r.add_sandboxes()->set_sandbox_id("dup");
          r.add_sandboxes()->set_sandbox_id("dup");
@@ -209,8 +211,9 @@ TEST_F(DaemonTest, BadInputGetsItsCodeAndTheDaemonStaysHealthy) {
       {"cgroup outside cgroup2",
        with([](v1::ForkRequest& r) { r.mutable_spec()->set_cgroup_path("/tmp"); }),
        absl::StatusCode::kInvalidArgument},
-      {"DNS names without a DNS proxy",
-       with([](v1::ForkRequest& r) { r.mutable_spec()->mutable_egress()->add_allow_dns("example.com"); }),
+      {"DNS names without a DNS proxy", with([](v1::ForkRequest& r) {
+         r.mutable_spec()->mutable_egress()->add_allow_dns("example.com");
+       }),
        absl::StatusCode::kUnimplemented},
   };
   for (const auto& c : cases) {
@@ -243,14 +246,16 @@ TEST_F(DaemonTest, BadInputGetsItsCodeAndTheDaemonStaysHealthy) {
   // Template ids and a second build of the same id.
   EXPECT_EQ(CreateProbeTemplate(api(), "../x").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(CreateProbeTemplate(api(), "base").error_code(), grpc::StatusCode::ALREADY_EXISTS);
-  EXPECT_EQ(CreateProbeTemplate(api(), "m", "bogus").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(CreateProbeTemplate(api(), "m", "bogus").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
   // Deleting a template with live forks needs force.
   {
     grpc::ClientContext ctx;
     v1::DeleteTemplateRequest d;
     d.set_template_id("base");
     v1::DeleteTemplateResponse resp;
-    EXPECT_EQ(api().DeleteTemplate(&ctx, d, &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(api().DeleteTemplate(&ctx, d, &resp).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
   }
   {
     grpc::ClientContext ctx;
@@ -306,7 +311,8 @@ TEST_F(DaemonTest, ExitWatcherReapsAVmmKilledFromOutside) {
   ASSERT_TRUE(sb.ok());
   EXPECT_EQ(sb->state(), Sandbox::REAPED);
   EXPECT_EQ(Capacity().live_sandboxes(), 1u);
-  EXPECT_EQ(Exec(victim.sandbox_id(), {"true"}).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Exec(victim.sandbox_id(), {"true"}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
   // The other one is untouched.
   auto ok = Exec(other.sandbox_id(), {"echo", "alive"});
   ASSERT_TRUE(ok.ok()) << ok.status();
@@ -320,7 +326,8 @@ TEST_F(DaemonTest, GivenNamespaceKeepsOnlyWhatItHadAfterTerminate) {
   ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
   auto ns = netfilter::CreateNetns();
   ASSERT_TRUE(ns.ok());
-  const std::string path = "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(ns->get());
+  const std::string path =
+      "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(ns->get());
   v1::ForkRequest req;
   req.set_template_id("base");
   auto* s = req.add_sandboxes();

@@ -38,10 +38,12 @@ class MtlsTest : public ::testing::Test {
   void SetUp() override {
     d_ = tmp_.path() / "pki";
     fs::create_directories(d_);
-    ASSERT_TRUE(Run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-                    "-keyout ca.key -out ca.pem -days 2 -subj /CN=forkd-test-ca"));
-    ASSERT_TRUE(Run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-                    "-keyout other-ca.key -out other-ca.pem -days 2 -subj /CN=other-ca"));
+    ASSERT_TRUE(
+        Run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+            "-keyout ca.key -out ca.pem -days 2 -subj /CN=forkd-test-ca"));
+    ASSERT_TRUE(
+        Run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+            "-keyout other-ca.key -out other-ca.pem -days 2 -subj /CN=other-ca"));
     ASSERT_TRUE(Issue("server", "IP:127.0.0.1,DNS:localhost", "ca", 2));
     ASSERT_TRUE(Issue("good", "DNS:good-client", "ca", 2));
     ASSERT_TRUE(Issue("wrong", "DNS:wrong-client", "ca", 2));
@@ -49,7 +51,8 @@ class MtlsTest : public ::testing::Test {
     ASSERT_TRUE(Issue("expired", "DNS:good-client", "ca", 0));
     // -days 0 ends the validity in the second it starts: wait until openssl
     // itself calls it expired (a state, not a duration).
-    while (Run("openssl x509 -checkend 0 -noout -in expired.pem")) std::this_thread::sleep_for(100ms);
+    while (Run("openssl x509 -checkend 0 -noout -in expired.pem"))
+      std::this_thread::sleep_for(100ms);
   }
 
   bool Run(const std::string& cmd) {
@@ -67,11 +70,10 @@ class MtlsTest : public ::testing::Test {
   // Starts forkd with mTLS on an ephemeral loopback port; returns the port.
   int StartTls() {
     forkd_ = std::make_unique<ForkdProcess>(
-        tmp_.path(), std::vector<std::string>{"--listen", "tcp:127.0.0.1:0", "--tls-cert",
-                                              (d_ / "server.pem").string(), "--tls-key",
-                                              (d_ / "server.key").string(), "--tls-ca",
-                                              (d_ / "ca.pem").string(), "--tls-allowed-san",
-                                              "good-client"});
+        tmp_.path(), std::vector<std::string>{
+                         "--listen", "tcp:127.0.0.1:0", "--tls-cert", (d_ / "server.pem").string(),
+                         "--tls-key", (d_ / "server.key").string(), "--tls-ca",
+                         (d_ / "ca.pem").string(), "--tls-allowed-san", "good-client"});
     EXPECT_TRUE(forkd_->Start());
     std::smatch m;
     const std::string log = forkd_->Log();
@@ -122,8 +124,8 @@ TEST_F(MtlsTest, OnlyAnAllowedClientCertificateIsServed) {
 TEST_F(MtlsTest, PartialTlsFlagsRefuseToStart) {
   for (const auto& flags : std::vector<std::vector<std::string>>{
            {"--listen", "tcp:127.0.0.1:0", "--tls-cert", (d_ / "server.pem").string()},
-           {"--listen", "tcp:127.0.0.1:0", "--tls-cert", (d_ / "server.pem").string(),
-            "--tls-key", (d_ / "server.key").string()},
+           {"--listen", "tcp:127.0.0.1:0", "--tls-cert", (d_ / "server.pem").string(), "--tls-key",
+            (d_ / "server.key").string()},
            {"--listen", "tcp:127.0.0.1:0"},
            {"--listen", "tcp:0.0.0.0:0", "--allow-insecure-tcp"}}) {
     ForkdProcess p(tmp_.path(), flags);

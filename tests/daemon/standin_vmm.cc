@@ -82,7 +82,8 @@ void ServeAgent(int fd, forkd::agent::AgentServer* server) {
     } else {
       resp = server->Handle(req);
     }
-    if (!forkd::agent::WriteFrame(fd, resp.SerializeAsString(), DeadlineIn(std::chrono::seconds(10)),
+    if (!forkd::agent::WriteFrame(fd, resp.SerializeAsString(),
+                                  DeadlineIn(std::chrono::seconds(10)),
                                   forkd::agent::kMaxFrameBytes)
              .ok()) {
       break;
@@ -164,7 +165,8 @@ int main(int argc, char** argv) {
     addr.sun_family = AF_UNIX;
     std::strncpy(addr.sun_path, uds.c_str(), sizeof addr.sun_path - 1);
     ::unlink(uds.c_str());
-    if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(lfd, 64) != 0) {
+    if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(lfd, 64) != 0) {
       Die("vsock uds " + uds + ": " + std::strerror(errno));
     }
   }
