@@ -781,8 +781,10 @@ absl::Status Node::RunPipeline(Sandbox& sb, const templates::TemplateMeta& meta,
       slots_.erase(my_slot);
     }
     t.set_from_standby(true);
-    s = JournalPut(sb, "spawned");
-    if (s.ok() && !spec.egress().allow().empty()) {
+    // Its record stays "standby" until the gate admits it: a crash before
+    // that removes it at the next start, which is right for a fork that was
+    // never served. One durable write ("ready") is all a take costs.
+    if (!spec.egress().allow().empty()) {
       auto nft = netfilter::Nftables::Open(sb.res.netns.get(), 1);
       s = nft.ok() ? nft->ReplaceTap(PolicyFor(spec, sb.info.tap(),
                                                *netfilter::IpAddress::Parse(sb.info.guest_ipv4())))
