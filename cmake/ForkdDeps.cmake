@@ -9,3 +9,12 @@ find_package(Threads REQUIRED)
 if(FORKD_BUILD_BENCH)
   find_package(benchmark REQUIRED)
 endif()
+# The daemon (forkd/daemon, forkd/api, forkd/forkctl): gRPC + protobuf (full
+# runtime, for server reflection), spdlog, prometheus-cpp, libsystemd
+# (sd_notify), CLI11, nlohmann-json (the journal).
+find_package(gRPC CONFIG REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(prometheus-cpp CONFIG REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(CLI11 CONFIG REQUIRED)
+pkg_check_modules(SYSTEMD REQUIRED IMPORTED_TARGET libsystemd)

@@ -34,9 +34,11 @@ static void reseed(const uint8_t* entropy, uint32_t len) {
   reseeds++;
 }
 
+#define RESP_MAX 512
+
 static void write_frame(const uint8_t* body, uint32_t len) {
-  uint8_t out[4 + 256];
-  if (len > 256) return;
+  uint8_t out[4 + RESP_MAX];
+  if (len > RESP_MAX) return;
   out[0] = static_cast<uint8_t>(len >> 24);
   out[1] = static_cast<uint8_t>(len >> 16);
   out[2] = static_cast<uint8_t>(len >> 8);
@@ -45,9 +47,80 @@ static void write_frame(const uint8_t* body, uint32_t len) {
   vsock_write(out, 4 + len);
 }
 
+static int arg_is(const struct agent_request* req, uint32_t i, const char* word) {
+  uint32_t n = 0;
+  while (word[n]) n++;
+  if (i >= req->argc || i >= AGENT_MAX_ARGV || req->argv_len[i] != n) return 0;
+  for (uint32_t k = 0; k < n; k++) {
+    if (req->argv[i][k] != static_cast<uint8_t>(word[k])) return 0;
+  }
+  return 1;
+}
+
+struct text {
+  uint8_t buf[256];
+  uint32_t len;
+};
+
+static void text_put(struct text* t, const uint8_t* b, uint32_t n) {
+  for (uint32_t i = 0; i < n && t->len < sizeof t->buf; i++) t->buf[t->len++] = b[i];
+}
+static void text_str(struct text* t, const char* s) {
+  uint32_t n = 0;
+  while (s[n]) n++;
+  text_put(t, reinterpret_cast<const uint8_t*>(s), n);
+}
+static void text_hex(struct text* t, uint64_t v) {
+  static const char digits[] = "0123456789abcdef";
+  for (int shift = 60; shift >= 0; shift -= 4) {
+    const uint8_t c = static_cast<uint8_t>(digits[(v >> shift) & 0xf]);
+    text_put(t, &c, 1);
+  }
+}
+
+// The probe's built-in command set, answered through Exec (there is no
+// process model in the probe): "echo ARGS..." prints its arguments, "true"
+// and "false" exit 0 and 1, "exit N" exits N (0..255), "prng" prints the
+// agent's PRNG state (what the reseed gate makes differ between forks);
+// anything else exits 127 with an error on stderr.
+static uint32_t run_builtin(const struct agent_request* req, uint8_t* resp, uint32_t cap) {
+  struct text out = {{0}, 0}, err = {{0}, 0};
+  int32_t code = 0;
+  if (req->argc == 0) {
+    text_str(&err, "probe agent: empty argv\n");
+    code = 127;
+  } else if (arg_is(req, 0, "echo")) {
+    for (uint32_t i = 1; i < req->argc && i < AGENT_MAX_ARGV; i++) {
+      if (i > 1) text_str(&out, " ");
+      text_put(&out, req->argv[i], req->argv_len[i]);
+    }
+    text_str(&out, "\n");
+  } else if (arg_is(req, 0, "true")) {
+    code = 0;
+  } else if (arg_is(req, 0, "false")) {
+    code = 1;
+  } else if (arg_is(req, 0, "exit") && req->argc == 2) {
+    uint32_t v = 0;
+    for (uint32_t k = 0; k < req->argv_len[1] && k < 3; k++) {
+      const uint8_t c = req->argv[1][k];
+      v = (c >= '0' && c <= '9') ? v * 10 + (c - '0') : 256;
+    }
+    code = v > 255 ? 2 : static_cast<int32_t>(v);
+  } else if (arg_is(req, 0, "prng")) {
+    text_hex(&out, prng[0]);
+    text_str(&out, "\n");
+  } else {
+    text_str(&err, "probe agent: ");
+    text_put(&err, req->argv[0], req->argv_len[0] > 64 ? 64 : req->argv_len[0]);
+    text_str(&err, ": not a built-in (echo, true, false, exit N, prng)\n");
+    code = 127;
+  }
+  return agent_encode_exec(req->id, code, out.buf, out.len, err.buf, err.len, resp, cap);
+}
+
 static void answer(const uint8_t* body, uint32_t len) {
   struct agent_request req;
-  uint8_t resp[256];
+  uint8_t resp[RESP_MAX];
   uint32_t n;
   if (mode == AGENT_SILENT) {
     report_ok("agent-silent");
@@ -65,8 +138,19 @@ static void answer(const uint8_t* body, uint32_t len) {
     write_frame(resp, n);
     return;
   }
+  if (req.is_ping) {
+    n = agent_encode_ping(req.id, "forkd-probe-agent", 1, resp, sizeof resp);
+    write_frame(resp, n);
+    return;
+  }
+  if (req.is_exec) {
+    n = run_builtin(&req, resp, sizeof resp);
+    write_frame(resp, n);
+    return;
+  }
   if (!req.is_notify_forked) {
-    n = agent_encode_error(req.id, 2 /* UNKNOWN_REQUEST */, "probe agent: NotifyForked only", resp,
+    n = agent_encode_error(req.id, 2 /* UNKNOWN_REQUEST */,
+                           "probe agent: NotifyForked, Ping and built-in Exec only", resp,
                            sizeof resp);
     write_frame(resp, n);
     return;

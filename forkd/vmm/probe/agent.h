@@ -3,7 +3,10 @@
 // probe.agent=<mode>, so the reseed gate can be proven against a real KVM
 // fork. The probe has no kernel CRNG: "reseeding" mixes the host's entropy
 // into the probe's own PRNG state (agent_prng_state), which is what a fork
-// must not share with its siblings.
+// must not share with its siblings. It also answers Ping, and Exec for a
+// tiny built-in command set (echo, true, false, exit N, prng; agent.cc):
+// the probe has no processes, so this is the probe guest's equivalent of
+// running a command, which forkd's API and tests use.
 #pragma once
 
 #include "runtime.h"

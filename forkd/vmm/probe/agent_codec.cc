@@ -74,6 +74,30 @@ int decode_notify_forked(const uint8_t* buf, uint32_t len, struct agent_request*
   return 1;
 }
 
+int decode_exec(const uint8_t* buf, uint32_t len, struct agent_request* out) {
+  struct reader r = {buf, buf + len};
+  while (r.p != r.end) {
+    uint64_t tag;
+    if (!read_varint(&r, &tag)) return 0;
+    const uint32_t wire = static_cast<uint32_t>(tag & 7);
+    const uint64_t field = tag >> 3;
+    if (field == 0) return 0;
+    if (field == 1 && wire == 2) {  // repeated string argv = 1
+      const uint8_t* d;
+      uint32_t n;
+      if (!read_len(&r, &d, &n)) return 0;
+      if (out->argc < AGENT_MAX_ARGV) {
+        out->argv[out->argc] = d;
+        out->argv_len[out->argc] = n;
+      }
+      out->argc++;
+    } else if (!skip(&r, wire)) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
 struct writer {
   uint8_t* p;
   uint8_t* end;
@@ -100,6 +124,13 @@ uint32_t str_len(const char* s) {
   uint32_t n = 0;
   while (s && s[n]) n++;
   return n;
+}
+
+void put_bytes(struct writer* w, uint32_t field, const uint8_t* b, uint32_t n) {
+  if (n == 0) return;
+  put_varint(w, (field << 3) | 2);
+  put_varint(w, n);
+  for (uint32_t i = 0; i < n; i++) put_byte(w, b[i]);
 }
 
 void put_string(struct writer* w, uint32_t field, const char* s) {
@@ -134,6 +165,9 @@ int agent_decode_request(const uint8_t* buf, uint32_t len, struct agent_request*
   out->generation = 0;
   out->entropy = nullptr;
   out->entropy_len = 0;
+  out->is_ping = 0;
+  out->is_exec = 0;
+  out->argc = 0;
   struct reader r = {buf, buf + len};
   while (r.p != r.end) {
     uint64_t tag;
@@ -151,6 +185,7 @@ int agent_decode_request(const uint8_t* buf, uint32_t len, struct agent_request*
       // merges, which restarting the decode over both would not model, but
       // the host never sends that.
       out->is_notify_forked = 1;
+      out->is_ping = out->is_exec = 0;
       if (!decode_notify_forked(sub, sub_len, out)) return 0;
     } else if (field >= 2 && field <= 6 && wire == 2) {
       // Another kind of the oneof replaces notify_forked.
@@ -158,6 +193,10 @@ int agent_decode_request(const uint8_t* buf, uint32_t len, struct agent_request*
       uint32_t sub_len;
       if (!read_len(&r, &sub, &sub_len)) return 0;
       out->is_notify_forked = 0;
+      out->is_ping = field == 2;
+      out->is_exec = field == 4;
+      out->argc = 0;
+      if (field == 4 && !decode_exec(sub, sub_len, out)) return 0;
     } else if (!skip(&r, wire)) {
       return 0;
     }
@@ -188,6 +227,49 @@ uint32_t agent_encode_notify_forked(uint64_t id, int reseeded, const char* error
     put_byte(&w, (7 << 3) | 0);
     put_varint(&w, generation);
   }
+  return w.ok ? static_cast<uint32_t>(w.p - out) : 0;
+}
+
+uint32_t agent_encode_ping(uint64_t id, const char* version, uint32_t protocol, uint8_t* out,
+                           uint32_t cap) {
+  // PingResponse: agent_version = 1, protocol_version = 2.
+  uint32_t inner = string_field_size(1, version);
+  if (protocol != 0) inner += 1 + varint_size(protocol);
+  struct writer w = {out, out + cap, 1};
+  if (id != 0) {
+    put_byte(&w, (1 << 3) | 0);
+    put_varint(&w, id);
+  }
+  put_byte(&w, (3 << 3) | 2);  // Response.ping = 3
+  put_varint(&w, inner);
+  put_string(&w, 1, version);
+  if (protocol != 0) {
+    put_byte(&w, (2 << 3) | 0);
+    put_varint(&w, protocol);
+  }
+  return w.ok ? static_cast<uint32_t>(w.p - out) : 0;
+}
+
+uint32_t agent_encode_exec(uint64_t id, int32_t exit_code, const uint8_t* out_bytes,
+                           uint32_t out_len, const uint8_t* err_bytes, uint32_t err_len,
+                           uint8_t* out, uint32_t cap) {
+  // ExecResponse: exit_code = 1 (oneof: always encoded; int32 as a 64-bit
+  // varint), stdout = 4, stderr = 5.
+  const uint64_t code = static_cast<uint64_t>(static_cast<int64_t>(exit_code));
+  uint32_t inner = 1 + varint_size(code);
+  if (out_len) inner += 1 + varint_size(out_len) + out_len;
+  if (err_len) inner += 1 + varint_size(err_len) + err_len;
+  struct writer w = {out, out + cap, 1};
+  if (id != 0) {
+    put_byte(&w, (1 << 3) | 0);
+    put_varint(&w, id);
+  }
+  put_byte(&w, (5 << 3) | 2);  // Response.exec = 5
+  put_varint(&w, inner);
+  put_byte(&w, (1 << 3) | 0);
+  put_varint(&w, code);
+  put_bytes(&w, 4, out_bytes, out_len);
+  put_bytes(&w, 5, err_bytes, err_len);
   return w.ok ? static_cast<uint32_t>(w.p - out) : 0;
 }
 

@@ -1,0 +1,157 @@
+// The node: forkd's templates and sandboxes, and the fork pipeline
+//   journal -> netns (created or given) -> tap -> chains -> forkd-vmm
+//   --restore into that netns and cgroup -> reseed gate -> ready
+// with a journal record written before each side effect, an exit watcher
+// (pidfd) that reaps a VM dying while live, and recovery at start: live VMMs
+// are adopted, everything of dead or unfinished ones is removed.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/unique_fd.h"
+#include "forkd/api/forkd.pb.h"
+#include "forkd/gate/fork_resources.h"
+#include "forkd/journal/journal.h"
+#include "forkd/pipeline/fault_point.h"
+#include "forkd/sandbox/events.h"
+#include "forkd/sandbox/vmm_child.h"
+#include "forkd/templates/template_meta.h"
+
+namespace forkd::pipeline {
+
+struct NodeConfig {
+  std::filesystem::path data_dir = "/var/lib/forkd";
+  std::string vmm_binary;
+  std::string probe_guest;
+  std::string kernel, initrd, kernel_sha256, initrd_sha256;
+  uint32_t max_sandboxes = 64;
+  uint64_t memory_reserve_bytes = 0;
+  uint32_t standby = 0;  // per template
+  bool pvm_host = false;
+  std::chrono::milliseconds gate_deadline{2000};
+  FaultPoint fault = FaultPoint::kNone;  // test builds only (fault_point.h)
+};
+
+// What a restart found and did; logged by the daemon.
+struct RecoveryReport {
+  std::vector<std::string> adopted;
+  std::vector<std::string> removed;  // sandboxes whose remains were removed
+  std::vector<std::string> notes;    // strays killed, stale pins, interrupted builds
+};
+
+class Node {
+ public:
+  static absl::StatusOr<std::unique_ptr<Node>> Start(NodeConfig config, RecoveryReport* report);
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // Terminates every sandbox and the standby pools (a clean stop of the
+  // node); without it, live sandboxes survive forkd and are adopted again.
+  absl::Status TerminateAll();
+
+  using ProgressFn = std::function<void(const v1::TemplateProgress&)>;
+  absl::StatusOr<v1::Template> CreateTemplate(const v1::CreateTemplateRequest& request,
+                                              const ProgressFn& progress);
+  absl::StatusOr<v1::DeleteTemplateResponse> DeleteTemplate(
+      const v1::DeleteTemplateRequest& request);
+  v1::ListTemplatesResponse ListTemplates();
+
+  absl::StatusOr<v1::ForkResponse> Fork(const v1::ForkRequest& request);
+  absl::StatusOr<v1::ForkResponse> ForkRunning(const v1::ForkRunningRequest& request);
+
+  absl::StatusOr<v1::ExecResponse> Exec(const v1::ExecRequest& request);
+  absl::StatusOr<v1::ReadFileResponse> ReadFile(const v1::ReadFileRequest& request);
+  absl::StatusOr<v1::WriteFileResponse> WriteFile(const v1::WriteFileRequest& request);
+
+  absl::Status Terminate(const std::string& sandbox_id);
+  absl::StatusOr<v1::ListSandboxesResponse> ListSandboxes(const v1::ListSandboxesRequest& request);
+  absl::StatusOr<v1::Sandbox> GetSandbox(const std::string& sandbox_id);
+  v1::Capacity GetCapacity();
+
+  sandbox::EventHub& events() { return events_; }
+  const NodeConfig& config() const { return config_; }
+
+  // Metrics hooks (the daemon's Prometheus registry observes these).
+  struct Observer {
+    virtual ~Observer() = default;
+    virtual void ForkDone(const v1::StageTimings& timings) = 0;
+    virtual void Reaped(const std::string& cause) = 0;
+  };
+  void SetObserver(Observer* observer) { observer_ = observer; }
+
+ private:
+  struct Sandbox;
+  struct Template {
+    templates::TemplateMeta meta;
+    v1::Template::State state = v1::Template::BUILDING;
+    std::string error;
+  };
+  struct Pooled;
+
+  explicit Node(NodeConfig config, journal::Journal journal);
+  absl::Status Recover(RecoveryReport* report);
+
+  absl::StatusOr<std::vector<std::shared_ptr<Sandbox>>> Reserve(
+      const std::string& template_id, const std::vector<v1::SandboxSpec>& specs,
+      templates::TemplateMeta* meta);
+  absl::Status RunPipeline(Sandbox& sb, const templates::TemplateMeta& meta,
+                           const v1::SandboxSpec& spec, bool allow_standby);
+  absl::Status RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
+                           const v1::SandboxSpec& spec, v1::StageTimings& t);
+  absl::Status Admit(Sandbox& sb, v1::StageTimings& t);
+  // Removes everything of `sb` (its lock held) and records why.
+  void Dispose(Sandbox& sb, v1::Sandbox::State state, const std::string& cause);
+  void Forget(const std::string& id, uint32_t slot);
+  absl::Status JournalPut(const Sandbox& sb, const std::string& state);
+  absl::StatusOr<std::shared_ptr<Sandbox>> Find(const std::string& id, bool ready_only);
+  void Watch(const std::shared_ptr<Sandbox>& sb);
+  void WatchLoop();
+  void OnExit(const std::string& id);
+  void Publish(v1::Event::Kind kind, const std::string& sandbox, const std::string& tmpl,
+               const std::string& cause);
+
+  // Standby pool (per template).
+  void RefillLoop();
+  std::shared_ptr<Sandbox> TakeStandby(const std::string& template_id);
+  void DrainPool(const std::string& template_id);
+
+  NodeConfig config_;
+  journal::Journal journal_;
+  sandbox::EventHub events_;
+  Observer* observer_ = nullptr;
+
+  std::mutex mu_;
+  std::map<std::string, Template> templates_;
+  std::set<std::string> building_;
+  std::map<std::string, std::shared_ptr<Sandbox>> sandboxes_;
+  std::map<std::string, v1::Sandbox> gone_;  // recently reaped/exited, for GetSandbox
+  std::vector<std::string> gone_order_;
+  std::set<uint32_t> slots_;
+  std::map<std::string, std::vector<std::shared_ptr<Sandbox>>> pools_;
+  uint32_t pool_filling_ = 0;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<uint64_t> next_auto_id_{0};
+
+  UniqueFd epoll_, wake_;
+  std::map<int, std::string> watched_;  // pidfd dup -> sandbox id (under mu_)
+  std::atomic<bool> stopping_{false};
+  std::thread watcher_;
+  std::thread refiller_;
+  std::condition_variable refill_cv_;
+};
+
+}  // namespace forkd::pipeline

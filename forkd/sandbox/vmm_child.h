@@ -1,0 +1,73 @@
+// A forkd-vmm process as the daemon runs it: spawned with a control socket
+// (line protocol: STANDBY/READY/OK/EXIT out, GO/STOP/SNAPSHOT in), serial
+// output to a file or /dev/null, optionally moved into a cgroup v2 before
+// exec, and owned through a pidfd.
+//
+// Surviving a forkd restart: forkd-vmm stops its VM when its control socket
+// reaches EOF, so that a VMM never outlives its supervisor by accident. A
+// daemon that is killed must still be able to re-adopt its live VMMs, so the
+// child also inherits a duplicate of forkd's end of the control socket at
+// kControlKeeperFd: the socket never reaches EOF while the VMM lives, and a
+// restarted forkd takes its end back with pidfd_getfd(pidfd, kControlKeeperFd)
+// (Adopt). What protects against a VMM outliving forkd is then the journal:
+// a restarted forkd adopts every VMM it has a "ready" record for and kills
+// everything else it finds (forkd/sandbox/recovery.cc).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/unique_fd.h"
+
+namespace forkd::sandbox {
+
+inline constexpr int kChildControlFd = 3;
+inline constexpr int kControlKeeperFd = 4;
+
+struct VmmSpawnOptions {
+  std::string binary;
+  std::vector<std::string> args;  // after the binary; --control-fd/--serial-out are added
+  std::string serial_out = "/dev/null";
+  std::string cgroup_dir;    // non-empty: the child joins it (cgroup.procs) before exec
+  bool keep_control = true;  // inherit kControlKeeperFd (see above)
+};
+
+class VmmChild {
+ public:
+  static absl::StatusOr<VmmChild> Spawn(const VmmSpawnOptions& options);
+  // Re-attaches to a live VMM after a restart: its control socket end is
+  // taken back from the process itself (needs CAP_SYS_PTRACE over it).
+  static absl::StatusOr<VmmChild> Adopt(pid_t pid, int pidfd);
+
+  VmmChild(VmmChild&&) = default;
+  VmmChild& operator=(VmmChild&&) = default;
+
+  pid_t pid() const { return pid_; }
+  int control() const { return control_.get(); }
+
+  absl::Status Send(const std::string& line) const;
+  // The next control line; DEADLINE_EXCEEDED or UNAVAILABLE (EOF: the VMM
+  // exited) otherwise.
+  absl::StatusOr<std::string> ReadLine(std::chrono::milliseconds timeout);
+  // Waits for `want` as the next line; any other line is an error quoting it
+  // (and the last lines of `serial_log`, when given).
+  absl::Status Expect(const std::string& want, std::chrono::milliseconds timeout,
+                      const std::string& serial_log = "");
+
+ private:
+  VmmChild(pid_t pid, UniqueFd control) : pid_(pid), control_(std::move(control)) {}
+  pid_t pid_ = -1;
+  UniqueFd control_;
+  std::string buf_;
+};
+
+// The tail of a text file (serial logs in error messages).
+std::string FileTail(const std::string& path, size_t max_bytes = 600);
+
+}  // namespace forkd::sandbox

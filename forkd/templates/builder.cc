@@ -1,0 +1,189 @@
+#include "forkd/templates/builder.h"
+
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "agent/client.h"
+#include "agent/vsock_connect.h"
+#include "common/errno_status.h"
+#include "forkd/sandbox/vmm_child.h"
+#include "netfilter/links.h"
+#include "netfilter/netns.h"
+
+namespace forkd::templates {
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr uint32_t kAgentPort = 1024;
+// Hang guards: the probe boots in milliseconds, a Linux guest on hardware
+// virtualization in about a second.
+constexpr auto kReadyTimeout = 30s;
+constexpr auto kAgentTimeout = 120s;
+constexpr auto kSnapshotTimeout = 120s;
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Kills and waits for the build VMM on every exit path.
+struct BuildVm {
+  std::optional<sandbox::VmmChild> vmm;
+  ~BuildVm() {
+    if (!vmm) return;
+    (void)::kill(vmm->pid(), SIGKILL);
+    int st = 0;
+    while (::waitpid(vmm->pid(), &st, 0) < 0 && errno == EINTR) {
+    }
+  }
+};
+
+absl::Status WaitForAgent(const std::string& uds, const std::string& serial) {
+  const auto deadline = std::chrono::steady_clock::now() + kAgentTimeout;
+  absl::Status last = absl::UnavailableError("no attempt");
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto conn = agent::ConnectVsockMux(uds, kAgentPort, agent::DeadlineIn(2s));
+    if (conn.ok()) {
+      agent::AgentClient client(std::move(*conn));
+      auto pong = client.Ping(agent::DeadlineIn(2s));
+      if (pong.ok()) return absl::OkStatus();
+      last = pong.status();
+    } else {
+      last = conn.status();
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  return absl::DeadlineExceededError("the guest agent never answered Ping: " + last.ToString() +
+                                     "; serial: " + sandbox::FileTail(serial));
+}
+
+absl::Status RunInit(const std::string& uds, const v1::InitCommand& cmd) {
+  FORKD_ASSIGN_OR_RETURN(UniqueFd conn,
+                         agent::ConnectVsockMux(uds, kAgentPort, agent::DeadlineIn(10s)));
+  agent::AgentClient client(std::move(conn));
+  agent::v1::ExecRequest req;
+  for (const auto& a : cmd.argv()) req.add_argv(a);
+  for (const auto& e : cmd.env()) req.add_env(e.name() + "=" + e.value());
+  FORKD_ASSIGN_OR_RETURN(agent::v1::ExecResponse resp, client.Exec(req, agent::DeadlineIn(600s)));
+  const std::string what = "init command '" + (cmd.argv().empty() ? "" : cmd.argv(0)) + "'";
+  if (!resp.error().empty()) return absl::FailedPreconditionError(what + ": " + resp.error());
+  if (resp.has_signal()) {
+    return absl::FailedPreconditionError(what + " killed by signal " +
+                                         std::to_string(resp.signal()));
+  }
+  if (resp.exit_code() != 0) {
+    return absl::FailedPreconditionError(what + " exited " + std::to_string(resp.exit_code()) +
+                                         ": " + resp.stderr().substr(0, 400));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplateRequest& request,
+                                   const ProgressFn& progress, const fs::path& work) {
+  const bool linux_guest = request.has_linux();
+  const uint32_t mem = request.memory_mib() ? request.memory_mib() : (linux_guest ? 256 : 64);
+  const std::string uds = (work / "build.sock").string();
+  const std::string serial = (work / "serial.log").string();
+
+  // A scratch namespace and tap for the template's NIC; both go away with
+  // the namespace handle when this function returns.
+  FORKD_ASSIGN_OR_RETURN(UniqueFd netns, netfilter::CreateNetns());
+  char tap[16];
+  (void)std::snprintf(tap, sizeof tap, "fkb%08x",
+                      static_cast<unsigned>(::getpid()) ^ static_cast<unsigned>(NowMs()));
+  FORKD_RETURN_IF_ERROR(netfilter::CreateTap(netns.get(), {.name = tap,
+                                                           .owner = std::nullopt,
+                                                           .group = std::nullopt,
+                                                           .persistent = true,
+                                                           .vnet_hdr = true})
+                            .status());
+  const std::string netns_path =
+      "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(netns.get());
+
+  sandbox::VmmSpawnOptions o;
+  o.binary = env.vmm_binary;
+  o.serial_out = serial;
+  o.keep_control = false;
+  std::string cmdline;
+  if (linux_guest) {
+    o.args = {"--kernel", env.kernel};
+    if (!env.initrd.empty()) o.args.insert(o.args.end(), {"--initrd", env.initrd});
+    cmdline = "console=ttyS0 reboot=k panic=-1 quiet " + request.linux().extra_cmdline();
+  } else {
+    o.args = {"--kernel", env.probe_guest};
+    const std::string mode =
+        request.probe().agent_mode().empty() ? "honest" : request.probe().agent_mode();
+    cmdline = "probe.scenario=agent probe.agent=" + mode;
+  }
+  o.args.insert(o.args.end(), {"--cmdline", cmdline, "--mem-mib", std::to_string(mem), "--vcpus",
+                               std::to_string(request.vcpus() ? request.vcpus() : 1), "--vsock-cid",
+                               "3", "--vsock-uds", uds, "--net-tap", tap, "--net-netns", netns_path,
+                               "--net-mac", "02:00:00:00:00:01"});
+  BuildVm vm;
+  FORKD_ASSIGN_OR_RETURN(vm.vmm, sandbox::VmmChild::Spawn(o));
+  FORKD_RETURN_IF_ERROR(vm.vmm->Expect("READY", kReadyTimeout, serial));
+  progress(v1::TemplateProgress::BOOT,
+           "guest booting (forkd-vmm pid " + std::to_string(vm.vmm->pid()) + ")");
+  FORKD_RETURN_IF_ERROR(WaitForAgent(uds, serial));
+  progress(v1::TemplateProgress::AGENT_READY, "agent answered Ping");
+  for (const auto& cmd : request.init_commands()) {
+    FORKD_RETURN_IF_ERROR(RunInit(uds, cmd));
+    progress(v1::TemplateProgress::INIT_COMMAND, "ran " + cmd.argv(0));
+  }
+  TemplateMeta meta;
+  meta.id = request.template_id();
+  meta.guest = linux_guest ? "linux" : "probe";
+  meta.memory_mib = mem;
+  meta.kernel_sha256 = linux_guest ? env.kernel_sha256 : "";
+  meta.created_unix_ms = NowMs();
+  const fs::path snap = work / "snap";
+  FORKD_RETURN_IF_ERROR(vm.vmm->Send("SNAPSHOT " + snap.string()));
+  FORKD_RETURN_IF_ERROR(vm.vmm->Expect("OK", kSnapshotTimeout, serial));
+  FORKD_RETURN_IF_ERROR(vm.vmm->Send("STOP"));
+  (void)vm.vmm->ReadLine(10s);  // EXIT ...; the destructor reaps the process
+  progress(v1::TemplateProgress::SNAPSHOT, "snapshot written");
+  return meta;
+}
+
+}  // namespace
+
+bool IsProbeAgentMode(const std::string& mode) {
+  return mode.empty() || mode == "honest" || mode == "refuse" || mode == "silent" ||
+         mode == "late" || mode == "garbage";
+}
+
+absl::StatusOr<TemplateMeta> BuildTemplate(const BuildEnv& env,
+                                           const v1::CreateTemplateRequest& request,
+                                           const ProgressFn& progress) {
+  const fs::path work = env.templates_dir / (".build-" + request.template_id());
+  const fs::path final_dir = env.templates_dir / request.template_id();
+  std::error_code ec;
+  fs::remove_all(work, ec);
+  fs::create_directories(work, ec);
+  if (ec) return absl::InternalError("create " + work.string() + ": " + ec.message());
+  auto meta = Build(env, request, progress, work);
+  if (meta.ok()) {
+    fs::remove(work / "serial.log", ec);
+    fs::remove(work / "build.sock", ec);
+    meta->dir = final_dir;
+    fs::rename(work, final_dir, ec);
+    if (ec) {
+      meta = absl::InternalError("rename " + work.string() + ": " + ec.message());
+    } else if (absl::Status s = WriteMeta(*meta); !s.ok()) {
+      meta = s;
+      fs::remove_all(final_dir, ec);
+    }
+  }
+  if (!meta.ok()) fs::remove_all(work, ec);
+  return meta;
+}
+
+}  // namespace forkd::templates

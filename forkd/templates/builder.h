@@ -1,0 +1,36 @@
+// Builds a template: boots the guest in a forkd-vmm process (vsock for the
+// agent, virtio-net on a build tap in a scratch network namespace, so every
+// fork restores with a NIC of its own), waits until its agent answers Ping,
+// runs the init commands through Exec, snapshots, and records the template.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "forkd/api/forkd.pb.h"
+#include "forkd/templates/template_meta.h"
+
+namespace forkd::templates {
+
+struct BuildEnv {
+  std::string vmm_binary;
+  std::string probe_guest;  // the in-tree probe guest image
+  std::string kernel, initrd, kernel_sha256;
+  std::filesystem::path templates_dir;
+};
+
+// The agent modes of the probe guest's stand-in agent (honest is the
+// product's; the others exist to prove the reseed gate through forkd).
+bool IsProbeAgentMode(const std::string& mode);
+
+using ProgressFn = std::function<void(v1::TemplateProgress::Stage, const std::string&)>;
+
+// Builds `request` (already validated) into templates_dir/<id>. On error
+// nothing of the build is left (process, tap, namespace, files).
+absl::StatusOr<TemplateMeta> BuildTemplate(const BuildEnv& env,
+                                           const v1::CreateTemplateRequest& request,
+                                           const ProgressFn& progress);
+
+}  // namespace forkd::templates

@@ -1,0 +1,458 @@
+// forkd end to end over its real unix socket: the forkd binary, its journal,
+// namespaces, taps, nftables chains, the reseed gate and the agent protocol.
+// Built twice (tests/daemon/CMakeLists.txt): against the stand-in VMM
+// (netns tier: runs where /dev/kvm is missing) and against the real
+// forkd-vmm with the probe guest (kvm tier).
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "forkd/api/forkd.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "netfilter/links.h"
+#include "netfilter/netns.h"
+#include "netfilter/nftables.h"
+#include "tests/daemon/forkd_harness.h"
+#include "tests/support/requirements.h"
+#include "tests/support/temp_dir.h"
+
+FORKD_TEST_REQUIRES(forkd::testing::Requirement::kRootNetns);
+#ifdef FORKD_DAEMON_TEST_REAL_VMM
+FORKD_TEST_REQUIRES(forkd::testing::Requirement::kKvm);
+#endif
+
+namespace forkd::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using v1::Sandbox;
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(tmp_.path().empty());
+    forkd_ = std::make_unique<ForkdProcess>(tmp_.path(), ExtraFlags());
+    ASSERT_TRUE(forkd_->Start());
+  }
+  void TearDown() override {
+    if (forkd_) {
+      // Whatever a failed test left is terminated, then nothing may remain.
+      grpc::ClientContext ctx;
+      v1::ListSandboxesResponse all;
+      if (forkd_->pid() > 0 && forkd_->api().ListSandboxes(&ctx, {}, &all).ok()) {
+        for (const auto& sb : all.sandboxes()) Terminate(sb.sandbox_id());
+      }
+      forkd_->Stop();
+      EXPECT_EQ(Leftovers(forkd_->data()), "") << forkd_->Log();
+    }
+  }
+  virtual std::vector<std::string> ExtraFlags() { return {"--max-sandboxes", "64"}; }
+
+  v1::Forkd::Stub& api() { return forkd_->api(); }
+
+  absl::StatusOr<v1::ForkResponse> Fork(const v1::ForkRequest& req) {
+    grpc::ClientContext ctx;
+    v1::ForkResponse resp;
+    grpc::Status s = api().Fork(&ctx, req, &resp);
+    if (!s.ok())
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    return resp;
+  }
+  absl::StatusOr<v1::ForkResponse> ForkN(const std::string& tmpl, uint32_t n) {
+    v1::ForkRequest req;
+    req.set_template_id(tmpl);
+    req.set_count(n);
+    return Fork(req);
+  }
+  grpc::Status Terminate(const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::TerminateRequest req;
+    req.set_sandbox_id(id);
+    v1::TerminateResponse resp;
+    return api().Terminate(&ctx, req, &resp);
+  }
+  absl::StatusOr<v1::ExecResponse> Exec(const std::string& id, std::vector<std::string> argv) {
+    grpc::ClientContext ctx;
+    v1::ExecRequest req;
+    req.set_sandbox_id(id);
+    for (auto& a : argv) req.add_argv(a);
+    v1::ExecResponse resp;
+    grpc::Status s = api().Exec(&ctx, req, &resp);
+    if (!s.ok())
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    return resp;
+  }
+  v1::Capacity Capacity() {
+    grpc::ClientContext ctx;
+    v1::Capacity c;
+    EXPECT_TRUE(api().GetCapacity(&ctx, {}, &c).ok());
+    return c;
+  }
+  absl::StatusOr<Sandbox> Get(const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::GetSandboxRequest req;
+    req.set_sandbox_id(id);
+    Sandbox sb;
+    grpc::Status s = api().GetSandbox(&ctx, req, &sb);
+    if (!s.ok())
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    return sb;
+  }
+
+  TempDir tmp_{"forkd_daemon"};
+  std::unique_ptr<ForkdProcess> forkd_;
+};
+
+TEST_F(DaemonTest, LifecycleForkFourExecTerminate) {
+  const v1::Capacity before = Capacity();
+  EXPECT_EQ(before.live_sandboxes(), 0u);
+  EXPECT_EQ(before.max_sandboxes(), 64u);
+  ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
+  auto forked = ForkN("base", 4);
+  ASSERT_TRUE(forked.ok()) << forked.status() << forkd_->Log();
+  ASSERT_EQ(forked->sandboxes_size(), 4);
+  std::set<std::string> ips;
+  for (const auto& sb : forked->sandboxes()) {
+    EXPECT_EQ(sb.state(), Sandbox::READY);
+    EXPECT_GT(sb.vmm_pid(), 0);
+    EXPECT_TRUE(fs::exists(sb.vsock_path())) << sb.vsock_path();
+    EXPECT_GT(sb.timings().restore_us(), 0u);
+    EXPECT_GT(sb.timings().gate_us(), 0u);
+    ips.insert(sb.guest_ipv4());
+    // The agent answers through forkd: "ping" each sandbox with a command.
+    auto r = Exec(sb.sandbox_id(), {"echo", "hello", sb.sandbox_id()});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->exit_code(), 0);
+    EXPECT_EQ(r->stdout(), "hello " + sb.sandbox_id() + "\n");
+    auto f = Exec(sb.sandbox_id(), {"false"});
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_EQ(f->exit_code(), 1);
+  }
+  EXPECT_EQ(ips.size(), 4u) << "guest addresses must differ";
+  const v1::Capacity during = Capacity();
+  EXPECT_EQ(during.live_sandboxes(), 4u);
+  EXPECT_EQ(during.free_slots(), 60u);
+  EXPECT_GT(during.sandboxes_pss_bytes(), 0u);
+  for (const auto& sb : forked->sandboxes()) EXPECT_TRUE(Terminate(sb.sandbox_id()).ok());
+  const v1::Capacity after = Capacity();
+  EXPECT_EQ(after.live_sandboxes(), 0u);
+  EXPECT_EQ(after.free_slots(), 64u);
+  EXPECT_EQ(Leftovers(forkd_->data()), "");
+  // A terminated sandbox is gone.
+  EXPECT_EQ(Terminate(forked->sandboxes(0).sandbox_id()).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(DaemonTest, BadInputGetsItsCodeAndTheDaemonStaysHealthy) {
+  ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
+  auto with = [](auto edit) {
+    v1::ForkRequest r;
+    r.set_template_id("base");
+    r.set_count(1);
+    edit(r);
+    return r;
+  };
+  const struct {
+    const char* what;
+    v1::ForkRequest req;
+    absl::StatusCode code;
+  } cases[] = {
+      {"id with ../", with([](v1::ForkRequest& r) { r.mutable_spec()->set_sandbox_id("../etc"); }),
+       absl::StatusCode::kInvalidArgument},
+      {"65-char id",
+       with([](v1::ForkRequest& r) { r.mutable_spec()->set_sandbox_id(std::string(65, 'a')); }),
+       absl::StatusCode::kInvalidArgument},
+      {"template ../", with([](v1::ForkRequest& r) { r.set_template_id("../base"); }),
+       absl::StatusCode::kInvalidArgument},
+      {"unknown template", with([](v1::ForkRequest& r) { r.set_template_id("nope"); }),
+       absl::StatusCode::kNotFound},
+      {"count 0", with([](v1::ForkRequest& r) { r.set_count(0); }),
+       absl::StatusCode::kInvalidArgument},
+      {"count over the limit", with([](v1::ForkRequest& r) { r.set_count(65); }),
+       absl::StatusCode::kResourceExhausted},
+      {"count over the per-call cap", with([](v1::ForkRequest& r) { r.set_count(100000); }),
+       absl::StatusCode::kInvalidArgument},
+      {"malformed CIDR", with([](v1::ForkRequest& r) {
+         r.mutable_spec()->mutable_egress()->add_allow()->set_cidr("300.0.0.0/8");
+       }),
+       absl::StatusCode::kInvalidArgument},
+      {"host bits in CIDR", with([](v1::ForkRequest& r) {
+         r.mutable_spec()->mutable_egress()->add_allow()->set_cidr("203.0.113.1/24");
+       }),
+       absl::StatusCode::kInvalidArgument},
+      {"port 70000", with([](v1::ForkRequest& r) {
+         auto* a = r.mutable_spec()->mutable_egress()->add_allow();
+         a->set_cidr("203.0.113.0/24");
+         a->add_ports()->set_first(70000);
+       }),
+       absl::StatusCode::kInvalidArgument},
+      {"inverted ports", with([](v1::ForkRequest& r) {
+         auto* a = r.mutable_spec()->mutable_egress()->add_allow();
+         a->set_cidr("203.0.113.0/24");
+         auto* p = a->add_ports();
+         p->set_first(90);
+         p->set_last(80);
+       }),
+       absl::StatusCode::kInvalidArgument},
+      {"duplicate ids", with([](v1::ForkRequest& r) {
+         r.set_count(0);
+         r.add_sandboxes()->set_sandbox_id("dup");
+         r.add_sandboxes()->set_sandbox_id("dup");
+       }),
+       absl::StatusCode::kInvalidArgument},
+      {"netns path not a namespace",
+       with([](v1::ForkRequest& r) { r.mutable_spec()->set_netns_path("/etc/hostname"); }),
+       absl::StatusCode::kInvalidArgument},
+      {"cgroup outside cgroup2",
+       with([](v1::ForkRequest& r) { r.mutable_spec()->set_cgroup_path("/tmp"); }),
+       absl::StatusCode::kInvalidArgument},
+      {"DNS names without a DNS proxy", with([](v1::ForkRequest& r) {
+         r.mutable_spec()->mutable_egress()->add_allow_dns("example.com");
+       }),
+       absl::StatusCode::kUnimplemented},
+  };
+  for (const auto& c : cases) {
+    auto r = Fork(c.req);
+    EXPECT_EQ(r.status().code(), c.code) << c.what << ": " << r.status();
+    EXPECT_TRUE(forkd_->Healthy()) << "unhealthy after " << c.what;
+  }
+  // Secret env values never reach a message or the log.
+  auto secret = Fork(with([](v1::ForkRequest& r) {
+    auto* e = r.mutable_spec()->add_env();
+    e->set_name("TOKEN");
+    e->set_value(std::string("s3cr3t-value\0", 13));
+    e->set_secret(true);
+  }));
+  EXPECT_EQ(secret.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(secret.status().message()).find("s3cr3t"), std::string::npos);
+  // Positive control: the same template forks fine with valid input, and an
+  // existing id is ALREADY_EXISTS.
+  auto ok = Fork(with([](v1::ForkRequest& r) {
+    r.mutable_spec()->set_sandbox_id("good");
+    auto* a = r.mutable_spec()->mutable_egress()->add_allow();
+    a->set_cidr("203.0.113.0/24");
+    a->set_protocol(v1::EgressRule::TCP);
+    a->add_ports()->set_first(443);
+  }));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  auto again = Fork(with([](v1::ForkRequest& r) { r.mutable_spec()->set_sandbox_id("good"); }));
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists) << again.status();
+  EXPECT_EQ(forkd_->Log().find("s3cr3t"), std::string::npos) << "a secret reached the log";
+  // Template ids and a second build of the same id.
+  EXPECT_EQ(CreateProbeTemplate(api(), "../x").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(CreateProbeTemplate(api(), "base").error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(CreateProbeTemplate(api(), "m", "bogus").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // Deleting a template with live forks needs force.
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteTemplateRequest d;
+    d.set_template_id("base");
+    v1::DeleteTemplateResponse resp;
+    EXPECT_EQ(api().DeleteTemplate(&ctx, d, &resp).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteTemplateRequest d;
+    d.set_template_id("base");
+    d.set_force(true);
+    v1::DeleteTemplateResponse resp;
+    ASSERT_TRUE(api().DeleteTemplate(&ctx, d, &resp).ok());
+    EXPECT_EQ(resp.terminated(), 1u);
+  }
+  EXPECT_TRUE(forkd_->Healthy());
+}
+
+TEST_F(DaemonTest, AForkThatFailsTheGateIsReapedNeverReady) {
+  ASSERT_TRUE(CreateProbeTemplate(api(), "liar", "refuse").ok());
+  v1::ForkRequest req;
+  req.set_template_id("liar");
+  req.add_sandboxes()->set_sandbox_id("l1");
+  auto r = Fork(req);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_NE(std::string(r.status().message()).find("reaped"), std::string::npos) << r.status();
+  auto sb = Get("l1");
+  ASSERT_TRUE(sb.ok()) << sb.status();
+  EXPECT_EQ(sb->state(), Sandbox::REAPED);
+  EXPECT_NE(sb->reap_cause().find("gate"), std::string::npos) << sb->reap_cause();
+  EXPECT_EQ(Capacity().live_sandboxes(), 0u);
+  auto e = Exec("l1", {"echo", "x"});
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition) << e.status();
+  EXPECT_EQ(Leftovers(forkd_->data()), "");
+  // Positive control: an honest template of the same build forks.
+  ASSERT_TRUE(CreateProbeTemplate(api(), "honest").ok());
+  auto ok = ForkN("honest", 1);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+}
+
+TEST_F(DaemonTest, ExitWatcherReapsAVmmKilledFromOutside) {
+  ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
+  grpc::ClientContext wctx;
+  auto watch = api().WatchEvents(&wctx, {});
+  watch->WaitForInitialMetadata();
+  auto r = ForkN("base", 2);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Sandbox victim = r->sandboxes(0), other = r->sandboxes(1);
+  ASSERT_EQ(::kill(victim.vmm_pid(), SIGKILL), 0);
+  v1::Event e;
+  bool reaped = false;
+  while (!reaped && watch->Read(&e)) {
+    reaped = e.kind() == v1::Event::REAPED && e.sandbox_id() == victim.sandbox_id();
+  }
+  ASSERT_TRUE(reaped);
+  EXPECT_NE(e.cause().find("signal 9"), std::string::npos) << e.cause();
+  auto sb = Get(victim.sandbox_id());
+  ASSERT_TRUE(sb.ok());
+  EXPECT_EQ(sb->state(), Sandbox::REAPED);
+  EXPECT_EQ(Capacity().live_sandboxes(), 1u);
+  EXPECT_EQ(Exec(victim.sandbox_id(), {"true"}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  // The other one is untouched.
+  auto ok = Exec(other.sandbox_id(), {"echo", "alive"});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->stdout(), "alive\n");
+  EXPECT_FALSE(fs::exists(forkd_->data() / "netns" / victim.sandbox_id()));
+  EXPECT_FALSE(fs::exists(forkd_->data() / "sandboxes" / victim.sandbox_id()));
+  wctx.TryCancel();
+}
+
+TEST_F(DaemonTest, GivenNamespaceKeepsOnlyWhatItHadAfterTerminate) {
+  ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
+  auto ns = netfilter::CreateNetns();
+  ASSERT_TRUE(ns.ok());
+  const std::string path =
+      "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(ns->get());
+  v1::ForkRequest req;
+  req.set_template_id("base");
+  auto* s = req.add_sandboxes();
+  s->set_sandbox_id("pod1");
+  s->set_netns_path(path);
+  auto r = Fork(req);
+  ASSERT_TRUE(r.ok()) << r.status() << forkd_->Log();
+  const std::string tap = r->sandboxes(0).tap();
+  auto rt = netfilter::RtNetlink::Open(ns->get());
+  ASSERT_TRUE(rt.ok());
+  EXPECT_TRUE(rt->LinkExists(tap));
+  auto nft = netfilter::Nftables::Open(ns->get(), 1);
+  ASSERT_TRUE(nft.ok());
+  auto taps = nft->ListTaps();
+  ASSERT_TRUE(taps.ok());
+  EXPECT_EQ(*taps, std::vector<std::string>{tap});
+  ASSERT_TRUE(Terminate("pod1").ok());
+  EXPECT_FALSE(rt->LinkExists(tap));
+  taps = nft->ListTaps();
+  ASSERT_TRUE(taps.ok());
+  EXPECT_TRUE(taps->empty());
+}
+
+TEST_F(DaemonTest, ConcurrentForksAndTerminatesLeakNothing) {
+  ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
+  const int rounds = UsingRealVmm() ? 100 : 100;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < rounds; i++) {
+        v1::ForkRequest req;
+        req.set_template_id("base");
+        req.add_sandboxes()->set_sandbox_id("c" + std::to_string(t) + "-" + std::to_string(i));
+        auto r = Fork(req);
+        if (!r.ok()) {
+          failures++;
+          ADD_FAILURE() << r.status();
+          continue;
+        }
+        if (!Terminate(r->sandboxes(0).sandbox_id()).ok()) failures++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(Capacity().live_sandboxes(), 0u);
+  EXPECT_TRUE(forkd_->Healthy());
+  EXPECT_EQ(Leftovers(forkd_->data()), "");
+}
+
+// Crash recovery: forkd SIGKILLs itself at each named point of Fork; a
+// restart adopts the sandbox that was live before and removes everything of
+// the one that was being made.
+class CrashRecoveryTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CrashRecoveryTest, RestartAdoptsTheLiveAndRemovesTheRest) {
+  TempDir tmp("forkd_crash");
+  {
+    ForkdProcess first(tmp.path());
+    ASSERT_TRUE(first.Start());
+    ASSERT_TRUE(CreateProbeTemplate(first.api(), "base").ok());
+    grpc::ClientContext ctx;
+    v1::ForkRequest req;
+    req.set_template_id("base");
+    req.add_sandboxes()->set_sandbox_id("keep");
+    v1::ForkResponse resp;
+    ASSERT_TRUE(first.api().Fork(&ctx, req, &resp).ok());
+    first.Kill();  // a crash with a live sandbox
+  }
+  {
+    ForkdProcess faulty(tmp.path(), {"--test-fault-point", GetParam()},
+                        {{"FORKD_ENABLE_TEST_FAULTS", "1"}});
+    ASSERT_TRUE(faulty.Start());
+    grpc::ClientContext ctx;
+    v1::ForkRequest req;
+    req.set_template_id("base");
+    req.add_sandboxes()->set_sandbox_id("doomed");
+    v1::ForkResponse resp;
+    grpc::Status s = faulty.api().Fork(&ctx, req, &resp);
+    EXPECT_FALSE(s.ok()) << "forkd should have died at " << GetParam();
+    const int st = faulty.WaitExit();
+    EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << st << faulty.Log();
+  }
+  ForkdProcess again(tmp.path());
+  ASSERT_TRUE(again.Start());
+  grpc::ClientContext ctx;
+  v1::ListSandboxesResponse all;
+  ASSERT_TRUE(again.api().ListSandboxes(&ctx, {}, &all).ok());
+  ASSERT_EQ(all.sandboxes_size(), 1) << again.Log();
+  EXPECT_EQ(all.sandboxes(0).sandbox_id(), "keep");
+  EXPECT_FALSE(fs::exists(again.data() / "netns" / "doomed"));
+  EXPECT_FALSE(fs::exists(again.data() / "sandboxes" / "doomed"));
+  EXPECT_FALSE(fs::exists(again.data() / "journal" / "doomed.json"));
+  // The adopted one still answers, and terminates cleanly.
+  {
+    grpc::ClientContext c;
+    v1::ExecRequest req;
+    req.set_sandbox_id("keep");
+    req.add_argv("echo");
+    req.add_argv("adopted");
+    v1::ExecResponse resp;
+    grpc::Status s = again.api().Exec(&c, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(resp.stdout(), "adopted\n");
+  }
+  {
+    grpc::ClientContext c;
+    v1::TerminateRequest req;
+    req.set_sandbox_id("keep");
+    v1::TerminateResponse resp;
+    ASSERT_TRUE(again.api().Terminate(&c, req, &resp).ok());
+  }
+  again.Stop();
+  EXPECT_EQ(Leftovers(again.data()), "") << again.Log();
+}
+
+INSTANTIATE_TEST_SUITE_P(AtEachPoint, CrashRecoveryTest,
+                         ::testing::Values("after-journal", "after-netns", "after-tap",
+                                           "after-chains", "after-spawn", "after-gate"),
+                         [](const auto& p) {
+                           std::string n = p.param;
+                           for (auto& c : n) c = c == '-' ? '_' : c;
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace forkd::testing

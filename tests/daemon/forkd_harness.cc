@@ -1,0 +1,206 @@
+#include "tests/daemon/forkd_harness.h"
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "grpcpp/generic/generic_stub.h"
+#include "gtest/gtest.h"
+
+namespace forkd::testing {
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+std::string TestVmmBinary() {
+#ifdef FORKD_DAEMON_TEST_REAL_VMM
+  return FORKD_VMM_BINARY_PATH;
+#else
+  return FORKD_STANDIN_VMM_PATH;
+#endif
+}
+
+bool UsingRealVmm() {
+#ifdef FORKD_DAEMON_TEST_REAL_VMM
+  return true;
+#else
+  return false;
+#endif
+}
+
+namespace {
+bool Connectable(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const bool ok = fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  if (fd >= 0) ::close(fd);
+  return ok;
+}
+}  // namespace
+
+ForkdProcess::ForkdProcess(fs::path dir, std::vector<std::string> extra,
+                           std::map<std::string, std::string> env)
+    : dir_(std::move(dir)), data_(dir_ / "data"), extra_(std::move(extra)), env_(std::move(env)) {}
+
+ForkdProcess::~ForkdProcess() {
+  if (pid_ > 0) Kill();
+}
+
+::testing::AssertionResult ForkdProcess::Start() {
+  std::vector<std::string> args = {FORKD_DAEMON_PATH, "--data-dir",       data_.string(),
+                                   "--listen",        "unix:" + socket(), "--vmm",
+                                   TestVmmBinary(),   "--probe-guest",    FORKD_PROBE_GUEST_PATH};
+  args.insert(args.end(), extra_.begin(), extra_.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string log = (dir_ / "forkd.log").string();
+  pid_ = ::fork();
+  if (pid_ < 0) return ::testing::AssertionFailure() << "fork failed";
+  if (pid_ == 0) {
+    for (const auto& [k, v] : env_) ::setenv(k.c_str(), v.c_str(), 1);
+    FILE* f = std::freopen(log.c_str(), "a", stderr);
+    (void)f;
+    ::execv(argv[0], argv.data());
+    _exit(127);
+  }
+  // Hang guard only: forkd is serving within milliseconds. The socket is
+  // probed directly first: a gRPC channel that failed to connect backs off
+  // for seconds before it tries again.
+  const auto until = std::chrono::steady_clock::now() + 60s;
+  while (std::chrono::steady_clock::now() < until) {
+    int st = 0;
+    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+      pid_ = -1;
+      return ::testing::AssertionFailure() << "forkd exited at start (status " << st << "):\n"
+                                           << Log();
+    }
+    if (!channel_ && Connectable(socket())) {
+      channel_ = grpc::CreateChannel("unix:" + socket(), grpc::InsecureChannelCredentials());
+      stub_ = forkd::v1::Forkd::NewStub(channel_);
+    }
+    if (channel_ && Healthy()) return ::testing::AssertionSuccess();
+    std::this_thread::sleep_for(5ms);
+  }
+  return ::testing::AssertionFailure() << "forkd never became healthy:\n" << Log();
+}
+
+bool ForkdProcess::Healthy() {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 2s);
+  grpc::ByteBuffer resp;
+  // grpc.health.v1.Health/Check with an empty request (service "").
+  grpc::GenericStub generic(channel_);
+  grpc::ByteBuffer req;
+  grpc::Slice empty("");
+  req = grpc::ByteBuffer(&empty, 1);
+  grpc::Status status;
+  grpc::CompletionQueue cq;
+  auto call = generic.PrepareUnaryCall(&ctx, "/grpc.health.v1.Health/Check", req, &cq);
+  call->StartCall();
+  call->Finish(&resp, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  (void)cq.Next(&tag, &ok);
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  if (!status.ok()) return false;
+  std::vector<grpc::Slice> slices;
+  (void)resp.Dump(&slices);
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  // HealthCheckResponse{status: SERVING(1)} is the two bytes 08 01.
+  return bytes == std::string("\x08\x01", 2);
+}
+
+int ForkdProcess::Stop() {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGTERM);
+  return WaitExit();
+}
+
+void ForkdProcess::Kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  WaitExit();
+}
+
+int ForkdProcess::WaitExit() {
+  if (pid_ <= 0) return -1;
+  int st = 0;
+  while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+  return st;
+}
+
+std::string ForkdProcess::Log() const {
+  std::ifstream in(dir_ / "forkd.log");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<pid_t> VmmProcessesOf(const fs::path& data_dir) {
+  std::vector<pid_t> out;
+  const std::string marker = (data_dir / "sandboxes").string() + "/";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string s((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const size_t close = s.rfind(')');
+    if (close == std::string::npos || close + 2 >= s.size() || s[close + 2] == 'Z') continue;
+    std::ifstream cmd(e.path() / "cmdline");
+    std::string c((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+    if (c.find(marker) != std::string::npos && c.find("--restore") != std::string::npos) {
+      out.push_back(std::stoi(name));
+    }
+  }
+  return out;
+}
+
+std::string Leftovers(const fs::path& data_dir) {
+  std::string out;
+  for (pid_t p : VmmProcessesOf(data_dir)) out += "VMM process " + std::to_string(p) + "\n";
+  std::error_code ec;
+  for (const char* sub : {"sandboxes", "netns", "journal"}) {
+    for (const auto& e : fs::directory_iterator(data_dir / sub, ec)) {
+      out += std::string(sub) + "/" + e.path().filename().string() + "\n";
+    }
+  }
+  std::ifstream mi("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mi, line)) {
+    if (line.find(data_dir.string()) != std::string::npos) out += "mount: " + line + "\n";
+  }
+  return out;
+}
+
+grpc::Status CreateProbeTemplate(forkd::v1::Forkd::Stub& api, const std::string& id,
+                                 const std::string& agent_mode) {
+  grpc::ClientContext ctx;
+  forkd::v1::CreateTemplateRequest req;
+  req.set_template_id(id);
+  req.mutable_probe()->set_agent_mode(agent_mode);
+  auto reader = api.CreateTemplate(&ctx, req);
+  forkd::v1::TemplateProgress p;
+  bool done = false;
+  while (reader->Read(&p)) done = done || p.stage() == forkd::v1::TemplateProgress::DONE;
+  grpc::Status s = reader->Finish();
+  if (s.ok() && !done) return grpc::Status(grpc::StatusCode::INTERNAL, "no DONE progress");
+  return s;
+}
+
+}  // namespace forkd::testing

@@ -1,0 +1,203 @@
+// A stand-in for forkd-vmm, for the daemon's tests on hosts without /dev/kvm
+// (the development machines expose no KVM device at all). It is a test
+// double of the per-VM process only: forkd, the journal, namespaces, taps,
+// nftables chains, the reseed gate and the agent protocol are all real.
+//
+// It speaks forkd-vmm's interface: the same flags, the control protocol
+// (STANDBY/GO, READY, SNAPSHOT <dir> -> OK, STOP -> EXIT), the vsock
+// multiplexer ("CONNECT <port>\n" -> "OK <n>\n") on --vsock-uds, and it
+// holds a queue of its tap (--net-tap in --net-netns), as a VM does. Behind
+// the multiplexer it runs the real guest agent's request handler
+// (agent/server.h) on the host, so Exec really runs commands (as the
+// test's user) and NotifyForked really credits entropy (RNDADDENTROPY).
+// `probe.agent=refuse` in --cmdline is remembered in the "snapshot" and
+// makes every restore refuse to reseed, as the probe guest's agent does.
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "agent/framing.h"
+#include "agent/protocol.h"
+#include "agent/server.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::map<std::string, std::string> g_opt;
+bool g_standby = false;
+int g_control = -1;
+std::string g_mode = "honest";
+
+void Send(const std::string& line) {
+  const std::string l = line + "\n";
+  (void)!::write(g_control, l.data(), l.size());
+}
+
+std::string ReadLine(int fd) {
+  std::string line;
+  char c;
+  while (::read(fd, &c, 1) == 1) {
+    if (c == '\n') return line;
+    line.push_back(c);
+  }
+  return line.empty() ? "\x04" : line;  // EOF marker
+}
+
+[[noreturn]] void Die(const std::string& why) {
+  if (g_control >= 0) Send("EXIT error: " + why);
+  std::fprintf(stderr, "standin-vmm: %s\n", why.c_str());
+  _exit(1);
+}
+
+void ServeAgent(int fd, forkd::agent::AgentServer* server) {
+  using forkd::agent::DeadlineIn;
+  while (true) {
+    auto frame = forkd::agent::ReadFrame(fd, DeadlineIn(std::chrono::hours(1)),
+                                         forkd::agent::kMaxFrameBytes);
+    if (!frame.ok()) break;
+    forkd::agent::v1::Request req;
+    forkd::agent::v1::Response resp;
+    if (!req.ParseFromString(*frame)) break;
+    if (g_mode == "refuse" && req.has_notify_forked()) {
+      resp.set_id(req.id());
+      resp.mutable_notify_forked()->set_reseeded(false);
+      resp.mutable_notify_forked()->set_error("standin agent: refusing to reseed");
+      resp.mutable_notify_forked()->set_generation(req.notify_forked().generation());
+    } else {
+      resp = server->Handle(req);
+    }
+    if (!forkd::agent::WriteFrame(fd, resp.SerializeAsString(),
+                                  DeadlineIn(std::chrono::seconds(10)),
+                                  forkd::agent::kMaxFrameBytes)
+             .ok()) {
+      break;
+    }
+  }
+  ::close(fd);
+}
+
+void Multiplexer(int listen_fd, forkd::agent::AgentServer* server) {
+  while (true) {
+    const int c = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    std::thread([c, server] {
+      const std::string hello = ReadLine(c);
+      if (hello.rfind("CONNECT 1024", 0) != 0) {
+        ::close(c);  // nothing listens on that port: the connection is reset
+        return;
+      }
+      const std::string ok = "OK 1073741824\n";
+      (void)!::write(c, ok.data(), ok.size());
+      ServeAgent(c, server);
+    }).detach();
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; i++) {
+    const std::string a = argv[i];
+    if (a == "--standby") {
+      g_standby = true;
+    } else if (a == "--virtio-rng" || a == "--no-ioeventfd") {
+    } else if (a.rfind("--", 0) == 0 && i + 1 < argc) {
+      g_opt[a] = argv[++i];
+    } else {
+      std::fprintf(stderr, "standin-vmm: unexpected argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  g_control = g_opt.count("--control-fd") ? std::stoi(g_opt["--control-fd"]) : 2;
+  const bool restore = g_opt.count("--restore") != 0;
+  if (restore) {
+    const fs::path marker = fs::path(g_opt["--restore"]) / "standin-snapshot";
+    std::ifstream in(marker);
+    if (!in) Die("restore " + g_opt["--restore"] + ": not a snapshot");
+    std::getline(in, g_mode);
+  } else if (g_opt["--cmdline"].find("probe.agent=refuse") != std::string::npos) {
+    g_mode = "refuse";
+  }
+  // The NIC: a queue of the tap, attached in its namespace.
+  int tap_fd = -1;
+  if (g_opt.count("--net-tap")) {
+    if (g_opt.count("--net-netns")) {
+      const int ns = ::open(g_opt["--net-netns"].c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) Die("join " + g_opt["--net-netns"]);
+      ::close(ns);
+    }
+    tap_fd = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    ifreq ifr{};
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    std::strncpy(ifr.ifr_name, g_opt["--net-tap"].c_str(), IFNAMSIZ - 1);
+    if (tap_fd < 0 || ::ioctl(tap_fd, TUNSETIFF, &ifr) != 0) {
+      Die("attach tap " + g_opt["--net-tap"] + ": " + std::strerror(errno));
+    }
+  }
+  forkd::agent::AgentOptions o;
+  const std::string uds = g_opt["--vsock-uds"];
+  o.generation_file = uds + ".generation";
+  o.log = [](std::string_view) {};
+  forkd::agent::AgentServer server(o);
+  int lfd = -1;
+  if (!uds.empty()) {
+    lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, uds.c_str(), sizeof addr.sun_path - 1);
+    ::unlink(uds.c_str());
+    if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(lfd, 64) != 0) {
+      Die("vsock uds " + uds + ": " + std::strerror(errno));
+    }
+  }
+  if (g_standby) {
+    Send("STANDBY");
+    if (ReadLine(g_control) != "GO") {
+      Send("EXIT stopped: no GO");
+      return 0;
+    }
+  }
+  if (lfd >= 0) std::thread(Multiplexer, lfd, &server).detach();
+  Send("READY");
+  while (true) {
+    const std::string cmd = ReadLine(g_control);
+    if (cmd == "\x04" || cmd == "STOP") {
+      Send("EXIT stopped: host request");
+      if (!uds.empty()) ::unlink(uds.c_str());
+      ::unlink(o.generation_file.c_str());
+      _exit(0);
+    }
+    if (cmd.rfind("SNAPSHOT ", 0) == 0) {
+      const fs::path dir = cmd.substr(9);
+      std::error_code ec;
+      fs::create_directories(dir, ec);
+      std::ofstream(dir / "standin-snapshot") << g_mode << "\n";
+      Send(ec ? "ERR " + ec.message() : "OK");
+    } else if (cmd == "PAUSE" || cmd == "RESUME") {
+      Send("OK");
+    } else {
+      Send("ERR unknown command");
+    }
+  }
+  (void)tap_fd;
+}
