@@ -274,6 +274,11 @@ std::optional<std::chrono::nanoseconds> Vsock::TimeToNextClose() const {
   return std::max(std::chrono::nanoseconds(0), *next - clock_());
 }
 
+size_t Vsock::queued_for_guest() const {
+  std::lock_guard lock(mu_);
+  return to_guest_.size();
+}
+
 bool Vsock::HasToHost(VsockConnKey key) const {
   std::lock_guard lock(mu_);
   auto it = conns_.find(key);

@@ -178,6 +178,9 @@ class Vsock : public VirtioDevice {
   // none when no connection is closing or waiting for the guest's answer.
   std::optional<std::chrono::nanoseconds> TimeToNextClose() const;
 
+  // Packets waiting for guest rx buffers (bounded: see PushLocked).
+  size_t queued_for_guest() const;
+
   // Whether guest bytes or a write shutdown wait for the host socket.
   bool HasToHost(VsockConnKey key) const;
   struct DrainResult {

@@ -36,11 +36,23 @@ constexpr uint64_t kGuestCid = 42;
 constexpr uint32_t kRxBufLen = 256;
 
 struct Backend : VsockBackend {
-  void OnConnected(VsockConnKey k) override { connected.push_back(k); }
-  void OnGuestConnect(VsockConnKey k) override { guest_connects.push_back(k); }
+  void OnConnected(VsockConnKey k) override {
+    connected.push_back(k);
+    log.emplace_back('C', k);
+  }
+  void OnGuestConnect(VsockConnKey k) override {
+    guest_connects.push_back(k);
+    log.emplace_back('G', k);
+  }
   void OnActivity() override { ++activity; }
-  void OnClosed(VsockConnKey k) override { closed.push_back(k); }
+  void OnClosed(VsockConnKey k) override {
+    closed.push_back(k);
+    log.emplace_back('X', k);
+  }
   std::vector<VsockConnKey> connected, guest_connects, closed;
+  // Every event in the order the backend heard it: C(onnected),
+  // G(uest connect), X (closed).
+  std::vector<std::pair<char, VsockConnKey>> log;
   int activity = 0;
 };
 
@@ -785,6 +797,99 @@ TEST(Vsock, GuestCannotGrowTheReplyQueueWithoutPostingRxBuffers) {
     d.W(reg::kQueueNotify, 0);
   }
   EXPECT_EQ(rsts, Vsock::kMaxQueuedControl);
+}
+
+// Regression: RESPONSE, SHUTDOWN and CREDIT_UPDATE used to bypass the cap
+// on queued replies, so a guest cycling REQUEST/RST with no rx buffers grew
+// the queue without limit.
+TEST(Vsock, ChurningConnectionsWithoutRxBuffersDoNotGrowTheReplyQueue) {
+  GuestMemory mem = *GuestMemory::Anonymous(kMemSize);
+  Backend backend;
+  auto v = std::make_unique<Vsock>(kGuestCid, &backend);
+  Vsock* dev = v.get();
+  MmioTransport t("virtio-vsock", mem, std::move(v), nullptr);
+  Driver d(t, mem);  // no rx buffers posted
+  const VsockConnKey k{22, 40000};
+  for (int i = 0; i < 3000; ++i) {
+    d.Send(FromGuest(k.guest_port, k.local_port, kVsockOpRequest));
+    dev->AcceptGuestConnect(k, true);                                   // RESPONSE
+    d.Send(FromGuest(k.guest_port, k.local_port, kVsockOpCreditRequest));  // CREDIT_UPDATE
+    EXPECT_FALSE(dev->HostEof(k));                                      // SHUTDOWN
+    d.Send(FromGuest(k.guest_port, k.local_port, kVsockOpRst));
+  }
+  EXPECT_LE(dev->queued_for_guest(), Vsock::kMaxQueuedControl);
+  // Positive control: a live connection's RESPONSE still reaches a guest
+  // that posts buffers.
+  const VsockConnKey live{22, 40001};
+  d.Send(FromGuest(live.guest_port, live.local_port, kVsockOpRequest));
+  dev->AcceptGuestConnect(live, true);
+  d.FillRx();
+  bool responded = false;
+  for (int round = 0; round < 100 && !responded; ++round) {
+    auto rx = d.Received();
+    if (rx.empty()) break;
+    for (const auto& [h, p] : rx) {
+      responded |= h.op == kVsockOpResponse && h.dst_port == live.guest_port;
+    }
+    d.W(reg::kQueueNotify, 0);
+  }
+  EXPECT_TRUE(responded);
+}
+
+// Regression: host bytes used to be read up to the guest's buf_alloc even
+// when it posted no rx buffer at all (the VMM held them).
+TEST(Vsock, HostBytesAreReadOnlyIntoRxBuffersTheGuestPosted) {
+  GuestMemory mem = *GuestMemory::Anonymous(kMemSize);
+  Backend backend;
+  auto v = std::make_unique<Vsock>(kGuestCid, &backend);
+  Vsock* dev = v.get();
+  MmioTransport t("virtio-vsock", mem, std::move(v), nullptr);
+  Driver d(t, mem);  // no rx buffers posted
+  const VsockConnKey k{22, 40000};
+  VsockHeader req = FromGuest(k.guest_port, k.local_port, kVsockOpRequest);
+  req.buf_alloc = 1u << 30;  // the guest claims 1 GiB of credit
+  d.Send(req);
+  dev->AcceptGuestConnect(k, true);
+  EXPECT_EQ(dev->SendCredit(k), 0u);
+  // Three buffers: one takes the RESPONSE, two are left for bytes.
+  for (uint16_t i = 0; i < 3; ++i) d.Post(0, i, kRxBufLen, true);
+  d.W(reg::kQueueNotify, 0);
+  auto rx = d.Received();
+  ASSERT_EQ(Ops(rx), std::vector<uint16_t>{kVsockOpResponse});
+  const uint32_t credit = dev->SendCredit(k);
+  EXPECT_EQ(credit, 2 * (kRxBufLen - sizeof(VsockHeader)));
+  const std::string bytes(credit, 'h');
+  dev->Send(k, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+  EXPECT_EQ(dev->SendCredit(k), 0u);  // every posted byte is spoken for
+  t.Kick(0);
+  std::string got;
+  for (const auto& [h, p] : d.Received()) got += p;  // (re-posts them)
+  EXPECT_EQ(got, bytes);
+  d.W(reg::kQueueNotify, 0);
+  EXPECT_GT(dev->SendCredit(k), 0u);
+}
+
+// Regression: the backend used to hear a tx batch's events grouped by type
+// (connects before closes), so an RST then a REQUEST for the same ports
+// left an established connection with no host socket.
+TEST(Vsock, BackendHearsEventsInTheOrderTheyHappened) {
+  Fixture f;
+  const VsockConnKey k{22, 40000};
+  f.d->Send(FromGuest(k.guest_port, k.local_port, kVsockOpRequest));
+  f.dev->AcceptGuestConnect(k, true);
+  f.t->Kick(0);
+  ASSERT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpResponse});
+  // One tx batch: RST, then a new REQUEST on the same pair.
+  const VsockHeader rst = FromGuest(k.guest_port, k.local_port, kVsockOpRst);
+  const VsockHeader again = FromGuest(k.guest_port, k.local_port, kVsockOpRequest);
+  f.d->Put(BufBase(1, 2), rst);
+  f.d->Put(BufBase(1, 3), again);
+  f.d->Post(1, 2, sizeof rst, false);
+  f.d->Post(1, 3, sizeof again, false);
+  f.backend.log.clear();
+  f.d->W(reg::kQueueNotify, 1);
+  EXPECT_EQ(f.backend.log,
+            (std::vector<std::pair<char, VsockConnKey>>{{'X', k}, {'G', k}}));
 }
 
 TEST(Vsock, GuestCannotOpenUnboundedConnections) {
