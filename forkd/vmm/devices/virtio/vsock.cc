@@ -74,6 +74,7 @@ void Vsock::Reset() {
     for (const auto& [key, c] : conns_) closed.push_back(key);
     conns_.clear();
     to_guest_.clear();
+    rx_room_ = 0;
   }
   for (const VsockConnKey& k : closed) backend_->OnClosed(k);
 }
@@ -101,6 +102,7 @@ absl::Status Vsock::RestoreSpecific(std::span<const uint8_t> bytes) {
   guest_cid_ = cid;
   conns_.clear();
   to_guest_.clear();
+  rx_room_ = 0;
   reset_event_pending_ = true;
   return absl::OkStatus();
 }
@@ -143,9 +145,16 @@ void Vsock::PushControlLocked(const VsockHeader& h) {
 
 void Vsock::RstLocked(VsockConnKey key) { PushControlLocked(HeaderLocked(key, kVsockOpRst)); }
 
-void Vsock::ResetConnLocked(VsockConnKey key) {
-  RstLocked(key);
+void Vsock::ForgetLocked(VsockConnKey key) {
   conns_.erase(key);
+  std::erase_if(to_guest_, [&](const Packet& p) {
+    return p.hdr.src_port == key.local_port && p.hdr.dst_port == key.guest_port;
+  });
+}
+
+void Vsock::ResetConnLocked(VsockConnKey key) {
+  ForgetLocked(key);
+  RstLocked(key);
 }
 
 void Vsock::MaybeCreditUpdateLocked(VsockConnKey key, Connection& c) {
@@ -206,7 +215,8 @@ uint32_t Vsock::SendCredit(VsockConnKey key) const {
   if ((c.peer_shutdown & kVsockShutdownRcv) != 0 || c.host_eof) return 0;
   // Unsigned wrap-around is the protocol's arithmetic (5.10.6.3).
   const uint32_t in_flight = c.tx_cnt - c.peer_fwd_cnt;
-  return in_flight >= c.peer_buf_alloc ? 0 : c.peer_buf_alloc - in_flight;
+  const uint32_t credit = in_flight >= c.peer_buf_alloc ? 0 : c.peer_buf_alloc - in_flight;
+  return static_cast<uint32_t>(std::min<uint64_t>(credit, rx_room_));
 }
 
 void Vsock::Send(VsockConnKey key, std::span<const uint8_t> bytes) {
@@ -214,6 +224,7 @@ void Vsock::Send(VsockConnKey key, std::span<const uint8_t> bytes) {
   auto it = conns_.find(key);
   if (it == conns_.end() || bytes.empty()) return;
   it->second.tx_cnt += static_cast<uint32_t>(bytes.size());
+  rx_room_ -= std::min<uint64_t>(rx_room_, bytes.size());
   if (it->second.close_deadline) MaybeArmCloseLocked(it->second);  // progress
   VsockHeader h = HeaderLocked(key, kVsockOpRw);
   h.len = static_cast<uint32_t>(bytes.size());
@@ -363,7 +374,30 @@ absl::StatusOr<bool> Vsock::DeliverLocked(Queue& rx, const GuestMemory& mem) {
       p.hdr.len = static_cast<uint32_t>(p.payload.size());
     }
   }
+  FORKD_RETURN_IF_ERROR(MeasureRxRoomLocked(rx, mem));
   return used;
+}
+
+absl::Status Vsock::MeasureRxRoomLocked(Queue& rx, const GuestMemory& mem) {
+  rx_room_ = 0;
+  if (!to_guest_.empty()) return absl::OkStatus();  // every buffer is taken
+  // Walks what the guest posted without consuming it.
+  uint16_t looked = 0;
+  absl::Status st;
+  while (rx_room_ < kMaxRxRoom) {
+    auto chain = rx.Pop(mem);
+    if (!chain.ok()) {
+      st = chain.status();
+      break;
+    }
+    if (!*chain) break;
+    ++looked;
+    const uint64_t room = WritableBytes(**chain);
+    rx_room_ += room > sizeof(VsockHeader) ? room - sizeof(VsockHeader) : 0;
+  }
+  rx.UndoPop(looked);
+  rx_room_ = std::min(rx_room_, kMaxRxRoom);
+  return st;
 }
 
 void Vsock::HandlePacketLocked(const VsockHeader& h, std::span<const uint8_t> payload,
@@ -377,7 +411,7 @@ void Vsock::HandlePacketLocked(const VsockHeader& h, std::span<const uint8_t> pa
       c.peer_buf_alloc = h.buf_alloc;
       c.peer_fwd_cnt = h.fwd_cnt;
       conns_.emplace(key, std::move(c));
-      out->guest_connects.push_back(key);
+      out->events.emplace_back(EventKind::kGuestConnect, key);
       return;
     }
     // Unknown connection (or too many): reset, unless it is itself a reset.
@@ -397,7 +431,7 @@ void Vsock::HandlePacketLocked(const VsockHeader& h, std::span<const uint8_t> pa
       }
       c.established = true;
       c.connect_deadline.reset();
-      out->connected.push_back(key);
+      out->events.emplace_back(EventKind::kConnected, key);
       break;
     case kVsockOpRw:
       // Bytes beyond the credit we advertised, or after the guest said it
@@ -423,15 +457,15 @@ void Vsock::HandlePacketLocked(const VsockHeader& h, std::span<const uint8_t> pa
       const uint32_t flags = h.flags & (kVsockShutdownRcv | kVsockShutdownSend);
       c.peer_shutdown |= flags != 0 ? flags : kVsockShutdownRcv | kVsockShutdownSend;
       if (MaybeFinishLocked(key, c)) {
-        out->closed.push_back(key);
+        out->events.emplace_back(EventKind::kClosed, key);
       } else if (!c.close_deadline) {
         MaybeArmCloseLocked(c);
       }
       break;
     }
     case kVsockOpRst:
-      conns_.erase(it);
-      out->closed.push_back(key);
+      ForgetLocked(key);
+      out->events.emplace_back(EventKind::kClosed, key);
       break;
     default:  // REQUEST on an existing connection, unknown ops
       violation = true;
@@ -439,7 +473,7 @@ void Vsock::HandlePacketLocked(const VsockHeader& h, std::span<const uint8_t> pa
   }
   if (violation) {
     ResetConnLocked(key);
-    out->closed.push_back(key);
+    out->events.emplace_back(EventKind::kClosed, key);
   }
 }
 
@@ -475,19 +509,36 @@ absl::StatusOr<bool> Vsock::ProcessQueue(size_t index, std::span<Queue> queues,
     }
   }
   // Backend calls without the device lock (see the header's locking note),
-  // in this order so a backend queueing them sees a connection's events in
-  // the order they happened.
-  for (const VsockConnKey& k : res.connected) backend_->OnConnected(k);
-  for (const VsockConnKey& k : res.guest_connects) backend_->OnGuestConnect(k);
-  for (const VsockConnKey& k : res.closed) backend_->OnClosed(k);
-  if (res.activity) backend_->OnActivity();
-  std::lock_guard lock(mu_);
-  FORKD_ASSIGN_OR_RETURN(bool event, DeliverEventLocked(queues[kEvent], mem));
-  used = used || event;
-  if (queues[kRx].state().ready) {
-    FORKD_ASSIGN_OR_RETURN(bool delivered, DeliverLocked(queues[kRx], mem));
-    used = used || delivered;
+  // in the order the packets came: an RST then a REQUEST on the same ports
+  // must close the old host socket before opening the new one.
+  for (const auto& [kind, k] : res.events) {
+    switch (kind) {
+      case EventKind::kConnected:
+        backend_->OnConnected(k);
+        break;
+      case EventKind::kGuestConnect:
+        backend_->OnGuestConnect(k);
+        break;
+      case EventKind::kClosed:
+        backend_->OnClosed(k);
+        break;
+    }
   }
+  if (res.activity) backend_->OnActivity();
+  bool room_opened = false;
+  {
+    std::lock_guard lock(mu_);
+    FORKD_ASSIGN_OR_RETURN(bool event, DeliverEventLocked(queues[kEvent], mem));
+    used = used || event;
+    if (queues[kRx].state().ready) {
+      const uint64_t room_before = rx_room_;
+      FORKD_ASSIGN_OR_RETURN(bool delivered, DeliverLocked(queues[kRx], mem));
+      used = used || delivered;
+      room_opened = rx_room_ > room_before;
+    }
+  }
+  // New rx buffers: the backend may read host bytes into them now.
+  if (room_opened) backend_->OnActivity();
   return used;
 }
 

@@ -10,7 +10,8 @@
 //
 // Credit (virtio 1.2, 5.10.6.3), both directions:
 //  * host -> guest: the backend only Sends what SendCredit allows (the
-//    guest's buf_alloc minus what is in flight).
+//    guest's buf_alloc minus what is in flight, and never more than the rx
+//    buffers the guest has posted can take: rx_room_).
 //  * guest -> host: the device buffers up to kHostBufAlloc bytes per
 //    connection; the backend drains them into the host socket
 //    (DrainToHost) and fwd_cnt counts only bytes the host socket took. A
@@ -117,6 +118,8 @@ class Vsock : public VirtioDevice {
   static constexpr uint32_t kHostBufAlloc = 256 * 1024;
   // Guest-provoked replies waiting for rx buffers (see PushControlLocked).
   static constexpr size_t kMaxQueuedControl = 256;
+  // Cap on rx_room_ (host bytes read ahead of delivery).
+  static constexpr uint64_t kMaxRxRoom = 1024 * 1024;
   // Connections at once (each one holds a host socket).
   static constexpr size_t kMaxConnections = 1024;
   // How long a closing connection may stand still (Firecracker's value).
@@ -217,15 +220,27 @@ class Vsock : public VirtioDevice {
     VsockHeader hdr;
     std::vector<uint8_t> payload;
   };
+  enum class EventKind { kConnected, kGuestConnect, kClosed };
+  // What a tx batch tells the backend, in the order it happened.
   struct TxResult {
-    std::vector<VsockConnKey> connected, guest_connects, closed;
+    std::vector<std::pair<EventKind, VsockConnKey>> events;
     bool activity = false;
   };
   VsockHeader HeaderLocked(VsockConnKey key, uint16_t op) const;
   void RstLocked(VsockConnKey key);
+  // Forgets the connection and drops every packet still queued for it (the
+  // guest must not hear of a connection after it is gone, and a churning
+  // guest must not pile up replies); the caller tells the backend.
+  void ForgetLocked(VsockConnKey key);
   // RST and forget; the caller tells the backend.
   void ResetConnLocked(VsockConnKey key);
+  // Replies to packets of unknown connections (RST): capped at
+  // kMaxQueuedControl. Every other packet belongs to a live connection,
+  // at most one of each kind (REQUEST/RESPONSE, SHUTDOWN per direction,
+  // CREDIT_UPDATE) plus data within rx_room_, so the queue is bounded.
   void PushControlLocked(const VsockHeader& h);
+  // Recomputes rx_room_ from the rx buffers the guest has posted.
+  absl::Status MeasureRxRoomLocked(Queue& rx, const GuestMemory& mem);
   void MaybeCreditUpdateLocked(VsockConnKey key, Connection& c);
   // RST and forget once both directions are done and nothing is buffered.
   bool MaybeFinishLocked(VsockConnKey key, Connection& c);
@@ -244,6 +259,10 @@ class Vsock : public VirtioDevice {
   mutable std::mutex mu_;
   std::map<VsockConnKey, Connection> conns_;
   std::deque<Packet> to_guest_;
+  // Payload bytes the guest's posted rx buffers can still take beyond what
+  // is queued: host bytes are read only into those (Firecracker's rule), so
+  // a guest that posts no buffers makes the host hold nothing.
+  uint64_t rx_room_ = 0;
   bool reset_event_pending_ = false;
 };
 
