@@ -95,9 +95,15 @@ std::chrono::nanoseconds TokenBucket::TimeUntil(uint64_t n, TimePoint now) {
 }
 
 RateLimiter::RateLimiter(RateLimiterConfig config, Clock clock)
-    : config_(config),
-      clock_(clock ? std::move(clock) : Clock(&std::chrono::steady_clock::now)) {
+    : clock_(clock ? std::move(clock) : Clock(&std::chrono::steady_clock::now)) {
+  Reconfigure(config);
+}
+
+void RateLimiter::Reconfigure(RateLimiterConfig config) {
+  config_ = config;
   const TimePoint now = clock_();
+  bytes_.reset();
+  ops_.reset();
   if (!config_.bytes.unlimited()) bytes_.emplace(config_.bytes, now);
   if (!config_.ops.unlimited()) ops_.emplace(config_.ops, now);
 }

@@ -85,6 +85,8 @@ class RateLimiter {
   explicit RateLimiter(RateLimiterConfig config = {}, Clock clock = {});
 
   const RateLimiterConfig& config() const { return config_; }
+  // New limits, buckets full (a restore applying a snapshot's limits).
+  void Reconfigure(RateLimiterConfig config);
   bool unlimited() const { return config_.unlimited(); }
 
   // One operation of `bytes` bytes: both buckets or neither.

@@ -51,6 +51,7 @@
 #include <optional>
 #include <vector>
 
+#include "forkd/vmm/devices/rate_limiter.h"
 #include "forkd/vmm/devices/virtio/device.h"
 
 namespace forkd::vmm::virtio {
@@ -130,11 +131,17 @@ class Vsock : public VirtioDevice {
   using TimePoint = std::chrono::steady_clock::time_point;
   using Clock = std::function<TimePoint()>;
   // `clock` (steady_clock by default) times the close and connect
-  // timeouts; tests pass their own.
-  Vsock(uint64_t guest_cid, VsockBackend* backend, Clock clock = {})
+  // timeouts and the rate limit; tests pass their own. `limit` limits the
+  // packets both ways (ops) and their payload bytes; set, it also wins over
+  // a restored snapshot's (unset: unlimited on boot, the snapshot's on
+  // restore).
+  Vsock(uint64_t guest_cid, VsockBackend* backend, Clock clock = {},
+        std::optional<RateLimiterConfig> limit = std::nullopt)
       : guest_cid_(guest_cid),
         backend_(backend),
-        clock_(clock ? std::move(clock) : Clock(&std::chrono::steady_clock::now)) {}
+        clock_(clock ? std::move(clock) : Clock(&std::chrono::steady_clock::now)),
+        limiter_(limit.value_or(RateLimiterConfig{}), clock_),
+        limit_pinned_(limit.has_value()) {}
 
   uint32_t device_id() const override { return kDeviceId; }
   std::vector<uint16_t> queue_max_sizes() const override {
@@ -144,7 +151,7 @@ class Vsock : public VirtioDevice {
   absl::StatusOr<bool> ProcessQueue(size_t index, std::span<Queue> queues,
                                     const GuestMemory& mem) override;
   void Reset() override;
-  // The guest CID; connections are never saved (their host sockets do not
+  // The guest CID and the rate limit; connections are never saved (their host sockets do not
   // survive a snapshot), so a restore queues a TRANSPORT_RESET event that
   // tells the guest every connection it had is gone.
   std::vector<uint8_t> SaveSpecific() const override;
@@ -156,8 +163,10 @@ class Vsock : public VirtioDevice {
   // false when that pair is taken (e.g. by a guest's own connection). The
   // guest has kConnectTimeout to answer (see ExpireCloses).
   bool Connect(VsockConnKey key);
-  // Answers OnGuestConnect: RESPONSE when ok, else RST.
-  void AcceptGuestConnect(VsockConnKey key, bool ok);
+  // Answers OnGuestConnect: RESPONSE when ok, else RST. False when the
+  // connection is not (or no longer) the device's: refused, or its
+  // RESPONSE found the reply queue full (a guest not posting rx buffers).
+  bool AcceptGuestConnect(VsockConnKey key, bool ok);
   // How many bytes the guest can take now on this connection (0 if none).
   uint32_t SendCredit(VsockConnKey key) const;
   // Queues bytes for the guest; the caller respects SendCredit.
@@ -170,8 +179,9 @@ class Vsock : public VirtioDevice {
   // The host socket is closed both ways (POLLHUP: the peer closed it):
   // SHUTDOWN(RCV) to the guest, on top of the SHUTDOWN(SEND) its EOF sent,
   // and the close timeout starts. Bytes the host wrote before closing still
-  // reach the guest as its credit allows.
-  void HostGone(VsockConnKey key);
+  // reach the guest as its credit allows. True when the device forgot the
+  // connection (the reply queue was full).
+  bool HostGone(VsockConnKey key);
   // RST and forget every closing connection past its close deadline and
   // every host-initiated one the guest has not answered by its connect
   // deadline; returns them (the backend is not called: the caller closes
@@ -181,8 +191,9 @@ class Vsock : public VirtioDevice {
   // none when no connection is closing or waiting for the guest's answer.
   std::optional<std::chrono::nanoseconds> TimeToNextClose() const;
 
-  // Packets waiting for guest rx buffers (bounded: see PushLocked).
+  // Packets waiting for guest rx buffers (bounded: see PushControlLocked).
   size_t queued_for_guest() const;
+  RateLimiterConfig limit() const;
 
   // Whether guest bytes or a write shutdown wait for the host socket.
   bool HasToHost(VsockConnKey key) const;
@@ -228,17 +239,19 @@ class Vsock : public VirtioDevice {
   };
   VsockHeader HeaderLocked(VsockConnKey key, uint16_t op) const;
   void RstLocked(VsockConnKey key);
-  // Forgets the connection and drops every packet still queued for it (the
-  // guest must not hear of a connection after it is gone, and a churning
-  // guest must not pile up replies); the caller tells the backend.
+  // Forgets a connection the guest reset or broke, and drops every packet
+  // still queued for it (the guest must not hear of it again, and a guest
+  // churning REQUEST/RST must not pile up replies); the caller tells the
+  // backend.
   void ForgetLocked(VsockConnKey key);
   // RST and forget; the caller tells the backend.
   void ResetConnLocked(VsockConnKey key);
-  // Replies to packets of unknown connections (RST): capped at
-  // kMaxQueuedControl. Every other packet belongs to a live connection,
-  // at most one of each kind (REQUEST/RESPONSE, SHUTDOWN per direction,
-  // CREDIT_UPDATE) plus data within rx_room_, so the queue is bounded.
-  void PushControlLocked(const VsockHeader& h);
+  // Every packet without payload the device queues (RST, RESPONSE,
+  // SHUTDOWN, CREDIT_UPDATE; host-initiated REQUESTs excepted, the host
+  // makes those) counts against kMaxQueuedControl: false when it is full
+  // and the packet was dropped (the caller then gives the connection up, or
+  // for a credit update simply lets the guest ask again).
+  bool PushControlLocked(const VsockHeader& h);
   // Recomputes rx_room_ from the rx buffers the guest has posted.
   absl::Status MeasureRxRoomLocked(Queue& rx, const GuestMemory& mem);
   void MaybeCreditUpdateLocked(VsockConnKey key, Connection& c);
@@ -263,6 +276,11 @@ class Vsock : public VirtioDevice {
   // is queued: host bytes are read only into those (Firecracker's rule), so
   // a guest that posts no buffers makes the host hold nothing.
   uint64_t rx_room_ = 0;
+  // Guest packets (tx) and data packets to the guest (rx): a refused tx
+  // chain stays available, a refused data packet stays queued, and the
+  // queue is retried when the tokens are back.
+  RateLimiter limiter_;
+  const bool limit_pinned_;
   bool reset_event_pending_ = false;
 };
 

@@ -417,13 +417,19 @@ TEST(Vsock, HostGoneWithUnreadBytesWaitsForAReadingGuest) {
   ASSERT_FALSE(rx.empty());
   EXPECT_EQ(rx.back().first.op, kVsockOpShutdown);
   EXPECT_EQ(rx.back().first.flags, kVsockShutdownRcv);
+  uint32_t sent = 1000;
   for (int round = 0; round < 3; ++round) {
     f.now += Vsock::kCloseTimeout - std::chrono::milliseconds(1);
     VsockHeader credit = FromGuest(5000, 1000, kVsockOpCreditUpdate);
-    credit.fwd_cnt = 1000u * static_cast<uint32_t>(round + 1);
+    credit.fwd_cnt = sent;  // the guest read everything
     f.d->Send(credit);
-    ASSERT_EQ(f.dev->SendCredit(kHostConn), 1000u);
-    f.dev->Send(kHostConn, {reinterpret_cast<const uint8_t*>(std::string(1000, 'b').data()), 1000});
+    // As much as the guest's posted rx buffers take (at most its buf_alloc).
+    const uint32_t more = f.dev->SendCredit(kHostConn);
+    ASSERT_GT(more, 0u);
+    ASSERT_LE(more, 1000u);
+    f.dev->Send(kHostConn, {reinterpret_cast<const uint8_t*>(std::string(more, 'b').data()), more});
+    sent += more;
+    f.d->Received();  // the guest reads (and re-posts its buffers)
     EXPECT_TRUE(f.dev->ExpireCloses().empty()) << "round " << round;
     EXPECT_EQ(f.dev->TimeToNextClose(), Vsock::kCloseTimeout);
   }
@@ -477,7 +483,7 @@ TEST(Vsock, StalledOrHalfClosedConnectionsAreNotTimedOut) {
   EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
   EXPECT_TRUE(f.dev->ExpireCloses().empty());
   EXPECT_TRUE(f.backend.closed.empty());
-  EXPECT_EQ(f.dev->SendCredit(half_closed), 1000u);
+  EXPECT_GT(f.dev->SendCredit(half_closed), 0u);
 }
 
 // A host connection the guest never answers (no RESPONSE, no RST) is given
