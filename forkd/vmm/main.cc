@@ -26,6 +26,7 @@
 #include "common/errno_status.h"
 #include "common/unique_fd.h"
 #include "forkd/vmm/builder.h"
+#include "forkd/vmm/devices/rate_limiter.h"
 #include "forkd/vmm/devices/virtio/net.h"
 #include "forkd/vmm/persist.h"
 
@@ -41,6 +42,9 @@ constexpr char kUsage[] =
     "       forkd-vmm --restore DIR [--standby] [--serial-out FD|PATH] [--serial-in FD|PATH]\n"
     "                 [--control-fd FD] [--vsock-uds PATH] [--net-tap NAME [--net-netns PATH]\n"
     "                 [--net-mac MAC]]\n"
+    "       rate limits (boot and restore): [--rng-rate R[:B]] [--rng-ops R[:B]]\n"
+    "                 [--net-rx-rate R[:B]] [--net-rx-ops R[:B]] [--net-tx-rate R[:B]]\n"
+    "                 [--net-tx-ops R[:B]] [--vsock-rate R[:B]] [--vsock-ops R[:B]]\n"
     "\n"
     "Runs one KVM microVM. Boots a bzImage/ELF kernel through the 64-bit Linux boot\n"
     "protocol, or restores a snapshot directory (copy-on-write: the snapshot is never\n"
@@ -58,6 +62,11 @@ constexpr char kUsage[] =
     "inside the network namespace at --net-netns (default: this process's); --net-mac\n"
     "aa:bb:cc:dd:ee:ff sets the guest MAC (default random). A restore of a snapshot\n"
     "with virtio-net needs its own --net-tap; --net-mac there replaces the snapshot's MAC.\n"
+    "Rate limits (token buckets): --X-rate BYTES_PER_S[:BURST_BYTES] and --X-ops\n"
+    "OPS_PER_S[:BURST_OPS] for X = rng (requests), net-rx / net-tx (frames) and vsock\n"
+    "(packets, both directions together); the burst defaults to one second's worth.\n"
+    "Over the limit a request waits in the guest's queue (a frame in the tap). The\n"
+    "limits are saved in a snapshot; a restore keeps them unless given again.\n"
     "Control protocol on --control-fd (default: READY/EXIT lines on stderr, no commands):\n"
     "  out: STANDBY | READY | OK | ERR <why> | EXIT <reset|shutdown: ...|stopped|error: ...>\n"
     "  in:  GO | PAUSE | RESUME | STOP | SNAPSHOT <dir>   (EOF stops the VM)\n"
@@ -74,7 +83,29 @@ struct Options {
   uint64_t vsock_cid = 0;
   std::string vsock_uds;
   std::string net_tap, net_netns, net_mac;
+  RateLimits limits;
 };
+
+// --rng-rate, --net-tx-ops, ...: the limit a flag sets, or null.
+RateLimit* LimitFlag(Options& o, std::string_view flag) {
+  struct Entry {
+    std::string_view prefix;
+    std::optional<RateLimiterConfig> RateLimits::*device;
+  };
+  static constexpr Entry kDevices[] = {{"--rng-", &RateLimits::rng},
+                                       {"--net-rx-", &RateLimits::net_rx},
+                                       {"--net-tx-", &RateLimits::net_tx},
+                                       {"--vsock-", &RateLimits::vsock}};
+  for (const Entry& e : kDevices) {
+    if (flag.rfind(e.prefix, 0) != 0) continue;
+    const std::string_view what = flag.substr(e.prefix.size());
+    if (what != "rate" && what != "ops") return nullptr;
+    std::optional<RateLimiterConfig>& c = o.limits.*e.device;
+    if (!c) c.emplace();
+    return what == "rate" ? &c->bytes : &c->ops;
+  }
+  return nullptr;
+}
 
 std::optional<uint64_t> ParseUint(std::string_view s) {
   uint64_t v = 0;
@@ -105,6 +136,17 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       return std::string(argv[++i]);
     };
     absl::StatusOr<std::string> v;
+    if (RateLimit* limit = LimitFlag(o, a)) {
+      v = value();
+      if (!v.ok()) return v.status();
+      auto parsed = ParseRateLimit(*v);
+      if (!parsed.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(std::string(a), ": ", parsed.status().message()));
+      }
+      *limit = *parsed;
+      continue;
+    }
     if (a == "--kernel" || a == "--initrd" || a == "--cmdline" || a == "--restore" ||
         a == "--mem-mib" || a == "--vcpus" || a == "--serial-out" || a == "--serial-in" ||
         a == "--control-fd" || a == "--vsock-cid" || a == "--vsock-uds" || a == "--net-tap" ||
@@ -159,6 +201,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   }
   if (o.net_tap.empty() && (!o.net_netns.empty() || !o.net_mac.empty())) {
     return absl::InvalidArgumentError("--net-netns and --net-mac need --net-tap");
+  }
+  if (o.restore.empty() && ((o.limits.rng && !o.virtio_rng) || (o.limits.vsock && !o.vsock_cid) ||
+                            ((o.limits.net_rx || o.limits.net_tx) && o.net_tap.empty()))) {
+    return absl::InvalidArgumentError("a rate limit for a device the VM does not have");
   }
   if (o.kernel.empty() == o.restore.empty()) {
     return absl::InvalidArgumentError("give exactly one of --kernel or --restore");
@@ -314,7 +360,10 @@ int Main(int argc, char** argv) {
   if (!opts->restore.empty()) {
     machine = RestoreSnapshot(
         shared_kvm, opts->restore, serial, nullptr,
-        {.vsock_uds_path = opts->vsock_uds, .ioeventfd = opts->ioeventfd, .net = net});
+        {.vsock_uds_path = opts->vsock_uds,
+         .ioeventfd = opts->ioeventfd,
+         .net = net,
+         .limits = opts->limits});
   } else {
     BootConfig cfg;
     cfg.kernel_path = opts->kernel;
@@ -328,6 +377,7 @@ int Main(int argc, char** argv) {
     cfg.virtio.vsock_uds_path = opts->vsock_uds;
     cfg.virtio.ioeventfd = opts->ioeventfd;
     cfg.virtio.net = net;
+    cfg.virtio.limits = opts->limits;
     machine = BuildForBoot(shared_kvm, cfg);
   }
   absl::Status st = machine.status();

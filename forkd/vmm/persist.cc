@@ -143,6 +143,7 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
   // The snapshot's device states say which virtio devices the guest had.
   VirtioConfig virtio;
   virtio.ioeventfd = options.ioeventfd;
+  virtio.limits = options.limits;
   for (const auto& d : s.devices) {
     if (d.name == virtio::Rng::kName) virtio.rng = true;
     if (d.name == virtio::Vsock::kName) {
@@ -164,6 +165,11 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
   }
   if (net && !virtio.net) {
     return absl::InvalidArgumentError("a tap was given but the snapshot has no virtio-net");
+  }
+  const RateLimits& l = options.limits;
+  if ((l.rng && !virtio.rng) || (l.vsock && virtio.vsock_cid == 0) ||
+      ((l.net_rx || l.net_tx) && !virtio.net)) {
+    return absl::InvalidArgumentError("a rate limit for a device the snapshot does not have");
   }
   FORKD_ASSIGN_OR_RETURN(auto machine,
                          Machine::Create(std::move(kvm), std::move(mem),

@@ -863,7 +863,7 @@ TEST(Vsock, HostBytesAreReadOnlyIntoRxBuffersTheGuestPosted) {
   auto rx = d.Received();
   ASSERT_EQ(Ops(rx), std::vector<uint16_t>{kVsockOpResponse});
   const uint32_t credit = dev->SendCredit(k);
-  EXPECT_EQ(credit, 2 * (kRxBufLen - sizeof(VsockHeader)));
+  ASSERT_EQ(credit, 2 * (kRxBufLen - sizeof(VsockHeader)));
   const std::string bytes(credit, 'h');
   dev->Send(k, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
   EXPECT_EQ(dev->SendCredit(k), 0u);  // every posted byte is spoken for
