@@ -8,7 +8,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sys/resource.h>
+
 #include <chrono>
+#include <future>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -362,6 +365,46 @@ TEST(Net, RestoreKeepsTheMacOrOverridesItWithAConfigChange) {
   v3[0] = 3;
   EXPECT_FALSE(bare.RestoreSpecific(v3).ok());
   EXPECT_FALSE(bare.RestoreSpecific({}).ok());
+}
+
+// Lowers RLIMIT_NOFILE for its lifetime: poll() with more fds than the
+// limit fails (EINVAL), which is how these tests make a device thread's
+// poll fail.
+class FdLimit {
+ public:
+  explicit FdLimit(rlim_t soft) {
+    EXPECT_EQ(::getrlimit(RLIMIT_NOFILE, &saved_), 0);
+    rlimit low = saved_;
+    low.rlim_cur = soft;
+    EXPECT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  }
+  ~FdLimit() { EXPECT_EQ(::setrlimit(RLIMIT_NOFILE, &saved_), 0); }
+
+ private:
+  rlimit saved_{};
+};
+
+// Regression: the pump thread used to return silently when poll failed,
+// leaving virtio-net dead with the VM running on.
+TEST(Net, PumpReportsAFailedPollInsteadOfDyingSilently) {
+  Fixture f;
+  MmioTransport* t = f.t.get();
+  std::promise<absl::Status> died;
+  auto pump = NetPump::Start(
+      f.dev, [t] { t->Kick(Net::kRxQueue); },
+      [&died](const absl::Status& s) { died.set_value(s); });
+  ASSERT_TRUE(pump.ok()) << pump.status();
+  auto fatal = died.get_future();
+  {
+    FdLimit limit(1);  // the pump's poll of wake + tap now fails
+    f.d->PostRx(0, 2048);  // the device wants the tap watched
+    ASSERT_TRUE(f.dev->wants_rx());
+    ASSERT_EQ(fatal.wait_for(std::chrono::seconds(30)), std::future_status::ready);  // hang guard
+  }
+  const absl::Status s = fatal.get();
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("virtio-net rx pump"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("EINVAL"), std::string::npos) << s;
 }
 
 TEST(Net, TxRateLimitHoldsFramesInTheGuestQueueUntilTokensAreBack) {

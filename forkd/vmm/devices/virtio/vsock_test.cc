@@ -7,6 +7,7 @@
 // connections, spoofed CIDs, config space, and the TRANSPORT_RESET event
 // after a restore.
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <map>
 #include <optional>
 #include <string>
@@ -647,6 +649,34 @@ std::optional<std::string> ReadToEof(int fd) {
     got.append(buf, static_cast<size_t>(n));
   }
   return std::nullopt;
+}
+
+// Regression: the muxer thread used to return silently when poll failed,
+// leaving every vsock connection dead with the VM running on.
+TEST(VsockMuxer, ReportsAFailedPollInsteadOfDyingSilently) {
+  forkd::testing::TempDir dir{"vsock_muxer_test"};
+  const std::string path = (dir.path() / "v.sock").string();
+  GuestMemory mem = *GuestMemory::Anonymous(kMemSize);
+  auto mux = VsockMuxer::Listen(path);
+  ASSERT_TRUE(mux.ok()) << mux.status();
+  auto v = std::make_unique<Vsock>(kGuestCid, mux->get());
+  Vsock* dev = v.get();
+  MmioTransport t("virtio-vsock", mem, std::move(v), nullptr);
+  std::promise<absl::Status> died;
+  auto fatal = died.get_future();
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit low = saved;
+  low.rlim_cur = 1;  // its poll of wake + listener now fails (EINVAL)
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  (*mux)->Start(dev, [] {}, [&died](const absl::Status& s) { died.set_value(s); });
+  const auto ready = fatal.wait_for(std::chrono::seconds(30));  // hang guard
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  ASSERT_EQ(ready, std::future_status::ready);
+  const absl::Status s = fatal.get();
+  EXPECT_NE(s.message().find("vsock muxer"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("EINVAL"), std::string::npos) << s;
+  mux->reset();
 }
 
 TEST(VsockMuxer, UnansweredConnectIsClosedWithoutOk) {
