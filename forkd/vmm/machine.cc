@@ -72,8 +72,7 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
         m->vsock_transport_,
         m->AddVirtio(virtio::Vsock::kName, layout::kVirtioVsockSlot,
                      std::make_unique<virtio::Vsock>(virtio.vsock_cid, m->vsock_muxer_.get(),
-                                                     virtio::Vsock::Clock{},
-                                                     virtio.limits.vsock)));
+                                                     virtio::Vsock::Clock{}, virtio.limits.vsock)));
     // Through the notifier thread (rx queue's eventfd), so it honours pause.
     const int rx_fd = m->notify_fds_.back()[0];
     m->vsock_muxer_->Start(
@@ -85,20 +84,18 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
     FORKD_ASSIGN_OR_RETURN(UniqueFd tap,
                            virtio::OpenTap(virtio.net->tap_name, virtio.net->netns_path));
     FORKD_ASSIGN_OR_RETURN(virtio::MacAddress mac, virtio::RandomMacAddress());
-    FORKD_ASSIGN_OR_RETURN(
-        m->net_transport_,
-        m->AddVirtio(virtio::Net::kName, layout::kVirtioNetSlot,
-                     std::make_unique<virtio::Net>(
-                         std::move(tap), mac, virtio.net->mac,
-                         virtio::NetRateLimits{.rx = virtio.limits.net_rx,
-                                               .tx = virtio.limits.net_tx})));
+    FORKD_ASSIGN_OR_RETURN(m->net_transport_,
+                           m->AddVirtio(virtio::Net::kName, layout::kVirtioNetSlot,
+                                        std::make_unique<virtio::Net>(
+                                            std::move(tap), mac, virtio.net->mac,
+                                            virtio::NetRateLimits{.rx = virtio.limits.net_rx,
+                                                                  .tx = virtio.limits.net_tx})));
     virtio::MmioTransport* transport = m->net_transport_;
-    FORKD_ASSIGN_OR_RETURN(
-        m->net_pump_,
-        virtio::NetPump::Start(
-            &transport->device<virtio::Net>(),
-            [transport] { transport->Kick(virtio::Net::kRxQueue); },
-            [self](const absl::Status& s) { self->DeviceFailed(s); }));
+    FORKD_ASSIGN_OR_RETURN(m->net_pump_,
+                           virtio::NetPump::Start(
+                               &transport->device<virtio::Net>(),
+                               [transport] { transport->Kick(virtio::Net::kRxQueue); },
+                               [self](const absl::Status& s) { self->DeviceFailed(s); }));
   }
   return m;
 }

@@ -358,12 +358,11 @@ int Main(int argc, char** argv) {
   }
   absl::StatusOr<std::unique_ptr<Machine>> machine;
   if (!opts->restore.empty()) {
-    machine = RestoreSnapshot(
-        shared_kvm, opts->restore, serial, nullptr,
-        {.vsock_uds_path = opts->vsock_uds,
-         .ioeventfd = opts->ioeventfd,
-         .net = net,
-         .limits = opts->limits});
+    machine = RestoreSnapshot(shared_kvm, opts->restore, serial, nullptr,
+                              {.vsock_uds_path = opts->vsock_uds,
+                               .ioeventfd = opts->ioeventfd,
+                               .net = net,
+                               .limits = opts->limits});
   } else {
     BootConfig cfg;
     cfg.kernel_path = opts->kernel;

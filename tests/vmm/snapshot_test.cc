@@ -14,9 +14,9 @@
 #include <thread>
 #include <vector>
 
+#include "common/errno_status.h"
 #include "forkd/snapshot/manifest.h"
 #include "forkd/snapshot/snapshot_dir.h"
-#include "common/errno_status.h"
 #include "forkd/vmm/persist.h"
 #include "gtest/gtest.h"
 #include "tests/support/requirements.h"

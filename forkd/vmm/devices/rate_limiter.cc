@@ -61,7 +61,8 @@ TokenBucket::TokenBucket(RateLimit limit, TimePoint now)
 void TokenBucket::Refill(TimePoint now) {
   if (now <= last_) return;
   const __int128 full = static_cast<__int128>(limit_.size()) * kNano;
-  const __int128 elapsed_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - last_).count();
+  const __int128 elapsed_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now - last_).count();
   last_ = now;
   // rate tokens/s = rate nano-tokens/ns. Capped at the time to fill the
   // bucket from its deepest debt, so the product cannot overflow.
@@ -90,8 +91,8 @@ std::chrono::nanoseconds TokenBucket::TimeUntil(uint64_t n, TimePoint now) {
   // Rounded up: a retry then never comes early.
   const __int128 rate = limit_.rate;
   const __int128 ns = (need - nano_tokens_ + rate - 1) / rate;
-  return std::chrono::nanoseconds(static_cast<int64_t>(
-      std::min<__int128>(ns, std::chrono::nanoseconds::max().count())));
+  return std::chrono::nanoseconds(
+      static_cast<int64_t>(std::min<__int128>(ns, std::chrono::nanoseconds::max().count())));
 }
 
 RateLimiter::RateLimiter(RateLimiterConfig config, Clock clock)

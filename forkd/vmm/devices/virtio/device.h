@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/strings/cord.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 #include "forkd/vmm/devices/virtio/queue.h"
 #include "forkd/vmm/vstate/memory.h"
 

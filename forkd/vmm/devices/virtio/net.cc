@@ -72,8 +72,7 @@ absl::StatusOr<MacAddress> RandomMacAddress() {
   return mac;
 }
 
-Net::Net(UniqueFd tap, MacAddress mac, std::optional<MacAddress> mac_override,
-         NetRateLimits limits)
+Net::Net(UniqueFd tap, MacAddress mac, std::optional<MacAddress> mac_override, NetRateLimits limits)
     : tap_(std::move(tap)),
       mac_override_(mac_override),
       mac_(mac_override.value_or(mac)),

@@ -11,8 +11,7 @@
 
 namespace forkd::vmm::virtio {
 
-absl::StatusOr<std::unique_ptr<NetPump>> NetPump::Start(Net* device,
-                                                        std::function<void()> kick_rx,
+absl::StatusOr<std::unique_ptr<NetPump>> NetPump::Start(Net* device, std::function<void()> kick_rx,
                                                         FatalFn on_fatal) {
   UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake) return ErrnoStatus(errno, "eventfd for the virtio-net pump");

@@ -11,8 +11,8 @@
 #include <sys/resource.h>
 
 #include <chrono>
-#include <future>
 #include <cstring>
+#include <future>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -79,7 +79,8 @@ struct Fixture {
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
     peer.reset(sv[1]);
     auto n = std::make_unique<Net>(UniqueFd(sv[0]), kMac, override_mac, std::move(limits));
-    n->set_retry([this](size_t q, std::chrono::nanoseconds delay) { retries.emplace_back(q, delay); });
+    n->set_retry(
+        [this](size_t q, std::chrono::nanoseconds delay) { retries.emplace_back(q, delay); });
     dev = n.get();
     t = std::make_unique<MmioTransport>("virtio-net", mem, std::move(n), [this] { ++irqs; });
     d = std::make_unique<Driver>(*t, mem);
@@ -396,7 +397,7 @@ TEST(Net, PumpReportsAFailedPollInsteadOfDyingSilently) {
   ASSERT_TRUE(pump.ok()) << pump.status();
   auto fatal = died.get_future();
   {
-    FdLimit limit(1);  // the pump's poll of wake + tap now fails
+    FdLimit limit(1);      // the pump's poll of wake + tap now fails
     f.d->PostRx(0, 2048);  // the device wants the tap watched
     ASSERT_TRUE(f.dev->wants_rx());
     ASSERT_EQ(fatal.wait_for(std::chrono::seconds(30)), std::future_status::ready);  // hang guard

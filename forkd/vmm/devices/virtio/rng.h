@@ -27,8 +27,8 @@ class Rng : public VirtioDevice {
 
   // `limit`: the rate limit; set, it also wins over a restored snapshot's
   // (unset: unlimited on boot, the snapshot's on restore).
-  explicit Rng(std::optional<RateLimiterConfig> limit = std::nullopt,
-               RateLimiter::Clock clock = {}, EntropyFn entropy = {});
+  explicit Rng(std::optional<RateLimiterConfig> limit = std::nullopt, RateLimiter::Clock clock = {},
+               EntropyFn entropy = {});
 
   uint32_t device_id() const override { return kDeviceId; }
   std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize}; }

@@ -8,10 +8,10 @@
 #include <utility>
 #include <vector>
 
-#include "forkd/vmm/devices/virtio/mmio_transport.h"
-#include "forkd/vmm/devices/virtio/queue.h"
 #include "common/errno_status.h"
 #include "forkd/vmm/devices/rate_limiter.h"
+#include "forkd/vmm/devices/virtio/mmio_transport.h"
+#include "forkd/vmm/devices/virtio/queue.h"
 #include "forkd/vmm/devices/virtio/rng.h"
 #include "gtest/gtest.h"
 

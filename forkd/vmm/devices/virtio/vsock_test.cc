@@ -669,7 +669,8 @@ TEST(VsockMuxer, ReportsAFailedPollInsteadOfDyingSilently) {
   rlimit low = saved;
   low.rlim_cur = 1;  // its poll of wake + listener now fails (EINVAL)
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
-  (*mux)->Start(dev, [] {}, [&died](const absl::Status& s) { died.set_value(s); });
+  (*mux)->Start(
+      dev, [] {}, [&died](const absl::Status& s) { died.set_value(s); });
   const auto ready = fatal.wait_for(std::chrono::seconds(30));  // hang guard
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
   ASSERT_EQ(ready, std::future_status::ready);
@@ -848,9 +849,9 @@ TEST(Vsock, ChurningConnectionsWithoutRxBuffersDoNotGrowTheReplyQueue) {
   const VsockConnKey k{22, 40000};
   for (int i = 0; i < 3000; ++i) {
     d.Send(FromGuest(k.guest_port, k.local_port, kVsockOpRequest));
-    dev->AcceptGuestConnect(k, true);                                   // RESPONSE
+    dev->AcceptGuestConnect(k, true);                                      // RESPONSE
     d.Send(FromGuest(k.guest_port, k.local_port, kVsockOpCreditRequest));  // CREDIT_UPDATE
-    EXPECT_FALSE(dev->HostEof(k));                                      // SHUTDOWN
+    EXPECT_FALSE(dev->HostEof(k));                                         // SHUTDOWN
     d.Send(FromGuest(k.guest_port, k.local_port, kVsockOpRst));
   }
   EXPECT_LE(dev->queued_for_guest(), Vsock::kMaxQueuedControl);
@@ -924,8 +925,7 @@ TEST(Vsock, BackendHearsEventsInTheOrderTheyHappened) {
   f.d->Post(1, 3, sizeof again, false);
   f.backend.log.clear();
   f.d->W(reg::kQueueNotify, 1);
-  EXPECT_EQ(f.backend.log,
-            (std::vector<std::pair<char, VsockConnKey>>{{'X', k}, {'G', k}}));
+  EXPECT_EQ(f.backend.log, (std::vector<std::pair<char, VsockConnKey>>{{'X', k}, {'G', k}}));
 }
 
 TEST(Vsock, GuestCannotOpenUnboundedConnections) {
