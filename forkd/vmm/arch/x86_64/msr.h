@@ -31,7 +31,7 @@ inline constexpr uint32_t kUnlistedReadable[] = {0x4b564d10, 0x4b564d11, 0x4b564
 // to the host the snapshot was taken on (documented, entry by entry, in
 // forkd/vmm/README.md, "MSRs a restore may skip"). Any other refused MSR
 // fails the restore: the guest would run with state it never had.
-inline constexpr uint32_t kRestoreMayRefuse[] = {0x4b564d10, 0x4b564d11, 0x4b564d12, 0x4b564d13};
+inline constexpr uint32_t kRestoreMayRefuse[] = {0x4b564d11, 0x4b564d12, 0x4b564d13};
 bool IsHostSpecific(uint32_t index);
 
 // The MSR values a vCPU starts with for the 64-bit boot protocol.

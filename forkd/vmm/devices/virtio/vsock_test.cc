@@ -928,6 +928,51 @@ TEST(Vsock, BackendHearsEventsInTheOrderTheyHappened) {
   EXPECT_EQ(f.backend.log, (std::vector<std::pair<char, VsockConnKey>>{{'X', k}, {'G', k}}));
 }
 
+TEST(Vsock, RateLimitHoldsGuestPacketsAndHostDataAndIsSaved) {
+  GuestMemory mem = *GuestMemory::Anonymous(kMemSize);
+  Backend backend;
+  Vsock::TimePoint now{std::chrono::seconds(1)};
+  const RateLimiterConfig limit{.ops = {.rate = 10, .burst = 2}};
+  auto v = std::make_unique<Vsock>(
+      kGuestCid, &backend, [&] { return now; }, limit);
+  Vsock* dev = v.get();
+  std::vector<std::pair<size_t, std::chrono::nanoseconds>> retries;
+  v->set_retry([&](size_t q, std::chrono::nanoseconds delay) { retries.emplace_back(q, delay); });
+  MmioTransport t("virtio-vsock", mem, std::move(v), nullptr);
+  Driver d(t, mem);
+  d.FillRx();
+  // Two guest packets pass (the burst), the third waits in the tx queue.
+  d.Send(FromGuest(40000, 22, kVsockOpRequest));
+  d.Send(FromGuest(40001, 22, kVsockOpRequest));
+  d.Send(FromGuest(40002, 22, kVsockOpRequest));
+  EXPECT_EQ(backend.guest_connects.size(), 2u);
+  ASSERT_FALSE(retries.empty());
+  EXPECT_EQ(retries.back().first, 1u);  // tx
+  EXPECT_EQ(retries.back().second, std::chrono::milliseconds(100));
+  now += std::chrono::milliseconds(100);
+  t.Kick(1);  // the retry timer
+  EXPECT_EQ(backend.guest_connects.size(), 3u);
+  // Host data to the guest takes from the same bucket: empty now.
+  const VsockConnKey k{22, 40000};
+  ASSERT_TRUE(dev->AcceptGuestConnect(k, true));
+  t.Kick(0);
+  ASSERT_EQ(Ops(d.Received()), std::vector<uint16_t>{kVsockOpResponse});  // control: not limited
+  dev->Send(k, {reinterpret_cast<const uint8_t*>("data"), 4});
+  t.Kick(0);
+  EXPECT_TRUE(d.Received().empty());
+  EXPECT_EQ(retries.back().first, 0u);  // rx
+  now += std::chrono::milliseconds(100);
+  t.Kick(0);
+  auto rx = d.Received();
+  ASSERT_EQ(rx.size(), 1u);
+  EXPECT_EQ(rx[0].second, "data");
+  // Saved and restored with the CID.
+  Backend backend2;
+  MmioTransport t2("virtio-vsock", mem, std::make_unique<Vsock>(3, &backend2), nullptr);
+  ASSERT_TRUE(t2.RestoreDevice(t.SaveDevice()).ok());
+  EXPECT_EQ(t2.device<Vsock>().limit(), limit);
+}
+
 TEST(Vsock, GuestCannotOpenUnboundedConnections) {
   Fixture f;
   for (uint32_t p = 0; p < Vsock::kMaxConnections; ++p) {
