@@ -130,7 +130,8 @@ class Machine {
   // Snapshot state of a paused VM (vCPUs, irqchip/PIT/clock, devices).
   absl::StatusOr<MachineState> SaveState() const;
   // Applies a snapshot's state to a freshly created (not started) machine.
-  // Returns the number of MSRs KVM refused (kvm_pvm has read-only ones).
+  // Returns the number of host-specific MSRs KVM refused (msr::IsHostSpecific:
+  // kvm_pvm's read-only ones); a refusal of any other MSR fails the restore.
   absl::StatusOr<int> RestoreState(const MachineState& state);
 
  private:
