@@ -5,8 +5,11 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
@@ -60,15 +63,33 @@ absl::StatusOr<UniqueFd> ConnectVsockMux(const std::string& uds_path, uint32_t p
     return absl::InvalidArgumentError(absl::StrCat("unix socket path too long: ", uds_path));
   }
   std::memcpy(addr.sun_path, uds_path.c_str(), uds_path.size() + 1);
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) return ErrnoStatus(errno, "socket AF_UNIX");
-  // A unix connect completes or fails at once (the backlog never blocks us
-  // for long), so it needs no deadline of its own.
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+  // A blocking unix connect waits, with no bound, while the listener's
+  // backlog is full. Non-blocking, it fails with EAGAIN instead, and no
+  // event says when there is room: retried until the deadline.
+  while (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     const int err = errno;
+    if (err == EINTR) continue;
+    if (err == EAGAIN) {
+      const auto now = Clock::now();
+      if (now >= deadline) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("connect ", uds_path, ": the multiplexer's backlog stayed full"));
+      }
+      std::this_thread::sleep_for(
+          std::min<Clock::duration>(deadline - now, std::chrono::milliseconds(5)));
+      continue;
+    }
     const auto s = ErrnoStatus(err, absl::StrCat("connect ", uds_path));
     if (err == ECONNREFUSED || err == ENOENT) return absl::UnavailableError(s.message());
     return s;
+  }
+  // The caller gets a blocking socket, as before; the handshake below
+  // polls with the deadline.
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return ErrnoStatus(errno, "fcntl vsock multiplexer socket");
   }
   FORKD_RETURN_IF_ERROR(WriteAll(fd.get(), absl::StrCat("CONNECT ", port, "\n"), deadline));
   FORKD_ASSIGN_OR_RETURN(std::string reply, ReadLine(fd.get(), deadline));

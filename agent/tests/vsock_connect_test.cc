@@ -3,8 +3,12 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <cerrno>
+#include <cstring>
 #include <functional>
+#include <future>
 #include <thread>
+#include <vector>
 
 #include "agent/client.h"
 #include "agent/tests/test_util.h"
@@ -113,6 +117,40 @@ TEST(VsockConnectTest, ClassifiesFailures) {
   testing::TempDir dir;
   EXPECT_EQ(ConnectVsockMux(dir.Path("missing.sock"), 1024, Soon()).status().code(),
             absl::StatusCode::kUnavailable);
+}
+
+// Regression: the unix connect used to block with no deadline, so a
+// multiplexer whose listen backlog was full blocked the caller forever.
+TEST(VsockConnectTest, FullBacklogHonoursTheDeadline) {
+  testing::TempDir dir;
+  const std::string path = dir.Path("busy.sock");
+  UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener.get(), 0), 0);  // never accepts
+  // Fill the backlog: non-blocking connects until one would block.
+  std::vector<UniqueFd> queued;
+  while (queued.size() < 64) {
+    UniqueFd c(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (::connect(c.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      ASSERT_EQ(errno, EAGAIN) << std::strerror(errno);
+      break;
+    }
+    queued.push_back(std::move(c));
+  }
+  ASSERT_LT(queued.size(), 64u) << "the backlog never filled";
+  auto result = std::async(std::launch::async, [&] {
+    return ConnectVsockMux(path, 1024, DeadlineIn(std::chrono::milliseconds(200))).status();
+  });
+  if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {  // hang guard
+    ADD_FAILURE() << "ConnectVsockMux blocked past its deadline on a full backlog";
+    std::_Exit(1);  // the blocked thread would keep the test from exiting
+  }
+  const absl::Status st = result.get();
+  EXPECT_EQ(st.code(), absl::StatusCode::kDeadlineExceeded) << st;
+  EXPECT_NE(st.message().find("connect"), std::string::npos) << st;
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
 #include "forkd/vmm/arch/x86_64/layout.h"
+#include "forkd/vmm/arch/x86_64/msr.h"
 #include "forkd/vmm/devices/virtio/net.h"
 #include "forkd/vmm/devices/virtio/rng.h"
 #include "forkd/vmm/devices/virtio/tap.h"
@@ -59,9 +60,9 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
                                          layout::kI8042CommandPort - layout::kI8042DataPort + 1,
                                          m->i8042_, I8042::kName));
   if (virtio.rng) {
-    FORKD_RETURN_IF_ERROR(
-        m->AddVirtio(virtio::Rng::kName, layout::kVirtioRngSlot, std::make_unique<virtio::Rng>())
-            .status());
+    FORKD_RETURN_IF_ERROR(m->AddVirtio(virtio::Rng::kName, layout::kVirtioRngSlot,
+                                       std::make_unique<virtio::Rng>(virtio.limits.rng))
+                              .status());
   }
   if (virtio.vsock_cid != 0) {
     if (virtio.vsock_cid < 3 || virtio.vsock_cid > 0xffffffffULL) {
@@ -72,11 +73,14 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
     FORKD_ASSIGN_OR_RETURN(
         m->vsock_transport_,
         m->AddVirtio(virtio::Vsock::kName, layout::kVirtioVsockSlot,
-                     std::make_unique<virtio::Vsock>(virtio.vsock_cid, m->vsock_muxer_.get())));
+                     std::make_unique<virtio::Vsock>(virtio.vsock_cid, m->vsock_muxer_.get(),
+                                                     virtio::Vsock::Clock{}, virtio.limits.vsock)));
     // Through the notifier thread (rx queue's eventfd), so it honours pause.
     const int rx_fd = m->notify_fds_.back()[0];
-    m->vsock_muxer_->Start(&m->vsock_transport_->device<virtio::Vsock>(),
-                           [rx_fd] { virtio::QueueNotifier::Signal(rx_fd); });
+    m->vsock_muxer_->Start(
+        &m->vsock_transport_->device<virtio::Vsock>(),
+        [rx_fd] { virtio::QueueNotifier::Signal(rx_fd); },
+        [self](const absl::Status& s) { self->DeviceFailed(s); });
   }
   if (virtio.net) {
     UniqueFd tap;
@@ -86,15 +90,18 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
       FORKD_ASSIGN_OR_RETURN(tap, virtio::OpenTap(virtio.net->tap_name, virtio.net->netns_path));
     }
     FORKD_ASSIGN_OR_RETURN(virtio::MacAddress mac, virtio::RandomMacAddress());
-    FORKD_ASSIGN_OR_RETURN(
-        m->net_transport_,
-        m->AddVirtio(virtio::Net::kName, layout::kVirtioNetSlot,
-                     std::make_unique<virtio::Net>(std::move(tap), mac, virtio.net->mac)));
+    FORKD_ASSIGN_OR_RETURN(m->net_transport_,
+                           m->AddVirtio(virtio::Net::kName, layout::kVirtioNetSlot,
+                                        std::make_unique<virtio::Net>(
+                                            std::move(tap), mac, virtio.net->mac,
+                                            virtio::NetRateLimits{.rx = virtio.limits.net_rx,
+                                                                  .tx = virtio.limits.net_tx})));
     virtio::MmioTransport* transport = m->net_transport_;
     FORKD_ASSIGN_OR_RETURN(m->net_pump_,
-                           virtio::NetPump::Start(&transport->device<virtio::Net>(), [transport] {
-                             transport->Kick(virtio::Net::kRxQueue);
-                           }));
+                           virtio::NetPump::Start(
+                               &transport->device<virtio::Net>(),
+                               [transport] { transport->Kick(virtio::Net::kRxQueue); },
+                               [self](const absl::Status& s) { self->DeviceFailed(s); }));
   }
   return m;
 }
@@ -114,6 +121,22 @@ absl::StatusOr<virtio::MmioTransport*> Machine::AddVirtio(
   const uint64_t addr = layout::VirtioMmioAddr(slot);
   FORKD_RETURN_IF_ERROR(mmio_.Register(addr, layout::kVirtioMmioDeviceSize, transport, name));
   FORKD_ASSIGN_OR_RETURN(std::vector<int> notify, notifier_->Add(transport));
+  // Rate-limited devices are run again by a timer once their tokens are back.
+  FORKD_ASSIGN_OR_RETURN(std::vector<int> timers, notifier_->AddTimers(transport));
+  transport->set_retry([this, name, timers](size_t queue, std::chrono::nanoseconds delay) {
+    if (queue >= timers.size()) return;
+    absl::Status s = virtio::QueueNotifier::ArmTimer(timers[queue], delay);
+    if (!s.ok()) DeviceFailed(Annotate(s, absl::StrCat(name, " queue ", queue, " retry timer")));
+  });
+  transport->set_error_handler([this](const absl::Status& cause, bool host_failure) {
+    if (host_failure) {
+      DeviceFailed(cause);
+      return;
+    }
+    // The guest broke its own device (DEVICE_NEEDS_RESET): its problem,
+    // but never silently.
+    (void)std::fprintf(stderr, "forkd-vmm: device needs reset: %s\n", cause.ToString().c_str());
+  });
   for (uint32_t i = 0; use_ioeventfd_ && i < notify.size(); ++i) {
     absl::Status s =
         vm_.RegisterIoeventfd(notify[i], addr + virtio::reg::kQueueNotify, /*datamatch=*/i);
@@ -178,6 +201,12 @@ void Machine::VcpuThread(Vcpu* vcpu) {
   seccomp::EnterThread(seccomp::ThreadKind::kVcpu);  // before any KVM_RUN
   VmExit e = vcpu->RunLoop(pio_, mmio_, latch_);
   if (e.kind != ExitKind::kStopped) EndVm(std::move(e));
+}
+
+void Machine::DeviceFailed(const absl::Status& cause) {
+  (void)std::fprintf(stderr, "forkd-vmm: device failed, stopping the VM: %s\n",
+                     cause.ToString().c_str());
+  EndVm({ExitKind::kError, std::string(cause.message())});
 }
 
 void Machine::EndVm(VmExit e) {
@@ -278,10 +307,20 @@ absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
   FORKD_RETURN_IF_ERROR(vm_.RestoreChips(state.vm));
   int rejected = 0;
   for (size_t i = 0; i < vcpus_.size(); ++i) {
-    int r = 0;
+    std::vector<uint32_t> refused;
     FORKD_RETURN_IF_ERROR(
-        Annotate(vcpus_[i]->Restore(state.vcpus[i], &r), absl::StrCat("vcpu ", i)));
-    rejected += r;
+        Annotate(vcpus_[i]->Restore(state.vcpus[i], &refused), absl::StrCat("vcpu ", i)));
+    // Only MSRs whose value is the host's may be left as the new VM has
+    // them; any other refusal would run the guest with state it never had.
+    for (uint32_t index : refused) {
+      if (!msr::IsHostSpecific(index)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("vcpu ", i, ": KVM refused to restore MSR 0x", absl::Hex(index),
+                         ", which is not on the allow-list of host-specific MSRs "
+                         "(forkd/vmm/README.md)"));
+      }
+      ++rejected;
+    }
   }
   for (const auto& d : state.devices) {
     if (d.name == Serial::kName) {

@@ -18,6 +18,7 @@
 #include "common/unique_fd.h"
 #include "forkd/vmm/devices/bus.h"
 #include "forkd/vmm/devices/i8042.h"
+#include "forkd/vmm/devices/rate_limiter.h"
 #include "forkd/vmm/devices/serial.h"
 #include "forkd/vmm/devices/virtio/mmio_transport.h"
 #include "forkd/vmm/devices/virtio/net.h"
@@ -53,6 +54,12 @@ struct NetConfig {
   std::shared_ptr<UniqueFd> attached_tap;
 };
 
+// Token-bucket limits per device (devices/rate_limiter.h). Unset: unlimited
+// on boot; on restore, the snapshot's (a set one replaces the snapshot's).
+struct RateLimits {
+  std::optional<RateLimiterConfig> rng, net_rx, net_tx, vsock;
+};
+
 // Which virtio-mmio devices the machine has (each at its fixed slot in
 // layout.h). A restore recreates the set its snapshot's device states name.
 struct VirtioConfig {
@@ -67,6 +74,7 @@ struct VirtioConfig {
   bool ioeventfd = true;
   // virtio-net when set (see devices/virtio/net.h).
   std::optional<NetConfig> net;
+  RateLimits limits;
 };
 
 // Everything a snapshot holds besides guest memory, in VMM terms.
@@ -130,7 +138,8 @@ class Machine {
   // Snapshot state of a paused VM (vCPUs, irqchip/PIT/clock, devices).
   absl::StatusOr<MachineState> SaveState() const;
   // Applies a snapshot's state to a freshly created (not started) machine.
-  // Returns the number of MSRs KVM refused (kvm_pvm has read-only ones).
+  // Returns the number of host-specific MSRs KVM refused (msr::IsHostSpecific:
+  // kvm_pvm's read-only ones); a refusal of any other MSR fails the restore.
   absl::StatusOr<int> RestoreState(const MachineState& state);
 
  private:
@@ -138,6 +147,10 @@ class Machine {
   void VcpuThread(Vcpu* vcpu);
   void InputPumpThread();
   void EndVm(VmExit e);
+  // A host-side failure that leaves a device dead (its thread ended, or a
+  // host call such as getrandom failed): logged, and the VM stops with an
+  // error status rather than run on with a device that no longer works.
+  void DeviceFailed(const absl::Status& cause);
   // Wires `device` up at `slot` (irqfd, MMIO window, queue notifiers).
   // Returns its transport, which owns the device and lives as long as the
   // machine: reach the device through it (MmioTransport::device), never

@@ -30,6 +30,7 @@
 #include "common/errno_status.h"
 #include "common/unique_fd.h"
 #include "forkd/vmm/builder.h"
+#include "forkd/vmm/devices/rate_limiter.h"
 #include "forkd/vmm/devices/virtio/net.h"
 #include "forkd/vmm/jail/jail.h"
 #include "forkd/vmm/jail/tap_attach.h"
@@ -52,6 +53,9 @@ constexpr char kUsage[] =
     "       forkd-vmm --restore DIR [--standby] [--serial-out FD|PATH] [--serial-in FD|PATH]\n"
     "                 [--control-fd FD] [--vsock-uds PATH] [--net-tap NAME [--net-netns PATH]\n"
     "                 [--net-mac MAC]]\n"
+    "       rate limits (boot and restore): [--rng-rate R[:B]] [--rng-ops R[:B]]\n"
+    "                 [--net-rx-rate R[:B]] [--net-rx-ops R[:B]] [--net-tx-rate R[:B]]\n"
+    "                 [--net-tx-ops R[:B]] [--vsock-rate R[:B]] [--vsock-ops R[:B]]\n"
     "\n"
     "Runs one KVM microVM. Boots a bzImage/ELF kernel through the 64-bit Linux boot\n"
     "protocol, or restores a snapshot directory (copy-on-write: the snapshot is never\n"
@@ -69,6 +73,11 @@ constexpr char kUsage[] =
     "inside the network namespace at --net-netns (default: this process's); --net-mac\n"
     "aa:bb:cc:dd:ee:ff sets the guest MAC (default random). A restore of a snapshot\n"
     "with virtio-net needs its own --net-tap; --net-mac there replaces the snapshot's MAC.\n"
+    "Rate limits (token buckets): --X-rate BYTES_PER_S[:BURST_BYTES] and --X-ops\n"
+    "OPS_PER_S[:BURST_OPS] for X = rng (requests), net-rx / net-tx (frames) and vsock\n"
+    "(packets, both directions together); the burst defaults to one second's worth.\n"
+    "Over the limit a request waits in the guest's queue (a frame in the tap). The\n"
+    "limits are saved in a snapshot; a restore keeps them unless given again.\n"
     "Control protocol on --control-fd (default: READY/EXIT lines on stderr, no commands):\n"
     "  out: STANDBY | READY | OK | ERR <why> | EXIT <reset|shutdown: ...|stopped|error: ...>\n"
     "  in:  GO | PAUSE | RESUME | STOP | SNAPSHOT <dir>   (EOF stops the VM)\n"
@@ -105,9 +114,31 @@ struct Options {
   std::optional<uint32_t> jail_uid, jail_gid;
   std::vector<std::string> jail_rw;
   std::vector<int> keep_fds;
-  jail::Rlimits limits;
+  jail::Rlimits rlimits;
   std::string test_forbidden;  // forkd-vmm-test-hook only
+  RateLimits limits;
 };
+
+// --rng-rate, --net-tx-ops, ...: the limit a flag sets, or null.
+RateLimit* LimitFlag(Options& o, std::string_view flag) {
+  struct Entry {
+    std::string_view prefix;
+    std::optional<RateLimiterConfig> RateLimits::*device;
+  };
+  static constexpr Entry kDevices[] = {{"--rng-", &RateLimits::rng},
+                                       {"--net-rx-", &RateLimits::net_rx},
+                                       {"--net-tx-", &RateLimits::net_tx},
+                                       {"--vsock-", &RateLimits::vsock}};
+  for (const Entry& e : kDevices) {
+    if (flag.rfind(e.prefix, 0) != 0) continue;
+    const std::string_view what = flag.substr(e.prefix.size());
+    if (what != "rate" && what != "ops") return nullptr;
+    std::optional<RateLimiterConfig>& c = o.limits.*e.device;
+    if (!c) c.emplace();
+    return what == "rate" ? &c->bytes : &c->ops;
+  }
+  return nullptr;
+}
 
 std::optional<uint64_t> ParseUint(std::string_view s) {
   uint64_t v = 0;
@@ -150,6 +181,17 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       return std::string(argv[++i]);
     };
     absl::StatusOr<std::string> v;
+    if (RateLimit* limit = LimitFlag(o, a)) {
+      v = value();
+      if (!v.ok()) return v.status();
+      auto parsed = ParseRateLimit(*v);
+      if (!parsed.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(std::string(a), ": ", parsed.status().message()));
+      }
+      *limit = *parsed;
+      continue;
+    }
     if (a == "--kernel" || a == "--initrd" || a == "--cmdline" || a == "--restore" ||
         a == "--mem-mib" || a == "--vcpus" || a == "--serial-out" || a == "--serial-in" ||
         a == "--control-fd" || a == "--vsock-cid" || a == "--vsock-uds" || a == "--net-tap" ||
@@ -188,9 +230,9 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       if (a == "--jail-uid") o.jail_uid = static_cast<uint32_t>(*n);
       if (a == "--jail-gid") o.jail_gid = static_cast<uint32_t>(*n);
       if (a == "--keep-fd") o.keep_fds.push_back(static_cast<int>(*n));
-      if (a == "--jail-nofile") o.limits.nofile = *n;
-      if (a == "--jail-nproc") o.limits.nproc = *n;
-      if (a == "--jail-fsize-mib") o.limits.fsize = *n << 20;
+      if (a == "--jail-nofile") o.rlimits.nofile = *n;
+      if (a == "--jail-nproc") o.rlimits.nproc = *n;
+      if (a == "--jail-fsize-mib") o.rlimits.fsize = *n << 20;
     }
     if (a == "--net-mac") {
       auto mac = virtio::ParseMacAddress(*v);
@@ -227,6 +269,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   }
   if (o.net_tap.empty() && (!o.net_netns.empty() || !o.net_mac.empty())) {
     return absl::InvalidArgumentError("--net-netns and --net-mac need --net-tap");
+  }
+  if (o.restore.empty() && ((o.limits.rng && !o.virtio_rng) || (o.limits.vsock && !o.vsock_cid) ||
+                            ((o.limits.net_rx || o.limits.net_tx) && o.net_tap.empty()))) {
+    return absl::InvalidArgumentError("a rate limit for a device the VM does not have");
   }
   if (o.print_seccomp) return o;
   const bool jail_flags =
@@ -392,7 +438,7 @@ absl::StatusOr<jail::JailConfig> MakeJailConfig(Options& o, pid_t parent) {
   if (!o.net_tap.empty()) c.devices.push_back("/dev/net/tun");
   c.cgroup = o.cgroup;
   c.keep_fds = o.keep_fds;
-  c.limits = o.limits;
+  c.limits = o.rlimits;
   c.expected_parent = parent;
   return c;
 }
@@ -502,9 +548,11 @@ int Main(int argc, char** argv) {
   SerialConfig serial{*serial_out, *serial_in};
   absl::StatusOr<std::unique_ptr<Machine>> machine;
   if (!opts->restore.empty()) {
-    machine = RestoreSnapshot(
-        shared_kvm, opts->restore, serial, nullptr,
-        {.vsock_uds_path = opts->vsock_uds, .ioeventfd = opts->ioeventfd, .net = net});
+    machine = RestoreSnapshot(shared_kvm, opts->restore, serial, nullptr,
+                              {.vsock_uds_path = opts->vsock_uds,
+                               .ioeventfd = opts->ioeventfd,
+                               .net = net,
+                               .limits = opts->limits});
   } else {
     BootConfig cfg;
     cfg.kernel_path = opts->kernel;
@@ -518,6 +566,7 @@ int Main(int argc, char** argv) {
     cfg.virtio.vsock_uds_path = opts->vsock_uds;
     cfg.virtio.ioeventfd = opts->ioeventfd;
     cfg.virtio.net = net;
+    cfg.virtio.limits = opts->limits;
     machine = BuildForBoot(shared_kvm, cfg);
   }
   absl::Status st = machine.status();

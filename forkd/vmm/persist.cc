@@ -1,5 +1,8 @@
 #include "forkd/vmm/persist.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <x86intrin.h>
 
 #include <algorithm>
@@ -8,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
+#include "common/unique_fd.h"
 #include "forkd/snapshot/cpu_identity.h"
 #include "forkd/snapshot/snapshot_dir.h"
 #include "forkd/snapshot/state.h"
@@ -66,7 +70,35 @@ absl::Status SaveSnapshot(const Machine& machine, const fs::path& dir) {
   if (ec) return absl::InternalError(absl::StrCat("create ", dir.string(), ": ", ec.message()));
   // State first (cheap, and fails fast if the machine is running), then RAM.
   FORKD_ASSIGN_OR_RETURN(MachineState ms, machine.SaveState());
-  FORKD_RETURN_IF_ERROR(machine.memory().SaveToFile(snapshot::MemoryPath(dir).string()));
+  // A snapshot already in `dir` may be mapped by running forks (each holds
+  // its memory file with a shared flock, see GuestMemory::FilePrivate):
+  // refused then. Otherwise the lock is held exclusively until the new
+  // file replaces it, so no restore starts from a half-written directory.
+  const fs::path memory_path = snapshot::MemoryPath(dir);
+  UniqueFd old_memory(::open(memory_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!old_memory && errno != ENOENT) return ErrnoStatus(errno, "open " + memory_path.string());
+  if (old_memory && ::flock(old_memory.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("snapshot ", dir.string(),
+                       " is in use (a fork maps its memory file); snapshot into a new directory"));
+    }
+    return ErrnoStatus(errno, "flock " + memory_path.string());
+  }
+  // RAM into a new file, renamed over the old one: a mapping of the old
+  // file (whoever holds it) never sees its pages change.
+  std::string tmp = (dir / ".memory.XXXXXX").string();
+  UniqueFd tmp_fd(::mkostemp(tmp.data(), O_CLOEXEC));
+  if (!tmp_fd) return ErrnoStatus(errno, "create a temporary memory file in " + dir.string());
+  tmp_fd.reset();
+  absl::Status written = machine.memory().SaveToFile(tmp);
+  if (written.ok() && ::rename(tmp.c_str(), memory_path.c_str()) != 0) {
+    written = ErrnoStatus(errno, "rename " + tmp + " to " + memory_path.string());
+  }
+  if (!written.ok()) {
+    (void)::unlink(tmp.c_str());
+    return written;
+  }
 
   snapshot::SnapshotState s;
   s.header.cpu = snapshot::HostCpuIdentity();
@@ -111,6 +143,7 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
   // The snapshot's device states say which virtio devices the guest had.
   VirtioConfig virtio;
   virtio.ioeventfd = options.ioeventfd;
+  virtio.limits = options.limits;
   for (const auto& d : s.devices) {
     if (d.name == virtio::Rng::kName) virtio.rng = true;
     if (d.name == virtio::Vsock::kName) {
@@ -132,6 +165,11 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
   }
   if (net && !virtio.net) {
     return absl::InvalidArgumentError("a tap was given but the snapshot has no virtio-net");
+  }
+  const RateLimits& l = options.limits;
+  if ((l.rng && !virtio.rng) || (l.vsock && virtio.vsock_cid == 0) ||
+      ((l.net_rx || l.net_tx) && !virtio.net)) {
+    return absl::InvalidArgumentError("a rate limit for a device the snapshot does not have");
   }
   FORKD_ASSIGN_OR_RETURN(auto machine,
                          Machine::Create(std::move(kvm), std::move(mem),

@@ -20,11 +20,16 @@
 
 namespace forkd::vmm {
 
-// `machine` must be paused (or ended); it stays paused.
+// `machine` must be paused (or ended); it stays paused. The memory file is
+// written new and renamed into place; a directory whose snapshot a running
+// fork maps (GuestMemory::FilePrivate holds it locked) is refused with
+// FailedPrecondition.
 absl::Status SaveSnapshot(const Machine& machine, const std::filesystem::path& dir);
 
 struct RestoreReport {
-  int rejected_msrs = 0;  // MSRs KVM refused to set (read-only on kvm_pvm)
+  // Host-specific MSRs KVM refused to set (msr::IsHostSpecific; any other
+  // refusal fails the restore).
+  int rejected_msrs = 0;
 };
 
 // What a restore needs besides the snapshot: the fork's own host-side
@@ -38,6 +43,8 @@ struct RestoreOptions {
   // A snapshot with virtio-net needs the fork's own tap, and optionally a MAC
   // that replaces the snapshot's.
   std::optional<NetConfig> net;
+  // Rate limits that replace the snapshot's (unset: the snapshot's).
+  RateLimits limits;
 };
 absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
                                                          const std::filesystem::path& dir,

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/errno_status.h"
 #include "forkd/snapshot/manifest.h"
 #include "forkd/snapshot/snapshot_dir.h"
 #include "forkd/vmm/persist.h"
@@ -258,6 +259,81 @@ TEST(VmmSnapshot, RestoreRefusesTamperedState) {
   }
   auto fork = RestoreFork(tmp.path());
   EXPECT_FALSE(fork.ok());
+}
+
+// Regression: a snapshot written into the directory forks were restored
+// from used to truncate and rewrite the memory file every sibling maps
+// MAP_PRIVATE, changing their clean pages under them.
+TEST(VmmSnapshot, SnapshotIntoADirectoryInUseIsRefusedAndSiblingsKeepTheirPages) {
+  TempDir tmp;
+  ASSERT_FALSE(MakeSnapshot(tmp.path()).empty());
+  const fs::path memory = snapshot::MemoryPath(tmp.path());
+  const std::string digest = FileDigest(memory);
+  auto a = RestoreFork(tmp.path());
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = RestoreFork(tmp.path());
+  ASSERT_TRUE(b.ok()) << b.status();
+  // A runs on (dirtying its memory), then tries to snapshot over the
+  // snapshot both forks map.
+  const size_t a_from = a->vm.out->text().size();
+  ASSERT_TRUE(a->vm.out->WaitFor("PROBE count", a_from).has_value());
+  a->vm.machine->Pause();
+  absl::Status over = SaveSnapshot(*a->vm.machine, tmp.path());
+  EXPECT_EQ(over.code(), absl::StatusCode::kFailedPrecondition) << over;
+  EXPECT_EQ(FileDigest(memory), digest) << "the memory file siblings map was rewritten";
+  // Positive control: the same machine snapshots into a new directory.
+  TempDir fresh;
+  EXPECT_TRUE(SaveSnapshot(*a->vm.machine, fresh.path()).ok());
+  // B still runs from intact pages.
+  const size_t b_from = b->vm.out->text().size();
+  ASSERT_TRUE(b->vm.out->WaitFor("PROBE count", b_from).has_value());
+  ASSERT_TRUE(b->vm.out->WaitFor("PROBE count", b->vm.out->text().size()).has_value());
+  EXPECT_EQ(b->vm.out->text().find("PROBE fail"), std::string::npos) << b->vm.out->text();
+  EXPECT_EQ(b->vm.machine->Stop().kind, ExitKind::kStopped);
+  EXPECT_EQ(a->vm.machine->Stop().kind, ExitKind::kStopped);
+  // With every fork gone (a and b still own their memory until destroyed)
+  // the directory may be overwritten: the new file is renamed into place.
+  a->vm.machine.reset();
+  b->vm.machine.reset();
+  auto c = RestoreFork(tmp.path());
+  ASSERT_TRUE(c.ok()) << c.status();
+  c->vm.machine->Pause();
+  auto d = RestoreFork(fresh.path());  // holds `fresh`, not `tmp`
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(SaveSnapshot(*c->vm.machine, fresh.path()).code(),
+            absl::StatusCode::kFailedPrecondition);
+  d->vm.machine.reset();
+  EXPECT_TRUE(SaveSnapshot(*c->vm.machine, fresh.path()).ok());
+  c->vm.machine->Stop();
+}
+
+// Regression: MSRs KVM refused during a restore used to be counted and
+// discarded, so a guest could run on with state it never had.
+TEST(VmmSnapshot, RestoreFailsOnARefusedMsrThatIsNotHostSpecific) {
+  auto vm = BootProbe("probe.report=32");
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ASSERT_TRUE(vm->out->WaitFor("PROBE count 2").has_value()) << vm->out->text();
+  vm->machine->Pause();
+  auto saved = vm->machine->SaveState();
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  vm->machine->Stop();
+  auto restore_into_fresh_vm = [](const MachineState& state) -> absl::StatusOr<int> {
+    auto mem = GuestMemory::Anonymous(64 << 20);
+    if (!mem.ok()) return mem.status();
+    FORKD_ASSIGN_OR_RETURN(auto m, Machine::Create(SharedKvm(), *std::move(mem), 1, {}));
+    return m->RestoreState(state);
+  };
+  // Positive control: the state as saved restores (refusing, at most, the
+  // allow-listed host-specific MSRs).
+  auto ok = restore_into_fresh_vm(*saved);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  // An MSR KVM does not know (no such index) is refused: the restore fails
+  // and names it.
+  MachineState bad = *saved;
+  bad.vcpus[0].msrs.push_back({0x12345678u, 1});
+  auto refused = restore_into_fresh_vm(bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("12345678"), std::string::npos) << refused.status();
 }
 
 size_t CountEntries(const char* dir) {

@@ -9,12 +9,15 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "forkd/vmm/devices/rate_limiter.h"
+#include "forkd/vmm/devices/virtio/rng.h"
 #include "forkd/vmm/persist.h"
 #include "gtest/gtest.h"
 #include "tests/support/requirements.h"
@@ -199,6 +202,78 @@ TEST(VirtioRng, RestoredForksDrawFreshEntropy) {
   EXPECT_NE(fork_values[0], fork_values[1]) << "two forks read the same entropy";
   EXPECT_NE(fork_values[0], parent_value);
   EXPECT_NE(fork_values[1], parent_value);
+}
+
+// The probe floods the rng ('b': kFloodReads back-to-back 64-byte reads) and
+// the host times the flood from sending 'b' to reading its result line: an
+// upper bound on how long the guest took, so the rate it got is at most
+// bytes / elapsed. A limited rng must stay within burst + rate * elapsed
+// (with a 5% margin and one request of slack); an unlimited one, the
+// positive control, must beat that bound on the same flood.
+constexpr uint64_t kFloodReads = 256;
+constexpr uint64_t kFloodBytes = kFloodReads * 64;
+constexpr RateLimiterConfig kRngLimit{.bytes = {.rate = 4096, .burst = 1024}};
+
+struct Flood {
+  double seconds = 0;
+  // What a guest held to kRngLimit can have read in that time.
+  double allowed_bytes() const {
+    return static_cast<double>(kRngLimit.bytes.size()) +
+           static_cast<double>(kRngLimit.bytes.rate) * seconds * 1.05 + 64;
+  }
+};
+
+std::optional<Flood> TimeFlood(ProbeVm& vm) {
+  const size_t from = vm.out->text().size();
+  const auto start = std::chrono::steady_clock::now();
+  vm.in.Send("b");
+  if (!vm.out->WaitFor("PROBE rng-bench n=", from).has_value()) return std::nullopt;
+  Flood f;
+  f.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return f;
+}
+
+TEST(VirtioRng, RateLimitHoldsAFloodingGuestAndSurvivesRestore) {
+  // Positive control: unlimited, the flood beats the limit's bound.
+  {
+    auto vm = BootProbe("probe.scenario=rng", 64 << 20, 1, WithRng());
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    ASSERT_TRUE(vm->out->WaitFor(kRngLine).has_value()) << vm->out->text();
+    auto flood = TimeFlood(*vm);
+    ASSERT_TRUE(flood.has_value()) << vm->out->text();
+    EXPECT_GT(static_cast<double>(kFloodBytes), flood->allowed_bytes())
+        << "an unlimited flood took " << flood->seconds << " s: the test cannot tell";
+    vm->machine->Stop();
+  }
+  TempDir dir;
+  {
+    VirtioConfig cfg = WithRng();
+    cfg.limits.rng = kRngLimit;
+    auto vm = BootProbe("probe.scenario=rng", 64 << 20, 1, cfg);
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    ASSERT_TRUE(vm->out->WaitFor(kRngLine).has_value()) << vm->out->text();
+    auto flood = TimeFlood(*vm);
+    ASSERT_TRUE(flood.has_value()) << vm->out->text();
+    EXPECT_LE(static_cast<double>(kFloodBytes), flood->allowed_bytes())
+        << kFloodBytes << " bytes in " << flood->seconds << " s";
+    EXPECT_TRUE(vm->out->Lines("PROBE fail").empty()) << vm->out->text();
+    vm->machine->Pause();
+    ASSERT_TRUE(SaveSnapshot(*vm->machine, dir.path()).ok());
+    vm->machine->Stop();
+  }
+  // A fork restored without limits of its own keeps the snapshot's.
+  ProbeVm f;
+  auto m = RestoreSnapshot(SharedKvm(), dir.path(), {f.out->write_fd(), f.in.read.get()});
+  ASSERT_TRUE(m.ok()) << m.status();
+  f.machine = *std::move(m);
+  EXPECT_EQ(f.machine->virtio_devices().at(0)->device<virtio::Rng>().limit(), kRngLimit);
+  ASSERT_TRUE(f.machine->Start().ok());
+  auto flood = TimeFlood(f);
+  ASSERT_TRUE(flood.has_value()) << f.out->text();
+  EXPECT_LE(static_cast<double>(kFloodBytes), flood->allowed_bytes())
+      << kFloodBytes << " bytes in " << flood->seconds << " s";
+  EXPECT_EQ(f.machine->Stop().kind, ExitKind::kStopped);
+  EXPECT_TRUE(f.out->Lines("PROBE fail").empty()) << f.out->text();
 }
 
 // A buffer the driver made available right before the snapshot, whose

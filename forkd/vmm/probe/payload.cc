@@ -10,7 +10,9 @@
 //                      report "PROBE ok rng <hex>"; then run, and each 'r'
 //                      on serial input reads and reports 64 fresh bytes;
 //                      probe.rng_bench=N first times N more reads and
-//                      reports "PROBE rng-bench n=N tsc=<cycles in all>"
+//                      reports "PROBE rng-bench n=N tsc=<cycles in all>";
+//                      each 'b' on serial input runs that flood again
+//                      (N reads, 256 without probe.rng_bench)
 //   probe.scenario=vsock  initialise the virtio-vsock driver, report
 //                      "PROBE ok vsock cid=N", then echo every byte host
 //                      connections to port probe.vsock_port (5000) send
@@ -110,8 +112,12 @@ static void dirty_memory(void) {
   report_ok("dirty");
 }
 
+static uint64_t rng_bench_reads = 256;
+
 static void on_input(uint8_t c) {
-  if (c == 'd') {
+  if (c == 'b' && rng_ready) {
+    rng_bench(rng_bench_reads);
+  } else if (c == 'd') {
     dirty_memory();
   } else if (c == 'p') {
     report_count();
@@ -180,8 +186,10 @@ extern "C" [[noreturn]] void probe_payload_main(const void* boot_params) {
       rng_ready = virtio_rng_init(&why);
       if (rng_ready) {
         rng_report();
-        if (cmdline_get(cmdline, "probe.rng_bench", value, sizeof value))
-          rng_bench(parse_dec(value));
+        if (cmdline_get(cmdline, "probe.rng_bench", value, sizeof value)) {
+          rng_bench_reads = parse_dec(value);
+          rng_bench(rng_bench_reads);
+        }
       } else {
         report_fail("rng", why);
       }

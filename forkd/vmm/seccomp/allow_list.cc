@@ -62,6 +62,7 @@ AllowList MakeVcpu() {
                    {"writev", ArgRule::kAny, "tap tx (MMIO notify path)"},
                    {"getrandom", ArgRule::kAny, "virtio-rng (MMIO notify path), random MAC"},
                    {"poll", ArgRule::kAny, "serial output waits for room in its pipe"},
+                   {"timerfd_settime", ArgRule::kAny, "rate-limit retry timers (MMIO notify path)"},
                    {"ppoll", ArgRule::kAny, "glibc's poll"},
                }),
           {
@@ -87,6 +88,7 @@ AllowList MakeDevice() {
                    {"poll", ArgRule::kAny, "muxer, net pump, serial input"},
                    {"ppoll", ArgRule::kAny, "glibc's poll"},
                    {"getrandom", ArgRule::kAny, "virtio-rng"},
+                   {"timerfd_settime", ArgRule::kAny, "rate-limit retry timers"},
                    {"accept4", ArgRule::kAny, "vsock muxer: host connections"},
                    {"socket", ArgRule::kUnixSocket, "vsock muxer: guest connections to PATH_P"},
                    {"connect", ArgRule::kAny, "vsock muxer: guest connections to PATH_P"},
@@ -127,6 +129,7 @@ AllowList MakeControl() {
                    {"fdatasync", ArgRule::kAny, "snapshot durability"},
                    {"getrandom", ArgRule::kAny, "mkostemp's random names"},
                    {"fchmod", ArgRule::kAny, "snapshot file mode"},
+                   {"flock", ArgRule::kAny, "refuse a snapshot over memory a fork maps"},
                    {"rename", ArgRule::kAny, "atomic snapshot files"},
                    {"renameat", ArgRule::kAny, "atomic snapshot files"},
                    {"renameat2", ArgRule::kAny, "atomic snapshot files"},

@@ -1,6 +1,7 @@
 #include "forkd/vmm/vstate/memory.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -59,6 +60,14 @@ absl::StatusOr<GuestMemory> GuestMemory::FilePrivate(const std::string& path, ui
   // Read-only open: a fork can never write back into the snapshot.
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return ErrnoStatus(errno, "open " + path);
+  // Held while mapped: a snapshot is never written over a file in use.
+  if (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("memory file ", path, " is being replaced by a snapshot write"));
+    }
+    return ErrnoStatus(errno, "flock " + path);
+  }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, "fstat " + path);
   if (static_cast<uint64_t>(st.st_size) != size) {
@@ -68,7 +77,7 @@ absl::StatusOr<GuestMemory> GuestMemory::FilePrivate(const std::string& path, ui
   FORKD_ASSIGN_OR_RETURN(
       Mapping m, Mapping::Map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd.get(),
                               0, "private guest memory file"));
-  return GuestMemory(std::move(m));
+  return GuestMemory(std::move(m), std::move(fd));
 }
 
 absl::StatusOr<std::span<uint8_t>> GuestMemory::Slice(uint64_t gpa, uint64_t len) const {

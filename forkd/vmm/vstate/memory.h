@@ -6,7 +6,11 @@
 //    memory file),
 //  - a file mapped MAP_PRIVATE (restore/fork: clean pages shared with every
 //    sibling through the page cache, each fork pays only for what it dirties,
-//    and the file never changes).
+//    and the file never changes). The fork keeps the file open with a shared
+//    flock(2) for as long as it maps it: a snapshot written into that
+//    directory (persist.h) takes the lock exclusively first, and is refused
+//    while any fork holds it, since rewriting the file in place would change
+//    every sibling's clean pages.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/unique_fd.h"
 #include "forkd/vmm/mapping.h"
 
 namespace forkd::vmm {
@@ -23,6 +28,8 @@ class GuestMemory {
  public:
   static absl::StatusOr<GuestMemory> Anonymous(uint64_t size);
   static absl::StatusOr<GuestMemory> FileShared(const std::string& path, uint64_t size);
+  // Fails (FailedPrecondition) while a snapshot is being written over
+  // `path` (it holds the exclusive lock).
   static absl::StatusOr<GuestMemory> FilePrivate(const std::string& path, uint64_t size);
 
   uint64_t size() const { return map_.size(); }
@@ -42,8 +49,10 @@ class GuestMemory {
   absl::Status SaveToFile(const std::string& path) const;
 
  private:
-  explicit GuestMemory(Mapping map) : map_(std::move(map)) {}
+  explicit GuestMemory(Mapping map, UniqueFd backing = {})
+      : map_(std::move(map)), backing_(std::move(backing)) {}
   Mapping map_;
+  UniqueFd backing_;  // FilePrivate: the file, flock(LOCK_SH) while mapped
 };
 
 }  // namespace forkd::vmm

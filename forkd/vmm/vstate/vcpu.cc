@@ -42,15 +42,15 @@ bool GetOneMsr(int fd, uint32_t index, uint64_t* value) {
   return true;
 }
 
-// Sets `msrs`, skipping the ones KVM rejects; returns how many it rejected.
+// Sets `msrs`, skipping the ones KVM rejects; returns the rejected indices.
 // KVM_SET_MSRS stops at the first MSR it refuses and returns how many it set
 // (DESIGN.md section 7), so: set a batch, skip the refused entry, set the
 // rest -- the same result as one ioctl per MSR, in a few ioctls instead of ~50.
-int SetMsrsSkippingRejected(int fd, const std::vector<MsrValue>& msrs) {
+std::vector<uint32_t> SetMsrsSkippingRejected(int fd, const std::vector<MsrValue>& msrs) {
   std::vector<uint8_t> buf(sizeof(kvm_abi::MsrsHeader) + msrs.size() * sizeof(kvm_msr_entry));
   auto* hdr = reinterpret_cast<kvm_abi::MsrsHeader*>(buf.data());
   auto* entries = reinterpret_cast<kvm_msr_entry*>(buf.data() + sizeof(*hdr));
-  int rejected = 0;
+  std::vector<uint32_t> rejected;
   size_t next = 0;
   while (next < msrs.size()) {
     const size_t n = msrs.size() - next;
@@ -65,7 +65,7 @@ int SetMsrsSkippingRejected(int fd, const std::vector<MsrValue>& msrs) {
     if (set < 0) set = 0;  // a failing ioctl: treat the first entry as refused
     next += static_cast<size_t>(set);
     if (next < msrs.size()) {
-      ++rejected;  // msrs[next] was refused: skip it
+      rejected.push_back(msrs[next].index);  // refused: skip it
       ++next;
     }
   }
@@ -163,7 +163,7 @@ absl::StatusOr<VcpuState> Vcpu::Save(const Kvm& kvm) const {
   return s;
 }
 
-absl::Status Vcpu::Restore(const VcpuState& s, int* rejected_msrs) {
+absl::Status Vcpu::Restore(const VcpuState& s, std::vector<uint32_t>* rejected_msrs) {
   // Order from kvm-feasibility.md: sregs, mp_state, regs, xsave, xcrs,
   // debugregs, lapic, MSRs one by one, then events last (they may carry a
   // pending exception that the other state must not clobber).
@@ -187,8 +187,8 @@ absl::Status Vcpu::Restore(const VcpuState& s, int* rejected_msrs) {
                               "KVM_SET_DEBUGREGS"));
   FORKD_RETURN_IF_ERROR(
       Ioctl(fd(), KVM_SET_LAPIC, const_cast<kvm_lapic_state*>(&s.lapic), "KVM_SET_LAPIC"));
-  const int rejected = SetMsrsSkippingRejected(fd(), s.msrs);
-  if (rejected_msrs != nullptr) *rejected_msrs = rejected;
+  std::vector<uint32_t> rejected = SetMsrsSkippingRejected(fd(), s.msrs);
+  if (rejected_msrs != nullptr) *rejected_msrs = std::move(rejected);
   return Ioctl(fd(), KVM_SET_VCPU_EVENTS, const_cast<kvm_vcpu_events*>(&s.events),
                "KVM_SET_VCPU_EVENTS");
 }

@@ -46,8 +46,10 @@ class Vcpu {
   absl::StatusOr<VcpuState> Save(const Kvm& kvm) const;
   // KVM_SET_MSRS stops at the first rejected MSR and kvm_pvm rejects some it
   // lists as readable, so a refused MSR is skipped and the rest set on
-  // (never "stop at the first"). Rejected MSRs are counted in `rejected_msrs`.
-  absl::Status Restore(const VcpuState& s, int* rejected_msrs);
+  // (never "stop at the first"). The indices of rejected MSRs are returned
+  // in `rejected_msrs`; the caller decides whether a rejection is allowed
+  // (Machine::RestoreState: msr::IsHostSpecific).
+  absl::Status Restore(const VcpuState& s, std::vector<uint32_t>* rejected_msrs);
 
   // Runs the guest until the VM ends (latch set by anyone) or a stop is
   // requested; returns the exit this vCPU observed.

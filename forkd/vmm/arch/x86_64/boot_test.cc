@@ -5,11 +5,20 @@
 #include "forkd/vmm/arch/x86_64/cpuid.h"
 #include "forkd/vmm/arch/x86_64/gdt.h"
 #include "forkd/vmm/arch/x86_64/layout.h"
+#include "forkd/vmm/arch/x86_64/msr.h"
 #include "forkd/vmm/arch/x86_64/page_tables.h"
 #include "gtest/gtest.h"
 
 namespace forkd::vmm {
 namespace {
+
+TEST(Msr, OnlyTheReadOnlyPvmMsrsMayBeRefusedOnRestore) {
+  for (uint32_t m : {0x4b564d11u, 0x4b564d12u, 0x4b564d13u}) EXPECT_TRUE(msr::IsHostSpecific(m));
+  // 0x4b564d10 is writable on kvm_pvm: a refusal of it is a real failure.
+  for (uint32_t m : {0x4b564d10u, msr::kIa32Tsc, msr::kLstar, msr::kKernelGsBase, 0x4b564d14u}) {
+    EXPECT_FALSE(msr::IsHostSpecific(m)) << std::hex << m;
+  }
+}
 
 TEST(E820, LowRamAndRamFromOneMiB) {
   auto map = BuildE820(256 << 20);

@@ -2,6 +2,13 @@
 
 namespace forkd::vmm::msr {
 
+bool IsHostSpecific(uint32_t index) {
+  for (uint32_t m : kRestoreMayRefuse) {
+    if (m == index) return true;
+  }
+  return false;
+}
+
 std::vector<std::pair<uint32_t, uint64_t>> BootMsrs() {
   // The SYSCALL/SYSENTER MSRs start cleared: the kernel programs them.
   return {

@@ -27,6 +27,13 @@ inline constexpr uint64_t kMtrrDefTypeEnabledWb = (1 << 11) | 6;
 // read-only). A snapshot must carry them (kvm-feasibility.md).
 inline constexpr uint32_t kUnlistedReadable[] = {0x4b564d10, 0x4b564d11, 0x4b564d12, 0x4b564d13};
 
+// MSRs a restore may find KVM refusing to set, because their value belongs
+// to the host the snapshot was taken on (documented, entry by entry, in
+// forkd/vmm/README.md, "MSRs a restore may skip"). Any other refused MSR
+// fails the restore: the guest would run with state it never had.
+inline constexpr uint32_t kRestoreMayRefuse[] = {0x4b564d11, 0x4b564d12, 0x4b564d13};
+bool IsHostSpecific(uint32_t index);
+
 // The MSR values a vCPU starts with for the 64-bit boot protocol.
 std::vector<std::pair<uint32_t, uint64_t>> BootMsrs();
 

@@ -3,16 +3,30 @@
 // machine and the queues; a device says what it is and consumes buffers.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 #include "forkd/vmm/devices/virtio/queue.h"
 #include "forkd/vmm/vstate/memory.h"
 
 namespace forkd::vmm::virtio {
+
+// Marks a failed ProcessQueue as the host's fault (getrandom failed, ...)
+// rather than the guest's: the transport then reports it as fatal (the VM
+// stops with an error) instead of setting DEVICE_NEEDS_RESET. OK stays OK.
+inline absl::Status HostFailure(absl::Status s) {
+  if (!s.ok()) s.SetPayload("forkd.vmm/host-failure", absl::Cord("1"));
+  return s;
+}
+inline bool IsHostFailure(const absl::Status& s) {
+  return s.GetPayload("forkd.vmm/host-failure").has_value();
+}
 
 // Feature bits the transport handles itself.
 inline constexpr uint64_t kFeatureVersion1 = 1ULL << 32;
@@ -59,6 +73,20 @@ class VirtioDevice {
   // fork given a new MAC): the transport bumps ConfigGeneration and raises
   // a configuration-change interrupt.
   virtual bool ConsumeConfigChange() { return false; }
+
+  // A rate-limited device that stops serving queue `queue` asks to be run
+  // again after `delay` (the Machine arms a timer whose expiry kicks the
+  // queue on the notifier thread). Set before the device is used.
+  using RetryFn = std::function<void(size_t queue, std::chrono::nanoseconds delay)>;
+  void set_retry(RetryFn fn) { retry_ = std::move(fn); }
+
+ protected:
+  void ScheduleRetry(size_t queue, std::chrono::nanoseconds delay) const {
+    if (retry_) retry_(queue, delay);
+  }
+
+ private:
+  RetryFn retry_;
 };
 
 }  // namespace forkd::vmm::virtio

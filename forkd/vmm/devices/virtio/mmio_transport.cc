@@ -1,6 +1,8 @@
 #include "forkd/vmm/devices/virtio/mmio_transport.h"
 
+#include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
@@ -88,6 +90,29 @@ void MmioTransport::Write(uint64_t offset, std::span<const uint8_t> data) {
   // Outside the lock: the irqfd write never calls back into us, but an
   // injected test callback might.
   if (raise && irq_) irq_();
+  ReportError();
+}
+
+std::string MmioTransport::last_error() const {
+  std::lock_guard lock(mu_);
+  return last_error_;
+}
+
+void MmioTransport::ReportError() {
+  absl::Status cause;
+  {
+    std::lock_guard lock(mu_);
+    if (pending_error_.ok()) return;
+    cause = std::exchange(pending_error_, absl::OkStatus());
+  }
+  const bool host = IsHostFailure(cause);
+  if (on_error_) {
+    on_error_(cause, host);
+    return;
+  }
+  (void)std::fprintf(stderr, "forkd-vmm: %s: %s: %s\n", name_.c_str(),
+                     host ? "host failure" : "guest broke a queue, device needs reset",
+                     cause.ToString().c_str());
 }
 
 void MmioTransport::WriteRegLocked(uint64_t offset, uint32_t v, bool* raise) {
@@ -188,6 +213,11 @@ void MmioTransport::ProcessLocked(uint32_t index, bool* raise) {
   if (index >= queues_.size() || !queues_[index].state().ready) return;
   auto used = device_->ProcessQueue(index, queues_, mem_);
   if (!used.ok()) {
+    // The cause is kept and reported (ReportError, outside the lock): a
+    // device that went dead must say why.
+    const absl::Status cause = Annotate(used.status(), absl::StrCat(name_, " queue ", index));
+    pending_error_ = IsHostFailure(used.status()) ? HostFailure(cause) : cause;
+    last_error_ = cause.ToString();
     NeedsResetLocked(raise);
     return;
   }
@@ -220,6 +250,7 @@ void MmioTransport::Kick(uint32_t index) {
     ProcessLocked(index, &raise);
   }
   if (raise && irq_) irq_();
+  ReportError();
 }
 
 TransportState MmioTransport::save() const {

@@ -110,6 +110,19 @@ class MmioTransport : public BusDevice {
   // notifier thread: ioeventfd notifies and host-side events).
   void Kick(uint32_t index);
 
+  // Told about every failed ProcessQueue, with its cause, outside the lock:
+  // `host_failure` (see HostFailure in device.h) means the host broke (the
+  // Machine stops the VM with an error), otherwise the guest broke a queue
+  // and the device is in DEVICE_NEEDS_RESET. Without a handler the cause is
+  // logged to stderr. Set before the device is used.
+  using ErrorFn = std::function<void(const absl::Status& cause, bool host_failure)>;
+  void set_error_handler(ErrorFn fn) { on_error_ = std::move(fn); }
+  // The cause of the last failure ("" when none): what NEEDS_RESET means.
+  std::string last_error() const;
+
+  // Forwards to the device's VirtioDevice::set_retry (before use).
+  void set_retry(VirtioDevice::RetryFn fn) { device_->set_retry(std::move(fn)); }
+
   uint32_t queue_count() const { return static_cast<uint32_t>(queues_.size()); }
   // QueueNotify writes that reached Write(), i.e. took the MMIO exit (with
   // ioeventfd on, only values no ioeventfd matched).
@@ -126,6 +139,8 @@ class MmioTransport : public BusDevice {
   void WriteStatusLocked(uint32_t v);
   void ProcessLocked(uint32_t index, bool* raise);
   void NeedsResetLocked(bool* raise);
+  // Hands a failure recorded under the lock to on_error_ (call unlocked).
+  void ReportError();
   void ResetLocked();
   Queue* SelectedLocked();
   uint64_t OfferedFeatures() const { return device_->features() | kFeatureVersion1; }
@@ -138,6 +153,9 @@ class MmioTransport : public BusDevice {
   TransportState s_;  // s_.queues unused: queues_ hold the live queue state
   std::vector<Queue> queues_;
   std::atomic<uint64_t> mmio_notifies_{0};
+  ErrorFn on_error_;
+  absl::Status pending_error_;  // under mu_: not yet reported
+  std::string last_error_;      // under mu_
 };
 
 }  // namespace forkd::vmm::virtio

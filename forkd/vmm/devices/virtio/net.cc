@@ -11,11 +11,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/errno_status.h"
+#include "forkd/snapshot/byte_io.h"
 
 namespace forkd::vmm::virtio {
 namespace {
 
-constexpr uint8_t kStateVersion = 1;
+constexpr uint8_t kStateVersionMacOnly = 1;
+constexpr uint8_t kStateVersion = 2;  // MAC, rx limit, tx limit
 
 int HexDigit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -70,11 +72,25 @@ absl::StatusOr<MacAddress> RandomMacAddress() {
   return mac;
 }
 
-Net::Net(UniqueFd tap, MacAddress mac, std::optional<MacAddress> mac_override)
+Net::Net(UniqueFd tap, MacAddress mac, std::optional<MacAddress> mac_override, NetRateLimits limits)
     : tap_(std::move(tap)),
       mac_override_(mac_override),
       mac_(mac_override.value_or(mac)),
-      rx_buf_(kMaxTapReadBytes) {}
+      rx_buf_(kMaxTapReadBytes),
+      rx_limiter_(limits.rx.value_or(RateLimiterConfig{}), limits.clock),
+      tx_limiter_(limits.tx.value_or(RateLimiterConfig{}), limits.clock),
+      rx_pinned_(limits.rx.has_value()),
+      tx_pinned_(limits.tx.has_value()) {}
+
+RateLimiterConfig Net::rx_limit() const {
+  std::lock_guard lock(mu_);
+  return rx_limiter_.config();
+}
+
+RateLimiterConfig Net::tx_limit() const {
+  std::lock_guard lock(mu_);
+  return tx_limiter_.config();
+}
 
 void Net::set_rx_wakeup(std::function<void()> wake) {
   std::lock_guard lock(mu_);
@@ -109,6 +125,14 @@ absl::StatusOr<bool> Net::ProcessQueue(size_t index, std::span<Queue> queues,
   while (true) {
     FORKD_ASSIGN_OR_RETURN(auto chain, tx.Pop(mem));
     if (!chain) break;
+    uint64_t bytes = 0;
+    for (const Descriptor& d : chain->descriptors) bytes += d.len;
+    bytes -= std::min<uint64_t>(bytes, kNetHeaderSize);
+    if (!tx_limiter_.TryConsume(bytes)) {
+      tx.UndoPop();  // the frame waits in the guest's queue
+      ScheduleRetry(kTxQueue, tx_limiter_.TimeUntilReady(bytes));
+      break;
+    }
     FORKD_RETURN_IF_ERROR(TransmitLocked(mem, *chain));
     FORKD_RETURN_IF_ERROR(tx.PushUsed(mem, chain->head, 0));
     used = true;
@@ -167,6 +191,13 @@ absl::StatusOr<bool> Net::ReceiveLocked(Queue& rx, const GuestMemory& mem) {
       set_wants_rx(false);
       break;
     }
+    if (!rx_limiter_.TryConsume(1)) {
+      // Over the limit: the frame stays in the tap (not watched meanwhile)
+      // and rx runs again when the tokens are back.
+      set_wants_rx(false);
+      ScheduleRetry(kRxQueue, rx_limiter_.TimeUntilReady(1));
+      break;
+    }
     const ssize_t n = ::read(tap_.get(), rx_buf_.data(), rx_buf_.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
@@ -178,6 +209,7 @@ absl::StatusOr<bool> Net::ReceiveLocked(Queue& rx, const GuestMemory& mem) {
       break;
     }
     const auto len = static_cast<uint64_t>(n);
+    rx_limiter_.ForceConsumeBytes(len - std::min<uint64_t>(len, kNetHeaderSize + 1));
     if (len < kNetHeaderSize + kMinFrameBytes) {
       ++stats_.rx_dropped;
       continue;
@@ -226,20 +258,34 @@ void Net::Reset() {
 
 std::vector<uint8_t> Net::SaveSpecific() const {
   std::lock_guard lock(mu_);
-  std::vector<uint8_t> out(1 + mac_.size());
-  out[0] = kStateVersion;
-  std::memcpy(out.data() + 1, mac_.data(), mac_.size());
-  return out;
+  snapshot::ByteWriter w;
+  w.U8(kStateVersion);
+  for (uint8_t b : mac_) w.U8(b);
+  WriteRateLimiterConfig(w, rx_limiter_.config());
+  WriteRateLimiterConfig(w, tx_limiter_.config());
+  return w.Take();
 }
 
 absl::Status Net::RestoreSpecific(std::span<const uint8_t> bytes) {
-  if (bytes.size() != 1 + sizeof(MacAddress) || bytes[0] != kStateVersion) {
-    return absl::DataLossError(absl::StrCat("virtio-net state: ", bytes.size(),
-                                            " bytes, expected version ", kStateVersion,
-                                            " and a MAC"));
+  snapshot::ByteReader r(bytes, kName);
+  FORKD_ASSIGN_OR_RETURN(uint8_t version, r.U8("version"));
+  if (version != kStateVersion && version != kStateVersionMacOnly) {
+    return absl::DataLossError(absl::StrCat("virtio-net state version ", version));
   }
+  MacAddress mac{};
+  for (uint8_t& b : mac) {
+    FORKD_ASSIGN_OR_RETURN(b, r.U8("mac"));
+  }
+  RateLimiterConfig rx, tx;  // version 1: unlimited
+  if (version == kStateVersion) {
+    FORKD_ASSIGN_OR_RETURN(rx, ReadRateLimiterConfig(r));
+    FORKD_ASSIGN_OR_RETURN(tx, ReadRateLimiterConfig(r));
+  }
+  FORKD_RETURN_IF_ERROR(r.Finish());
   std::lock_guard lock(mu_);
-  std::memcpy(mac_.data(), bytes.data() + 1, mac_.size());
+  if (!rx_pinned_) rx_limiter_.Reconfigure(rx);
+  if (!tx_pinned_) tx_limiter_.Reconfigure(tx);
+  mac_ = mac;
   if (mac_override_ && *mac_override_ != mac_) {
     mac_ = *mac_override_;
     config_changed_ = true;

@@ -13,6 +13,12 @@
 // read from the tap and copied into it. With no buffer the device stops
 // reading and frames wait in the tap's queue (the kernel drops when full):
 // nothing is buffered here.
+// Rate limits (NetRateLimits): tx takes one op and the frame's bytes per
+// chain, else the chain stays available and the queue is retried when the
+// tokens are back; rx takes one op and one byte before reading a frame from
+// the tap and charges the rest of the frame after (the bucket may go into
+// debt), else the frame stays in the tap and rx is retried. The limits are
+// saved with the MAC (state version 2; version 1, a MAC alone, restores).
 //
 // Locking: the transport calls ProcessQueue with its lock held; the device
 // takes its own. NetPump calls the transport (Kick) holding no lock of the
@@ -30,6 +36,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/unique_fd.h"
+#include "forkd/vmm/devices/rate_limiter.h"
 #include "forkd/vmm/devices/virtio/device.h"
 
 namespace forkd::vmm::virtio {
@@ -51,6 +58,14 @@ struct NetStats {
   uint64_t rx_dropped = 0;  // did not fit the guest's buffer, or a tap read error
 };
 
+// virtio-net's rate limits: rx (frames from the tap to the guest) and tx.
+// Set, a limit also wins over a restored snapshot's (unset: unlimited on
+// boot, the snapshot's on restore).
+struct NetRateLimits {
+  std::optional<RateLimiterConfig> rx, tx;
+  RateLimiter::Clock clock;  // steady_clock by default; tests step their own
+};
+
 class Net : public VirtioDevice {
  public:
   static constexpr const char* kName = "virtio-net";
@@ -68,7 +83,8 @@ class Net : public VirtioDevice {
   // `tap` is a non-blocking fd with a 12-byte vnet header in front of each
   // frame (a tap from OpenTap; a SOCK_SEQPACKET socket in tests).
   // `mac_override`, when set, replaces a restored MAC (RestoreSpecific).
-  Net(UniqueFd tap, MacAddress mac, std::optional<MacAddress> mac_override = std::nullopt);
+  Net(UniqueFd tap, MacAddress mac, std::optional<MacAddress> mac_override = std::nullopt,
+      NetRateLimits limits = {});
 
   uint32_t device_id() const override { return kDeviceId; }
   uint64_t features() const override { return kNetFeatureMac; }
@@ -83,6 +99,8 @@ class Net : public VirtioDevice {
   bool ConsumeConfigChange() override;
 
   int tap_fd() const { return tap_.get(); }
+  RateLimiterConfig rx_limit() const;
+  RateLimiterConfig tx_limit() const;
   MacAddress mac() const;
   NetStats stats() const;
   // For NetPump: true while the device wants the tap watched (it has rx
@@ -105,6 +123,8 @@ class Net : public VirtioDevice {
   NetStats stats_;
   bool config_changed_ = false;
   std::vector<uint8_t> rx_buf_;  // one frame read from the tap
+  RateLimiter rx_limiter_, tx_limiter_;
+  const bool rx_pinned_, tx_pinned_;
   std::atomic<bool> wants_rx_{false};
   std::atomic<uint64_t> rx_runs_{0};
   std::function<void()> rx_wakeup_;

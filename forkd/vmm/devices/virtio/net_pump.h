@@ -11,6 +11,8 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/status/status.h"
+
 #include "absl/status/statusor.h"
 #include "common/unique_fd.h"
 #include "forkd/vmm/devices/virtio/net.h"
@@ -20,8 +22,12 @@ namespace forkd::vmm::virtio {
 class NetPump {
  public:
   // `kick_rx` processes the device's rx queue through its transport.
+  // `on_fatal` hears why the thread ended on its own (poll failed, the tap
+  // fd went invalid): the device is dead and the Machine stops the VM.
   // Installs the device's rx wakeup; `device` must outlive the pump.
-  static absl::StatusOr<std::unique_ptr<NetPump>> Start(Net* device, std::function<void()> kick_rx);
+  using FatalFn = std::function<void(const absl::Status&)>;
+  static absl::StatusOr<std::unique_ptr<NetPump>> Start(Net* device, std::function<void()> kick_rx,
+                                                        FatalFn on_fatal = {});
   ~NetPump();
   NetPump(const NetPump&) = delete;
   NetPump& operator=(const NetPump&) = delete;
@@ -32,13 +38,19 @@ class NetPump {
   void Resume();
 
  private:
-  NetPump(Net* device, std::function<void()> kick_rx, UniqueFd wake)
-      : device_(device), kick_rx_(std::move(kick_rx)), wake_(std::move(wake)) {}
+  NetPump(Net* device, std::function<void()> kick_rx, FatalFn on_fatal, UniqueFd wake)
+      : device_(device),
+        kick_rx_(std::move(kick_rx)),
+        on_fatal_(std::move(on_fatal)),
+        wake_(std::move(wake)) {}
   void Run();
+  // The loop; an error ends the thread (reported by Run).
+  absl::Status Loop();
   void Wake();
 
   Net* const device_;
   const std::function<void()> kick_rx_;
+  const FatalFn on_fatal_;
   UniqueFd wake_;
   std::thread thread_;
   std::mutex mu_;  // held across a kick; guards the flags

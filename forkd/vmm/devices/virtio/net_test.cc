@@ -8,8 +8,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -67,13 +70,17 @@ struct Fixture {
   UniqueFd peer;  // the "network" side of the tap
   Net* dev = nullptr;
   int irqs = 0;
+  std::vector<std::pair<size_t, std::chrono::nanoseconds>> retries;
   std::unique_ptr<MmioTransport> t;
   std::unique_ptr<Driver> d;
-  explicit Fixture(std::optional<MacAddress> override_mac = std::nullopt) {
+  explicit Fixture(std::optional<MacAddress> override_mac = std::nullopt,
+                   NetRateLimits limits = {}) {
     int sv[2];
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
     peer.reset(sv[1]);
-    auto n = std::make_unique<Net>(UniqueFd(sv[0]), kMac, override_mac);
+    auto n = std::make_unique<Net>(UniqueFd(sv[0]), kMac, override_mac, std::move(limits));
+    n->set_retry(
+        [this](size_t q, std::chrono::nanoseconds delay) { retries.emplace_back(q, delay); });
     dev = n.get();
     t = std::make_unique<MmioTransport>("virtio-net", mem, std::move(n), [this] { ++irqs; });
     d = std::make_unique<Driver>(*t, mem);
@@ -345,16 +352,120 @@ TEST(Net, RestoreKeepsTheMacOrOverridesItWithAConfigChange) {
   fork.t->Kick(Net::kRxQueue);
   EXPECT_EQ(fork.d->Used(0).size(), 1u);
 
-  // Device-specific state of the wrong size or version is refused.
+  // Device-specific state of the wrong size or version is refused; a
+  // version-1 state (a MAC alone, before rate limits) still restores.
   Net bare(UniqueFd(), kMac);
   const std::vector<uint8_t> good = bare.SaveSpecific();
-  ASSERT_EQ(good.size(), 7u);
   EXPECT_TRUE(bare.RestoreSpecific(good).ok());
-  EXPECT_FALSE(bare.RestoreSpecific(std::span(good).first(6)).ok());
-  std::vector<uint8_t> v2 = good;
-  v2[0] = 2;
-  EXPECT_FALSE(bare.RestoreSpecific(v2).ok());
+  EXPECT_FALSE(bare.RestoreSpecific(std::span(good).first(good.size() - 1)).ok());
+  std::vector<uint8_t> v1(good.begin(), good.begin() + 7);
+  v1[0] = 1;
+  EXPECT_TRUE(bare.RestoreSpecific(v1).ok());
+  EXPECT_FALSE(bare.RestoreSpecific(std::span(v1).first(6)).ok());
+  std::vector<uint8_t> v3 = good;
+  v3[0] = 3;
+  EXPECT_FALSE(bare.RestoreSpecific(v3).ok());
   EXPECT_FALSE(bare.RestoreSpecific({}).ok());
+}
+
+// Lowers RLIMIT_NOFILE for its lifetime: poll() with more fds than the
+// limit fails (EINVAL), which is how these tests make a device thread's
+// poll fail.
+class FdLimit {
+ public:
+  explicit FdLimit(rlim_t soft) {
+    EXPECT_EQ(::getrlimit(RLIMIT_NOFILE, &saved_), 0);
+    rlimit low = saved_;
+    low.rlim_cur = soft;
+    EXPECT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  }
+  ~FdLimit() { EXPECT_EQ(::setrlimit(RLIMIT_NOFILE, &saved_), 0); }
+
+ private:
+  rlimit saved_{};
+};
+
+// Regression: the pump thread used to return silently when poll failed,
+// leaving virtio-net dead with the VM running on.
+TEST(Net, PumpReportsAFailedPollInsteadOfDyingSilently) {
+  Fixture f;
+  MmioTransport* t = f.t.get();
+  std::promise<absl::Status> died;
+  auto pump = NetPump::Start(
+      f.dev, [t] { t->Kick(Net::kRxQueue); },
+      [&died](const absl::Status& s) { died.set_value(s); });
+  ASSERT_TRUE(pump.ok()) << pump.status();
+  auto fatal = died.get_future();
+  {
+    FdLimit limit(1);      // the pump's poll of wake + tap now fails
+    f.d->PostRx(0, 2048);  // the device wants the tap watched
+    ASSERT_TRUE(f.dev->wants_rx());
+    ASSERT_EQ(fatal.wait_for(std::chrono::seconds(30)), std::future_status::ready);  // hang guard
+  }
+  const absl::Status s = fatal.get();
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("virtio-net rx pump"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("EINVAL"), std::string::npos) << s;
+}
+
+TEST(Net, TxRateLimitHoldsFramesInTheGuestQueueUntilTokensAreBack) {
+  RateLimiter::TimePoint now{std::chrono::seconds(1)};
+  NetRateLimits limits;
+  limits.tx = RateLimiterConfig{.ops = {.rate = 10, .burst = 2}};
+  limits.clock = [&] { return now; };
+  Fixture f(std::nullopt, limits);
+  for (int i = 0; i < 3; ++i) f.d->Send(ZeroHeader(), Frame(100, static_cast<char>('a' + i)));
+  // Sent one at a time through buffer 0, so the third waits.
+  EXPECT_EQ(f.PeerRecv().substr(kNetHeaderSize), Frame(100, 'a'));
+  EXPECT_EQ(f.PeerRecv().substr(kNetHeaderSize), Frame(100, 'b'));
+  EXPECT_EQ(f.PeerRecv(), "");
+  ASSERT_FALSE(f.retries.empty());
+  EXPECT_EQ(f.retries.back().first, Net::kTxQueue);
+  EXPECT_EQ(f.retries.back().second, std::chrono::milliseconds(100));
+  EXPECT_FALSE(f.NeedsReset());
+  now += std::chrono::milliseconds(100);
+  f.t->Kick(Net::kTxQueue);  // the retry timer
+  EXPECT_EQ(f.PeerRecv().substr(kNetHeaderSize), Frame(100, 'c'));
+}
+
+TEST(Net, RxRateLimitLeavesFramesInTheTap) {
+  RateLimiter::TimePoint now{std::chrono::seconds(1)};
+  NetRateLimits limits;
+  // 1000 bytes/s, burst 1000: one 600-byte frame, then the bucket is short.
+  limits.rx = RateLimiterConfig{.bytes = {.rate = 1000, .burst = 1000}};
+  limits.clock = [&] { return now; };
+  Fixture f(std::nullopt, limits);
+  for (uint16_t i = 0; i < 4; ++i) f.d->Post(0, i, {{2048, true}});
+  for (int i = 0; i < 3; ++i) f.PeerSend(ZeroHeader() + Frame(600, static_cast<char>('a' + i)));
+  f.t->Kick(Net::kRxQueue);
+  // The first frame empties the bucket (600 of 1000), the second one is
+  // admitted with 400 left and leaves a 200-byte debt; the third waits.
+  EXPECT_EQ(f.d->Used(0).size(), 2u);
+  ASSERT_FALSE(f.retries.empty());
+  EXPECT_EQ(f.retries.back().first, Net::kRxQueue);
+  EXPECT_EQ(f.retries.back().second, std::chrono::milliseconds(201));
+  now += std::chrono::milliseconds(201);
+  f.t->Kick(Net::kRxQueue);
+  EXPECT_EQ(f.d->Used(0).size(), 1u);
+}
+
+TEST(Net, RateLimitsAreSavedAndRestored) {
+  NetRateLimits limits;
+  limits.rx = RateLimiterConfig{.bytes = {.rate = 1 << 20}};
+  limits.tx = RateLimiterConfig{.ops = {.rate = 100, .burst = 10}};
+  Fixture parent(std::nullopt, limits);
+  const DeviceState saved = parent.t->SaveDevice();
+  Fixture fork;
+  ASSERT_TRUE(fork.t->RestoreDevice(saved).ok());
+  EXPECT_EQ(fork.dev->rx_limit(), *limits.rx);
+  EXPECT_EQ(fork.dev->tx_limit(), *limits.tx);
+  // Limits given for the restore win over the snapshot's.
+  NetRateLimits mine;
+  mine.tx = RateLimiterConfig{.bytes = {.rate = 5}};
+  Fixture other(std::nullopt, mine);
+  ASSERT_TRUE(other.t->RestoreDevice(saved).ok());
+  EXPECT_EQ(other.dev->rx_limit(), *limits.rx);
+  EXPECT_EQ(other.dev->tx_limit(), *mine.tx);
 }
 
 }  // namespace

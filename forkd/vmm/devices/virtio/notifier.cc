@@ -2,8 +2,10 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -56,6 +58,37 @@ absl::StatusOr<std::vector<int>> QueueNotifier::Add(
   return fds;
 }
 
+absl::StatusOr<std::vector<int>> QueueNotifier::AddTimers(
+    const std::shared_ptr<MmioTransport>& transport) {
+  if (thread_.joinable()) return absl::FailedPreconditionError("queue notifier already started");
+  std::vector<int> fds;
+  for (uint32_t i = 0; i < transport->queue_count(); ++i) {
+    UniqueFd tfd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    if (!tfd) {
+      return ErrnoStatus(errno, absl::StrCat("timerfd for ", transport->name(), " queue ", i));
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = sources_.size();
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, tfd.get(), &ev) != 0) {
+      return ErrnoStatus(errno, absl::StrCat("epoll_ctl ", transport->name(), " timer ", i));
+    }
+    fds.push_back(tfd.get());
+    sources_.push_back({std::move(tfd), transport, i, /*timer=*/true});
+  }
+  return fds;
+}
+
+absl::Status QueueNotifier::ArmTimer(int fd, std::chrono::nanoseconds delay) {
+  // Zero would disarm: the earliest expiry is 1 ns.
+  const int64_t ns = std::max<int64_t>(delay.count(), 1);
+  itimerspec spec{};
+  spec.it_value.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+  spec.it_value.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+  if (::timerfd_settime(fd, 0, &spec, nullptr) != 0) return ErrnoStatus(errno, "timerfd_settime");
+  return absl::OkStatus();
+}
+
 void QueueNotifier::Signal(int fd) {
   // EAGAIN only when the counter is about to overflow: it is pending anyway.
   uint64_t one = 1;
@@ -63,7 +96,9 @@ void QueueNotifier::Signal(int fd) {
 }
 
 void QueueNotifier::MarkAllPending() {
-  for (const auto& s : sources_) Signal(s.fd.get());
+  for (const auto& s : sources_) {
+    if (!s.timer) Signal(s.fd.get());
+  }
 }
 
 absl::Status QueueNotifier::Start() {
@@ -123,7 +158,8 @@ void QueueNotifier::Run() {
       if (evs[i].data.u64 == kStopTag) continue;  // stopping_ is set before the write
       Source& s = sources_[evs[i].data.u64];
       uint64_t count;
-      // EAGAIN: consumed by an earlier round of this loop (stale event).
+      // An eventfd's count or a timerfd's expirations. EAGAIN: consumed by
+      // an earlier round of this loop (stale event).
       if (::read(s.fd.get(), &count, sizeof count) != sizeof count) continue;
       kicks_.fetch_add(1, std::memory_order_relaxed);
       s.transport->Kick(s.index);

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -38,6 +39,15 @@ class QueueNotifier {
   // them indexed by queue; they are borrowed and live as long as this.
   absl::StatusOr<std::vector<int>> Add(const std::shared_ptr<MmioTransport>& transport);
 
+  // One timerfd per queue of `transport` (before Start): when one expires
+  // the queue is kicked, like a notify. A rate-limited device arms them
+  // (ArmTimer) to be run again once its tokens are back. Borrowed, indexed
+  // by queue, live as long as this.
+  absl::StatusOr<std::vector<int>> AddTimers(const std::shared_ptr<MmioTransport>& transport);
+  // Arms timer `fd` (one from AddTimers) to fire once after `delay`
+  // (re-arming replaces the previous expiry); any thread, never blocks.
+  static absl::Status ArmTimer(int fd, std::chrono::nanoseconds delay);
+
   // Marks queue `fd` (one returned by Add) pending; any thread, never blocks.
   static void Signal(int fd);
   // Marks every queue pending once (a restore: counters are not saved).
@@ -61,6 +71,7 @@ class QueueNotifier {
     UniqueFd fd;
     std::shared_ptr<MmioTransport> transport;
     uint32_t index;
+    bool timer = false;  // a timerfd from AddTimers
   };
   UniqueFd epoll_;
   UniqueFd stop_;  // eventfd that wakes the thread to exit

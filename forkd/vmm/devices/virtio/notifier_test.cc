@@ -128,10 +128,27 @@ TEST(QueueNotifier, MarkAllPendingKicksEveryQueueOnce) {
   EXPECT_EQ(f.n->kicks(), 1u);
 }
 
+TEST(QueueNotifier, AnArmedTimerKicksItsQueueOnce) {
+  Fixture f;
+  auto timers = f.n->AddTimers(f.t);
+  ASSERT_TRUE(timers.ok()) << timers.status();
+  ASSERT_EQ(timers->size(), 1u);
+  ASSERT_TRUE(f.n->Start().ok());
+  PublishBuffer(f.mem);  // never notified: only the timer can run the queue
+  ASSERT_TRUE(QueueNotifier::ArmTimer((*timers)[0], 1ms).ok());
+  ASSERT_TRUE(WaitUsed(f.mem, 1));
+  EXPECT_EQ(f.n->kicks(), 1u);
+  // MarkAllPending signals the eventfds, never a timer (that would fail).
+  PublishBuffer(f.mem);
+  f.n->MarkAllPending();
+  ASSERT_TRUE(WaitUsed(f.mem, 2));
+}
+
 TEST(QueueNotifier, AddAfterStartIsRefused) {
   Fixture f;
   ASSERT_TRUE(f.n->Start().ok());
   EXPECT_FALSE(f.n->Add(f.t).ok());
+  EXPECT_FALSE(f.n->AddTimers(f.t).ok());
   EXPECT_FALSE(f.n->Start().ok());
 }
 

@@ -67,6 +67,11 @@ class Queue {
   // error when the guest's rings or descriptors are malformed.
   absl::StatusOr<std::optional<DescriptorChain>> Pop(const GuestMemory& mem);
 
+  // Puts the last `n` popped chains back (the device will pop them again):
+  // a rate-limited device that cannot serve a chain yet, or a look at what
+  // the driver posted.
+  void UndoPop(uint16_t n = 1) { s_.next_avail = static_cast<uint16_t>(s_.next_avail - n); }
+
   // Returns a chain to the driver with `written` bytes filled.
   absl::Status PushUsed(const GuestMemory& mem, uint16_t head, uint32_t written);
 

@@ -2,8 +2,14 @@
 // register file and status machine, virtio-rng end to end through the
 // transport, and transport state save/restore round trips. Guest memory is a
 // real (anonymous) GuestMemory; the "driver" is this test writing rings.
+#include <chrono>
 #include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
 
+#include "common/errno_status.h"
+#include "forkd/vmm/devices/rate_limiter.h"
 #include "forkd/vmm/devices/virtio/mmio_transport.h"
 #include "forkd/vmm/devices/virtio/queue.h"
 #include "forkd/vmm/devices/virtio/rng.h"
@@ -323,6 +329,100 @@ TEST(MmioTransport, MaliciousChainSetsNeedsResetUntilReset) {
   W(t, reg::kStatus, 0);
   EXPECT_EQ(R(t, reg::kStatus), 0u);
   EXPECT_EQ(R(t, reg::kQueueReady), 0u);
+}
+
+// Regression: NEEDS_RESET used to drop its cause.
+TEST(MmioTransport, NeedsResetReportsItsCause) {
+  GuestMemory m = Mem();
+  MmioTransport t("virtio-rng", m, std::make_unique<Rng>(), nullptr);
+  std::vector<std::pair<std::string, bool>> reported;
+  t.set_error_handler([&](const absl::Status& cause, bool host) {
+    reported.emplace_back(std::string(cause.message()), host);
+  });
+  DriverInit(t);
+  EXPECT_EQ(t.last_error(), "");
+  PutDesc(m, 0, kBuf, 1, kDescFlagNext | kDescFlagWrite, 0);  // self loop
+  Publish(m, 0);
+  W(t, reg::kQueueNotify, 0);
+  ASSERT_NE(R(t, reg::kStatus) & kStatusNeedsReset, 0u);
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_FALSE(reported[0].second);  // the guest's fault
+  EXPECT_NE(reported[0].first.find("virtio-rng queue 0"), std::string::npos) << reported[0].first;
+  EXPECT_NE(reported[0].first.find("loop"), std::string::npos) << reported[0].first;
+  EXPECT_NE(t.last_error().find("loop"), std::string::npos);
+}
+
+// Regression: a host failure (getrandom) used to look like a broken guest
+// queue, its cause dropped.
+TEST(MmioTransport, RngHostFailureIsReportedAsTheHosts) {
+  GuestMemory m = Mem();
+  auto rng = std::make_unique<Rng>(std::nullopt, RateLimiter::Clock{}, [](std::span<uint8_t>) {
+    return ErrnoStatus(ENOSYS, "getrandom");
+  });
+  MmioTransport t("virtio-rng", m, std::move(rng), nullptr);
+  std::vector<std::pair<std::string, bool>> reported;
+  t.set_error_handler([&](const absl::Status& cause, bool host) {
+    reported.emplace_back(std::string(cause.message()), host);
+  });
+  DriverInit(t);
+  PutDesc(m, 0, kBuf, 64, kDescFlagWrite, 0);
+  Publish(m, 0);
+  W(t, reg::kQueueNotify, 0);
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_TRUE(reported[0].second);
+  EXPECT_NE(reported[0].first.find("getrandom"), std::string::npos) << reported[0].first;
+  EXPECT_NE(reported[0].first.find("ENOSYS"), std::string::npos) << reported[0].first;
+}
+
+TEST(Rng, RateLimitHoldsRequestsAndRetriesWhenTokensAreBack) {
+  GuestMemory m = Mem();
+  RateLimiter::TimePoint now{std::chrono::seconds(1)};
+  auto rng = std::make_unique<Rng>(RateLimiterConfig{.bytes = {.rate = 1000, .burst = 1024}},
+                                   [&] { return now; });
+  std::vector<std::pair<size_t, std::chrono::nanoseconds>> retries;
+  rng->set_retry([&](size_t q, std::chrono::nanoseconds d) { retries.emplace_back(q, d); });
+  MmioTransport t("virtio-rng", m, std::move(rng), nullptr);
+  DriverInit(t);
+  // Three 512-byte requests: the burst serves two, the third waits.
+  for (uint16_t i = 0; i < 3; ++i) {
+    PutDesc(m, i, kBuf + 0x400ULL * i, 512, kDescFlagWrite, 0);
+    Publish(m, i);
+  }
+  W(t, reg::kQueueNotify, 0);
+  EXPECT_EQ(Get<uint16_t>(m, kUsed + 2), 2);
+  ASSERT_EQ(retries.size(), 1u);
+  EXPECT_EQ(retries[0].first, 0u);
+  EXPECT_EQ(retries[0].second, std::chrono::milliseconds(512));
+  EXPECT_EQ(t.last_error(), "");  // throttled, not broken
+  now += std::chrono::milliseconds(511);
+  t.Kick(0);
+  EXPECT_EQ(Get<uint16_t>(m, kUsed + 2), 2);
+  now += std::chrono::milliseconds(1);
+  t.Kick(0);  // what the retry timer does
+  EXPECT_EQ(Get<uint16_t>(m, kUsed + 2), 3);
+  EXPECT_EQ(Get<uint32_t>(m, kUsed + 4 + 8 * 2 + 4), 512u);
+}
+
+TEST(Rng, RateLimitIsSavedAndRestored) {
+  GuestMemory m = Mem();
+  const RateLimiterConfig limit{.bytes = {.rate = 4096, .burst = 512}, .ops = {.rate = 10}};
+  MmioTransport a("virtio-rng", m, std::make_unique<Rng>(limit), nullptr);
+  DriverInit(a);
+  DeviceState d = a.SaveDevice();
+  MmioTransport b("virtio-rng", m, std::make_unique<Rng>(), nullptr);
+  ASSERT_TRUE(b.RestoreDevice(d).ok());
+  EXPECT_EQ(b.device<Rng>().limit(), limit);
+  // A limit given for the restore wins over the snapshot's.
+  const RateLimiterConfig flag{.bytes = {.rate = 1}};
+  MmioTransport c("virtio-rng", m, std::make_unique<Rng>(flag), nullptr);
+  ASSERT_TRUE(c.RestoreDevice(d).ok());
+  EXPECT_EQ(c.device<Rng>().limit(), flag);
+  // An unlimited rng saves what it always did (nothing of its own).
+  MmioTransport e("virtio-rng", m, std::make_unique<Rng>(), nullptr);
+  DeviceState plain = e.SaveDevice();
+  MmioTransport f("virtio-rng", m, std::make_unique<Rng>(), nullptr);
+  ASSERT_TRUE(f.RestoreDevice(plain).ok());
+  EXPECT_TRUE(f.device<Rng>().limit().unlimited());
 }
 
 TEST(MmioTransport, QueueWithRingsOutsideMemoryNeverBecomesReady) {

@@ -10,7 +10,8 @@
 //
 // Credit (virtio 1.2, 5.10.6.3), both directions:
 //  * host -> guest: the backend only Sends what SendCredit allows (the
-//    guest's buf_alloc minus what is in flight).
+//    guest's buf_alloc minus what is in flight, and never more than the rx
+//    buffers the guest has posted can take: rx_room_).
 //  * guest -> host: the device buffers up to kHostBufAlloc bytes per
 //    connection; the backend drains them into the host socket
 //    (DrainToHost) and fwd_cnt counts only bytes the host socket took. A
@@ -50,6 +51,7 @@
 #include <optional>
 #include <vector>
 
+#include "forkd/vmm/devices/rate_limiter.h"
 #include "forkd/vmm/devices/virtio/device.h"
 
 namespace forkd::vmm::virtio {
@@ -117,6 +119,8 @@ class Vsock : public VirtioDevice {
   static constexpr uint32_t kHostBufAlloc = 256 * 1024;
   // Guest-provoked replies waiting for rx buffers (see PushControlLocked).
   static constexpr size_t kMaxQueuedControl = 256;
+  // Cap on rx_room_ (host bytes read ahead of delivery).
+  static constexpr uint64_t kMaxRxRoom = 1024 * 1024;
   // Connections at once (each one holds a host socket).
   static constexpr size_t kMaxConnections = 1024;
   // How long a closing connection may stand still (Firecracker's value).
@@ -127,11 +131,17 @@ class Vsock : public VirtioDevice {
   using TimePoint = std::chrono::steady_clock::time_point;
   using Clock = std::function<TimePoint()>;
   // `clock` (steady_clock by default) times the close and connect
-  // timeouts; tests pass their own.
-  Vsock(uint64_t guest_cid, VsockBackend* backend, Clock clock = {})
+  // timeouts and the rate limit; tests pass their own. `limit` limits the
+  // packets both ways (ops) and their payload bytes; set, it also wins over
+  // a restored snapshot's (unset: unlimited on boot, the snapshot's on
+  // restore).
+  Vsock(uint64_t guest_cid, VsockBackend* backend, Clock clock = {},
+        std::optional<RateLimiterConfig> limit = std::nullopt)
       : guest_cid_(guest_cid),
         backend_(backend),
-        clock_(clock ? std::move(clock) : Clock(&std::chrono::steady_clock::now)) {}
+        clock_(clock ? std::move(clock) : Clock(&std::chrono::steady_clock::now)),
+        limiter_(limit.value_or(RateLimiterConfig{}), clock_),
+        limit_pinned_(limit.has_value()) {}
 
   uint32_t device_id() const override { return kDeviceId; }
   std::vector<uint16_t> queue_max_sizes() const override {
@@ -141,7 +151,7 @@ class Vsock : public VirtioDevice {
   absl::StatusOr<bool> ProcessQueue(size_t index, std::span<Queue> queues,
                                     const GuestMemory& mem) override;
   void Reset() override;
-  // The guest CID; connections are never saved (their host sockets do not
+  // The guest CID and the rate limit; connections are never saved (their host sockets do not
   // survive a snapshot), so a restore queues a TRANSPORT_RESET event that
   // tells the guest every connection it had is gone.
   std::vector<uint8_t> SaveSpecific() const override;
@@ -153,8 +163,10 @@ class Vsock : public VirtioDevice {
   // false when that pair is taken (e.g. by a guest's own connection). The
   // guest has kConnectTimeout to answer (see ExpireCloses).
   bool Connect(VsockConnKey key);
-  // Answers OnGuestConnect: RESPONSE when ok, else RST.
-  void AcceptGuestConnect(VsockConnKey key, bool ok);
+  // Answers OnGuestConnect: RESPONSE when ok, else RST. False when the
+  // connection is not (or no longer) the device's: refused, or its
+  // RESPONSE found the reply queue full (a guest not posting rx buffers).
+  bool AcceptGuestConnect(VsockConnKey key, bool ok);
   // How many bytes the guest can take now on this connection (0 if none).
   uint32_t SendCredit(VsockConnKey key) const;
   // Queues bytes for the guest; the caller respects SendCredit.
@@ -167,8 +179,9 @@ class Vsock : public VirtioDevice {
   // The host socket is closed both ways (POLLHUP: the peer closed it):
   // SHUTDOWN(RCV) to the guest, on top of the SHUTDOWN(SEND) its EOF sent,
   // and the close timeout starts. Bytes the host wrote before closing still
-  // reach the guest as its credit allows.
-  void HostGone(VsockConnKey key);
+  // reach the guest as its credit allows. True when the device forgot the
+  // connection (the reply queue was full).
+  bool HostGone(VsockConnKey key);
   // RST and forget every closing connection past its close deadline and
   // every host-initiated one the guest has not answered by its connect
   // deadline; returns them (the backend is not called: the caller closes
@@ -177,6 +190,10 @@ class Vsock : public VirtioDevice {
   // Time until the next close or connect deadline (zero when one is past),
   // none when no connection is closing or waiting for the guest's answer.
   std::optional<std::chrono::nanoseconds> TimeToNextClose() const;
+
+  // Packets waiting for guest rx buffers (bounded: see PushControlLocked).
+  size_t queued_for_guest() const;
+  RateLimiterConfig limit() const;
 
   // Whether guest bytes or a write shutdown wait for the host socket.
   bool HasToHost(VsockConnKey key) const;
@@ -214,15 +231,29 @@ class Vsock : public VirtioDevice {
     VsockHeader hdr;
     std::vector<uint8_t> payload;
   };
+  enum class EventKind { kConnected, kGuestConnect, kClosed };
+  // What a tx batch tells the backend, in the order it happened.
   struct TxResult {
-    std::vector<VsockConnKey> connected, guest_connects, closed;
+    std::vector<std::pair<EventKind, VsockConnKey>> events;
     bool activity = false;
   };
   VsockHeader HeaderLocked(VsockConnKey key, uint16_t op) const;
   void RstLocked(VsockConnKey key);
+  // Forgets a connection the guest reset or broke, and drops every packet
+  // still queued for it (the guest must not hear of it again, and a guest
+  // churning REQUEST/RST must not pile up replies); the caller tells the
+  // backend.
+  void ForgetLocked(VsockConnKey key);
   // RST and forget; the caller tells the backend.
   void ResetConnLocked(VsockConnKey key);
-  void PushControlLocked(const VsockHeader& h);
+  // Every packet without payload the device queues (RST, RESPONSE,
+  // SHUTDOWN, CREDIT_UPDATE; host-initiated REQUESTs excepted, the host
+  // makes those) counts against kMaxQueuedControl: false when it is full
+  // and the packet was dropped (the caller then gives the connection up, or
+  // for a credit update simply lets the guest ask again).
+  bool PushControlLocked(const VsockHeader& h);
+  // Recomputes rx_room_ from the rx buffers the guest has posted.
+  absl::Status MeasureRxRoomLocked(Queue& rx, const GuestMemory& mem);
   void MaybeCreditUpdateLocked(VsockConnKey key, Connection& c);
   // RST and forget once both directions are done and nothing is buffered.
   bool MaybeFinishLocked(VsockConnKey key, Connection& c);
@@ -241,6 +272,15 @@ class Vsock : public VirtioDevice {
   mutable std::mutex mu_;
   std::map<VsockConnKey, Connection> conns_;
   std::deque<Packet> to_guest_;
+  // Payload bytes the guest's posted rx buffers can still take beyond what
+  // is queued: host bytes are read only into those (Firecracker's rule), so
+  // a guest that posts no buffers makes the host hold nothing.
+  uint64_t rx_room_ = 0;
+  // Guest packets (tx) and data packets to the guest (rx): a refused tx
+  // chain stays available, a refused data packet stays queued, and the
+  // queue is retried when the tokens are back.
+  RateLimiter limiter_;
+  const bool limit_pinned_;
   bool reset_event_pending_ = false;
 };
 

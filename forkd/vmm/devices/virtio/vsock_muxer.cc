@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -69,9 +70,10 @@ void VsockMuxer::Wake() {
   (void)!::write(wake_.get(), &one, sizeof one);
 }
 
-void VsockMuxer::Start(Vsock* device, std::function<void()> kick_rx) {
+void VsockMuxer::Start(Vsock* device, std::function<void()> kick_rx, FatalFn on_fatal) {
   device_ = device;
   kick_rx_ = std::move(kick_rx);
+  on_fatal_ = std::move(on_fatal);
   thread_ = std::thread(&VsockMuxer::Run, this);
 }
 
@@ -138,7 +140,8 @@ void VsockMuxer::GuestConnect(VsockConnKey key) {
     ok = fd && ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   }
   if (ok) conns_[key] = Conn{.fd = std::move(fd), .ready = true};
-  device_->AcceptGuestConnect(key, ok);
+  // Refused by the device too when it cannot queue the RESPONSE.
+  if (!device_->AcceptGuestConnect(key, ok)) conns_.erase(key);
   kick_rx_();
 }
 
@@ -229,10 +232,21 @@ int VsockMuxer::ExpireCloses() {
 
 void VsockMuxer::Run() {
   seccomp::EnterThread(seccomp::ThreadKind::kDevice);
+  absl::Status st = Loop();
+  if (st.ok()) return;  // stopped
+  st = Annotate(st, "vsock muxer");
+  if (on_fatal_) {
+    on_fatal_(st);
+  } else {
+    (void)std::fprintf(stderr, "forkd-vmm: %s\n", st.ToString().c_str());
+  }
+}
+
+absl::Status VsockMuxer::Loop() {
   while (true) {
     {
       std::lock_guard lock(mu_);
-      if (stop_) return;
+      if (stop_) return absl::OkStatus();
     }
     HandleEvents();
     const int timeout_ms = ExpireCloses();
@@ -258,7 +272,11 @@ void VsockMuxer::Run() {
       keys.push_back(key);
     }
     int n = ::poll(fds.data(), fds.size(), timeout_ms);
-    if (n < 0 && errno != EINTR) return;
+    // Every host connection would be dead: the VM must not run on as if
+    // vsock worked.
+    if (n < 0 && errno != EINTR) {
+      return ErrnoStatus(errno, absl::StrCat("poll of ", fds.size(), " fds"));
+    }
     if (n <= 0) continue;
     if (fds[0].revents) {
       uint64_t v;
@@ -308,7 +326,7 @@ void VsockMuxer::Run() {
                    !c.host_gone) {
           // Closed both ways while the guest has no credit or after EOF.
           c.host_gone = true;
-          device_->HostGone(keys[i]);
+          alive = !device_->HostGone(keys[i]);
           kick_rx_();
         }
       }

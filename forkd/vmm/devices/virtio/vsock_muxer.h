@@ -42,8 +42,11 @@ class VsockMuxer : public VsockBackend {
   ~VsockMuxer() override;
 
   // Starts serving; `kick_rx` processes the device's rx queue (through the
-  // transport, so the transport's lock is taken).
-  void Start(Vsock* device, std::function<void()> kick_rx);
+  // transport, so the transport's lock is taken). `on_fatal` hears why the
+  // thread ended on its own (poll failed): every host connection is dead,
+  // and the Machine stops the VM.
+  using FatalFn = std::function<void(const absl::Status&)>;
+  void Start(Vsock* device, std::function<void()> kick_rx, FatalFn on_fatal = {});
 
   // Queued for the poll thread (never blocks, takes no device lock).
   void OnConnected(VsockConnKey key) override;
@@ -73,6 +76,8 @@ class VsockMuxer : public VsockBackend {
   VsockMuxer(std::string path, UniqueFd listener, UniqueFd wake)
       : path_(std::move(path)), listener_(std::move(listener)), wake_(std::move(wake)) {}
   void Run();
+  // The loop; an error ends the thread (reported by Run).
+  absl::Status Loop();
   void Wake();
   void HandleEvents();
   void GuestConnect(VsockConnKey key);
@@ -93,6 +98,7 @@ class VsockMuxer : public VsockBackend {
   UniqueFd wake_;
   Vsock* device_ = nullptr;
   std::function<void()> kick_rx_;
+  FatalFn on_fatal_;
   std::thread thread_;
   std::mutex mu_;  // guards events_ and stop_
   std::deque<Event> events_;

@@ -7,6 +7,7 @@
 // connections, spoofed CIDs, config space, and the TRANSPORT_RESET event
 // after a restore.
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <future>
 #include <map>
 #include <optional>
 #include <string>
@@ -36,11 +38,23 @@ constexpr uint64_t kGuestCid = 42;
 constexpr uint32_t kRxBufLen = 256;
 
 struct Backend : VsockBackend {
-  void OnConnected(VsockConnKey k) override { connected.push_back(k); }
-  void OnGuestConnect(VsockConnKey k) override { guest_connects.push_back(k); }
+  void OnConnected(VsockConnKey k) override {
+    connected.push_back(k);
+    log.emplace_back('C', k);
+  }
+  void OnGuestConnect(VsockConnKey k) override {
+    guest_connects.push_back(k);
+    log.emplace_back('G', k);
+  }
   void OnActivity() override { ++activity; }
-  void OnClosed(VsockConnKey k) override { closed.push_back(k); }
+  void OnClosed(VsockConnKey k) override {
+    closed.push_back(k);
+    log.emplace_back('X', k);
+  }
   std::vector<VsockConnKey> connected, guest_connects, closed;
+  // Every event in the order the backend heard it: C(onnected),
+  // G(uest connect), X (closed).
+  std::vector<std::pair<char, VsockConnKey>> log;
   int activity = 0;
 };
 
@@ -405,13 +419,19 @@ TEST(Vsock, HostGoneWithUnreadBytesWaitsForAReadingGuest) {
   ASSERT_FALSE(rx.empty());
   EXPECT_EQ(rx.back().first.op, kVsockOpShutdown);
   EXPECT_EQ(rx.back().first.flags, kVsockShutdownRcv);
+  uint32_t sent = 1000;
   for (int round = 0; round < 3; ++round) {
     f.now += Vsock::kCloseTimeout - std::chrono::milliseconds(1);
     VsockHeader credit = FromGuest(5000, 1000, kVsockOpCreditUpdate);
-    credit.fwd_cnt = 1000u * static_cast<uint32_t>(round + 1);
+    credit.fwd_cnt = sent;  // the guest read everything
     f.d->Send(credit);
-    ASSERT_EQ(f.dev->SendCredit(kHostConn), 1000u);
-    f.dev->Send(kHostConn, {reinterpret_cast<const uint8_t*>(std::string(1000, 'b').data()), 1000});
+    // As much as the guest's posted rx buffers take (at most its buf_alloc).
+    const uint32_t more = f.dev->SendCredit(kHostConn);
+    ASSERT_GT(more, 0u);
+    ASSERT_LE(more, 1000u);
+    f.dev->Send(kHostConn, {reinterpret_cast<const uint8_t*>(std::string(more, 'b').data()), more});
+    sent += more;
+    f.d->Received();  // the guest reads (and re-posts its buffers)
     EXPECT_TRUE(f.dev->ExpireCloses().empty()) << "round " << round;
     EXPECT_EQ(f.dev->TimeToNextClose(), Vsock::kCloseTimeout);
   }
@@ -465,7 +485,7 @@ TEST(Vsock, StalledOrHalfClosedConnectionsAreNotTimedOut) {
   EXPECT_EQ(f.dev->TimeToNextClose(), std::nullopt);
   EXPECT_TRUE(f.dev->ExpireCloses().empty());
   EXPECT_TRUE(f.backend.closed.empty());
-  EXPECT_EQ(f.dev->SendCredit(half_closed), 1000u);
+  EXPECT_GT(f.dev->SendCredit(half_closed), 0u);
 }
 
 // A host connection the guest never answers (no RESPONSE, no RST) is given
@@ -631,6 +651,35 @@ std::optional<std::string> ReadToEof(int fd) {
   return std::nullopt;
 }
 
+// Regression: the muxer thread used to return silently when poll failed,
+// leaving every vsock connection dead with the VM running on.
+TEST(VsockMuxer, ReportsAFailedPollInsteadOfDyingSilently) {
+  forkd::testing::TempDir dir{"vsock_muxer_test"};
+  const std::string path = (dir.path() / "v.sock").string();
+  GuestMemory mem = *GuestMemory::Anonymous(kMemSize);
+  auto mux = VsockMuxer::Listen(path);
+  ASSERT_TRUE(mux.ok()) << mux.status();
+  auto v = std::make_unique<Vsock>(kGuestCid, mux->get());
+  Vsock* dev = v.get();
+  MmioTransport t("virtio-vsock", mem, std::move(v), nullptr);
+  std::promise<absl::Status> died;
+  auto fatal = died.get_future();
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit low = saved;
+  low.rlim_cur = 1;  // its poll of wake + listener now fails (EINVAL)
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  (*mux)->Start(
+      dev, [] {}, [&died](const absl::Status& s) { died.set_value(s); });
+  const auto ready = fatal.wait_for(std::chrono::seconds(30));  // hang guard
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  ASSERT_EQ(ready, std::future_status::ready);
+  const absl::Status s = fatal.get();
+  EXPECT_NE(s.message().find("vsock muxer"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("EINVAL"), std::string::npos) << s;
+  mux->reset();
+}
+
 TEST(VsockMuxer, UnansweredConnectIsClosedWithoutOk) {
   MuxerFixture f;
   ASSERT_NE(f.mux, nullptr);
@@ -785,6 +834,143 @@ TEST(Vsock, GuestCannotGrowTheReplyQueueWithoutPostingRxBuffers) {
     d.W(reg::kQueueNotify, 0);
   }
   EXPECT_EQ(rsts, Vsock::kMaxQueuedControl);
+}
+
+// Regression: RESPONSE, SHUTDOWN and CREDIT_UPDATE used to bypass the cap
+// on queued replies, so a guest cycling REQUEST/RST with no rx buffers grew
+// the queue without limit.
+TEST(Vsock, ChurningConnectionsWithoutRxBuffersDoNotGrowTheReplyQueue) {
+  GuestMemory mem = *GuestMemory::Anonymous(kMemSize);
+  Backend backend;
+  auto v = std::make_unique<Vsock>(kGuestCid, &backend);
+  Vsock* dev = v.get();
+  MmioTransport t("virtio-vsock", mem, std::move(v), nullptr);
+  Driver d(t, mem);  // no rx buffers posted
+  const VsockConnKey k{22, 40000};
+  for (int i = 0; i < 3000; ++i) {
+    d.Send(FromGuest(k.guest_port, k.local_port, kVsockOpRequest));
+    dev->AcceptGuestConnect(k, true);                                      // RESPONSE
+    d.Send(FromGuest(k.guest_port, k.local_port, kVsockOpCreditRequest));  // CREDIT_UPDATE
+    EXPECT_FALSE(dev->HostEof(k));                                         // SHUTDOWN
+    d.Send(FromGuest(k.guest_port, k.local_port, kVsockOpRst));
+  }
+  EXPECT_LE(dev->queued_for_guest(), Vsock::kMaxQueuedControl);
+  // Positive control: a live connection's RESPONSE still reaches a guest
+  // that posts buffers.
+  const VsockConnKey live{22, 40001};
+  d.Send(FromGuest(live.guest_port, live.local_port, kVsockOpRequest));
+  dev->AcceptGuestConnect(live, true);
+  d.FillRx();
+  bool responded = false;
+  for (int round = 0; round < 100 && !responded; ++round) {
+    auto rx = d.Received();
+    if (rx.empty()) break;
+    for (const auto& [h, p] : rx) {
+      responded |= h.op == kVsockOpResponse && h.dst_port == live.guest_port;
+    }
+    d.W(reg::kQueueNotify, 0);
+  }
+  EXPECT_TRUE(responded);
+}
+
+// Regression: host bytes used to be read up to the guest's buf_alloc even
+// when it posted no rx buffer at all (the VMM held them).
+TEST(Vsock, HostBytesAreReadOnlyIntoRxBuffersTheGuestPosted) {
+  GuestMemory mem = *GuestMemory::Anonymous(kMemSize);
+  Backend backend;
+  auto v = std::make_unique<Vsock>(kGuestCid, &backend);
+  Vsock* dev = v.get();
+  MmioTransport t("virtio-vsock", mem, std::move(v), nullptr);
+  Driver d(t, mem);  // no rx buffers posted
+  const VsockConnKey k{22, 40000};
+  VsockHeader req = FromGuest(k.guest_port, k.local_port, kVsockOpRequest);
+  req.buf_alloc = 1u << 30;  // the guest claims 1 GiB of credit
+  d.Send(req);
+  dev->AcceptGuestConnect(k, true);
+  EXPECT_EQ(dev->SendCredit(k), 0u);
+  // Three buffers: one takes the RESPONSE, two are left for bytes.
+  for (uint16_t i = 0; i < 3; ++i) d.Post(0, i, kRxBufLen, true);
+  d.W(reg::kQueueNotify, 0);
+  auto rx = d.Received();
+  ASSERT_EQ(Ops(rx), std::vector<uint16_t>{kVsockOpResponse});
+  const uint32_t credit = dev->SendCredit(k);
+  ASSERT_EQ(credit, 2 * (kRxBufLen - sizeof(VsockHeader)));
+  const std::string bytes(credit, 'h');
+  dev->Send(k, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+  EXPECT_EQ(dev->SendCredit(k), 0u);  // every posted byte is spoken for
+  t.Kick(0);
+  std::string got;
+  for (const auto& [h, p] : d.Received()) got += p;  // (re-posts them)
+  EXPECT_EQ(got, bytes);
+  d.W(reg::kQueueNotify, 0);
+  EXPECT_GT(dev->SendCredit(k), 0u);
+}
+
+// Regression: the backend used to hear a tx batch's events grouped by type
+// (connects before closes), so an RST then a REQUEST for the same ports
+// left an established connection with no host socket.
+TEST(Vsock, BackendHearsEventsInTheOrderTheyHappened) {
+  Fixture f;
+  const VsockConnKey k{22, 40000};
+  f.d->Send(FromGuest(k.guest_port, k.local_port, kVsockOpRequest));
+  f.dev->AcceptGuestConnect(k, true);
+  f.t->Kick(0);
+  ASSERT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpResponse});
+  // One tx batch: RST, then a new REQUEST on the same pair.
+  const VsockHeader rst = FromGuest(k.guest_port, k.local_port, kVsockOpRst);
+  const VsockHeader again = FromGuest(k.guest_port, k.local_port, kVsockOpRequest);
+  f.d->Put(BufBase(1, 2), rst);
+  f.d->Put(BufBase(1, 3), again);
+  f.d->Post(1, 2, sizeof rst, false);
+  f.d->Post(1, 3, sizeof again, false);
+  f.backend.log.clear();
+  f.d->W(reg::kQueueNotify, 1);
+  EXPECT_EQ(f.backend.log, (std::vector<std::pair<char, VsockConnKey>>{{'X', k}, {'G', k}}));
+}
+
+TEST(Vsock, RateLimitHoldsGuestPacketsAndHostDataAndIsSaved) {
+  GuestMemory mem = *GuestMemory::Anonymous(kMemSize);
+  Backend backend;
+  Vsock::TimePoint now{std::chrono::seconds(1)};
+  const RateLimiterConfig limit{.ops = {.rate = 10, .burst = 2}};
+  auto v = std::make_unique<Vsock>(
+      kGuestCid, &backend, [&] { return now; }, limit);
+  Vsock* dev = v.get();
+  std::vector<std::pair<size_t, std::chrono::nanoseconds>> retries;
+  v->set_retry([&](size_t q, std::chrono::nanoseconds delay) { retries.emplace_back(q, delay); });
+  MmioTransport t("virtio-vsock", mem, std::move(v), nullptr);
+  Driver d(t, mem);
+  d.FillRx();
+  // Two guest packets pass (the burst), the third waits in the tx queue.
+  d.Send(FromGuest(40000, 22, kVsockOpRequest));
+  d.Send(FromGuest(40001, 22, kVsockOpRequest));
+  d.Send(FromGuest(40002, 22, kVsockOpRequest));
+  EXPECT_EQ(backend.guest_connects.size(), 2u);
+  ASSERT_FALSE(retries.empty());
+  EXPECT_EQ(retries.back().first, 1u);  // tx
+  EXPECT_EQ(retries.back().second, std::chrono::milliseconds(100));
+  now += std::chrono::milliseconds(100);
+  t.Kick(1);  // the retry timer
+  EXPECT_EQ(backend.guest_connects.size(), 3u);
+  // Host data to the guest takes from the same bucket: empty now.
+  const VsockConnKey k{22, 40000};
+  ASSERT_TRUE(dev->AcceptGuestConnect(k, true));
+  t.Kick(0);
+  ASSERT_EQ(Ops(d.Received()), std::vector<uint16_t>{kVsockOpResponse});  // control: not limited
+  dev->Send(k, {reinterpret_cast<const uint8_t*>("data"), 4});
+  t.Kick(0);
+  EXPECT_TRUE(d.Received().empty());
+  EXPECT_EQ(retries.back().first, 0u);  // rx
+  now += std::chrono::milliseconds(100);
+  t.Kick(0);
+  auto rx = d.Received();
+  ASSERT_EQ(rx.size(), 1u);
+  EXPECT_EQ(rx[0].second, "data");
+  // Saved and restored with the CID.
+  Backend backend2;
+  MmioTransport t2("virtio-vsock", mem, std::make_unique<Vsock>(3, &backend2), nullptr);
+  ASSERT_TRUE(t2.RestoreDevice(t.SaveDevice()).ok());
+  EXPECT_EQ(t2.device<Vsock>().limit(), limit);
 }
 
 TEST(Vsock, GuestCannotOpenUnboundedConnections) {
