@@ -30,6 +30,12 @@ int agent_decode_request(const uint8_t* buf, uint32_t len, struct agent_request*
 uint32_t agent_encode_notify_forked(uint64_t id, int reseeded, const char* error,
                                     uint64_t generation, uint8_t* out, uint32_t cap);
 
+// As above, with the answer's network_error (field 5) and generation_error
+// (field 6); a null string leaves the field out.
+uint32_t agent_encode_notify_forked_full(uint64_t id, int reseeded, const char* error,
+                                         const char* network_error, const char* generation_error,
+                                         uint64_t generation, uint8_t* out, uint32_t cap);
+
 // Encodes Response{id, error{code, message}} (ErrorResponse.Code values).
 uint32_t agent_encode_error(uint64_t id, uint32_t code, const char* message, uint8_t* out,
                             uint32_t cap);
