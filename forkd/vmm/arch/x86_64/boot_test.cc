@@ -11,14 +11,18 @@
 namespace forkd::vmm {
 namespace {
 
-TEST(E820, LowRamAndRamFromOneMiB) {
+TEST(E820, LowRamTheReservedAcpiRegionAndRamFromOneMiB) {
   auto map = BuildE820(256 << 20);
-  ASSERT_EQ(map.size(), 2u);
+  ASSERT_EQ(map.size(), 3u);
   EXPECT_EQ(map[0].addr, 0u);
   EXPECT_EQ(map[0].size, layout::kEbdaStart);
-  EXPECT_EQ(map[1].addr, layout::kKernelLoadAddr);
-  EXPECT_EQ(map[1].addr + map[1].size, 256u << 20);
-  EXPECT_EQ(map[1].type, kE820Ram);
+  EXPECT_EQ(map[1].addr, layout::kAcpiRegionStart);
+  EXPECT_EQ(map[1].addr + map[1].size, layout::kKernelLoadAddr);
+  EXPECT_EQ(map[1].type, kE820Reserved);
+  EXPECT_LE(layout::kVmGenIdAddr + 16, map[1].addr + map[1].size);
+  EXPECT_EQ(map[2].addr, layout::kKernelLoadAddr);
+  EXPECT_EQ(map[2].addr + map[2].size, 256u << 20);
+  EXPECT_EQ(map[2].type, kE820Ram);
 }
 
 TEST(ZeroPage, SynthesisedHeaderForElf) {
@@ -37,8 +41,9 @@ TEST(ZeroPage, SynthesisedHeaderForElf) {
   EXPECT_EQ(bp->hdr.cmdline_size, 12u);
   EXPECT_EQ(bp->hdr.ramdisk_image, 0x5000000u);
   EXPECT_EQ(bp->hdr.ramdisk_size, 0x1234u);
-  EXPECT_EQ(bp->e820_entries, 2);
-  EXPECT_EQ(bp->e820_table[1].size, (128u << 20) - layout::kKernelLoadAddr);
+  EXPECT_EQ(bp->e820_entries, 3);
+  EXPECT_EQ(bp->e820_table[2].size, (128u << 20) - layout::kKernelLoadAddr);
+  EXPECT_EQ(bp->acpi_rsdp_addr, 0u);
 }
 
 TEST(ZeroPage, KeepsBzImageHeaderFields) {
