@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
+#include "forkd/vmm/arch/x86_64/cpuid.h"
 #include "forkd/vmm/arch/x86_64/layout.h"
 #include "forkd/vmm/devices/virtio/net.h"
 #include "forkd/vmm/devices/virtio/rng.h"
@@ -305,6 +306,20 @@ absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
   FORKD_RETURN_IF_ERROR(vm_.RestoreChips(state.vm));
   int rejected = 0;
   for (size_t i = 0; i < vcpus_.size(); ++i) {
+    // The guest's own CPUID and TSC frequency, not this host's: before the
+    // MSRs and XSAVE state, which KVM checks against the CPUID.
+    const VcpuState& saved = state.vcpus[i];
+    if (saved.cpuid.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("vcpu ", i, ": the snapshot has no cpuid"));
+    }
+    FORKD_RETURN_IF_ERROR(Annotate(cpuid::CheckProvidable(saved.cpuid, kvm_->supported_cpuid()),
+                                   absl::StrCat("vcpu ", i)));
+    FORKD_RETURN_IF_ERROR(
+        Annotate(vcpus_[i]->SetCpuidEntries(saved.cpuid), absl::StrCat("vcpu ", i)));
+    if (saved.tsc_khz != 0) {
+      FORKD_RETURN_IF_ERROR(
+          Annotate(vcpus_[i]->SetTscKhz(saved.tsc_khz), absl::StrCat("vcpu ", i)));
+    }
     int r = 0;
     FORKD_RETURN_IF_ERROR(
         Annotate(vcpus_[i]->Restore(state.vcpus[i], &r), absl::StrCat("vcpu ", i)));
