@@ -32,7 +32,9 @@ constexpr uint8_t kReturnOp = 0xa4;
 constexpr uint8_t kOnesOp = 0xff;
 
 // Resource descriptors (ACPI 6.4 section 6.4).
-constexpr uint8_t kEndTag = 0x79;  // small item, length 1
+constexpr uint8_t kEndTag = 0x79;      // small item, length 1
+constexpr uint8_t kIoPort = 0x47;      // small item, length 7
+constexpr uint8_t kIrqNoFlags = 0x22;  // small item, length 2
 constexpr uint8_t kMemory32Fixed = 0x86;
 constexpr uint8_t kExtendedInterrupt = 0x89;
 
@@ -129,6 +131,22 @@ Bytes String(std::string_view s) {
   return out;
 }
 
+Bytes EisaId(std::string_view id) {
+  if (id.size() != 7) return {};
+  auto letter = [&](int i) { return static_cast<uint32_t>(id[i] - 0x40) & 0x1f; };
+  auto hex = [&](int i) {
+    const char c = id[i];
+    return static_cast<uint32_t>(c <= '9' ? c - '0' : (c & ~0x20) - 'A' + 10) & 0xf;
+  };
+  const uint32_t letters = (letter(0) << 10) | (letter(1) << 5) | letter(2);
+  // Stored big-endian: the integer's bytes read as the id in order.
+  const uint32_t v = (letters >> 8) | ((letters & 0xff) << 8) | (((hex(3) << 4) | hex(4)) << 16) |
+                     (((hex(5) << 4) | hex(6)) << 24);
+  Bytes out{kDWordPrefix};
+  AppendLe(out, v, 4);
+  return out;
+}
+
 Bytes Name(std::string_view name, const Bytes& value) {
   Bytes out{kNameOp};
   Append(out, NameString(name));
@@ -207,6 +225,21 @@ Bytes Memory32Fixed(bool read_write, uint32_t base, uint32_t length) {
   out.push_back(read_write ? 1 : 0);
   AppendLe(out, base, 4);
   AppendLe(out, length, 4);
+  return out;
+}
+
+Bytes Io(uint16_t base, uint8_t alignment, uint8_t length) {
+  Bytes out{kIoPort, 1};  // 16-bit decode
+  AppendLe(out, base, 2);
+  AppendLe(out, base, 2);
+  out.push_back(alignment);
+  out.push_back(length);
+  return out;
+}
+
+Bytes IrqNoFlags(uint8_t irq) {
+  Bytes out{kIrqNoFlags};
+  AppendLe(out, 1u << (irq & 15), 2);
   return out;
 }
 

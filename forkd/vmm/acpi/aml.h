@@ -26,6 +26,8 @@ Bytes NameString(std::string_view path);
 Bytes Integer(uint64_t value);
 // A String (NUL terminated ASCII).
 Bytes String(std::string_view s);
+// EisaId("PNP0501"): a compressed 7-character EISA id as a DWord integer.
+Bytes EisaId(std::string_view id);
 
 Bytes Name(std::string_view name, const Bytes& value);
 Bytes Scope(std::string_view name, const std::vector<Bytes>& terms);
@@ -43,6 +45,10 @@ Bytes Arg(int n);  // Arg0..Arg6
 Bytes ResourceTemplate(const std::vector<Bytes>& descriptors);
 // Memory32Fixed (6.4.3.4), ReadWrite or ReadOnly.
 Bytes Memory32Fixed(bool read_write, uint32_t base, uint32_t length);
+// IO (6.4.2.5) with 16-bit decode, a fixed range: IO(Decode16, base, base, align, len).
+Bytes Io(uint16_t base, uint8_t alignment, uint8_t length);
+// IRQNoFlags (6.4.2.1) { irq }: edge, active high, exclusive, ISA IRQ 0..15.
+Bytes IrqNoFlags(uint8_t irq);
 // Extended Interrupt (6.4.3.6), one interrupt, as
 // Interrupt(ResourceConsumer, Edge|Level, ActiveHigh|ActiveLow, Exclusive|Shared).
 Bytes Interrupt(bool edge, bool active_low, bool shared, uint32_t gsi);

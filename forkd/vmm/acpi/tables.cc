@@ -96,6 +96,12 @@ uint8_t Sum(const uint8_t* data, size_t len) {
 Bytes BuildDsdt(const AcpiConfig& cfg) {
   using namespace aml;
   std::vector<Bytes> devices;
+  if (cfg.com1) {
+    devices.push_back(
+        Device("COM1", {Name("_HID", EisaId("PNP0501")), Name("_UID", Integer(1)),
+                        Name("_CRS", ResourceTemplate({Io(layout::kCom1Port, 8, 8),
+                                                       IrqNoFlags(layout::kCom1Irq)}))}));
+  }
   for (size_t i = 0; i < cfg.virtio.size(); ++i) {
     const VirtioMmioDevice& d = cfg.virtio[i];
     // V000, V001, ...: unique 4-character names.

@@ -26,6 +26,10 @@ struct VirtioMmioDevice {
 
 struct AcpiConfig {
   int num_vcpus = 1;
+  // COM1 (PNP0501, 0x3f8, IRQ 4). Needed under ACPI: without a _CRS for it
+  // Linux never maps ISA IRQ 4 onto the IOAPIC, the UART cannot get its
+  // interrupt and user space gets no console (kernel messages, polled, do).
+  bool com1 = true;
   std::vector<VirtioMmioDevice> virtio;
   // The VM generation ID device, its 16 bytes at vmgenid_addr, notified
   // through a GED on ged_gsi.

@@ -1,5 +1,5 @@
 /*
- * The DSDT forkd-vmm builds for rng, vsock and net (slots 0..2 in
+ * The DSDT forkd-vmm builds for COM1, rng, vsock and net (slots 0..2 in
  * forkd/vmm/arch/x86_64/layout.h) with the VM generation ID at 0xEF000 and
  * the GED on GSI 10, written as ASL. acpi_test.cc compiles this with iasl at
  * test time and compares the AML body byte for byte with acpi::BuildDsdt.
@@ -10,6 +10,16 @@ DefinitionBlock ("dsdt.aml", "DSDT", 2, "FORKD ", "FORKDVM ", 1)
 {
     Scope (_SB)
     {
+        Device (COM1)
+        {
+            Name (_HID, EisaId ("PNP0501"))
+            Name (_UID, One)
+            Name (_CRS, ResourceTemplate ()
+            {
+                IO (Decode16, 0x03F8, 0x03F8, 0x08, 0x08)
+                IRQNoFlags () { 4 }
+            })
+        }
         Device (V000)
         {
             Name (_HID, "LNRO0005")
