@@ -37,6 +37,8 @@ const char* OutcomeName(NotifyForkedResult::Outcome outcome) {
       return "reseeded";
     case NotifyForkedResult::Outcome::kNotReseeded:
       return "not_reseeded";
+    case NotifyForkedResult::Outcome::kWrongGeneration:
+      return "wrong_generation";
     case NotifyForkedResult::Outcome::kTimeout:
       return "timeout";
     case NotifyForkedResult::Outcome::kMalformed:
@@ -184,7 +186,7 @@ NotifyForkedResult AgentClient::NotifyForked(NotifyForkedArgs args, Deadline dea
   if (answer.generation() != generation) {
     broken_ = "generation mismatch";
     return outcome(
-        Outcome::kMalformed,
+        Outcome::kWrongGeneration,
         absl::StrCat("agent echoed generation ", answer.generation(), ", expected ", generation));
   }
   result.response = answer;

@@ -27,11 +27,12 @@ struct NotifyForkedArgs {
 
 struct NotifyForkedResult {
   enum class Outcome {
-    kReseeded,     // the agent credited the entropy (RNDADDENTROPY succeeded)
-    kNotReseeded,  // the agent answered, and says it did not reseed (see detail)
-    kTimeout,      // no complete answer by the deadline
-    kMalformed,    // an answer arrived that is not a valid reply to this call
-    kClosed,       // the connection closed or failed
+    kReseeded,         // the agent reseeded (RNDADDENTROPY and RNDRESEEDCRNG succeeded)
+    kNotReseeded,      // the agent answered, and says it did not reseed (see detail)
+    kWrongGeneration,  // the answer echoes another generation than the one sent
+    kTimeout,          // no complete answer by the deadline
+    kMalformed,        // an answer arrived that is not a valid reply to this call
+    kClosed,           // the connection closed or failed
   };
   Outcome outcome = Outcome::kClosed;
   std::string detail;  // why, for every outcome but kReseeded

@@ -15,7 +15,8 @@
 
 namespace forkd::agent {
 
-absl::Status CreditEntropy(const std::string& random_device, std::string_view entropy) {
+absl::Status ReseedCrng(const std::string& random_device, std::string_view entropy,
+                        const RandomIoctl& ioctl_fn) {
   if (entropy.size() < kMinEntropyBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "entropy is ", entropy.size(), " bytes; at least ", kMinEntropyBytes, " are required"));
@@ -26,6 +27,9 @@ absl::Status CreditEntropy(const std::string& random_device, std::string_view en
   }
   UniqueFd dev(::open(random_device.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY));
   if (!dev) return ErrnoStatus(errno, absl::StrCat("open ", random_device));
+  auto call = [&ioctl_fn](int fd, unsigned long request, void* arg) {
+    return ioctl_fn ? ioctl_fn(fd, request, arg) : ::ioctl(fd, request, arg);
+  };
 
   // struct rand_pool_info ends in a flexible array: lay it out in one buffer.
   std::vector<unsigned char> buf(sizeof(rand_pool_info) + entropy.size());
@@ -34,11 +38,15 @@ absl::Status CreditEntropy(const std::string& random_device, std::string_view en
   info->buf_size = static_cast<int>(entropy.size());
   memcpy(buf.data() + sizeof(rand_pool_info), entropy.data(), entropy.size());
 
-  const int rc = ::ioctl(dev.get(), RNDADDENTROPY, info);
+  const int rc = call(dev.get(), RNDADDENTROPY, info);
   const int err = errno;
   // The bytes are secret key material for this fork: do not leave a copy behind.
   explicit_bzero(buf.data(), buf.size());
   if (rc != 0) return ErrnoStatus(err, absl::StrCat("ioctl RNDADDENTROPY on ", random_device));
+  // The bytes are in the input pool; the CRNG's key is not yet derived from them.
+  if (call(dev.get(), RNDRESEEDCRNG, nullptr) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("ioctl RNDRESEEDCRNG on ", random_device));
+  }
   return absl::OkStatus();
 }
 

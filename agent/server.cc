@@ -245,7 +245,7 @@ v1::NotifyForkedResponse AgentServer::NotifyForked(const v1::NotifyForkedRequest
 
   // Reseed first: everything after it (and every program in the guest) should
   // draw from a CRNG this fork does not share with its siblings.
-  if (auto s = CreditEntropy(options_.random_device, req.entropy()); s.ok()) {
+  if (auto s = ReseedCrng(options_.random_device, req.entropy(), options_.random_ioctl); s.ok()) {
     resp.set_reseeded(true);
   } else {
     resp.set_error(Message(s));

@@ -20,12 +20,15 @@
 #include "agent/clock.h"
 #include "agent/netconfig.h"
 #include "agent/proto/agent.pb.h"
+#include "agent/reseed.h"
 #include "common/unique_fd.h"
 
 namespace forkd::agent {
 
 struct AgentOptions {
   std::string random_device = "/dev/random";
+  // The RNDADDENTROPY/RNDRESEEDCRNG calls (agent/reseed.h); empty: ioctl(2).
+  RandomIoctl random_ioctl;
   std::string generation_file = "/run/forkd/generation";
   WallClock clock = SystemWallClock();
   // Null: NotifyForked with a network reports network_error "not configured".

@@ -178,7 +178,7 @@ TEST(ClientTest, WrongKindWrongIdAndWrongGenerationAreMalformed) {
     });
     auto client = agent.Client();
     auto r = client.NotifyForked(Args(), Soon());
-    EXPECT_EQ(r.outcome, Outcome::kMalformed) << r.detail;
+    EXPECT_EQ(r.outcome, Outcome::kWrongGeneration) << r.detail;
     EXPECT_FALSE(r.reseeded());
   }
 }

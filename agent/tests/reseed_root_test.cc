@@ -1,6 +1,7 @@
-// The one path that must succeed for a fork to be served: RNDADDENTROPY on the
-// real /dev/random. The ioctl needs CAP_SYS_ADMIN, so this binary needs root.
-// Crediting 32 random bytes to this machine's pool is harmless.
+// The one path that must succeed for a fork to be served: RNDADDENTROPY then
+// RNDRESEEDCRNG on the real /dev/random. Both ioctls need CAP_SYS_ADMIN, so
+// this binary needs root. Crediting 32 random bytes to this machine's pool and
+// reseeding its CRNG from it is harmless.
 #include "agent/client.h"
 #include "agent/reseed.h"
 #include "agent/tests/test_util.h"
@@ -12,10 +13,10 @@ FORKD_TEST_REQUIRES(forkd::testing::Requirement::kRootNetns);
 namespace forkd::agent {
 namespace {
 
-TEST(ReseedRootTest, CreditsEntropyOnDevRandom) {
+TEST(ReseedRootTest, ReseedsTheCrngOnDevRandom) {
   auto entropy = FreshEntropy(32);
   ASSERT_TRUE(entropy.ok()) << entropy.status();
-  const auto s = CreditEntropy("/dev/random", *entropy);
+  const auto s = ReseedCrng("/dev/random", *entropy);
   EXPECT_TRUE(s.ok()) << s;
 }
 

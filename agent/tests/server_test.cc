@@ -3,8 +3,10 @@
 #include "agent/server.h"
 
 #include <fcntl.h>
+#include <linux/random.h>
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <vector>
 
 #include "agent/client.h"
@@ -86,6 +88,34 @@ TEST_F(ServerTest, NotifyForkedIsNotReseededWhenTheIoctlFails) {
   EXPECT_FALSE(r.response->reseeded());
   // An uncredited write is not a fallback: the "device" received nothing.
   EXPECT_EQ(testing::ReadAll(random_file_), "");
+}
+
+TEST_F(ServerTest, NotifyForkedIsReseededOnlyWhenBothIoctlsSucceed) {
+  for (const bool reseed_fails : {false, true}) {
+    SCOPED_TRACE(reseed_fails ? "RNDRESEEDCRNG fails" : "both succeed");
+    std::vector<unsigned long> calls;
+    AgentOptions options = Options();
+    options.random_ioctl = [&calls, reseed_fails](int, unsigned long request, void*) {
+      calls.push_back(request);
+      if (reseed_fails && request == RNDRESEEDCRNG) {
+        errno = EPERM;
+        return -1;
+      }
+      return 0;
+    };
+    RunningServer server(std::move(options));
+    auto client = server.Client();
+    auto r = client.NotifyForked(Args(7), Soon());
+    EXPECT_EQ(calls, (std::vector<unsigned long>{RNDADDENTROPY, RNDRESEEDCRNG}));
+    ASSERT_TRUE(r.response.has_value()) << r.detail;
+    EXPECT_EQ(r.response->reseeded(), !reseed_fails);
+    if (reseed_fails) {
+      EXPECT_EQ(r.outcome, Outcome::kNotReseeded);
+      EXPECT_NE(r.detail.find("RNDRESEEDCRNG"), std::string::npos) << r.detail;
+    } else {
+      EXPECT_EQ(r.outcome, Outcome::kReseeded) << r.detail;
+    }
+  }
 }
 
 TEST_F(ServerTest, NotifyForkedRefusesShortEntropy) {

@@ -10,7 +10,11 @@ namespace {
 absl::StatusCode CodeFor(ReapCause cause) {
   switch (cause) {
     case ReapCause::kNotReseeded:
+    case ReapCause::kNetworkError:
+    case ReapCause::kGenerationError:
       return absl::StatusCode::kFailedPrecondition;
+    case ReapCause::kWrongGeneration:
+      return absl::StatusCode::kDataLoss;
     case ReapCause::kNoAnswer:
       return absl::StatusCode::kDeadlineExceeded;
     case ReapCause::kMalformed:
@@ -29,6 +33,8 @@ ReapCause CauseFor(agent::NotifyForkedResult::Outcome outcome) {
   switch (outcome) {
     case O::kNotReseeded:
       return ReapCause::kNotReseeded;
+    case O::kWrongGeneration:
+      return ReapCause::kWrongGeneration;
     case O::kTimeout:
       return ReapCause::kNoAnswer;
     case O::kMalformed:
@@ -61,6 +67,12 @@ const char* ReapCauseName(ReapCause cause) {
   switch (cause) {
     case ReapCause::kNotReseeded:
       return "not_reseeded";
+    case ReapCause::kNetworkError:
+      return "network_error";
+    case ReapCause::kGenerationError:
+      return "generation_error";
+    case ReapCause::kWrongGeneration:
+      return "wrong_generation";
     case ReapCause::kNoAnswer:
       return "no_answer";
     case ReapCause::kMalformed:
@@ -78,8 +90,10 @@ const char* ReapCauseName(ReapCause cause) {
 std::optional<ReapCause> ReapCauseOf(const absl::Status& status) {
   auto payload = status.GetPayload(kReapCausePayload);
   if (!payload) return std::nullopt;
-  for (ReapCause c : {ReapCause::kNotReseeded, ReapCause::kNoAnswer, ReapCause::kMalformed,
-                      ReapCause::kClosed, ReapCause::kConnectFailed, ReapCause::kHostError}) {
+  for (ReapCause c :
+       {ReapCause::kNotReseeded, ReapCause::kNetworkError, ReapCause::kGenerationError,
+        ReapCause::kWrongGeneration, ReapCause::kNoAnswer, ReapCause::kMalformed,
+        ReapCause::kClosed, ReapCause::kConnectFailed, ReapCause::kHostError}) {
     if (std::string(*payload) == ReapCauseName(c)) return c;
   }
   return std::nullopt;
@@ -101,8 +115,17 @@ absl::Status AdmitFork(ForkResources& fork, absl::StatusOr<UniqueFd> connection,
   args.network = network;
   const agent::NotifyForkedResult result =
       client.NotifyForked(std::move(args), agent::DeadlineIn(options.deadline));
-  if (result.reseeded()) return absl::OkStatus();
-  return ReapWith(fork, CauseFor(result.outcome), result.detail);
+  if (!result.reseeded()) return ReapWith(fork, CauseFor(result.outcome), result.detail);
+  // Reseeded, and the client checked the generation echo. The answer must
+  // also report the fork's own network identity and generation applied.
+  const agent::v1::NotifyForkedResponse& answer = *result.response;
+  if (!answer.network_error().empty()) {
+    return ReapWith(fork, ReapCause::kNetworkError, answer.network_error());
+  }
+  if (!answer.generation_error().empty()) {
+    return ReapWith(fork, ReapCause::kGenerationError, answer.generation_error());
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace forkd::gate

@@ -240,8 +240,8 @@ TEST(Manifest, MalformedOrForeignManifestsAreRefused) {
   };
   const Case cases[] = {
       {"forkd-snapshot-manifest", "sha256sums", absl::StatusCode::kInvalidArgument, "bad magic"},
-      {"format_version 1", "format_version 2", absl::StatusCode::kFailedPrecondition,
-       "format_version 2 is not supported"},
+      {"format_version 2", "format_version 3", absl::StatusCode::kFailedPrecondition,
+       "format_version 3 is not supported"},
       {"chunk_size 2097152", "chunk_size 3000000", absl::StatusCode::kDataLoss,
        "line 3: chunk_size 3000000 is not a power of two"},
       {"memory_chunks 2", "memory_chunks 99999999999", absl::StatusCode::kDataLoss,

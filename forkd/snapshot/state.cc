@@ -1,5 +1,6 @@
 #include "forkd/snapshot/state.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace forkd::snapshot {
@@ -17,7 +18,10 @@ bool operator==(const VcpuState& a, const VcpuState& b) {
          a.xsave == b.xsave && SameBytes(a.xcrs, b.xcrs) && a.msrs == b.msrs &&
          SameBytes(a.lapic, b.lapic) && SameBytes(a.events, b.events) &&
          SameBytes(a.debugregs, b.debugregs) && SameBytes(a.mp_state, b.mp_state) &&
-         a.tsc_khz == b.tsc_khz;
+         a.tsc_khz == b.tsc_khz && a.cpuid.size() == b.cpuid.size() &&
+         std::equal(
+             a.cpuid.begin(), a.cpuid.end(), b.cpuid.begin(),
+             [](const kvm_cpuid_entry2& x, const kvm_cpuid_entry2& y) { return SameBytes(x, y); });
 }
 
 bool operator==(const VmState& a, const VmState& b) {

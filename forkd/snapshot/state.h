@@ -16,11 +16,14 @@ namespace forkd::snapshot {
 
 // The format this build writes and the only one it reads. Bump on any change to the encoding of
 // an existing section; restore refuses every other value, older or newer (DESIGN.md section 2).
-inline constexpr uint32_t kFormatVersion = 1;
+// Version 2 (acpi branch): each vCPU's CPUID (VcpuState::cpuid).
+inline constexpr uint32_t kFormatVersion = 2;
 
 // Limits that keep an untrusted file from asking for absurd work or memory.
 inline constexpr uint32_t kMaxVcpus = 4;
-inline constexpr uint32_t kMaxMsrs = 1024;  // ~50 are saved in practice (kvm-feasibility.md)
+inline constexpr uint32_t kMaxMsrs = 1024;
+inline constexpr uint32_t kMaxCpuidEntries = 256;  // KVM's own limit (KVM_MAX_CPUID_ENTRIES)  //
+                                                   // ~50 are saved in practice (kvm-feasibility.md)
 // The legacy 4 KiB KVM_GET_XSAVE region. Not sizeof(kvm_xsave): in C++ the kernel header's
 // flexible-array shim (__DECLARE_FLEX_ARRAY) adds padding and makes it 4100.
 inline constexpr uint32_t kMinXsaveBytes = sizeof(kvm_xsave::region);
@@ -54,8 +57,12 @@ struct VcpuState {
   kvm_vcpu_events events{};
   kvm_debugregs debugregs{};
   kvm_mp_state mp_state{};
-  // KVM_GET_TSC_KHZ at save time; needed to convert a host-TSC delta into kvmclock nanoseconds.
+  // KVM_GET_TSC_KHZ at save time; needed to convert a host-TSC delta into kvmclock nanoseconds,
+  // and set on restore (KVM_SET_TSC_KHZ): the guest calibrated against it.
   uint32_t tsc_khz = 0;
+  // The CPUID the guest was given (KVM_SET_CPUID2 entries, forkd/vmm/arch/x86_64/cpuid.h), set
+  // again on restore; a host whose KVM cannot provide its feature bits refuses the restore.
+  std::vector<kvm_cpuid_entry2> cpuid;
 };
 
 // VM-wide KVM state.

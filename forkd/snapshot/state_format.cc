@@ -67,6 +67,8 @@ void EncodeVcpu(uint32_t id, const VcpuState& v, ByteWriter& w) {
   w.Struct(v.debugregs);
   w.Struct(v.mp_state);
   w.U32(v.tsc_khz);
+  w.U32(static_cast<uint32_t>(v.cpuid.size()));
+  for (const kvm_cpuid_entry2& e : v.cpuid) w.Struct(e);
 }
 
 void EncodeVm(const VmState& vm, ByteWriter& w) {
@@ -181,6 +183,18 @@ absl::StatusOr<VcpuState> DecodeVcpu(ByteReader& r, uint32_t want_id) {
   FORKD_RETURN_IF_ERROR(r.Struct(&v.debugregs, "debugregs"));
   FORKD_RETURN_IF_ERROR(r.Struct(&v.mp_state, "mp_state"));
   FORKD_ASSIGN_OR_RETURN(v.tsc_khz, r.U32("tsc_khz"));
+  FORKD_ASSIGN_OR_RETURN(uint32_t cpuid_count, r.U32("cpuid count"));
+  if (cpuid_count > kMaxCpuidEntries) {
+    return absl::InvalidArgumentError(absl::StrCat(r.context(), ": cpuid count ", cpuid_count,
+                                                   " exceeds the limit ", kMaxCpuidEntries));
+  }
+  if (cpuid_count * sizeof(kvm_cpuid_entry2) > r.remaining()) {
+    return absl::DataLossError(absl::StrCat(r.context(), ": cpuid count ", cpuid_count, " needs ",
+                                            cpuid_count * sizeof(kvm_cpuid_entry2), " bytes, ",
+                                            r.remaining(), " left (truncated)"));
+  }
+  v.cpuid.resize(cpuid_count);
+  for (kvm_cpuid_entry2& e : v.cpuid) FORKD_RETURN_IF_ERROR(r.Struct(&e, "cpuid entry"));
   FORKD_RETURN_IF_ERROR(r.Finish());
   return v;
 }

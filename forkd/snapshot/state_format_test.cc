@@ -88,7 +88,7 @@ TEST(StateFormat, OtherFormatVersionsAreRefused) {
   std::vector<uint8_t> b = Encode(MinimalState());
   PutU32(b, 8, kFormatVersion + 1);
   ExpectRefused(b, absl::StatusCode::kFailedPrecondition,
-                "format_version 2 is not supported (this build reads 1; snapshot is newer)");
+                "format_version 3 is not supported (this build reads 2; snapshot is newer)");
   PutU32(b, 8, 0);
   ExpectRefused(b, absl::StatusCode::kFailedPrecondition, "snapshot is older");
 }

@@ -95,6 +95,10 @@ absl::Status ValidateState(const SnapshotState& s) {
       return Invalid(absl::StrCat("vcpu ", i, ": xsave size ", v.xsave.size(),
                                   " is neither 0 nor in ", kMinXsaveBytes, "..", kMaxXsaveBytes));
     }
+    if (v.cpuid.size() > kMaxCpuidEntries) {
+      return Invalid(absl::StrCat("vcpu ", i, ": cpuid count ", v.cpuid.size(),
+                                  " exceeds the limit ", kMaxCpuidEntries));
+    }
     if (v.msrs.size() > kMaxMsrs) {
       return Invalid(
           absl::StrCat("vcpu ", i, ": msr count ", v.msrs.size(), " exceeds the limit ", kMaxMsrs));

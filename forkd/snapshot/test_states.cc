@@ -63,6 +63,11 @@ SnapshotState RandomState(uint32_t seed, uint32_t vcpus, uint32_t devices) {
     Randomize(v.debugregs, rng);
     Randomize(v.mp_state, rng);
     v.tsc_khz = static_cast<uint32_t>(rng());
+    for (uint32_t c = 0; c < 20 + i; ++c) {
+      kvm_cpuid_entry2 e{};
+      Randomize(e, rng);
+      v.cpuid.push_back(e);
+    }
     s.vcpus.push_back(std::move(v));
   }
   Randomize(s.vm.pic_master, rng);

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
 #include "common/unique_fd.h"
+#include "forkd/vmm/acpi/tables.h"
 #include "forkd/vmm/arch/x86_64/boot_params.h"
 #include "forkd/vmm/arch/x86_64/layout.h"
 #include "forkd/vmm/arch/x86_64/regs.h"
@@ -102,6 +103,17 @@ absl::StatusOr<std::unique_ptr<Machine>> BuildForBoot(std::shared_ptr<const Kvm>
         m.Write(addr, {reinterpret_cast<const uint8_t*>(initrd.data()), initrd.size()}));
     zp.initrd_addr = addr;
     zp.initrd_size = initrd.size();
+  }
+  if (cfg.acpi) {
+    acpi::AcpiConfig acpi_cfg;
+    acpi_cfg.num_vcpus = cfg.vcpus;
+    acpi_cfg.virtio = machine->VirtioWindows();
+    acpi_cfg.vmgenid = true;
+    acpi_cfg.vmgenid_addr = layout::kVmGenIdAddr;
+    acpi_cfg.ged_gsi = layout::kGedIrq;
+    FORKD_RETURN_IF_ERROR(Annotate(acpi::WriteTables(m, acpi_cfg), "ACPI tables"));
+    FORKD_RETURN_IF_ERROR(machine->EnableVmGenId());
+    zp.acpi_rsdp_addr = layout::kRsdpAddr;
   }
   FORKD_ASSIGN_OR_RETURN(boot_params bp, BuildZeroPage(zp));
   FORKD_RETURN_IF_ERROR(m.WriteObj(layout::kZeroPageAddr, bp));

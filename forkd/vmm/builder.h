@@ -26,6 +26,10 @@ struct BootConfig {
   // Appends `virtio_mmio.device=...` for each virtio device to the command
   // line (Linux guests); the probe guest finds its devices at fixed slots.
   bool declare_virtio_on_cmdline = true;
+  // ACPI tables (acpi/tables.h: MADT with every vCPU, DSDT with every virtio
+  // device) and the VM generation ID: how a stock kernel finds CPUs and
+  // devices. Guests that do not read ACPI (the probe) are unaffected.
+  bool acpi = true;
 };
 
 // Creates and configures a machine ready to Start().

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
+#include "forkd/vmm/arch/x86_64/cpuid.h"
 #include "forkd/vmm/arch/x86_64/layout.h"
 #include "forkd/vmm/arch/x86_64/msr.h"
 #include "forkd/vmm/devices/virtio/net.h"
@@ -21,6 +22,14 @@
 #include "forkd/vmm/vstate/kick.h"
 
 namespace forkd::vmm {
+namespace {
+
+// The VM generation ID's device state: only its presence (the value lives in
+// guest memory and is replaced on restore).
+constexpr char kVmGenIdDevice[] = "vmgenid";
+constexpr uint8_t kVmGenIdStateVersion = 1;
+
+}  // namespace
 
 Machine::Machine(std::shared_ptr<const Kvm> kvm, Vm vm, GuestMemory mem, const SerialConfig& serial)
     : kvm_(std::move(kvm)), vm_(std::move(vm)), mem_(std::move(mem)), serial_cfg_(serial) {}
@@ -59,6 +68,8 @@ absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(std::shared_ptr<const K
   FORKD_RETURN_IF_ERROR(m->pio_.Register(layout::kI8042DataPort,
                                          layout::kI8042CommandPort - layout::kI8042DataPort + 1,
                                          m->i8042_, I8042::kName));
+  m->rtc_ = std::make_shared<Rtc>();
+  FORKD_RETURN_IF_ERROR(m->pio_.Register(layout::kRtcPort, Rtc::kPortCount, m->rtc_, Rtc::kName));
   if (virtio.rng) {
     FORKD_RETURN_IF_ERROR(m->AddVirtio(virtio::Rng::kName, layout::kVirtioRngSlot,
                                        std::make_unique<virtio::Rng>(virtio.limits.rng))
@@ -171,6 +182,28 @@ std::string Machine::VirtioCmdline() const {
   return out;
 }
 
+std::vector<acpi::VirtioMmioDevice> Machine::VirtioWindows() const {
+  std::vector<acpi::VirtioMmioDevice> out;
+  for (const auto& s : virtio_slots_) {
+    out.push_back({s.addr, static_cast<uint32_t>(layout::kVirtioMmioDeviceSize), s.irq});
+  }
+  return out;
+}
+
+absl::Status Machine::EnableVmGenId() {
+  if (started_) return absl::FailedPreconditionError("VM generation ID: machine already started");
+  FORKD_RETURN_IF_ERROR(acpi::WriteNewGenerationId(mem_, layout::kVmGenIdAddr).status());
+  vmgenid_ = true;
+  return absl::OkStatus();
+}
+
+std::optional<acpi::GenerationId> Machine::generation_id() const {
+  if (!vmgenid_) return std::nullopt;
+  auto id = acpi::ReadGenerationId(mem_, layout::kVmGenIdAddr);
+  if (!id.ok()) return std::nullopt;
+  return *id;
+}
+
 Machine::~Machine() { Stop(); }
 
 absl::Status Machine::Start(bool vcpus_parked) {
@@ -178,6 +211,12 @@ absl::Status Machine::Start(bool vcpus_parked) {
   if (pending_clock_) {
     FORKD_RETURN_IF_ERROR(vm_.RestoreClock(*pending_clock_, pending_tsc_khz_));
     pending_clock_.reset();
+  }
+  if (pending_vmgenid_notify_) {
+    // Before any vCPU runs: the guest's GED handler sees the edge as soon as
+    // it does, and reads the value RestoreState wrote.
+    FORKD_RETURN_IF_ERROR(Annotate(vm_.TriggerIrq(layout::kGedIrq), "VM generation ID notify"));
+    pending_vmgenid_notify_ = false;
   }
   InstallKickSignalHandler();
   input_stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -294,6 +333,8 @@ absl::StatusOr<MachineState> Machine::SaveState() const {
   FORKD_ASSIGN_OR_RETURN(s.vm, vm_.Save());
   s.devices.push_back(serial_->SaveDevice());
   s.devices.push_back(i8042_->SaveDevice());
+  s.devices.push_back(rtc_->SaveDevice());
+  if (vmgenid_) s.devices.push_back({kVmGenIdDevice, {kVmGenIdStateVersion}});
   for (const auto& v : virtio_) s.devices.push_back(v->SaveDevice());
   return s;
 }
@@ -307,6 +348,20 @@ absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
   FORKD_RETURN_IF_ERROR(vm_.RestoreChips(state.vm));
   int rejected = 0;
   for (size_t i = 0; i < vcpus_.size(); ++i) {
+    // The guest's own CPUID and TSC frequency, not this host's: before the
+    // MSRs and XSAVE state, which KVM checks against the CPUID.
+    const VcpuState& saved = state.vcpus[i];
+    if (saved.cpuid.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("vcpu ", i, ": the snapshot has no cpuid"));
+    }
+    FORKD_RETURN_IF_ERROR(Annotate(cpuid::CheckProvidable(saved.cpuid, kvm_->supported_cpuid()),
+                                   absl::StrCat("vcpu ", i)));
+    FORKD_RETURN_IF_ERROR(
+        Annotate(vcpus_[i]->SetCpuidEntries(saved.cpuid), absl::StrCat("vcpu ", i)));
+    if (saved.tsc_khz != 0) {
+      FORKD_RETURN_IF_ERROR(
+          Annotate(vcpus_[i]->SetTscKhz(saved.tsc_khz), absl::StrCat("vcpu ", i)));
+    }
     std::vector<uint32_t> refused;
     FORKD_RETURN_IF_ERROR(
         Annotate(vcpus_[i]->Restore(state.vcpus[i], &refused), absl::StrCat("vcpu ", i)));
@@ -327,6 +382,16 @@ absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
       FORKD_RETURN_IF_ERROR(serial_->RestoreDevice(d));
     } else if (d.name == I8042::kName) {
       FORKD_RETURN_IF_ERROR(i8042_->RestoreDevice(d));
+    } else if (d.name == Rtc::kName) {
+      FORKD_RETURN_IF_ERROR(rtc_->RestoreDevice(d));
+    } else if (d.name == kVmGenIdDevice) {
+      if (d.bytes != std::vector<uint8_t>{kVmGenIdStateVersion}) {
+        return absl::DataLossError("vmgenid state: bad version or length");
+      }
+      // Every restore is a new generation: a fresh value, announced in Start().
+      FORKD_RETURN_IF_ERROR(acpi::WriteNewGenerationId(mem_, layout::kVmGenIdAddr).status());
+      vmgenid_ = true;
+      pending_vmgenid_notify_ = true;
     } else if (auto it = std::find_if(virtio_.begin(), virtio_.end(),
                                       [&](const auto& v) { return v->name() == d.name; });
                it != virtio_.end()) {

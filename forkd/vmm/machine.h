@@ -16,9 +16,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/unique_fd.h"
+#include "forkd/vmm/acpi/tables.h"
+#include "forkd/vmm/acpi/vmgenid.h"
 #include "forkd/vmm/devices/bus.h"
 #include "forkd/vmm/devices/i8042.h"
 #include "forkd/vmm/devices/rate_limiter.h"
+#include "forkd/vmm/devices/rtc.h"
 #include "forkd/vmm/devices/serial.h"
 #include "forkd/vmm/devices/virtio/mmio_transport.h"
 #include "forkd/vmm/devices/virtio/net.h"
@@ -110,6 +113,16 @@ class Machine {
   // `virtio_mmio.device=<size>@<addr>:<irq>` for every virtio device, space
   // separated: how a Linux guest (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES) finds them.
   std::string VirtioCmdline() const;
+  // Every virtio device's MMIO window and GSI, for the ACPI DSDT.
+  std::vector<acpi::VirtioMmioDevice> VirtioWindows() const;
+
+  // Gives the machine a VM generation ID (acpi/vmgenid.h): a fresh value now,
+  // and on every restore of its snapshots a fresh value plus the GED
+  // interrupt before the vCPUs run. Call before Start(), after the ACPI
+  // tables that describe it are written.
+  absl::Status EnableVmGenId();
+  // The current VM generation ID; nullopt without one.
+  std::optional<acpi::GenerationId> generation_id() const;
   // Virtqueues whose QueueNotify is an ioeventfd (0 when off or refused).
   int ioeventfd_queues() const { return ioeventfd_queues_; }
   // Queues processed by the notifier thread (guest ioeventfd or host event).
@@ -166,6 +179,7 @@ class Machine {
   Bus mmio_;
   std::shared_ptr<Serial> serial_;
   std::shared_ptr<I8042> i8042_;
+  std::shared_ptr<Rtc> rtc_;
   struct VirtioSlot {
     uint64_t addr;
     uint32_t irq;
@@ -199,6 +213,10 @@ class Machine {
   // all the host time that passed before the vCPUs run.
   std::optional<VmState> pending_clock_;
   uint32_t pending_tsc_khz_ = 0;
+  // The VM generation ID device exists (saved as a device state), and a
+  // restore replaced its value: Start() raises the GED interrupt.
+  bool vmgenid_ = false;
+  bool pending_vmgenid_notify_ = false;
 };
 
 }  // namespace forkd::vmm

@@ -67,6 +67,8 @@ constexpr char kUsage[] =
     "virtio-vsock: host processes connect to PATH and write 'CONNECT <port>\\n'; a\n"
     "guest connection to host port P connects to PATH_P; a restore of a snapshot\n"
     "with vsock needs --vsock-uds (its own path).\n"
+    "--no-acpi boots without ACPI tables (MADT, DSDT with the virtio devices, VM\n"
+    "generation ID); devices are still declared on the command line.\n"
     "--no-ioeventfd makes every virtqueue notify an MMIO exit handled on the vCPU\n"
     "thread (default: KVM_IOEVENTFD and a notifier thread; for comparisons).\n"
     "--net-tap adds virtio-net on an existing tap NAME (attached, never created)\n"
@@ -106,6 +108,7 @@ struct Options {
   bool standby = false;
   bool virtio_rng = false;
   bool ioeventfd = true;
+  bool acpi = true;
   uint64_t vsock_cid = 0;
   std::string vsock_uds;
   std::string net_tap, net_netns, net_mac;
@@ -164,6 +167,7 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.ioeventfd = false;
       continue;
     }
+<<<<<<< HEAD
     if (a == "--no-jail") {
       o.jail = false;
       continue;
@@ -174,6 +178,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     }
     if (a == "--print-seccomp") {
       o.print_seccomp = true;
+=======
+    if (a == "--no-acpi") {
+      o.acpi = false;
+>>>>>>> acpi
       continue;
     }
     auto value = [&]() -> absl::StatusOr<std::string> {
@@ -566,7 +574,11 @@ int Main(int argc, char** argv) {
     cfg.virtio.vsock_uds_path = opts->vsock_uds;
     cfg.virtio.ioeventfd = opts->ioeventfd;
     cfg.virtio.net = net;
+<<<<<<< HEAD
     cfg.virtio.limits = opts->limits;
+=======
+    cfg.acpi = opts->acpi;
+>>>>>>> acpi
     machine = BuildForBoot(shared_kvm, cfg);
   }
   absl::Status st = machine.status();

@@ -43,6 +43,7 @@ snapshot::VcpuState ToFormat(const VcpuState& v) {
   f.debugregs = v.debugregs;
   f.mp_state = v.mp_state;
   f.tsc_khz = v.tsc_khz;
+  f.cpuid = v.cpuid;
   return f;
 }
 
@@ -59,6 +60,7 @@ VcpuState FromFormat(const snapshot::VcpuState& f) {
   v.debugregs = f.debugregs;
   v.mp_state = f.mp_state;
   v.tsc_khz = f.tsc_khz;
+  v.cpuid = f.cpuid;
   return v;
 }
 

@@ -33,7 +33,38 @@ namespace fs = std::filesystem;
 
 constexpr auto kDeadline = 500ms;
 
-enum class Agent { kHonest, kRefuses, kSilent, kLate, kGarbage, kHangsUp };
+enum class Agent {
+  kHonest,
+  kRefuses,
+  kSilent,
+  kLate,
+  kGarbage,
+  kHangsUp,
+  kNetworkFails,     // reseeds, but applying the fork's network fails
+  kGenerationFails,  // reseeds, but cannot record the generation
+  kWrongGeneration,  // reseeds, but echoes another generation
+};
+
+// A NIC that accepts every configuration (the honest agent with a network).
+class AcceptingNet : public agent::NetConfigurator {
+ public:
+  absl::Status Apply(const agent::NetworkConfig&) override { return absl::OkStatus(); }
+};
+
+// A NIC whose configuration fails, as when the fork keeps the template's MAC.
+class FailingNet : public agent::NetConfigurator {
+ public:
+  absl::Status Apply(const agent::NetworkConfig&) override {
+    return absl::UnavailableError("eth0: RTM_NEWADDR: address in use");
+  }
+};
+
+agent::v1::Network ForkNetwork() {
+  agent::v1::Network net;
+  net.set_ipv4_cidr("10.200.0.2/30");
+  net.set_ipv4_gateway("10.200.0.1");
+  return net;
+}
 
 // Runs in the forked child: answers (or not) one NotifyForked, then idles
 // like a VMM until it is killed.
@@ -42,6 +73,13 @@ enum class Agent { kHonest, kRefuses, kSilent, kLate, kGarbage, kHangsUp };
   options.random_device =
       behaviour == Agent::kRefuses ? (dir / "not-a-random-device").string() : "/dev/random";
   options.generation_file = (dir / "generation").string();
+  // A generation file under a regular file cannot be created.
+  if (behaviour == Agent::kGenerationFails) {
+    options.generation_file = (dir / "not-a-random-device" / "generation").string();
+  }
+  options.net = behaviour == Agent::kNetworkFails
+                    ? std::shared_ptr<agent::NetConfigurator>(std::make_shared<FailingNet>())
+                    : std::make_shared<AcceptingNet>();
   options.clock = {[] { return int64_t{1}; }, [](int64_t) { return absl::OkStatus(); }};
   options.log = [](std::string_view) {};
   auto frame = agent::ReadFrame(fd, agent::DeadlineIn(10s), agent::kMaxFrameBytes);
@@ -58,7 +96,10 @@ enum class Agent { kHonest, kRefuses, kSilent, kLate, kGarbage, kHangsUp };
     agent::v1::Request request;
     if (!request.ParseFromString(*frame)) _exit(4);
     agent::AgentServer server(options);
-    const agent::v1::Response response = server.Handle(request);
+    agent::v1::Response response = server.Handle(request);
+    if (behaviour == Agent::kWrongGeneration) {
+      response.mutable_notify_forked()->set_generation(request.notify_forked().generation() + 1);
+    }
     (void)agent::WriteFrame(fd, response.SerializeAsString(), agent::DeadlineIn(1s),
                             agent::kMaxFrameBytes);
   }
@@ -131,11 +172,12 @@ class ReseedGateTest : public ::testing::Test {
     return waitpid(pid_, nullptr, WNOHANG) == -1 && errno == ECHILD;
   }
 
-  void ExpectReaped(Agent behaviour, ReapCause cause, absl::StatusCode code) {
+  void ExpectReaped(Agent behaviour, ReapCause cause, absl::StatusCode code,
+                    const std::optional<agent::v1::Network>& network = std::nullopt) {
     UniqueFd conn;
     ForkResources fork = StartFork(behaviour, conn);
     ASSERT_TRUE(TapInstalled());
-    absl::Status s = AdmitFork(fork, std::move(conn), 7, std::nullopt, {.deadline = kDeadline});
+    absl::Status s = AdmitFork(fork, std::move(conn), 7, network, {.deadline = kDeadline});
     EXPECT_EQ(s.code(), code) << s;
     EXPECT_EQ(ReapCauseOf(s), cause) << s;
     EXPECT_NE(std::string(s.message()).find("fork fork1 reaped"), std::string::npos) << s;
@@ -168,6 +210,30 @@ TEST_F(ReseedGateTest, ReseededForkIsAdmittedAndKeepsEverything) {
   ASSERT_OK(Reap(fork));
   EXPECT_TRUE(ProcessGone());
   EXPECT_FALSE(TapInstalled());
+}
+
+// The positive control for the network check below: the same request with a
+// NIC that accepts it admits the fork.
+TEST_F(ReseedGateTest, ForkThatTookItsNetworkIsAdmitted) {
+  UniqueFd conn;
+  ForkResources fork = StartFork(Agent::kHonest, conn);
+  ASSERT_OK(AdmitFork(fork, std::move(conn), 7, ForkNetwork(), {.deadline = 5s}));
+  EXPECT_EQ(kill(pid_, 0), 0);
+  ASSERT_OK(Reap(fork));
+}
+
+TEST_F(ReseedGateTest, ReseededForkWithANetworkErrorIsReaped) {
+  ExpectReaped(Agent::kNetworkFails, ReapCause::kNetworkError,
+               absl::StatusCode::kFailedPrecondition, ForkNetwork());
+}
+
+TEST_F(ReseedGateTest, ReseededForkWithAGenerationErrorIsReaped) {
+  ExpectReaped(Agent::kGenerationFails, ReapCause::kGenerationError,
+               absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(ReseedGateTest, ReseededForkEchoingAnotherGenerationIsReaped) {
+  ExpectReaped(Agent::kWrongGeneration, ReapCause::kWrongGeneration, absl::StatusCode::kDataLoss);
 }
 
 TEST_F(ReseedGateTest, AgentThatCannotCreditEntropyIsReaped) {

@@ -199,6 +199,21 @@ TEST_F(GateE2eTest, LateAgentDoesAnswerWithoutTheDeadline) {
   EXPECT_FALSE(fs::exists(f.dir));
 }
 
+// The honest mode (HonestForksAreAdmittedAndReseededApart) is the positive
+// control for these three: the same agent, reseeded=true, each with one more
+// defect in its answer.
+TEST_F(GateE2eTest, ReseededForkWithANetworkErrorIsReaped) {
+  ExpectReaped("neterr", gate::ReapCause::kNetworkError, absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(GateE2eTest, ReseededForkWithAGenerationErrorIsReaped) {
+  ExpectReaped("generr", gate::ReapCause::kGenerationError, absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(GateE2eTest, ReseededForkEchoingAnotherGenerationIsReaped) {
+  ExpectReaped("wronggen", gate::ReapCause::kWrongGeneration, absl::StatusCode::kDataLoss);
+}
+
 TEST_F(GateE2eTest, GarbageAnswerIsReaped) {
   ExpectReaped("garbage", gate::ReapCause::kMalformed, absl::StatusCode::kDataLoss);
 }

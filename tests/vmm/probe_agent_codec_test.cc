@@ -94,6 +94,20 @@ TEST(ProbeAgentCodec, RefusedResponseCarriesItsError) {
   EXPECT_EQ(resp.notify_forked().generation(), 7u);
 }
 
+TEST(ProbeAgentCodec, NetworkAndGenerationErrorsMatchLibprotobuf) {
+  uint8_t buf[256];
+  const uint32_t n =
+      agent_encode_notify_forked_full(9, 1, nullptr, "kept the MAC", "no file", 8, buf, sizeof buf);
+  ASSERT_GT(n, 0u);
+  v1::Response expected;
+  expected.set_id(9);
+  expected.mutable_notify_forked()->set_reseeded(true);
+  expected.mutable_notify_forked()->set_network_error("kept the MAC");
+  expected.mutable_notify_forked()->set_generation_error("no file");
+  expected.mutable_notify_forked()->set_generation(8);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf), n), expected.SerializeAsString());
+}
+
 TEST(ProbeAgentCodec, ErrorResponseAndCapacity) {
   uint8_t buf[256];
   const uint32_t n = agent_encode_error(3, 2, "NotifyForked only", buf, sizeof buf);

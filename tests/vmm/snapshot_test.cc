@@ -4,6 +4,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <future>
 
 #include <filesystem>
@@ -14,9 +15,15 @@
 #include <thread>
 #include <vector>
 
+<<<<<<< HEAD
 #include "common/errno_status.h"
+=======
+#include "forkd/snapshot/cpu_identity.h"
+>>>>>>> acpi
 #include "forkd/snapshot/manifest.h"
 #include "forkd/snapshot/snapshot_dir.h"
+#include "forkd/vmm/acpi/vmgenid.h"
+#include "forkd/vmm/arch/x86_64/layout.h"
 #include "forkd/vmm/persist.h"
 #include "gtest/gtest.h"
 #include "tests/support/requirements.h"
@@ -261,6 +268,7 @@ TEST(VmmSnapshot, RestoreRefusesTamperedState) {
   EXPECT_FALSE(fork.ok());
 }
 
+<<<<<<< HEAD
 // Regression: a snapshot written into the directory forks were restored
 // from used to truncate and rewrite the memory file every sibling maps
 // MAP_PRIVATE, changing their clean pages under them.
@@ -334,6 +342,66 @@ TEST(VmmSnapshot, RestoreFailsOnARefusedMsrThatIsNotHostSpecific) {
   auto refused = restore_into_fresh_vm(bad);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("12345678"), std::string::npos) << refused.status();
+=======
+// The VM generation ID (ACPI, booted by default) is new on every restore, and
+// the restored vCPUs run with the snapshot's CPUID, not this host's.
+TEST(VmmSnapshot, EveryRestoreHasANewGenerationIdAndTheSnapshotsCpuid) {
+  TempDir tmp;
+  ASSERT_FALSE(MakeSnapshot(tmp.path(), 64 << 20, 2).empty());
+  auto opened = snapshot::OpenSnapshot(tmp.path(), snapshot::VerifyMode::kStateOnly,
+                                       snapshot::HostCpuIdentity());
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  acpi::GenerationId saved{};
+  {
+    std::ifstream mem(snapshot::MemoryPath(tmp.path()), std::ios::binary);
+    mem.seekg(static_cast<std::streamoff>(layout::kVmGenIdAddr));
+    mem.read(reinterpret_cast<char*>(saved.data()), saved.size());
+    ASSERT_TRUE(mem.good());
+  }
+  EXPECT_NE(saved, acpi::GenerationId{}) << "boot wrote no generation ID";
+  std::set<acpi::GenerationId> ids{saved};
+  for (int i = 0; i < 2; ++i) {
+    auto fork = RestoreFork(tmp.path());
+    ASSERT_TRUE(fork.ok()) << fork.status();
+    auto id = fork->vm.machine->generation_id();
+    ASSERT_TRUE(id.has_value());
+    EXPECT_TRUE(ids.insert(*id).second) << "fork " << i << " reused a generation ID";
+    fork->vm.machine->Pause();
+    for (size_t v = 0; v < 2; ++v) {
+      auto state = fork->vm.machine->vcpus()[v]->Save(fork->vm.machine->kvm());
+      ASSERT_TRUE(state.ok()) << state.status();
+      const auto& want = opened->state.vcpus[v].cpuid;
+      ASSERT_FALSE(want.empty());
+      ASSERT_EQ(state->cpuid.size(), want.size());
+      EXPECT_EQ(std::memcmp(state->cpuid.data(), want.data(), want.size() * sizeof(want[0])), 0);
+    }
+    EXPECT_EQ(fork->vm.machine->Stop().kind, ExitKind::kStopped);
+  }
+}
+
+// A snapshot whose guest saw a CPUID feature this host's KVM cannot provide is
+// refused, naming the register (the test above is the positive control).
+TEST(VmmSnapshot, RestoreRefusesACpuidTheHostCannotProvide) {
+  TempDir tmp;
+  ASSERT_FALSE(MakeSnapshot(tmp.path()).empty());
+  auto opened = snapshot::OpenSnapshot(tmp.path(), snapshot::VerifyMode::kStateOnly,
+                                       snapshot::HostCpuIdentity());
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  snapshot::SnapshotState state = opened->state;
+  bool found = false;
+  for (auto& e : state.vcpus[0].cpuid) {
+    if (e.function == 7 && e.index == 0) {
+      e.ebx = 0xffffffff;  // every leaf-7 EBX feature, which no CPU has
+      found = true;
+    }
+  }
+  ASSERT_TRUE(found);
+  ASSERT_TRUE(snapshot::SaveSnapshot(tmp.path(), state).ok());
+  auto fork = RestoreFork(tmp.path());
+  ASSERT_FALSE(fork.ok());
+  EXPECT_NE(fork.status().message().find("cpuid 0x7.0 ebx"), absl::string_view::npos)
+      << fork.status();
+>>>>>>> acpi
 }
 
 size_t CountEntries(const char* dir) {

@@ -169,7 +169,13 @@ static void answer(const uint8_t* body, uint32_t len) {
                                    req.generation, resp, sizeof resp);
   } else {
     reseed(req.entropy, req.entropy_len);
-    n = agent_encode_notify_forked(req.id, 1, nullptr, req.generation, resp, sizeof resp);
+    n = agent_encode_notify_forked_full(
+        req.id, 1, nullptr,
+        mode == AGENT_NETERR ? "probe agent: eth0 kept the template MAC (probe.agent=neterr)"
+                             : nullptr,
+        mode == AGENT_GENERR ? "probe agent: cannot record the generation (probe.agent=generr)"
+                             : nullptr,
+        mode == AGENT_WRONGGEN ? req.generation + 1 : req.generation, resp, sizeof resp);
   }
   write_frame(resp, n);
   // Serial output costs an exit per byte: only after the answer is out.
@@ -209,8 +215,9 @@ static void on_data(const uint8_t* data, uint32_t len) {
 }
 
 int agent_parse_mode(const char* value, enum agent_mode* out) {
-  static const char* const names[] = {"honest", "refuse", "silent", "late", "garbage"};
-  for (int i = 0; i < 5; i++) {
+  static const char* const names[] = {"honest",  "refuse", "silent", "late",
+                                      "garbage", "neterr", "generr", "wronggen"};
+  for (int i = 0; i < 8; i++) {
     if (str_eq(value, names[i])) {
       *out = static_cast<enum agent_mode>(i);
       return 1;
@@ -231,6 +238,12 @@ const char* agent_mode_name(enum agent_mode m) {
       return "late";
     case AGENT_GARBAGE:
       return "garbage";
+    case AGENT_NETERR:
+      return "neterr";
+    case AGENT_GENERR:
+      return "generr";
+    case AGENT_WRONGGEN:
+      return "wronggen";
   }
   return "?";
 }

@@ -14,11 +14,14 @@
 extern "C" {
 
 enum agent_mode {
-  AGENT_HONEST,   // reseeded=true, generation echoed
-  AGENT_REFUSE,   // reseeded=false with an error string
-  AGENT_SILENT,   // reads the request, never answers
-  AGENT_LATE,     // answers honestly, but only after a long busy wait
-  AGENT_GARBAGE,  // answers a frame that is not a protobuf Response
+  AGENT_HONEST,    // reseeded=true, generation echoed
+  AGENT_REFUSE,    // reseeded=false with an error string
+  AGENT_SILENT,    // reads the request, never answers
+  AGENT_LATE,      // answers honestly, but only after a long busy wait
+  AGENT_GARBAGE,   // answers a frame that is not a protobuf Response
+  AGENT_NETERR,    // reseeds, but reports a network_error (kept the template's MAC)
+  AGENT_GENERR,    // reseeds, but reports a generation_error
+  AGENT_WRONGGEN,  // reseeds, but echoes generation + 1
 };
 
 // Parses a probe.agent value; returns 0 for an unknown one.

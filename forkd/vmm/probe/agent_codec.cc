@@ -206,10 +206,20 @@ int agent_decode_request(const uint8_t* buf, uint32_t len, struct agent_request*
 
 uint32_t agent_encode_notify_forked(uint64_t id, int reseeded, const char* error,
                                     uint64_t generation, uint8_t* out, uint32_t cap) {
-  // NotifyForkedResponse: reseeded = 1 (bool), error = 2, generation = 7.
+  return agent_encode_notify_forked_full(id, reseeded, error, nullptr, nullptr, generation, out,
+                                         cap);
+}
+
+uint32_t agent_encode_notify_forked_full(uint64_t id, int reseeded, const char* error,
+                                         const char* network_error, const char* generation_error,
+                                         uint64_t generation, uint8_t* out, uint32_t cap) {
+  // NotifyForkedResponse: reseeded = 1 (bool), error = 2, network_error = 5,
+  // generation_error = 6, generation = 7 (in field order, as libprotobuf).
   uint32_t inner = 0;
   if (reseeded) inner += 2;
   inner += string_field_size(2, error);
+  inner += string_field_size(5, network_error);
+  inner += string_field_size(6, generation_error);
   if (generation != 0) inner += 1 + varint_size(generation);
   struct writer w = {out, out + cap, 1};
   if (id != 0) {
@@ -223,6 +233,8 @@ uint32_t agent_encode_notify_forked(uint64_t id, int reseeded, const char* error
     put_byte(&w, 1);
   }
   put_string(&w, 2, error);
+  put_string(&w, 5, network_error);
+  put_string(&w, 6, generation_error);
   if (generation != 0) {
     put_byte(&w, (7 << 3) | 0);
     put_varint(&w, generation);

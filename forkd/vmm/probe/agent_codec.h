@@ -48,6 +48,12 @@ uint32_t agent_encode_exec(uint64_t id, int32_t exit_code, const uint8_t* out_by
                            uint32_t out_len, const uint8_t* err_bytes, uint32_t err_len,
                            uint8_t* out, uint32_t cap);
 
+// As above, with the answer's network_error (field 5) and generation_error
+// (field 6); a null string leaves the field out.
+uint32_t agent_encode_notify_forked_full(uint64_t id, int reseeded, const char* error,
+                                         const char* network_error, const char* generation_error,
+                                         uint64_t generation, uint8_t* out, uint32_t cap);
+
 // Encodes Response{id, error{code, message}} (ErrorResponse.Code values).
 uint32_t agent_encode_error(uint64_t id, uint32_t code, const char* message, uint8_t* out,
                             uint32_t cap);

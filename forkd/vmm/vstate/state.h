@@ -31,6 +31,7 @@ struct VcpuState {
   kvm_debugregs debugregs{};
   kvm_mp_state mp_state{};
   uint32_t tsc_khz = 0;
+  std::vector<kvm_cpuid_entry2> cpuid;  // as set by KVM_SET_CPUID2
 };
 
 struct VmState {

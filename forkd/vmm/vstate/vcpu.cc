@@ -92,13 +92,32 @@ absl::StatusOr<std::unique_ptr<Vcpu>> Vcpu::Create(const Kvm& kvm, const Vm& vm,
 }
 
 absl::Status Vcpu::SetCpuid(const Kvm& kvm, int num_vcpus) {
-  auto entries = cpuid::ForVcpu(kvm.supported_cpuid(), index_, num_vcpus);
+  return SetCpuidEntries(cpuid::ForVcpu(kvm.supported_cpuid(), index_, num_vcpus));
+}
+
+absl::Status Vcpu::SetTscKhz(uint32_t khz) {
+  const int have = ::ioctl(fd(), KVM_GET_TSC_KHZ, 0);
+  if (have <= 0) return ErrnoStatus(errno, "KVM_GET_TSC_KHZ");
+  if (static_cast<uint32_t>(have) == khz) return absl::OkStatus();
+  if (::ioctl(fd(), KVM_SET_TSC_KHZ, static_cast<unsigned long>(khz)) != 0) {
+    const int err = errno;
+    return absl::FailedPreconditionError(
+        absl::StrCat("tsc_khz: the snapshot's guest runs at ", khz, " kHz, this host at ", have,
+                     " kHz, and KVM_SET_TSC_KHZ refused it (", strerror(err),
+                     "): no TSC scaling beyond KVM's tolerance"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Vcpu::SetCpuidEntries(std::vector<kvm_cpuid_entry2> entries) {
   std::vector<uint8_t> buf(sizeof(kvm_abi::Cpuid2Header) +
                            entries.size() * sizeof(kvm_cpuid_entry2));
   auto* hdr = reinterpret_cast<kvm_abi::Cpuid2Header*>(buf.data());
   hdr->nent = static_cast<uint32_t>(entries.size());
   std::memcpy(buf.data() + sizeof(*hdr), entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-  return Ioctl(fd(), kvm_abi::kSetCpuid2, buf.data(), "KVM_SET_CPUID2");
+  FORKD_RETURN_IF_ERROR(Ioctl(fd(), kvm_abi::kSetCpuid2, buf.data(), "KVM_SET_CPUID2"));
+  cpuid_ = std::move(entries);
+  return absl::OkStatus();
 }
 
 absl::Status Vcpu::ConfigureForBoot(uint64_t entry, uint64_t zero_page) {
@@ -155,6 +174,7 @@ absl::StatusOr<VcpuState> Vcpu::Save(const Kvm& kvm) const {
   int khz = ::ioctl(fd(), KVM_GET_TSC_KHZ, 0);
   if (khz <= 0) return ErrnoStatus(errno, "KVM_GET_TSC_KHZ");
   s.tsc_khz = static_cast<uint32_t>(khz);
+  s.cpuid = cpuid_;
   // One at a time: the list holds MSRs KVM reports but cannot always read.
   for (uint32_t index : kvm.msr_indices()) {
     uint64_t value = 0;

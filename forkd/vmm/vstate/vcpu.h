@@ -38,6 +38,12 @@ class Vcpu {
 
   // CPUID for this vCPU (every boot and restore needs it).
   absl::Status SetCpuid(const Kvm& kvm, int num_vcpus);
+  // A snapshot's CPUID, set as saved (checked by the caller, cpuid.h).
+  absl::Status SetCpuidEntries(std::vector<kvm_cpuid_entry2> entries);
+  // KVM_SET_TSC_KHZ when `khz` differs from this vCPU's; KVM accepts it
+  // within its tolerance, or with TSC scaling. FAILED_PRECONDITION naming
+  // tsc_khz and both values otherwise.
+  absl::Status SetTscKhz(uint32_t khz);
   // Long-mode entry state for the boot vCPU; secondary vCPUs keep KVM's
   // INIT state (mp_state uninitialized) and wait for INIT-SIPI from the
   // in-kernel LAPIC, as Linux expects.
@@ -74,6 +80,7 @@ class Vcpu {
 
   int index_;
   UniqueFd fd_;
+  std::vector<kvm_cpuid_entry2> cpuid_;  // what KVM_SET_CPUID2 last set
   Mapping run_map_;
 
   std::mutex mu_;

@@ -18,6 +18,8 @@ constexpr uint32_t kDefaultKernelAlignment = 0x1000000;
 std::vector<E820Entry> BuildE820(uint64_t mem_size) {
   std::vector<E820Entry> map;
   map.push_back({0, layout::kEbdaStart, kE820Ram});
+  // The ACPI tables and the VM generation ID (acpi/tables.h).
+  map.push_back({layout::kAcpiRegionStart, layout::kAcpiRegionSize, kE820Reserved});
   if (mem_size > layout::kKernelLoadAddr) {
     map.push_back({layout::kKernelLoadAddr, mem_size - layout::kKernelLoadAddr, kE820Ram});
   }
@@ -46,6 +48,8 @@ absl::StatusOr<boot_params> BuildZeroPage(const ZeroPageParams& p) {
   bp.ext_ramdisk_image = static_cast<uint32_t>(p.initrd_addr >> 32);
   bp.hdr.ramdisk_size = static_cast<uint32_t>(p.initrd_size);
   bp.ext_ramdisk_size = static_cast<uint32_t>(p.initrd_size >> 32);
+
+  bp.acpi_rsdp_addr = p.acpi_rsdp_addr;
 
   auto e820 = BuildE820(p.mem_size);
   if (e820.size() > E820_MAX_ENTRIES_ZEROPAGE) {

@@ -22,7 +22,8 @@ struct E820Entry {
   uint32_t type;
 };
 
-// RAM below the EBDA and from 1 MiB to the end of guest memory.
+// RAM below the EBDA and from 1 MiB to the end of guest memory; the ACPI
+// region (layout::kAcpiRegionStart) reserved.
 std::vector<E820Entry> BuildE820(uint64_t mem_size);
 
 struct ZeroPageParams {
@@ -33,6 +34,8 @@ struct ZeroPageParams {
   uint64_t initrd_size = 0;
   // The setup header of a bzImage; absent for an ELF kernel.
   std::optional<setup_header> header;
+  // Where the ACPI RSDP is (0: no ACPI tables).
+  uint64_t acpi_rsdp_addr = 0;
 };
 
 absl::StatusOr<boot_params> BuildZeroPage(const ZeroPageParams& p);

@@ -20,14 +20,18 @@ TEST(Msr, OnlyTheReadOnlyPvmMsrsMayBeRefusedOnRestore) {
   }
 }
 
-TEST(E820, LowRamAndRamFromOneMiB) {
+TEST(E820, LowRamTheReservedAcpiRegionAndRamFromOneMiB) {
   auto map = BuildE820(256 << 20);
-  ASSERT_EQ(map.size(), 2u);
+  ASSERT_EQ(map.size(), 3u);
   EXPECT_EQ(map[0].addr, 0u);
   EXPECT_EQ(map[0].size, layout::kEbdaStart);
-  EXPECT_EQ(map[1].addr, layout::kKernelLoadAddr);
-  EXPECT_EQ(map[1].addr + map[1].size, 256u << 20);
-  EXPECT_EQ(map[1].type, kE820Ram);
+  EXPECT_EQ(map[1].addr, layout::kAcpiRegionStart);
+  EXPECT_EQ(map[1].addr + map[1].size, layout::kKernelLoadAddr);
+  EXPECT_EQ(map[1].type, kE820Reserved);
+  EXPECT_LE(layout::kVmGenIdAddr + 16, map[1].addr + map[1].size);
+  EXPECT_EQ(map[2].addr, layout::kKernelLoadAddr);
+  EXPECT_EQ(map[2].addr + map[2].size, 256u << 20);
+  EXPECT_EQ(map[2].type, kE820Ram);
 }
 
 TEST(ZeroPage, SynthesisedHeaderForElf) {
@@ -46,8 +50,9 @@ TEST(ZeroPage, SynthesisedHeaderForElf) {
   EXPECT_EQ(bp->hdr.cmdline_size, 12u);
   EXPECT_EQ(bp->hdr.ramdisk_image, 0x5000000u);
   EXPECT_EQ(bp->hdr.ramdisk_size, 0x1234u);
-  EXPECT_EQ(bp->e820_entries, 2);
-  EXPECT_EQ(bp->e820_table[1].size, (128u << 20) - layout::kKernelLoadAddr);
+  EXPECT_EQ(bp->e820_entries, 3);
+  EXPECT_EQ(bp->e820_table[2].size, (128u << 20) - layout::kKernelLoadAddr);
+  EXPECT_EQ(bp->acpi_rsdp_addr, 0u);
 }
 
 TEST(ZeroPage, KeepsBzImageHeaderFields) {
@@ -132,6 +137,56 @@ TEST(Cpuid, PerVcpuApicIdsAndHypervisorLeaves) {
   ASSERT_EQ(c.size(), 3u);
   EXPECT_EQ(c[2].function, 0x40000000u);
   EXPECT_EQ(std::memcmp(&c[2].ebx, "KVMKVMKVM", 4), 0);
+}
+
+std::vector<kvm_cpuid_entry2> SomeHostCpuid() {
+  std::vector<kvm_cpuid_entry2> s(4);
+  s[0].function = 1;
+  s[0].ecx = 0x7ed8320b;
+  s[0].edx = 0x078bfbff;
+  s[1].function = 7;
+  s[1].flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+  s[1].ebx = 0x219c07ab;  // includes AVX2 (bit 5)
+  s[2].function = 7;
+  s[2].index = 1;
+  s[2].flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+  s[3].function = 0x80000001;
+  s[3].ecx = 0x75c237ff;
+  return s;
+}
+
+TEST(Cpuid, TheGuestsOwnCpuidIsProvidableByItsHost) {
+  const auto host = SomeHostCpuid();
+  // ForVcpu's edits (hypervisor, HTT, APIC ids, the KVM leaf) are all masked.
+  for (int n : {1, 4}) {
+    EXPECT_TRUE(cpuid::CheckProvidable(cpuid::ForVcpu(host, n - 1, n), host).ok());
+  }
+  // So are the bits the guest OS turns on (OSXSAVE, OSPKE).
+  auto snap = cpuid::ForVcpu(host, 0, 1);
+  snap[0].ecx |= 1u << 27;
+  snap[1].ecx |= 1u << 4;
+  EXPECT_TRUE(cpuid::CheckProvidable(snap, host).ok());
+}
+
+TEST(Cpuid, AHostWithoutAFeatureTheGuestSawRefusesNamingIt) {
+  const auto snap = cpuid::ForVcpu(SomeHostCpuid(), 0, 1);
+  auto host = SomeHostCpuid();
+  host[1].ebx &= ~(1u << 5);  // no AVX2 here
+  absl::Status s = cpuid::CheckProvidable(snap, host);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("cpuid 0x7.0 ebx"), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find("bits 0x20 "), absl::string_view::npos) << s;
+
+  host = SomeHostCpuid();
+  host.erase(host.begin() + 3);  // no extended leaf at all
+  s = cpuid::CheckProvidable(snap, host);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("cpuid 0x80000001.0 ecx"), absl::string_view::npos) << s;
+
+  // A host with more features than the guest saw is fine.
+  host = SomeHostCpuid();
+  host[0].ecx |= 1u << 30;
+  EXPECT_TRUE(cpuid::CheckProvidable(snap, host).ok());
 }
 
 }  // namespace

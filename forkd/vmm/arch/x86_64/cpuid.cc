@@ -2,6 +2,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
 
 namespace forkd::vmm::cpuid {
 namespace {
@@ -48,6 +51,83 @@ std::vector<kvm_cpuid_entry2> ForVcpu(const std::vector<kvm_cpuid_entry2>& suppo
     out.push_back(sig);
   }
   return out;
+}
+
+namespace {
+
+enum Reg { kEax, kEbx, kEcx, kEdx };
+
+struct MaskedRegister {
+  uint32_t function;
+  uint32_t index;
+  Reg reg;
+  uint32_t ignored;  // bits not compared (set by the OS or by ForVcpu)
+};
+
+constexpr MaskedRegister kMask[] = {
+    {1, 0, kEcx, (1u << 27) | kLeaf1EcxHypervisor},
+    {1, 0, kEdx, kLeaf1EdxHtt},
+    {7, 0, kEbx, 0},
+    {7, 0, kEcx, 1u << 4},
+    {7, 0, kEdx, 0},
+    {7, 1, kEax, 0},
+    {0xd, 1, kEax, 0},
+    {0x80000001, 0, kEcx, 0},
+    {0x80000001, 0, kEdx, 0},
+    {0x80000008, 0, kEbx, 0},
+    {kKvmSignatureLeaf + 1, 0, kEax, 0},
+};
+
+uint32_t Get(const kvm_cpuid_entry2& e, Reg r) {
+  switch (r) {
+    case kEax:
+      return e.eax;
+    case kEbx:
+      return e.ebx;
+    case kEcx:
+      return e.ecx;
+    case kEdx:
+      return e.edx;
+  }
+  return 0;
+}
+
+const char* RegName(Reg r) {
+  static const char* const names[] = {"eax", "ebx", "ecx", "edx"};
+  return names[r];
+}
+
+bool Indexed(const kvm_cpuid_entry2& e) { return (e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) != 0; }
+
+const kvm_cpuid_entry2* Find(const std::vector<kvm_cpuid_entry2>& v, uint32_t function,
+                             uint32_t index) {
+  for (const auto& e : v) {
+    if (e.function == function && (!Indexed(e) || e.index == index)) return &e;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+absl::Status CheckProvidable(const std::vector<kvm_cpuid_entry2>& snapshot,
+                             const std::vector<kvm_cpuid_entry2>& supported) {
+  for (const MaskedRegister& m : kMask) {
+    const kvm_cpuid_entry2* saved = Find(snapshot, m.function, m.index);
+    if (saved == nullptr) continue;
+    const uint32_t want = Get(*saved, m.reg) & ~m.ignored;
+    if (want == 0) continue;
+    // The KVM leaves are ForVcpu's when KVM does not list them: nothing to provide.
+    const kvm_cpuid_entry2* host = Find(supported, m.function, m.index);
+    const uint32_t have = host != nullptr ? Get(*host, m.reg) : 0;
+    if ((want & ~have) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cpuid 0x", absl::Hex(m.function), ".", m.index, " ", RegName(m.reg),
+                       ": the snapshot's guest has bits 0x", absl::Hex(want & ~have),
+                       " that this host's KVM does not support (snapshot 0x", absl::Hex(want),
+                       ", host 0x", absl::Hex(have), ")"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace forkd::vmm::cpuid

@@ -28,6 +28,16 @@ inline constexpr uint64_t kCmdlineAddr = 0x20000;
 inline constexpr uint64_t kCmdlineMaxSize = 0x10000;
 // End of conventional low memory reported in e820 (the EBDA starts here on PCs).
 inline constexpr uint64_t kEbdaStart = 0x9fc00;
+// ACPI (acpi/tables.h): a reserved e820 range in the BIOS area below 1 MiB.
+// The RSDP at its start (Linux also finds it by scanning 0xE0000..0xFFFFF;
+// the zero page's acpi_rsdp_addr points at it too), the other tables after
+// it, and the VM generation ID's 16 bytes on a page of their own.
+inline constexpr uint64_t kAcpiRegionStart = 0xe0000;
+inline constexpr uint64_t kAcpiRegionSize = 0x20000;
+inline constexpr uint64_t kRsdpAddr = kAcpiRegionStart;
+inline constexpr uint64_t kAcpiTablesStart = kAcpiRegionStart + 0x40;
+inline constexpr uint64_t kAcpiTablesEnd = 0xef000;
+inline constexpr uint64_t kVmGenIdAddr = kAcpiTablesEnd;
 // Protected-mode kernel (bzImage payload or vmlinux) goes at 1 MiB.
 inline constexpr uint64_t kKernelLoadAddr = 0x100000;
 // The 64-bit entry point of a bzImage is 0x200 past its load address.
@@ -49,6 +59,9 @@ constexpr uint64_t VirtioMmioAddr(uint32_t slot) {
   return kVirtioMmioBase + slot * kVirtioMmioDeviceSize;
 }
 constexpr uint32_t VirtioIrq(uint32_t slot) { return kVirtioIrqBase + slot; }
+// The ACPI Generic Event Device's interrupt (acpi/tables.h): raised on restore
+// so the guest's vmgenid driver reads the new generation ID.
+inline constexpr uint32_t kGedIrq = 10;
 // Intel-specific KVM requirements (unused by SVM/PVM but harmless): three
 // pages for the real-mode TSS and one for the EPT identity map, at the top of
 // the 4 GiB hole where no RAM or device lives.
@@ -61,6 +74,8 @@ inline constexpr uint16_t kCom1PortCount = 8;
 inline constexpr uint32_t kCom1Irq = 4;
 inline constexpr uint16_t kI8042DataPort = 0x60;
 inline constexpr uint16_t kI8042CommandPort = 0x64;
+// CMOS/RTC index and data ports (devices/rtc.h).
+inline constexpr uint16_t kRtcPort = 0x70;
 
 // MMIO alias of COM1 (same device, register stride 1). Why: on kvm_pvm,
 // port I/O from guest CPL3 raises #GP even with IOPL=3, and the probe
