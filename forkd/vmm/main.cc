@@ -167,7 +167,6 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.ioeventfd = false;
       continue;
     }
-<<<<<<< HEAD
     if (a == "--no-jail") {
       o.jail = false;
       continue;
@@ -178,10 +177,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
     }
     if (a == "--print-seccomp") {
       o.print_seccomp = true;
-=======
+      continue;
+    }
     if (a == "--no-acpi") {
       o.acpi = false;
->>>>>>> acpi
       continue;
     }
     auto value = [&]() -> absl::StatusOr<std::string> {
@@ -574,11 +573,8 @@ int Main(int argc, char** argv) {
     cfg.virtio.vsock_uds_path = opts->vsock_uds;
     cfg.virtio.ioeventfd = opts->ioeventfd;
     cfg.virtio.net = net;
-<<<<<<< HEAD
     cfg.virtio.limits = opts->limits;
-=======
     cfg.acpi = opts->acpi;
->>>>>>> acpi
     machine = BuildForBoot(shared_kvm, cfg);
   }
   absl::Status st = machine.status();

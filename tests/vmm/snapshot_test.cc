@@ -15,11 +15,8 @@
 #include <thread>
 #include <vector>
 
-<<<<<<< HEAD
 #include "common/errno_status.h"
-=======
 #include "forkd/snapshot/cpu_identity.h"
->>>>>>> acpi
 #include "forkd/snapshot/manifest.h"
 #include "forkd/snapshot/snapshot_dir.h"
 #include "forkd/vmm/acpi/vmgenid.h"
@@ -268,7 +265,6 @@ TEST(VmmSnapshot, RestoreRefusesTamperedState) {
   EXPECT_FALSE(fork.ok());
 }
 
-<<<<<<< HEAD
 // Regression: a snapshot written into the directory forks were restored
 // from used to truncate and rewrite the memory file every sibling maps
 // MAP_PRIVATE, changing their clean pages under them.
@@ -342,7 +338,7 @@ TEST(VmmSnapshot, RestoreFailsOnARefusedMsrThatIsNotHostSpecific) {
   auto refused = restore_into_fresh_vm(bad);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("12345678"), std::string::npos) << refused.status();
-=======
+
 // The VM generation ID (ACPI, booted by default) is new on every restore, and
 // the restored vCPUs run with the snapshot's CPUID, not this host's.
 TEST(VmmSnapshot, EveryRestoreHasANewGenerationIdAndTheSnapshotsCpuid) {
@@ -401,7 +397,6 @@ TEST(VmmSnapshot, RestoreRefusesACpuidTheHostCannotProvide) {
   ASSERT_FALSE(fork.ok());
   EXPECT_NE(fork.status().message().find("cpuid 0x7.0 ebx"), absl::string_view::npos)
       << fork.status();
->>>>>>> acpi
 }
 
 size_t CountEntries(const char* dir) {
