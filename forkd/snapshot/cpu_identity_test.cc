@@ -107,7 +107,7 @@ TEST(CheckCompatible, RefusesOtherFormatVersionAndOtherCpu) {
   h.format_version = kFormatVersion + 1;
   absl::Status s = CheckCompatible(h, Sample());
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("format_version 2 is not supported"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("format_version 3 is not supported"));
   h.format_version = kFormatVersion;
   CpuIdentity host = Sample();
   host.model = 1;
