@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kernel-stage/pinned_file.h"
 
 namespace forkd::kernel_stage {
 
@@ -18,7 +19,7 @@ absl::Status CheckPin(const GuestPin& expected, const GuestPin& stamped) {
     return absl::InvalidArgumentError("CheckPin: the expected pin must itself be pinned");
   }
   if (stamped.unpinned) {
-    return absl::FailedPreconditionError(
+    return PinMismatch(
         absl::StrCat("guest pin: snapshot is unpinned (", DescribePin(stamped),
                      "; made with --insecure-skip-guest-verify); this daemon is pinned to ",
                      DescribePin(expected)));
@@ -37,7 +38,7 @@ absl::Status CheckPin(const GuestPin& expected, const GuestPin& stamped) {
                                  " is not the expected ", expected.agent_protocol));
   }
   if (diffs.empty()) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat("guest pin: ", absl::StrJoin(diffs, "; ")));
+  return PinMismatch(absl::StrCat("guest pin: ", absl::StrJoin(diffs, "; ")));
 }
 
 }  // namespace forkd::kernel_stage

@@ -5,6 +5,12 @@
 
 #include <string>
 
+#include "common/errno_status.h"
+#include "kernel-stage/pinned_file.h"
+
+#include "common/errno_status.h"
+#include "kernel-stage/pinned_file.h"
+
 namespace forkd::kernel_stage {
 namespace {
 
@@ -27,6 +33,9 @@ TEST(GuestPinTest, OtherKernelIsRefusedNamingBothDigests) {
   const GuestPin want = Pin("k", "i", 1), got = Pin("k2", "i", 1);
   absl::Status st = CheckPin(want, got);
   EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(IsPinMismatch(st));
+  EXPECT_TRUE(IsPinMismatch(Annotate(st, "restore /snap")));  // context keeps the mark
+  EXPECT_FALSE(IsPinMismatch(absl::FailedPreconditionError("other CPU")));
   EXPECT_THAT(
       std::string(st.message()),
       AllOf(HasSubstr(HexDigest(want.kernel_sha256)), HasSubstr(HexDigest(got.kernel_sha256)),

@@ -7,12 +7,15 @@
 #include <cerrno>
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "common/errno_status.h"
 #include "common/unique_fd.h"
 
 namespace forkd::kernel_stage {
 namespace {
+
+constexpr char kPinMismatchPayload[] = "type.forkd.dev/guest-pin.Mismatch";
 
 bool SameTime(const timespec& a, const timespec& b) {
   return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
@@ -33,11 +36,22 @@ bool FileIdentity::operator==(const FileIdentity& o) const {
          SameTime(ctime, o.ctime);
 }
 
+absl::Status PinMismatch(std::string_view message) {
+  absl::Status s = absl::FailedPreconditionError(absl::string_view(message.data(), message.size()));
+  s.SetPayload(kPinMismatchPayload, absl::Cord("1"));
+  return s;
+}
+
+bool IsPinMismatch(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kFailedPrecondition &&
+         status.GetPayload(kPinMismatchPayload).has_value();
+}
+
 absl::Status DigestMismatch(std::string_view what, const Sha256Digest& expected,
                             const Sha256Digest& actual) {
-  return absl::FailedPreconditionError(
-      absl::StrCat(absl::string_view(what.data(), what.size()), ": SHA-256 mismatch: expected ",
-                   HexDigest(expected), ", actual ", HexDigest(actual)));
+  return PinMismatch(absl::StrCat(absl::string_view(what.data(), what.size()),
+                                  ": SHA-256 mismatch: expected ", HexDigest(expected), ", actual ",
+                                  HexDigest(actual)));
 }
 
 absl::StatusOr<PinnedFile> PinnedFile::Open(std::string path, const Sha256Digest& expected) {

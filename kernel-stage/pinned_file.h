@@ -69,8 +69,15 @@ class PinnedFile {
 };
 
 // "<what>: SHA-256 mismatch: expected <hex>, actual <hex>" as FAILED_PRECONDITION; the one
-// message format for every pin refusal.
+// message format for every digest refusal. Carries the pin-mismatch mark (IsPinMismatch).
 absl::Status DigestMismatch(std::string_view what, const Sha256Digest& expected,
                             const Sha256Digest& actual);
+
+// FAILED_PRECONDITION with `message`, marked as a pin mismatch.
+absl::Status PinMismatch(std::string_view message);
+// Whether `status` (possibly annotated: Annotate keeps payloads) is a refusal by the guest pin
+// (DigestMismatch, PinMismatch, CheckPin) rather than any other FAILED_PRECONDITION; forkd-vmm
+// exits 4 for these.
+bool IsPinMismatch(const absl::Status& status);
 
 }  // namespace forkd::kernel_stage

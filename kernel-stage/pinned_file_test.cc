@@ -39,6 +39,7 @@ TEST_F(PinnedFileTest, OpenRefusesAMismatchNamingBothDigests) {
   auto f = PinnedFile::Open(path_, wrong);
   ASSERT_FALSE(f.ok());
   EXPECT_EQ(f.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(IsPinMismatch(f.status()));
   EXPECT_THAT(std::string(f.status().message()),
               AllOf(HasSubstr(path_), HasSubstr("expected " + HexDigest(wrong)),
                     HasSubstr("actual " + HexDigest(DigestOf(good_)))));

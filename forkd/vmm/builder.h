@@ -4,11 +4,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "agent/protocol.h"
 #include "forkd/vmm/machine.h"
 #include "forkd/vmm/vstate/kvm.h"
+#include "kernel-stage/digest.h"
 
 namespace forkd::vmm {
 
@@ -26,6 +29,18 @@ struct BootConfig {
   // Appends `virtio_mmio.device=...` for each virtio device to the command
   // line (Linux guests); the probe guest finds its devices at fixed slots.
   bool declare_virtio_on_cmdline = true;
+
+  // The guest pin (docs/guest-pin.md). BuildForBoot always hashes the kernel and initramfs bytes
+  // it reads (kernel-stage/digest.h) and stamps them, with `agent_protocol`, on the Machine, so
+  // every snapshot of it carries them. With `expect_kernel_sha256` set the boot is pinned: the
+  // bytes loaded -- not the file as it was at some earlier check -- must have exactly these
+  // digests (the initramfs digest is that of the empty input when there is no initramfs), or
+  // BuildForBoot fails with FAILED_PRECONDITION naming both digests before creating the VM.
+  // Without it the machine is stamped unpinned (forkd-vmm requires the digests unless
+  // --insecure-skip-guest-verify).
+  std::optional<kernel_stage::Sha256Digest> expect_kernel_sha256;
+  std::optional<kernel_stage::Sha256Digest> expect_initrd_sha256;
+  uint32_t agent_protocol = agent::kProtocolVersion;
 };
 
 // Creates and configures a machine ready to Start().
