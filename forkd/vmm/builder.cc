@@ -50,25 +50,15 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Machine>> BuildForBoot(std::shared_ptr<const Kvm> kvm,
-                                                      const BootConfig& cfg) {
-  if (cfg.cmdline.size() + 1 > layout::kCmdlineMaxSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("kernel command line of ", cfg.cmdline.size(), " bytes is too long"));
-  }
+absl::StatusOr<kernel_stage::GuestPin> PinLoadedImages(const BootConfig& cfg,
+                                                       std::string_view kernel,
+                                                       std::string_view initrd) {
   if (cfg.expect_initrd_sha256 && !cfg.expect_kernel_sha256) {
     return absl::InvalidArgumentError("an initramfs digest without a kernel digest pins nothing");
   }
   if (cfg.expect_kernel_sha256 && !cfg.initrd_path.empty() && !cfg.expect_initrd_sha256) {
     return absl::InvalidArgumentError(
         absl::StrCat("a pinned boot needs the initramfs digest too (", cfg.initrd_path, ")"));
-  }
-  // Read once, hash what was read, load exactly that: no window in which the file could be
-  // swapped between the check and the load.
-  FORKD_ASSIGN_OR_RETURN(std::string kernel, ReadWholeFile(cfg.kernel_path));
-  std::string initrd;
-  if (!cfg.initrd_path.empty()) {
-    FORKD_ASSIGN_OR_RETURN(initrd, ReadWholeFile(cfg.initrd_path));
   }
   kernel_stage::GuestPin pin{
       .kernel_sha256 =
@@ -86,6 +76,23 @@ absl::StatusOr<std::unique_ptr<Machine>> BuildForBoot(std::shared_ptr<const Kvm>
         "guest pin: initramfs " + (cfg.initrd_path.empty() ? "(none)" : cfg.initrd_path),
         *cfg.expect_initrd_sha256, pin.initrd_sha256);
   }
+  return pin;
+}
+
+absl::StatusOr<std::unique_ptr<Machine>> BuildForBoot(std::shared_ptr<const Kvm> kvm,
+                                                      const BootConfig& cfg) {
+  if (cfg.cmdline.size() + 1 > layout::kCmdlineMaxSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kernel command line of ", cfg.cmdline.size(), " bytes is too long"));
+  }
+  // Read once, hash what was read, load exactly that: no window in which the file could be
+  // swapped between the check and the load.
+  FORKD_ASSIGN_OR_RETURN(std::string kernel, ReadWholeFile(cfg.kernel_path));
+  std::string initrd;
+  if (!cfg.initrd_path.empty()) {
+    FORKD_ASSIGN_OR_RETURN(initrd, ReadWholeFile(cfg.initrd_path));
+  }
+  FORKD_ASSIGN_OR_RETURN(kernel_stage::GuestPin pin, PinLoadedImages(cfg, kernel, initrd));
   auto parsed = ParseKernelImage({reinterpret_cast<const uint8_t*>(kernel.data()), kernel.size()});
   if (!parsed.ok()) return Annotate(parsed.status(), "kernel " + cfg.kernel_path);
   const KernelImage& image = *parsed;

@@ -12,6 +12,7 @@
 #include "forkd/vmm/machine.h"
 #include "forkd/vmm/vstate/kvm.h"
 #include "kernel-stage/digest.h"
+#include "kernel-stage/guest_pin.h"
 
 namespace forkd::vmm {
 
@@ -46,6 +47,15 @@ struct BootConfig {
 // Creates and configures a machine ready to Start().
 absl::StatusOr<std::unique_ptr<Machine>> BuildForBoot(std::shared_ptr<const Kvm> kvm,
                                                       const BootConfig& cfg);
+
+// The guest pin of a boot from the kernel and initramfs bytes read for it (`initrd` empty when
+// there is none): their digests, cfg.agent_protocol, unpinned unless cfg.expect_kernel_sha256.
+// With expectations, FAILED_PRECONDITION naming both digests on a mismatch (IsPinMismatch);
+// INVALID_ARGUMENT for an initramfs digest without a kernel digest, or a pinned boot of an
+// initramfs without its digest. BuildForBoot calls it before creating the VM.
+absl::StatusOr<kernel_stage::GuestPin> PinLoadedImages(const BootConfig& cfg,
+                                                       std::string_view kernel,
+                                                       std::string_view initrd);
 
 // Reads a whole file (kernel, initramfs).
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
