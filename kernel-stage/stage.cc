@@ -91,8 +91,8 @@ class TempFile {
 class Sink {
  public:
   Sink(int fd, std::string name, uint64_t max_bytes,
-       const std::function<void(uint64_t, uint64_t)>& progress)
-      : fd_(fd), name_(std::move(name)), max_bytes_(max_bytes), progress_(progress) {}
+       std::function<void(uint64_t, uint64_t)> progress)
+      : fd_(fd), name_(std::move(name)), max_bytes_(max_bytes), progress_(std::move(progress)) {}
 
   absl::Status Write(std::span<const uint8_t> bytes) {
     if (bytes.size() > max_bytes_ - size_) {
@@ -119,7 +119,7 @@ class Sink {
   int fd_;
   std::string name_;
   uint64_t max_bytes_;
-  const std::function<void(uint64_t, uint64_t)>& progress_;
+  std::function<void(uint64_t, uint64_t)> progress_;
   Sha256Hasher hasher_;
   uint64_t size_ = 0;
   uint64_t total_ = 0;
