@@ -45,13 +45,13 @@ void WriteAll(const fs::path& p, const std::string& content) {
 
 std::string Python() { return fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3"; }
 
-struct Run {
+struct RunResult {
   int code = -1;
   std::string out, err;
 };
 
 // Runs `argv` (argv[0] searched in PATH) with stdout/stderr to files in `scratch`.
-Run Exec(const std::vector<std::string>& args, const fs::path& scratch) {
+RunResult Exec(const std::vector<std::string>& args, const fs::path& scratch) {
   const fs::path out = scratch / "stdout", err = scratch / "stderr";
   std::vector<std::string> copy = args;
   std::vector<char*> argv;
@@ -65,7 +65,7 @@ Run Exec(const std::vector<std::string>& args, const fs::path& scratch) {
     ::execvp(argv[0], argv.data());
     _exit(127);
   }
-  Run r;
+  RunResult r;
   int status = 0;
   if (pid > 0 && ::waitpid(pid, &status, 0) == pid && WIFEXITED(status)) {
     r.code = WEXITSTATUS(status);
@@ -133,8 +133,8 @@ class KernelStageTest : public ::testing::Test {
     digest_ = Sha256({reinterpret_cast<const uint8_t*>(kernel_.data()), kernel_.size()});
   }
 
-  Run Stage(const std::string& source, const std::string& sha256,
-            const std::vector<std::string>& extra = {}) {
+  RunResult Stage(const std::string& source, const std::string& sha256,
+                  const std::vector<std::string>& extra = {}) {
     std::vector<std::string> args = {
         KERNEL_STAGE_BINARY, "--source", source, "--sha256", sha256, "--dest", dest_.string()};
     args.insert(args.end(), extra.begin(), extra.end());
@@ -199,7 +199,7 @@ TEST_F(KernelStageTest, FreshHttpsDownloadThenCachedVerifyThenTamperedCacheQuara
   const std::vector<std::string> ca = {"--ca", (pki / "ca.pem").string()};
 
   // Fresh download.
-  Run fresh = Stage(url, Hex(), ca);
+  RunResult fresh = Stage(url, Hex(), ca);
   ASSERT_EQ(fresh.code, 0) << fresh.err;
   EXPECT_THAT(fresh.out, HasSubstr("staged " + dest_.string() + " " + Hex()));
   EXPECT_EQ(ReadAll(dest_), kernel_);
@@ -208,7 +208,7 @@ TEST_F(KernelStageTest, FreshHttpsDownloadThenCachedVerifyThenTamperedCacheQuara
 
   // Cached: verified, not fetched (the URL now 404s, so a fetch would fail).
   const std::string gone = "https://127.0.0.1:" + std::to_string(https.port()) + "/file/absent";
-  Run cached = Stage(gone, Hex(), ca);
+  RunResult cached = Stage(gone, Hex(), ca);
   ASSERT_EQ(cached.code, 0) << cached.err;
   EXPECT_THAT(cached.out, HasSubstr("verified " + dest_.string()));
 
@@ -218,7 +218,7 @@ TEST_F(KernelStageTest, FreshHttpsDownloadThenCachedVerifyThenTamperedCacheQuara
   WriteAll(dest_, tampered);
   const std::string actual =
       HexDigest(Sha256({reinterpret_cast<const uint8_t*>(tampered.data()), tampered.size()}));
-  Run bad = Stage(url, Hex(), ca);
+  RunResult bad = Stage(url, Hex(), ca);
   EXPECT_EQ(bad.code, 4) << bad.err;
   EXPECT_THAT(bad.err, AllOf(HasSubstr("cached-mismatch"), HasSubstr("expected " + Hex()),
                              HasSubstr("actual " + actual)));
@@ -231,7 +231,7 @@ TEST_F(KernelStageTest, FreshHttpsDownloadThenCachedVerifyThenTamperedCacheQuara
   EXPECT_EQ(ReadAll(q[0]), tampered);
 
   // And the next run fetches a good copy again.
-  Run again = Stage(url, Hex(), ca);
+  RunResult again = Stage(url, Hex(), ca);
   ASSERT_EQ(again.code, 0) << again.err;
   EXPECT_EQ(ReadAll(dest_), kernel_);
 }
@@ -240,7 +240,7 @@ TEST_F(KernelStageTest, WrongDigestIsRefusedAndQuarantined) {
   Server http(serve_);
   ASSERT_NE(http.port(), 0);
   const std::string url = "http://127.0.0.1:" + std::to_string(http.port()) + "/file/vmlinux";
-  Run bad = Stage(url, WrongHex(), {"--allow-http"});
+  RunResult bad = Stage(url, WrongHex(), {"--allow-http"});
   EXPECT_EQ(bad.code, 3) << bad.err;
   EXPECT_THAT(bad.err, AllOf(HasSubstr("digest-mismatch"), HasSubstr("expected " + WrongHex()),
                              HasSubstr("actual " + Hex())));
@@ -248,7 +248,7 @@ TEST_F(KernelStageTest, WrongDigestIsRefusedAndQuarantined) {
   ASSERT_EQ(Quarantined().size(), 1u);
   ExpectNoTempFiles();
   // Positive control: the right digest over the same server.
-  Run good = Stage(url, Hex(), {"--allow-http"});
+  RunResult good = Stage(url, Hex(), {"--allow-http"});
   EXPECT_EQ(good.code, 0) << good.err;
   EXPECT_EQ(ReadAll(dest_), kernel_);
 }
@@ -257,7 +257,7 @@ TEST_F(KernelStageTest, PlainHttpNeedsAllowHttp) {
   Server http(serve_);
   ASSERT_NE(http.port(), 0);
   const std::string url = "http://127.0.0.1:" + std::to_string(http.port()) + "/file/vmlinux";
-  Run refused = Stage(url, Hex());
+  RunResult refused = Stage(url, Hex());
   EXPECT_EQ(refused.code, 2) << refused.err;
   EXPECT_THAT(refused.err, HasSubstr("--allow-http"));
   EXPECT_FALSE(fs::exists(dest_));
@@ -268,7 +268,7 @@ TEST_F(KernelStageTest, TruncatedDownloadIsRefused) {
   Server http(serve_);
   ASSERT_NE(http.port(), 0);
   const std::string base = "http://127.0.0.1:" + std::to_string(http.port());
-  Run cut = Stage(base + "/truncated/vmlinux", Hex(), {"--allow-http"});
+  RunResult cut = Stage(base + "/truncated/vmlinux", Hex(), {"--allow-http"});
   EXPECT_EQ(cut.code, 8) << cut.err;
   EXPECT_THAT(cut.err, HasSubstr("truncated"));
   EXPECT_FALSE(fs::exists(dest_));
@@ -281,21 +281,22 @@ TEST_F(KernelStageTest, NotFoundRedirectsAndSizeLimit) {
   Server http(serve_);
   ASSERT_NE(http.port(), 0);
   const std::string base = "http://127.0.0.1:" + std::to_string(http.port());
-  Run missing = Stage(base + "/file/nothing", Hex(), {"--allow-http"});
+  RunResult missing = Stage(base + "/file/nothing", Hex(), {"--allow-http"});
   EXPECT_EQ(missing.code, 7) << missing.err;
   EXPECT_THAT(missing.err, HasSubstr("HTTP status 404"));
 
-  Run loop = Stage(base + "/redirect/4/vmlinux", Hex(), {"--allow-http", "--max-redirects", "3"});
+  RunResult loop =
+      Stage(base + "/redirect/4/vmlinux", Hex(), {"--allow-http", "--max-redirects", "3"});
   EXPECT_EQ(loop.code, 11) << loop.err;
 
-  Run big = Stage(base + "/file/vmlinux", Hex(), {"--allow-http", "--max-bytes", "1000000"});
+  RunResult big = Stage(base + "/file/vmlinux", Hex(), {"--allow-http", "--max-bytes", "1000000"});
   EXPECT_EQ(big.code, 9) << big.err;
   EXPECT_FALSE(fs::exists(dest_));
   ExpectNoTempFiles();
 
   // Controls: redirects within the limit, and a limit the file fits.
-  Run ok = Stage(base + "/redirect/3/vmlinux", Hex(),
-                 {"--allow-http", "--max-redirects", "3", "--max-bytes", "4000000"});
+  RunResult ok = Stage(base + "/redirect/3/vmlinux", Hex(),
+                       {"--allow-http", "--max-redirects", "3", "--max-bytes", "4000000"});
   EXPECT_EQ(ok.code, 0) << ok.err;
 }
 
@@ -310,7 +311,7 @@ TEST_F(KernelStageTest, ServerUnreachable) {
   socklen_t len = sizeof a;
   ASSERT_EQ(::getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
   const std::string url = "https://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/vmlinux";
-  Run r = Stage(url, Hex());
+  RunResult r = Stage(url, Hex());
   EXPECT_EQ(r.code, 5) << r.err;
   EXPECT_THAT(r.err, HasSubstr("unreachable"));
   EXPECT_FALSE(fs::exists(dest_));
@@ -324,7 +325,7 @@ TEST_F(KernelStageTest, TlsWithAnUnknownCaIsRefused) {
   Server https(serve_, (pki / "server.pem").string(), (pki / "server.key").string());
   ASSERT_NE(https.port(), 0);
   const std::string url = "https://127.0.0.1:" + std::to_string(https.port()) + "/file/vmlinux";
-  Run r = Stage(url, Hex(), {"--ca", (tmp_.path() / "other" / "ca.pem").string()});
+  RunResult r = Stage(url, Hex(), {"--ca", (tmp_.path() / "other" / "ca.pem").string()});
   EXPECT_EQ(r.code, 6) << r.err;
   EXPECT_THAT(r.err, HasSubstr("tls"));
   EXPECT_FALSE(fs::exists(dest_));
@@ -337,24 +338,24 @@ TEST_F(KernelStageTest, TlsWithAnUnknownCaIsRefused) {
 
 TEST_F(KernelStageTest, DestinationDirectoryMissing) {
   dest_ = stage_ / "no-such-dir" / "vmlinux";
-  Run r = Stage((serve_ / "vmlinux").string(), Hex());
+  RunResult r = Stage((serve_ / "vmlinux").string(), Hex());
   EXPECT_EQ(r.code, 13) << r.err;
   EXPECT_THAT(r.err, HasSubstr("does not exist"));
   EXPECT_FALSE(fs::exists(stage_ / "no-such-dir"));
 }
 
 TEST_F(KernelStageTest, LocalCopyAndFileUrl) {
-  Run copy = Stage((serve_ / "vmlinux").string(), Hex());
+  RunResult copy = Stage((serve_ / "vmlinux").string(), Hex());
   ASSERT_EQ(copy.code, 0) << copy.err;
   EXPECT_EQ(ReadAll(dest_), kernel_);
   fs::remove(dest_);
-  Run url = Stage("file://" + (serve_ / "vmlinux").string(), Hex());
+  RunResult url = Stage("file://" + (serve_ / "vmlinux").string(), Hex());
   ASSERT_EQ(url.code, 0) << url.err;
   EXPECT_EQ(ReadAll(dest_), kernel_);
   fs::remove(dest_);
-  Run missing = Stage((serve_ / "absent").string(), Hex());
+  RunResult missing = Stage((serve_ / "absent").string(), Hex());
   EXPECT_EQ(missing.code, 12) << missing.err;
-  Run missing_url = Stage("file://" + (serve_ / "absent").string(), Hex());
+  RunResult missing_url = Stage("file://" + (serve_ / "absent").string(), Hex());
   EXPECT_EQ(missing_url.code, 12) << missing_url.err;
   EXPECT_FALSE(fs::exists(dest_));
   ExpectNoTempFiles();
@@ -362,17 +363,17 @@ TEST_F(KernelStageTest, LocalCopyAndFileUrl) {
 
 TEST_F(KernelStageTest, DigestIsMandatoryAndStrict) {
   const std::string src = (serve_ / "vmlinux").string();
-  Run none = Exec({KERNEL_STAGE_BINARY, "--source", src, "--dest", dest_.string()}, scratch_);
+  RunResult none = Exec({KERNEL_STAGE_BINARY, "--source", src, "--dest", dest_.string()}, scratch_);
   EXPECT_EQ(none.code, 2);
   EXPECT_THAT(none.err, HasSubstr("--sha256"));
   for (const std::string& bad :
        {Hex().substr(1), Hex() + "0", "sha256:" + Hex(), Hex().substr(0, 63) + "z"}) {
-    Run r = Stage(src, bad);
+    RunResult r = Stage(src, bad);
     EXPECT_EQ(r.code, 2) << bad;
     EXPECT_THAT(r.err, HasSubstr("64 hex characters")) << bad;
   }
   EXPECT_FALSE(fs::exists(dest_));
-  Run help = Exec({KERNEL_STAGE_BINARY, "--help"}, scratch_);
+  RunResult help = Exec({KERNEL_STAGE_BINARY, "--help"}, scratch_);
   EXPECT_EQ(help.code, 0);
   EXPECT_THAT(help.out,
               AllOf(HasSubstr("Exit codes"), HasSubstr("14  disk-full"), Not(HasSubstr("TODO"))));
