@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <string>
 
 #include "kernel-stage/digest.h"
@@ -139,4 +140,13 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace forkd::kernel_stage
 
-int main(int argc, char** argv) { return forkd::kernel_stage::Main(argc, argv); }
+int main(int argc, char** argv) {
+  try {
+    return forkd::kernel_stage::Main(argc, argv);
+  } catch (const std::exception& e) {  // CLI11 or the standard library (e.g. bad_alloc)
+    (void)std::fprintf(stderr, "kernel-stage: internal: %s\n", e.what());
+  } catch (...) {
+    (void)std::fprintf(stderr, "kernel-stage: internal: unknown exception\n");
+  }
+  return forkd::kernel_stage::ExitCode(forkd::kernel_stage::Failure::kInternal);
+}

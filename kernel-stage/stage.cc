@@ -320,7 +320,7 @@ absl::StatusOr<std::string> MoveToQuarantine(const std::string& from, const std:
       (void)FsyncPath(DirOf(dest), O_RDONLY | O_DIRECTORY);
       return to;
     }
-    if (errno != EEXIST) return WriteFailure(errno, "quarantine " + from + " as " + to);
+    if (errno != EEXIST) return WriteFailure(errno, absl::StrCat("quarantine ", from, " as ", to));
   }
   return Fail(Failure::kLocalIo, absl::StatusCode::kResourceExhausted,
               "quarantine " + from + ": 1000 quarantined copies already exist");
