@@ -4,6 +4,8 @@
 #include <cstring>
 #include <string>
 
+#include "absl/strings/cord.h"
+
 namespace forkd {
 
 absl::StatusCode ErrnoToCode(int err) {
@@ -64,7 +66,11 @@ absl::Status Annotate(const absl::Status& status, std::string_view context) {
   if (status.ok()) return status;
   std::string msg(context);
   msg.append(": ").append(status.message().data(), status.message().size());
-  return {status.code(), msg};
+  absl::Status out(status.code(), msg);
+  // Payloads say what kind of failure this is (e.g. a guest-pin refusal); context keeps them.
+  status.ForEachPayload(
+      [&out](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
 }
 
 }  // namespace forkd

@@ -15,7 +15,7 @@ absl::StatusCode ErrnoToCode(int err);
 // "<context>: <ENAME> (<strerror>)" with a code derived from `err`.
 absl::Status ErrnoStatus(int err, std::string_view context);
 
-// Prefixes `context: ` to a non-OK status, keeping its code.
+// Prefixes `context: ` to a non-OK status, keeping its code and payloads.
 absl::Status Annotate(const absl::Status& status, std::string_view context);
 
 // The symbolic name of an errno value ("EEXIST"), or "errno N".

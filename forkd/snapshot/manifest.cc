@@ -1,13 +1,10 @@
 #include "forkd/snapshot/manifest.h"
 
-// See Sha256Hasher for why the direct (deprecated) SHA-256 API.
-#define OPENSSL_SUPPRESS_DEPRECATED
-#include <openssl/sha.h>
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <optional>
@@ -21,36 +18,15 @@
 #include "forkd/snapshot/manifest_internal.h"
 #include "forkd/snapshot/snapshot_dir.h"
 #include "forkd/snapshot/state_format.h"
+#include "kernel-stage/digest.h"
 
 namespace forkd::snapshot {
 namespace {
 
 constexpr std::string_view kMagicLine = "forkd-snapshot-manifest";
 
-// Incremental SHA-256 through OpenSSL's direct SHA256_* functions, not EVP.
-// OpenSSL 3's EVP initialises its provider machinery on first use: measured
-// at 134 KiB of heap that stays live, plus ~3 MiB more code, in every
-// process. forkd-vmm verifies a snapshot's state on every restore and each
-// fork is its own process, so that would be paid per fork. The direct
-// functions are deprecated in OpenSSL 3 but use the same SHA-NI/AVX code.
-class Sha256Hasher {
- public:
-  Sha256Hasher() {
-    if (SHA256_Init(&ctx_) != 1) std::abort();
-  }
-  void Update(std::span<const uint8_t> b) {
-    if (SHA256_Update(&ctx_, b.data(), b.size()) != 1) std::abort();
-  }
-  Sha256Digest Final() {
-    Sha256Digest d{};
-    static_assert(std::tuple_size_v<Sha256Digest> == SHA256_DIGEST_LENGTH);
-    if (SHA256_Final(d.data(), &ctx_) != 1) std::abort();
-    return d;
-  }
-
- private:
-  SHA256_CTX ctx_;
-};
+// The project's one SHA-256 (OpenSSL direct API; kernel-stage/digest.h says why not EVP).
+using kernel_stage::Sha256Hasher;
 
 absl::Status Malformed(size_t line_no, std::string_view why) {
   return absl::DataLossError(absl::StrCat("manifest: line ", line_no, ": ", AV(why)));
@@ -70,19 +46,13 @@ std::optional<uint64_t> ParseDecimal(std::string_view s) {
 }
 
 std::optional<Sha256Digest> ParseHexDigest(std::string_view s) {
-  if (s.size() != 64) return std::nullopt;
-  Sha256Digest d{};
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;  // uppercase refused: one spelling per digest
-  };
-  for (size_t i = 0; i < d.size(); ++i) {
-    int hi = nibble(s[2 * i]), lo = nibble(s[2 * i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    d[i] = static_cast<uint8_t>(hi << 4 | lo);
+  // One spelling per digest: the manifest is written in lowercase and uppercase is refused.
+  if (std::any_of(s.begin(), s.end(), [](char c) { return c >= 'A' && c <= 'F'; })) {
+    return std::nullopt;
   }
-  return d;
+  auto d = kernel_stage::ParseSha256Hex(s);
+  if (!d.ok()) return std::nullopt;
+  return *d;
 }
 
 // Splits "key value..." lines; the manifest has no other syntax.
@@ -135,22 +105,9 @@ absl::StatusOr<Sha256Digest> KeyDigest(LineReader& lr, std::string_view key) {
 
 }  // namespace
 
-std::string HexDigest(const Sha256Digest& d) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s;
-  s.reserve(64);
-  for (uint8_t b : d) {
-    s.push_back(kHex[b >> 4]);
-    s.push_back(kHex[b & 0xf]);
-  }
-  return s;
-}
+std::string HexDigest(const Sha256Digest& d) { return kernel_stage::HexDigest(d); }
 
-Sha256Digest Sha256(std::span<const uint8_t> bytes) {
-  Sha256Hasher h;
-  h.Update(bytes);
-  return h.Final();
-}
+Sha256Digest Sha256(std::span<const uint8_t> bytes) { return kernel_stage::Sha256(bytes); }
 
 std::string SerializeManifest(const Manifest& m) {
   std::string out = absl::StrCat(

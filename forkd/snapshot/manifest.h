@@ -4,7 +4,7 @@
 //
 // Text, one item per line, in this exact order (strictly parsed):
 //   forkd-snapshot-manifest
-//   format_version 1
+//   format_version 2          (kFormatVersion, shared with the state file)
 //   chunk_size 2097152
 //   state_size <bytes>
 //   state_sha256 <64 hex>
@@ -33,10 +33,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernel-stage/digest.h"
 
 namespace forkd::snapshot {
 
-using Sha256Digest = std::array<uint8_t, 32>;
+using Sha256Digest = kernel_stage::Sha256Digest;
 
 inline constexpr uint64_t kDefaultChunkSize = 2 * 1024 * 1024;
 inline constexpr uint64_t kMinChunkSize = 4096;
@@ -73,7 +74,7 @@ absl::Status WriteManifest(const std::filesystem::path& dir,
 // ("memory chunk 3 (bytes 6291456..8388608): SHA-256 mismatch").
 absl::Status VerifyManifest(const std::filesystem::path& dir, VerifyMode mode);
 
-// Lowercase hex of a digest, and SHA-256 of a buffer (OpenSSL EVP).
+// Lowercase hex of a digest, and SHA-256 of a buffer (kernel-stage/digest.h, the one hasher).
 std::string HexDigest(const Sha256Digest& d);
 Sha256Digest Sha256(std::span<const uint8_t> bytes);
 

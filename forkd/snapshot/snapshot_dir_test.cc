@@ -142,6 +142,22 @@ TEST_F(SnapshotDirTest, ChangedStateIsRefused) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("state SHA-256 mismatch"));
 }
 
+TEST_F(SnapshotDirTest, ChangedGuestPinIsRefusedByTheManifest) {
+  // The pin lives in the HEADER section (kernel digest at byte 48, pin_flags at 112; see
+  // state_format_test.cc): turning an unpinned snapshot into a pinned one, or changing its kernel
+  // digest, breaks the state hash like any other edit.
+  for (const uint64_t offset : {48, 112}) {
+    WriteMemory();
+    ASSERT_TRUE(SaveSnapshot(dir_, state_).ok());
+    ASSERT_TRUE(OpenSnapshot(dir_, VerifyMode::kStateOnly, host_).ok());  // positive control
+    FlipBit(StatePath(dir_), offset);
+    auto r = OpenSnapshot(dir_, VerifyMode::kStateOnly, host_);
+    ASSERT_FALSE(r.ok()) << offset;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("state SHA-256 mismatch"));
+  }
+}
+
 TEST_F(SnapshotDirTest, ResizedMemoryIsRefusedEvenInStateOnlyMode) {
   WriteMemory();
   ASSERT_TRUE(SaveSnapshot(dir_, state_).ok());
@@ -242,6 +258,8 @@ TEST(Manifest, MalformedOrForeignManifestsAreRefused) {
       {"forkd-snapshot-manifest", "sha256sums", absl::StatusCode::kInvalidArgument, "bad magic"},
       {"format_version 2", "format_version 3", absl::StatusCode::kFailedPrecondition,
        "format_version 3 is not supported"},
+      {"format_version 2", "format_version 1", absl::StatusCode::kFailedPrecondition,
+       "format_version 1 is not supported"},
       {"chunk_size 2097152", "chunk_size 3000000", absl::StatusCode::kDataLoss,
        "line 3: chunk_size 3000000 is not a power of two"},
       {"memory_chunks 2", "memory_chunks 99999999999", absl::StatusCode::kDataLoss,

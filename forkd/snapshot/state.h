@@ -15,8 +15,9 @@
 namespace forkd::snapshot {
 
 // The format this build writes and the only one it reads. Bump on any change to the encoding of
-// an existing section; restore refuses every other value, older or newer (DESIGN.md section 2).
-// Version 2 (acpi branch): each vCPU's CPUID (VcpuState::cpuid).
+// an existing section; restore refuses every other value, older or newer (README.md).
+// 2: HEADER gained initrd_sha256 and the pin flags (the guest pin, docs/guest-pin.md), and each
+// vCPU its CPUID (VcpuState::cpuid).
 inline constexpr uint32_t kFormatVersion = 2;
 
 // Limits that keep an untrusted file from asking for absurd work or memory.
@@ -102,9 +103,15 @@ struct SnapshotHeader {
   CpuIdentity cpu;  // the host the snapshot was taken on; see CheckCompatible
   std::vector<MemoryRegionLayout> memory;
   uint32_t vcpu_count = 0;  // 1..kMaxVcpus, equals SnapshotState::vcpus.size()
-  // SHA-256 of the guest kernel the VM booted (DESIGN.md 5); all zero for the probe guest.
+  // The guest pin (docs/guest-pin.md): SHA-256 of the kernel image and of the initramfs bytes the
+  // VM booted (the initramfs digest is that of the empty input when it had none), the agent
+  // protocol its guest speaks (agent/protocol.h), and whether the boot was unpinned
+  // (--insecure-skip-guest-verify: nobody checked the digests; a pinned restore refuses it).
+  // Covered by the manifest's state hash like everything in the state file.
   std::array<uint8_t, 32> kernel_sha256{};
-  uint32_t guest_protocol_version = 0;  // agent protocol the guest speaks (DESIGN.md 3)
+  std::array<uint8_t, 32> initrd_sha256{};
+  uint32_t guest_protocol_version = 0;
+  bool unpinned = false;
   uint64_t created_unix_ns = 0;
   friend bool operator==(const SnapshotHeader&, const SnapshotHeader&) = default;
 };

@@ -18,6 +18,8 @@ constexpr size_t kSectionHeaderBytes = 4 + 4 + 8;
 constexpr uint32_t kMaxVendorBytes = 12;
 constexpr uint32_t kMaxHostKernelBytes = 64;
 constexpr size_t kMsrEntryBytes = 4 + 8;
+// HEADER pin_flags bits.
+constexpr uint32_t kPinFlagUnpinned = 1u << 0;
 
 // ---- encoding ----
 
@@ -26,6 +28,8 @@ void EncodeHeader(const SnapshotHeader& h, ByteWriter& w) {
   w.U32(h.guest_protocol_version);
   w.U64(h.created_unix_ns);
   w.Fixed(h.kernel_sha256);
+  w.Fixed(h.initrd_sha256);
+  w.U32(h.unpinned ? kPinFlagUnpinned : 0);
   const CpuIdentity& c = h.cpu;
   w.String(c.vendor);
   w.U32(c.family);
@@ -111,6 +115,14 @@ absl::StatusOr<SnapshotHeader> DecodeHeader(ByteReader& r) {
   FORKD_ASSIGN_OR_RETURN(h.created_unix_ns, r.U64("created_unix_ns"));
   FORKD_ASSIGN_OR_RETURN(auto sha, r.Fixed(h.kernel_sha256.size(), "kernel_sha256"));
   std::memcpy(h.kernel_sha256.data(), sha.data(), sha.size());
+  FORKD_ASSIGN_OR_RETURN(auto initrd_sha, r.Fixed(h.initrd_sha256.size(), "initrd_sha256"));
+  std::memcpy(h.initrd_sha256.data(), initrd_sha.data(), initrd_sha.size());
+  FORKD_ASSIGN_OR_RETURN(uint32_t pin_flags, r.U32("pin_flags"));
+  if ((pin_flags & ~kPinFlagUnpinned) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: pin_flags %#x has unknown bits", r.context(), pin_flags));
+  }
+  h.unpinned = (pin_flags & kPinFlagUnpinned) != 0;
   CpuIdentity& c = h.cpu;
   FORKD_ASSIGN_OR_RETURN(c.vendor, r.String(kMaxVendorBytes, "cpu.vendor"));
   FORKD_ASSIGN_OR_RETURN(c.family, r.U32("cpu.family"));

@@ -29,6 +29,8 @@ SnapshotState RandomState(uint32_t seed, uint32_t vcpus, uint32_t devices) {
   h.guest_protocol_version = static_cast<uint32_t>(rng());
   h.created_unix_ns = rng();
   for (auto& b : h.kernel_sha256) b = static_cast<uint8_t>(rng());
+  for (auto& b : h.initrd_sha256) b = static_cast<uint8_t>(rng());
+  h.unpinned = (rng() & 1) != 0;
   h.cpu.vendor = "GenuineIntel";
   h.cpu.family = 6;
   h.cpu.model = 85;

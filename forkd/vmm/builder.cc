@@ -15,6 +15,8 @@
 #include "forkd/vmm/arch/x86_64/layout.h"
 #include "forkd/vmm/arch/x86_64/regs.h"
 #include "forkd/vmm/loader/kernel_image.h"
+#include "kernel-stage/guest_pin.h"
+#include "kernel-stage/pinned_file.h"
 
 namespace forkd::vmm {
 namespace {
@@ -49,13 +51,49 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   return out;
 }
 
+absl::StatusOr<kernel_stage::GuestPin> PinLoadedImages(const BootConfig& cfg,
+                                                       std::string_view kernel,
+                                                       std::string_view initrd) {
+  if (cfg.expect_initrd_sha256 && !cfg.expect_kernel_sha256) {
+    return absl::InvalidArgumentError("an initramfs digest without a kernel digest pins nothing");
+  }
+  if (cfg.expect_kernel_sha256 && !cfg.initrd_path.empty() && !cfg.expect_initrd_sha256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a pinned boot needs the initramfs digest too (", cfg.initrd_path, ")"));
+  }
+  kernel_stage::GuestPin pin{
+      .kernel_sha256 =
+          kernel_stage::Sha256({reinterpret_cast<const uint8_t*>(kernel.data()), kernel.size()}),
+      .initrd_sha256 =
+          kernel_stage::Sha256({reinterpret_cast<const uint8_t*>(initrd.data()), initrd.size()}),
+      .agent_protocol = cfg.agent_protocol,
+      .unpinned = !cfg.expect_kernel_sha256.has_value()};
+  if (cfg.expect_kernel_sha256 && pin.kernel_sha256 != *cfg.expect_kernel_sha256) {
+    return kernel_stage::DigestMismatch("guest pin: kernel " + cfg.kernel_path,
+                                        *cfg.expect_kernel_sha256, pin.kernel_sha256);
+  }
+  if (cfg.expect_initrd_sha256 && pin.initrd_sha256 != *cfg.expect_initrd_sha256) {
+    return kernel_stage::DigestMismatch(
+        "guest pin: initramfs " + (cfg.initrd_path.empty() ? "(none)" : cfg.initrd_path),
+        *cfg.expect_initrd_sha256, pin.initrd_sha256);
+  }
+  return pin;
+}
+
 absl::StatusOr<std::unique_ptr<Machine>> BuildForBoot(std::shared_ptr<const Kvm> kvm,
                                                       const BootConfig& cfg) {
   if (cfg.cmdline.size() + 1 > layout::kCmdlineMaxSize) {
     return absl::InvalidArgumentError(
         absl::StrCat("kernel command line of ", cfg.cmdline.size(), " bytes is too long"));
   }
+  // Read once, hash what was read, load exactly that: no window in which the file could be
+  // swapped between the check and the load.
   FORKD_ASSIGN_OR_RETURN(std::string kernel, ReadWholeFile(cfg.kernel_path));
+  std::string initrd;
+  if (!cfg.initrd_path.empty()) {
+    FORKD_ASSIGN_OR_RETURN(initrd, ReadWholeFile(cfg.initrd_path));
+  }
+  FORKD_ASSIGN_OR_RETURN(kernel_stage::GuestPin pin, PinLoadedImages(cfg, kernel, initrd));
   auto parsed = ParseKernelImage({reinterpret_cast<const uint8_t*>(kernel.data()), kernel.size()});
   if (!parsed.ok()) return Annotate(parsed.status(), "kernel " + cfg.kernel_path);
   const KernelImage& image = *parsed;
@@ -71,6 +109,7 @@ absl::StatusOr<std::unique_ptr<Machine>> BuildForBoot(std::shared_ptr<const Kvm>
   if (!mem.ok()) return mem.status();
   FORKD_ASSIGN_OR_RETURN(auto machine, Machine::Create(std::move(kvm), *std::move(mem), cfg.vcpus,
                                                        cfg.serial, cfg.virtio));
+  machine->set_guest_pin(pin);
   const GuestMemory& m = machine->memory();
 
   FORKD_RETURN_IF_ERROR(LoadKernel(m, image, kernel));
@@ -93,7 +132,6 @@ absl::StatusOr<std::unique_ptr<Machine>> BuildForBoot(std::shared_ptr<const Kvm>
   zp.cmdline_size = cmdline_size;
   zp.header = image.header;
   if (!cfg.initrd_path.empty()) {
-    FORKD_ASSIGN_OR_RETURN(std::string initrd, ReadWholeFile(cfg.initrd_path));
     uint64_t addr_max = image.header && image.header->initrd_addr_max != 0
                             ? image.header->initrd_addr_max
                             : kDefaultInitrdAddrMax;

@@ -34,6 +34,7 @@
 #include "forkd/vmm/vstate/state.h"
 #include "forkd/vmm/vstate/vcpu.h"
 #include "forkd/vmm/vstate/vm.h"
+#include "kernel-stage/guest_pin.h"
 
 namespace forkd::vmm {
 
@@ -148,6 +149,12 @@ class Machine {
   std::optional<VmExit> exit() const { return latch_.Get(); }
   std::optional<VmExit> WaitForExit(std::chrono::milliseconds timeout) const;
 
+  // What the guest booted (docs/guest-pin.md): set by BuildForBoot from the bytes it loaded, by
+  // RestoreSnapshot from the snapshot; stamped into every snapshot of this machine. A machine
+  // nobody stamped is unpinned.
+  const kernel_stage::GuestPin& guest_pin() const { return guest_pin_; }
+  void set_guest_pin(const kernel_stage::GuestPin& pin) { guest_pin_ = pin; }
+
   // Snapshot state of a paused VM (vCPUs, irqchip/PIT/clock, devices).
   absl::StatusOr<MachineState> SaveState() const;
   // Applies a snapshot's state to a freshly created (not started) machine.
@@ -212,6 +219,7 @@ class Machine {
   // Set by RestoreState; applied by Start() so the guest clock advances by
   // all the host time that passed before the vCPUs run.
   std::optional<VmState> pending_clock_;
+  kernel_stage::GuestPin guest_pin_{.unpinned = true};
   uint32_t pending_tsc_khz_ = 0;
   // The VM generation ID device exists (saved as a device state), and a
   // restore replaced its value: Start() raises the GED interrupt.

@@ -40,17 +40,24 @@
 #ifdef FORKD_VMM_TEST_HOOK
 #include "forkd/vmm/seccomp/test_hook.h"
 #endif
+#include "kernel-stage/digest.h"
+#include "kernel-stage/guest_pin.h"
+#include "kernel-stage/pinned_file.h"
 
 namespace forkd::vmm {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: forkd-vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--mem-mib N] [--vcpus N]\n"
+    "usage: forkd-vmm --kernel PATH --kernel-sha256 HEX [--initrd PATH --initrd-sha256 HEX]\n"
+    "                 [--agent-protocol N] [--cmdline STR] [--mem-mib N] [--vcpus N]\n"
     "                 [--virtio-rng] [--vsock-cid N --vsock-uds PATH] [--serial-out FD|PATH] "
     "[--serial-in FD|PATH] [--control-fd "
     "FD]\n"
     "                 [--net-tap NAME [--net-netns PATH] [--net-mac MAC]]\n"
-    "       forkd-vmm --restore DIR [--standby] [--serial-out FD|PATH] [--serial-in FD|PATH]\n"
+    "       forkd-vmm --kernel PATH [--initrd PATH] --insecure-skip-guest-verify ...\n"
+    "       forkd-vmm --restore DIR [--expect-kernel-sha256 HEX --expect-initrd-sha256 HEX\n"
+    "                 [--expect-agent-protocol N]] [--standby] [--serial-out FD|PATH] [--serial-in "
+    "FD|PATH]\n"
     "                 [--control-fd FD] [--vsock-uds PATH] [--net-tap NAME [--net-netns PATH]\n"
     "                 [--net-mac MAC]]\n"
     "       rate limits (boot and restore): [--rng-rate R[:B]] [--rng-ops R[:B]]\n"
@@ -60,6 +67,14 @@ constexpr char kUsage[] =
     "Runs one KVM microVM. Boots a bzImage/ELF kernel through the 64-bit Linux boot\n"
     "protocol, or restores a snapshot directory (copy-on-write: the snapshot is never\n"
     "modified). Guest serial output goes to --serial-out (default: stdout).\n"
+    "The guest pin (docs/guest-pin.md): --kernel-sha256 (and --initrd-sha256 with\n"
+    "--initrd) are mandatory; the bytes read are hashed and must match before anything\n"
+    "is loaded, and the digests, with --agent-protocol (default: this tree's agent\n"
+    "protocol), are stamped into every snapshot. --insecure-skip-guest-verify boots\n"
+    "without them (a warning; snapshots are stamped unpinned). On --restore,\n"
+    "--expect-kernel-sha256/--expect-initrd-sha256 (without an initramfs: the SHA-256\n"
+    "of empty input) and --expect-agent-protocol refuse a snapshot stamped otherwise\n"
+    "or unpinned.\n"
     "--standby restores everything, answers STANDBY, and starts the vCPUs on GO (a\n"
     "pre-provisioned fork; the guest clock is advanced at GO). Needs --control-fd.\n"
     "--virtio-rng adds a virtio-mmio entropy device (declared on the command line;\n"
@@ -83,7 +98,8 @@ constexpr char kUsage[] =
     "Control protocol on --control-fd (default: READY/EXIT lines on stderr, no commands):\n"
     "  out: STANDBY | READY | OK | ERR <why> | EXIT <reset|shutdown: ...|stopped|error: ...>\n"
     "  in:  GO | PAUSE | RESUME | STOP | SNAPSHOT <dir>   (EOF stops the VM)\n"
-    "Exit code: 0 stopped or reset, 3 guest shutdown/triple fault, 1 VM error, 2 usage.\n"
+    "Exit code: 0 stopped or reset, 3 guest shutdown/triple fault, 1 VM error, 2 usage,\n"
+    "4 guest pin refused (digest mismatch at boot; other or unpinned snapshot on restore).\n"
     "\n"
     "Isolation (on by default; docs/threat-model.md):\n"
     "  --jail-root DIR --jail-uid N --jail-gid N  run jailed: own mount namespace with a\n"
@@ -99,6 +115,10 @@ constexpr char kUsage[] =
     "  --no-jail           DEBUGGING ONLY: run guest code with this process's privileges\n"
     "  --no-seccomp        DEBUGGING ONLY: no per-thread seccomp filters\n"
     "  --print-seccomp     print the per-thread allow-lists (docs/vmm-seccomp.md) and exit\n";
+
+constexpr char kInsecureWarning[] =
+    "forkd-vmm: WARNING: --insecure-skip-guest-verify: the guest kernel and initramfs are NOT "
+    "verified; snapshots of this VM are stamped unpinned and a pinned restore refuses them\n";
 
 struct Options {
   std::string kernel, initrd, cmdline = "console=ttyS0 reboot=k panic=-1", restore;
@@ -120,6 +140,12 @@ struct Options {
   jail::Rlimits rlimits;
   std::string test_forbidden;  // forkd-vmm-test-hook only
   RateLimits limits;
+  // The guest pin (docs/guest-pin.md).
+  std::optional<kernel_stage::Sha256Digest> kernel_sha256, initrd_sha256;
+  bool insecure_skip_guest_verify = false;
+  uint32_t agent_protocol = agent::kProtocolVersion;
+  std::optional<kernel_stage::Sha256Digest> expect_kernel_sha256, expect_initrd_sha256;
+  std::optional<uint32_t> expect_agent_protocol;
 };
 
 // --rng-rate, --net-tx-ops, ...: the limit a flag sets, or null.
@@ -183,6 +209,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.acpi = false;
       continue;
     }
+    if (a == "--insecure-skip-guest-verify") {
+      o.insecure_skip_guest_verify = true;
+      continue;
+    }
     auto value = [&]() -> absl::StatusOr<std::string> {
       if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(argv[i], " needs a value"));
       return std::string(argv[++i]);
@@ -204,7 +234,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
         a == "--control-fd" || a == "--vsock-cid" || a == "--vsock-uds" || a == "--net-tap" ||
         a == "--net-netns" || a == "--net-mac" || a == "--jail-root" || a == "--jail-uid" ||
         a == "--jail-gid" || a == "--jail-rw" || a == "--cgroup" || a == "--keep-fd" ||
-        a == "--jail-nofile" || a == "--jail-nproc" || a == "--jail-fsize-mib"
+        a == "--jail-nofile" || a == "--jail-nproc" || a == "--jail-fsize-mib" ||
+        a == "--kernel-sha256" || a == "--initrd-sha256" || a == "--agent-protocol" ||
+        a == "--expect-kernel-sha256" || a == "--expect-initrd-sha256" ||
+        a == "--expect-agent-protocol"
 #ifdef FORKD_VMM_TEST_HOOK
         || a == "--test-forbidden-syscall"
 #endif
@@ -247,6 +280,26 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
         return absl::InvalidArgumentError(absl::StrCat("--net-mac: ", mac.status().message()));
       }
       o.net_mac = *v;
+    }
+    if (a == "--kernel-sha256" || a == "--initrd-sha256" || a == "--expect-kernel-sha256" ||
+        a == "--expect-initrd-sha256") {
+      auto d = kernel_stage::ParseSha256Hex(*v);
+      if (!d.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(std::string(a), ": ", std::string(d.status().message())));
+      }
+      if (a == "--kernel-sha256") o.kernel_sha256 = *d;
+      if (a == "--initrd-sha256") o.initrd_sha256 = *d;
+      if (a == "--expect-kernel-sha256") o.expect_kernel_sha256 = *d;
+      if (a == "--expect-initrd-sha256") o.expect_initrd_sha256 = *d;
+    }
+    if (a == "--agent-protocol" || a == "--expect-agent-protocol") {
+      auto n = ParseUint(*v);
+      if (!n || *n > 0xffffffffULL) {
+        return absl::InvalidArgumentError(absl::StrCat(std::string(a), " must be 0..4294967295"));
+      }
+      if (a == "--agent-protocol") o.agent_protocol = static_cast<uint32_t>(*n);
+      if (a == "--expect-agent-protocol") o.expect_agent_protocol = static_cast<uint32_t>(*n);
     }
     if (a == "--vsock-cid") {
       auto n = ParseUint(*v);
@@ -305,6 +358,44 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
   }
   if (!o.restore.empty() && !o.initrd.empty()) {
     return absl::InvalidArgumentError("--initrd makes no sense with --restore");
+  }
+  // The guest pin: mandatory on boot unless explicitly waived; expectations only on restore.
+  if (!o.restore.empty()) {
+    if (o.kernel_sha256 || o.initrd_sha256 || o.insecure_skip_guest_verify) {
+      return absl::InvalidArgumentError(
+          "--kernel-sha256/--initrd-sha256/--insecure-skip-guest-verify are for a boot; a "
+          "restore checks the snapshot's stamp with --expect-kernel-sha256/--expect-initrd-sha256");
+    }
+    if (o.expect_kernel_sha256.has_value() != o.expect_initrd_sha256.has_value()) {
+      return absl::InvalidArgumentError(
+          "--expect-kernel-sha256 and --expect-initrd-sha256 go together (an absent initramfs "
+          "is the SHA-256 of empty input)");
+    }
+    if (o.expect_agent_protocol && !o.expect_kernel_sha256) {
+      return absl::InvalidArgumentError("--expect-agent-protocol needs --expect-kernel-sha256");
+    }
+  } else {
+    if (o.expect_kernel_sha256 || o.expect_initrd_sha256 || o.expect_agent_protocol) {
+      return absl::InvalidArgumentError("--expect-* flags are for --restore");
+    }
+    if (o.insecure_skip_guest_verify && (o.kernel_sha256 || o.initrd_sha256)) {
+      return absl::InvalidArgumentError(
+          "--insecure-skip-guest-verify contradicts --kernel-sha256/--initrd-sha256");
+    }
+    if (!o.insecure_skip_guest_verify) {
+      if (!o.kernel_sha256) {
+        return absl::InvalidArgumentError(
+            "--kernel-sha256 is required (the guest pin; --insecure-skip-guest-verify waives it)");
+      }
+      if (!o.initrd.empty() && !o.initrd_sha256) {
+        return absl::InvalidArgumentError(
+            "--initrd-sha256 is required with --initrd (the guest pin; "
+            "--insecure-skip-guest-verify waives it)");
+      }
+      if (o.initrd.empty() && o.initrd_sha256) {
+        return absl::InvalidArgumentError("--initrd-sha256 without --initrd");
+      }
+    }
   }
   return o;
 }
@@ -371,6 +462,7 @@ void ServeCommands(Control& control, Machine& machine) {
     } else if (line->rfind("SNAPSHOT ", 0) == 0) {
       const bool was_paused = machine.paused();
       machine.Pause();
+      if (machine.guest_pin().unpinned) (void)std::fputs(kInsecureWarning, stderr);
       absl::Status st = SaveSnapshot(machine, line->substr(9));
       if (!was_paused) machine.Resume();
       control.Send(st.ok() ? std::string("OK") : "ERR " + std::string(st.message()));
@@ -380,6 +472,12 @@ void ServeCommands(Control& control, Machine& machine) {
     if (machine.exit()) return;
   }
   machine.Stop();
+}
+
+// The exit code when the VM could not be built or restored.
+int StartFailureCode(const absl::Status& st) {
+  constexpr int kGuestPinRefused = 4;
+  return kernel_stage::IsPinMismatch(st) ? kGuestPinRefused : 1;
 }
 
 int ExitCode(const VmExit& e) {
@@ -499,6 +597,7 @@ int Main(int argc, char** argv) {
     return 2;
   }
   Control control(control_fd.value_or(STDERR_FILENO));
+  if (opts->insecure_skip_guest_verify) (void)std::fputs(kInsecureWarning, stderr);
 
   // SIGTERM/SIGINT stop the VM cleanly; blocked here so only sigwait sees them.
   sigset_t stop_signals;
@@ -555,11 +654,19 @@ int Main(int argc, char** argv) {
   SerialConfig serial{*serial_out, *serial_in};
   absl::StatusOr<std::unique_ptr<Machine>> machine;
   if (!opts->restore.empty()) {
+    std::optional<kernel_stage::GuestPin> expect_pin;
+    if (opts->expect_kernel_sha256) {
+      expect_pin = kernel_stage::GuestPin{
+          .kernel_sha256 = *opts->expect_kernel_sha256,
+          .initrd_sha256 = *opts->expect_initrd_sha256,  // checked: they go together
+          .agent_protocol = opts->expect_agent_protocol.value_or(agent::kProtocolVersion)};
+    }
     machine = RestoreSnapshot(shared_kvm, opts->restore, serial, nullptr,
                               {.vsock_uds_path = opts->vsock_uds,
                                .ioeventfd = opts->ioeventfd,
                                .net = net,
-                               .limits = opts->limits});
+                               .limits = opts->limits,
+                               .expect_pin = expect_pin});
   } else {
     BootConfig cfg;
     cfg.kernel_path = opts->kernel;
@@ -575,6 +682,12 @@ int Main(int argc, char** argv) {
     cfg.virtio.net = net;
     cfg.virtio.limits = opts->limits;
     cfg.acpi = opts->acpi;
+    cfg.expect_kernel_sha256 = opts->kernel_sha256;
+    // Pinned without an initramfs: the stamp is the SHA-256 of empty input, and so is the check.
+    cfg.expect_initrd_sha256 = opts->initrd.empty() && opts->kernel_sha256
+                                   ? kernel_stage::EmptySha256()
+                                   : opts->initrd_sha256;
+    cfg.agent_protocol = opts->agent_protocol;
     machine = BuildForBoot(shared_kvm, cfg);
   }
   absl::Status st = machine.status();
@@ -592,8 +705,8 @@ int Main(int argc, char** argv) {
   const bool sealing = seccomp::ThreadFiltersArmed();
   if (st.ok()) st = (*machine)->Start(/*vcpus_parked=*/sealing);
   if (!st.ok()) {
-    control.Send("EXIT error: " + st.ToString());
-    return 1;
+    control.Send("EXIT error: " + st.ToString(absl::StatusToStringMode::kWithNoExtraData));
+    return StartFailureCode(st);
   }
   Machine& m = **machine;
 

@@ -106,6 +106,11 @@ absl::Status SaveSnapshot(const Machine& machine, const fs::path& dir) {
   s.header.cpu = snapshot::HostCpuIdentity();
   s.header.memory = {{0, machine.memory().size(), 0}};
   s.header.vcpu_count = static_cast<uint32_t>(ms.vcpus.size());
+  const kernel_stage::GuestPin& pin = machine.guest_pin();
+  s.header.kernel_sha256 = pin.kernel_sha256;
+  s.header.initrd_sha256 = pin.initrd_sha256;
+  s.header.guest_protocol_version = pin.agent_protocol;
+  s.header.unpinned = pin.unpinned;
   s.header.created_unix_ns =
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
@@ -135,6 +140,14 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
       snapshot::OpenSnapshot(dir, snapshot::VerifyMode::kStateOnly, snapshot::HostCpuIdentity());
   if (!opened.ok()) return Annotate(opened.status(), "open snapshot " + dir.string());
   const snapshot::SnapshotState& s = opened->state;
+  const kernel_stage::GuestPin stamped{.kernel_sha256 = s.header.kernel_sha256,
+                                       .initrd_sha256 = s.header.initrd_sha256,
+                                       .agent_protocol = s.header.guest_protocol_version,
+                                       .unpinned = s.header.unpinned};
+  if (options.expect_pin) {
+    FORKD_RETURN_IF_ERROR(
+        Annotate(kernel_stage::CheckPin(*options.expect_pin, stamped), "restore " + dir.string()));
+  }
   if (s.header.memory.size() != 1 || s.header.memory[0].guest_phys_addr != 0 ||
       s.header.memory[0].file_offset != 0) {
     return absl::UnimplementedError(
@@ -186,6 +199,7 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
   ms.vm.clock.host_tsc = s.vm.host_tsc;
   ms.vm.clock.flags |= KVM_CLOCK_HOST_TSC;
   for (const auto& d : s.devices) ms.devices.push_back({d.name, d.bytes});
+  machine->set_guest_pin(stamped);
   FORKD_ASSIGN_OR_RETURN(int rejected, machine->RestoreState(ms));
   if (report != nullptr) report->rejected_msrs = rejected;
   return machine;

@@ -4,7 +4,9 @@
 //
 // Save:    Pause() -> guest RAM to dir/memory (sparse) -> collect state ->
 //          snapshot::SaveSnapshot (state, then manifest as commit point).
-// Restore: OpenSnapshot (state hash, version and CPU checks) -> map
+// Save stamps the machine's guest pin into the state header.
+// Restore: OpenSnapshot (state hash, version and CPU checks) -> guest pin
+//          check (RestoreOptions::expect_pin) -> map
 //          dir/memory MAP_PRIVATE -> new VM: memory slot, then irqchip/PIT
 //          -> vCPU/VM/device state -> kvmclock advanced -> ready to Start().
 #pragma once
@@ -17,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "forkd/vmm/machine.h"
+#include "kernel-stage/guest_pin.h"
 
 namespace forkd::vmm {
 
@@ -45,6 +48,11 @@ struct RestoreOptions {
   std::optional<NetConfig> net;
   // Rate limits that replace the snapshot's (unset: the snapshot's).
   RateLimits limits;
+  // The pin this restore must match (docs/guest-pin.md). When set, a snapshot stamped with
+  // another kernel or initramfs digest or agent protocol, or an unpinned one, is refused with
+  // FAILED_PRECONDITION naming both values (kernel_stage::CheckPin) before any VM is created.
+  // Unset: any pin is accepted and carried over (the snapshot's own stamp is kept either way).
+  std::optional<kernel_stage::GuestPin> expect_pin;
 };
 absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
                                                          const std::filesystem::path& dir,

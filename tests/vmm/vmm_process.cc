@@ -9,12 +9,41 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <optional>
+#include <string_view>
 
 #include "common/errno_status.h"
+#include "kernel-stage/digest.h"
 
 namespace forkd::vmm::testing {
 namespace {
 constexpr int kChildControlFd = 3, kChildSerialOutFd = 4, kChildSerialInFd = 5;
+
+bool Has(const std::vector<std::string>& args, std::string_view flag) {
+  return std::find(args.begin(), args.end(), flag) != args.end();
+}
+
+// The value after `flag`, if any.
+std::optional<std::string> ValueOf(const std::vector<std::string>& args, std::string_view flag) {
+  auto it = std::find(args.begin(), args.end(), flag);
+  if (it == args.end() || it + 1 == args.end()) return std::nullopt;
+  return *(it + 1);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> PinArgsFor(const std::vector<std::string>& args) {
+  const auto kernel = ValueOf(args, "--kernel");
+  if (!kernel || Has(args, "--kernel-sha256") || Has(args, "--insecure-skip-guest-verify")) {
+    return std::vector<std::string>{};
+  }
+  FORKD_ASSIGN_OR_RETURN(kernel_stage::Sha256Digest k, kernel_stage::HashFile(*kernel));
+  std::vector<std::string> pin = {"--kernel-sha256", kernel_stage::HexDigest(k)};
+  if (const auto initrd = ValueOf(args, "--initrd"); initrd && !Has(args, "--initrd-sha256")) {
+    FORKD_ASSIGN_OR_RETURN(kernel_stage::Sha256Digest i, kernel_stage::HashFile(*initrd));
+    pin.insert(pin.end(), {"--initrd-sha256", kernel_stage::HexDigest(i)});
+  }
+  return pin;
 }
 
 absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::Spawn(
@@ -41,6 +70,8 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> VmmProcess::SpawnBinary(
   const bool jailed = std::find(args.begin(), args.end(), "--jail-root") != args.end();
   const bool no_jail = std::find(args.begin(), args.end(), "--no-jail") != args.end();
   if (!jailed && !no_jail) argv_s.push_back("--no-jail");
+  FORKD_ASSIGN_OR_RETURN(std::vector<std::string> pin, PinArgsFor(args));
+  argv_s.insert(argv_s.end(), pin.begin(), pin.end());
   for (auto [flag, fd] :
        {std::pair{"--control-fd", kChildControlFd}, std::pair{"--serial-out", kChildSerialOutFd},
         std::pair{"--serial-in", kChildSerialInFd}}) {

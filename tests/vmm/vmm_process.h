@@ -17,9 +17,15 @@ namespace forkd::vmm::testing {
 
 inline std::string ForkdVmmPath() { return FORKD_VMM_BINARY_PATH; }
 
+// The guest pin for a boot (docs/guest-pin.md): when `args` boot a --kernel (and maybe an
+// --initrd) without --kernel-sha256 or --insecure-skip-guest-verify, the
+// `--kernel-sha256 HEX [--initrd-sha256 HEX]` of those files, hashed now -- what forkd does with
+// the digests an operator pinned. Empty otherwise (a restore, or a test that pins itself).
+absl::StatusOr<std::vector<std::string>> PinArgsFor(const std::vector<std::string>& args);
+
 class VmmProcess {
  public:
-  // `args` follow the binary name; --control-fd/--serial-* are added.
+  // `args` follow the binary name; --control-fd/--serial-* and PinArgsFor(args) are added.
   static absl::StatusOr<std::unique_ptr<VmmProcess>> Spawn(const std::vector<std::string>& args);
   // The same with another build of the VMM (benchmarks compare builds).
   static absl::StatusOr<std::unique_ptr<VmmProcess>> SpawnBinary(
