@@ -12,6 +12,7 @@
 #include <linux/netfilter/nf_tables.h>
 #include <net/if.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <memory>
@@ -36,7 +37,8 @@ constexpr uint32_t kCtRelated = 1U << 2;
 
 constexpr uint32_t kRegSize32 = 4;
 // The kernel names an anonymous set itself, replacing %d.
-constexpr char kAnonymousSet[] = "__set%d";  // concatenation fields start on 32-bit registers
+constexpr char kAnonymousSet[] = "__set%d";
+const std::string kAnonymousSetName = kAnonymousSet;
 
 using TablePtr = CPtr<nftnl_table, nftnl_table_free>;
 using ChainPtr = CPtr<nftnl_chain, nftnl_chain_free>;
@@ -95,8 +97,10 @@ class RuleBuilder {
     nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, key);
     nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
   }
-  void Lookup(uint32_t sreg, const std::string& set, bool is_map, uint32_t set_id = 0) {
+  void Lookup(uint32_t sreg, const std::string& set, bool is_map, uint32_t set_id = 0,
+              bool inverted = false) {
     nftnl_expr* e = New("lookup");
+    if (inverted) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
     nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, sreg);
     nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set.c_str());
     if (set_id != 0) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, set_id);
@@ -119,6 +123,21 @@ class RuleBuilder {
     nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, chain.c_str());
   }
   void Masquerade() { New("masq"); }
+  // Loads 1 if the packet has an IPv6 extension header of `type`, else 0.
+  void ExthdrPresent(uint8_t type) {
+    nftnl_expr* e = New("exthdr");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_DREG, NFT_REG_1);
+    nftnl_expr_set_u8(e, NFTNL_EXPR_EXTHDR_TYPE, type);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OFFSET, 0);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_LEN, 1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OP, NFT_EXTHDR_OP_IPV6);
+  }
+  // `iifname "<prefix>*"` / `oifname "<prefix>*"`: the name's leading bytes.
+  void IfnamePrefix(bool output, const std::string& prefix) {
+    Meta(output ? NFT_META_OIFNAME : NFT_META_IIFNAME, NFT_REG_1);
+    Cmp(NFT_CMP_EQ, prefix.data(), static_cast<uint32_t>(prefix.size()));
+  }
 
   // `<family> saddr|daddr [!=] prefix`
   void Address(const Cidr& c, bool source, bool negate) {
@@ -155,9 +174,37 @@ uint32_t NewPortSet(Batch& b, const std::string& table, const std::vector<PortRa
 
 void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule& r) {
   if (auto f = r.family(); f && !r.family_known) EncodeFamily(rb, *f);
+  if (r.iifname_prefix || r.oifname_prefix) {
+    const bool output = r.oifname_prefix.has_value();
+    rb.IfnamePrefix(output, output ? *r.oifname_prefix : *r.iifname_prefix);
+    if (r.ifname_not_in) {
+      // A key-only, inverted lookup: the name is not in the (dispatch) map.
+      rb.Meta(output ? NFT_META_OIFNAME : NFT_META_IIFNAME, NFT_REG_1);
+      rb.Lookup(NFT_REG_1, *r.ifname_not_in, /*is_map=*/false, 0, /*inverted=*/true);
+    }
+  }
+  if (r.ip_options) {
+    // `ip hdrlength != 5`: the low nibble of the first byte, in 32-bit words.
+    const uint8_t nibble = 0x0f;
+    const uint8_t no_options = 5;
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, 0, 1, NFT_REG_1);
+    rb.Mask(&nibble, 1);
+    rb.Cmp(NFT_CMP_NEQ, &no_options, 1);
+  }
+  if (r.routing_header) {
+    const uint8_t present = 1;
+    rb.ExthdrPresent(IPPROTO_ROUTING);
+    rb.Cmp(NFT_CMP_EQ, &present, 1);
+  }
   if (r.saddr) rb.Address(*r.saddr, /*source=*/true, r.saddr_negate);
+  for (const Cidr& c : r.saddr_not) rb.Address(c, /*source=*/true, /*negate=*/true);
   if (r.daddr && r.daddr->prefix > 0) rb.Address(*r.daddr, /*source=*/false, false);
   for (const Cidr& c : r.daddr_not) rb.Address(c, /*source=*/false, /*negate=*/true);
+  if (r.daddr_set) {
+    const bool v4 = *r.set_family == Family::kV4;
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, v4 ? 4 : 16, NFT_REG_1);
+    rb.Lookup(NFT_REG_1, *r.daddr_set, /*is_map=*/false);
+  }
   if (r.l4proto) {
     rb.Meta(NFT_META_L4PROTO, NFT_REG_1);
     rb.Cmp(NFT_CMP_EQ, &*r.l4proto, 1);
@@ -252,6 +299,87 @@ void AddElemsMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std:
   b.Commit(nlh);
 }
 
+// Element lists are split over messages of at most kElementsPerMessage
+// elements each, all in the same transaction, so no message outgrows the
+// batch's per-message reservation (Batch::kMaxMessage) however long the list.
+constexpr size_t kElementsPerMessage = 64;
+
+class ElementWriter {
+ public:
+  ElementWriter(Batch& b, const std::string& table, const std::string& set, uint32_t set_id,
+                uint16_t type, uint16_t flags, std::string what)
+      : b_(b),
+        table_(table),
+        set_(set),
+        set_id_(set_id),
+        type_(type),
+        flags_(flags),
+        what_(std::move(what)) {}
+  ElementWriter(const ElementWriter&) = delete;
+  ElementWriter& operator=(const ElementWriter&) = delete;
+  ~ElementWriter() { Flush(); }
+
+  // Takes ownership of `e`.
+  void Add(nftnl_set_elem* e) {
+    if (count_ == kElementsPerMessage) Flush();
+    if (!cur_) {
+      cur_ = NamedSet(table_, set_);
+      if (set_id_ != 0) nftnl_set_set_u32(cur_.get(), NFTNL_SET_ID, set_id_);
+    }
+    nftnl_set_elem_add(cur_.get(), e);
+    ++count_;
+  }
+
+ private:
+  void Flush() {
+    if (!cur_) return;
+    ++part_;
+    AddElemsMessage(b_, cur_.get(), type_, flags_,
+                    part_ == 1 ? what_ : what_ + " (part " + std::to_string(part_) + ")");
+    cur_.reset();
+    count_ = 0;
+  }
+  Batch& b_;
+  const std::string& table_;
+  const std::string& set_;
+  uint32_t set_id_;
+  uint16_t type_;
+  uint16_t flags_;
+  std::string what_;
+  SetPtr cur_;
+  size_t count_ = 0;
+  int part_ = 0;
+};
+
+// Interval elements as nft encodes them: [first, last+1) with an explicit
+// end element, and a leading end at zero when the first range does not start
+// there. `ranges` are sorted, disjoint and not adjacent; keys big-endian.
+void AddIntervals(
+    ElementWriter& w,
+    const std::vector<std::pair<std::vector<uint8_t>, std::vector<uint8_t>>>& ranges) {
+  auto add = [&](const std::vector<uint8_t>& key, bool end) {
+    nftnl_set_elem* e = nftnl_set_elem_alloc();
+    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), static_cast<uint32_t>(key.size()));
+    if (end) nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+    w.Add(e);
+  };
+  if (ranges.empty()) return;
+  const auto& first = ranges.front().first;
+  if (std::any_of(first.begin(), first.end(), [](uint8_t x) { return x != 0; })) {
+    add(std::vector<uint8_t>(first.size(), 0), true);
+  }
+  for (const auto& [lo, hi] : ranges) {
+    add(lo, false);
+    // hi + 1, unless hi is the largest key.
+    std::vector<uint8_t> next = hi;
+    size_t i = next.size();
+    while (i > 0 && ++next[i - 1] == 0) --i;
+    if (i > 0) add(next, true);
+  }
+}
+
+std::vector<uint8_t> Bytes(const uint8_t* p, size_t n) { return {p, p + n}; }
+
 // An anonymous, constant interval set of ports for one rule, created in the
 // same transaction; returns its transaction id for the rule's lookup.
 uint32_t NewPortSet(Batch& b, const std::string& table, const std::vector<PortRange>& ports) {
@@ -262,31 +390,20 @@ uint32_t NewPortSet(Batch& b, const std::string& table, const std::vector<PortRa
   nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, kTypeInetService);
   nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, 2);
   nftnl_set_set_u32(s.get(), NFTNL_SET_ID, id);
-  auto add = [&](uint16_t port, bool end) {
-    const uint16_t key = htobe16(port);
-    nftnl_set_elem* e = nftnl_set_elem_alloc();
-    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, &key, sizeof(key));
-    if (end) nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
-    nftnl_set_elem_add(s.get(), e);
-  };
-  // Intervals as nft encodes them: [first, last+1) with an explicit end
-  // element, and a leading end at 0 when the first range does not start there.
-  uint32_t count = 0;
-  if (ports.front().first > 0) {
-    add(0, true);
-    ++count;
-  }
+  std::vector<std::pair<std::vector<uint8_t>, std::vector<uint8_t>>> ranges;
   for (const PortRange& r : ports) {
-    add(r.first, false);
-    ++count;
-    if (r.last < UINT16_MAX) {
-      add(static_cast<uint16_t>(r.last + 1), true);
-      ++count;
-    }
+    const uint16_t lo = htobe16(r.first);
+    const uint16_t hi = htobe16(r.last);
+    ranges.emplace_back(Bytes(reinterpret_cast<const uint8_t*>(&lo), 2),
+                        Bytes(reinterpret_cast<const uint8_t*>(&hi), 2));
   }
-  nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, count);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, static_cast<uint32_t>(2 * ranges.size() + 1));
   AddSetMessage(b, s.get(), NFT_MSG_NEWSET, kCreate, "add anonymous port set");
-  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreate, "add ports to anonymous set");
+  {
+    ElementWriter w(b, table, kAnonymousSetName, id, NFT_MSG_NEWSETELEM, kCreate,
+                    "add ports to anonymous set");
+    AddIntervals(w, ranges);
+  }
   return id;
 }
 
@@ -418,6 +535,40 @@ void NewDispatchMap(Batch& b, const std::string& table, const std::string& map) 
   AddSetMessage(b, s.get(), NFT_MSG_NEWSET, kCreate, "add map " + map);
 }
 
+void NewIfnameSet(Batch& b, const std::string& table, const std::string& set) {
+  SetPtr s = NamedSet(table, set);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, 0);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, kTypeIfname);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, IFNAMSIZ);
+  UdataPtr ud(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
+  nftnl_udata_put_u32(ud.get(), NFTNL_UDATA_SET_KEYBYTEORDER, kByteorderHost);
+  nftnl_set_set_data(s.get(), NFTNL_SET_USERDATA, nftnl_udata_buf_data(ud.get()),
+                     nftnl_udata_buf_len(ud.get()));
+  AddSetMessage(b, s.get(), NFT_MSG_NEWSET, kCreate, "add set " + set);
+}
+
+void NewIfnameElement(Batch& b, const std::string& table, const std::string& set,
+                      const std::string& ifname) {
+  SetPtr s = NamedSet(table, set);
+  nftnl_set_elem* e = nftnl_set_elem_alloc();
+  const auto key = IfnameKey(ifname);
+  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
+  nftnl_set_elem_add(s.get(), e);
+  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreateExcl,
+                  "add element \"" + ifname + "\" to set " + set);
+}
+
+void DelIfnameElement(Batch& b, const std::string& table, const std::string& set,
+                      const std::string& ifname) {
+  SetPtr s = NamedSet(table, set);
+  nftnl_set_elem* e = nftnl_set_elem_alloc();
+  const auto key = IfnameKey(ifname);
+  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
+  nftnl_set_elem_add(s.get(), e);
+  AddElemsMessage(b, s.get(), NFT_MSG_DELSETELEM, 0,
+                  "delete element \"" + ifname + "\" from set " + set);
+}
+
 void NewPinSet(Batch& b, const std::string& table, const PinSetSpec& set, bool exclusive) {
   const bool v4 = set.family == Family::kV4;
   SetPtr s = NamedSet(table, set.name);
@@ -461,8 +612,9 @@ void DelDispatchElement(Batch& b, const std::string& table, const std::string& m
 
 void NewPinElements(Batch& b, const std::string& table, const std::string& set, Family family,
                     const std::vector<PinElement>& elements) {
-  SetPtr s = NamedSet(table, set);
   const size_t addr_len = family == Family::kV4 ? 4 : 16;
+  ElementWriter w(b, table, set, 0, NFT_MSG_NEWSETELEM, kCreate,
+                  "pin " + std::to_string(elements.size()) + " element(s) into set " + set);
   for (const PinElement& pin : elements) {
     std::array<uint8_t, 20> key{};
     std::memcpy(key.data(), pin.address.bytes.data(), addr_len);
@@ -471,10 +623,33 @@ void NewPinElements(Batch& b, const std::string& table, const std::string& set, 
     nftnl_set_elem* e = nftnl_set_elem_alloc();
     nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), addr_len + PadTo32(2));
     nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, pin.timeout_ms);
-    nftnl_set_elem_add(s.get(), e);
+    w.Add(e);
   }
-  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreate,
-                  "pin " + std::to_string(elements.size()) + " element(s) into set " + set);
+}
+
+void NewAddressSet(Batch& b, const std::string& table, const std::string& name, Family family,
+                   const std::vector<Cidr>& ranges) {
+  const bool v4 = family == Family::kV4;
+  const size_t len = v4 ? 4 : 16;
+  SetPtr s = NamedSet(table, name);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, v4 ? kTypeIpAddr : kTypeIp6Addr);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, static_cast<uint32_t>(len));
+  AddSetMessage(b, s.get(), NFT_MSG_NEWSET, kCreate, "add set " + name);
+  // Flush and refill in the same transaction: a re-run replaces the contents
+  // (a newer table) and no packet sees the set empty.
+  SetPtr flush = NamedSet(table, name);
+  AddElemsMessage(b, flush.get(), NFT_MSG_DELSETELEM, 0, "flush set " + name);
+  std::vector<std::pair<std::vector<uint8_t>, std::vector<uint8_t>>> keys;
+  for (const Cidr& c : ranges) {
+    const auto mask = c.Mask();
+    std::vector<uint8_t> lo = Bytes(c.address.bytes.data(), len);
+    std::vector<uint8_t> hi = lo;
+    for (size_t i = 0; i < len; ++i) hi[i] = static_cast<uint8_t>(lo[i] | ~mask[i]);
+    keys.emplace_back(std::move(lo), std::move(hi));
+  }
+  ElementWriter w(b, table, name, 0, NFT_MSG_NEWSETELEM, kCreate, "add elements to set " + name);
+  AddIntervals(w, keys);
 }
 
 }  // namespace forkd::netfilter::encode

@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 
 #include <algorithm>
+#include <utility>
 
 namespace forkd::netfilter {
 namespace {
@@ -56,12 +57,21 @@ std::string RenderRule(const Rule& r) {
   std::string out;
   if (r.only_family)
     Append(out, std::string("meta nfproto ") + (*r.only_family == Family::kV4 ? "ipv4" : "ipv6"));
+  if (r.iifname_prefix) Append(out, "iifname \"" + *r.iifname_prefix + "*\"");
+  if (r.oifname_prefix) Append(out, "oifname \"" + *r.oifname_prefix + "*\"");
+  if (r.ifname_not_in) {
+    Append(out, std::string(r.oifname_prefix ? "oifname" : "iifname") + " != @" + *r.ifname_not_in);
+  }
+  if (r.ip_options) Append(out, "ip hdrlength != 5");
+  if (r.routing_header) Append(out, "exthdr rt exists");
   if (r.saddr) {
     Append(out,
            Ip(r.saddr->family()) + " saddr " + (r.saddr_negate ? "!= " : "") + Prefix(*r.saddr));
   }
+  for (const Cidr& c : r.saddr_not) Append(out, Ip(c.family()) + " saddr != " + Prefix(c));
   if (r.daddr) Append(out, Ip(r.daddr->family()) + " daddr " + Prefix(*r.daddr));
   for (const Cidr& c : r.daddr_not) Append(out, Ip(c.family()) + " daddr != " + Prefix(c));
+  if (r.daddr_set) Append(out, Ip(*r.set_family) + " daddr @" + *r.daddr_set);
   if (r.l4proto) Append(out, "meta l4proto " + Proto(*r.l4proto));
   if (r.icmpv6_type) Append(out, "icmpv6 type " + std::to_string(*r.icmpv6_type));
   if (r.dports.size() == 1) Append(out, "th dport " + ToString(r.dports[0]));
@@ -103,6 +113,8 @@ std::string RenderAddTap(const TapRuleset& rs) {
          rs.names.inbound_chain + " }\n";
   out += "add element " + t + " " + kInputMap + " { \"" + rs.tap + "\" : jump " +
          rs.names.input_chain + " }\n";
+  out += std::string("add element inet ") + kGuardTable + " " + kGuardSet + " { \"" + rs.tap +
+         "\" }\n";
   return out;
 }
 
@@ -118,11 +130,40 @@ std::string RenderSkeleton(const SkeletonConfig& config) {
     for (const char* map : {kEgressMap, kInboundMap, kInputMap}) {
       out += "add map " + t + " " + map + " { type ifname : verdict; }\n";
     }
+    for (const auto& [name, family] :
+         {std::pair{kMetadataSet4, Family::kV4}, std::pair{kMetadataSet6, Family::kV6}}) {
+      out += "add set " + t + " " + name + " { type " +
+             (family == Family::kV4 ? "ipv4_addr" : "ipv6_addr") + "; flags interval; }\n";
+      out += "flush set " + t + " " + name + "\n";
+      std::string elements;
+      for (const Cidr& c : MetadataSetRanges(family)) {
+        elements += (elements.empty() ? "" : ", ") + Prefix(c);
+      }
+      out += "add element " + t + " " + name + " { " + elements + " }\n";
+    }
     out += "flush chain " + t + " " + kForwardChain + "\n";
     out += "flush chain " + t + " " + kInputChain + "\n";
     out += "add rule " + t + " " + kForwardChain + " oifname vmap @" + kInboundMap + "\n";
     out += "add rule " + t + " " + kForwardChain + " iifname vmap @" + kEgressMap + "\n";
     out += "add rule " + t + " " + kInputChain + " iifname vmap @" + kInputMap + "\n";
+  }
+  {
+    const std::string g = std::string("inet ") + kGuardTable;
+    out += "add table " + g + "\n";
+    for (const auto& [chain, hook] :
+         {std::pair{kForwardChain, "forward"}, std::pair{kInputChain, "input"}}) {
+      out += "add chain " + g + " " + chain + " { type filter hook " + hook +
+             " priority -10; policy accept; }\n";
+    }
+    out += "add set " + g + " " + kGuardSet + " { type ifname; }\n";
+    out += "flush chain " + g + " " + kForwardChain + "\n";
+    out += "flush chain " + g + " " + kInputChain + "\n";
+    for (const Rule& r : BuildForwardFailClosedRules(config)) {
+      out += "add rule " + g + " " + kForwardChain + " " + RenderRule(r) + "\n";
+    }
+    for (const Rule& r : BuildInputFailClosedRules(config)) {
+      out += "add rule " + g + " " + kInputChain + " " + RenderRule(r) + "\n";
+    }
   }
   if (config.uplink) {
     const std::string n = std::string("inet ") + kNatTable;

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/errno_status.h"
+#include "netfilter/metadata.h"
 
 namespace forkd::netfilter {
 namespace {
@@ -15,8 +16,13 @@ constexpr uint8_t kNdRouterSolicit = 133;
 constexpr uint8_t kNdNeighborSolicit = 135;
 constexpr uint8_t kNdNeighborAdvert = 136;
 
-Cidr MetadataV6() { return *Cidr::Parse("fd00:ec2::254/128"); }
-Cidr LinkLocalV4() { return *Cidr::Parse("169.254.0.0/16"); }
+// nft refuses comments longer than this; long allow rules are cut.
+constexpr size_t kMaxComment = 120;
+
+std::string Comment(std::string text) {
+  if (text.size() > kMaxComment) text = text.substr(0, kMaxComment - 3) + "...";
+  return text;
+}
 
 std::vector<uint8_t> ProtocolsOf(Protocol p) {
   switch (p) {
@@ -92,7 +98,7 @@ void AddAllowRules(const TapPolicy& p, std::vector<Rule>& rules) {
       Rule rule;
       rule.daddr = a.destination;
       rule.verdict = Verdict::kAccept;
-      rule.comment = "allow " + ToString(a);
+      rule.comment = Comment("allow " + ToString(a));
       rules.push_back(rule);
       continue;
     }
@@ -115,7 +121,7 @@ void AddAllowRules(const TapPolicy& p, std::vector<Rule>& rules) {
       rule.l4proto = proto;
       rule.dports = merged;
       rule.verdict = Verdict::kAccept;
-      rule.comment = "allow " + ToString(a);
+      rule.comment = Comment("allow " + ToString(a));
       rules.push_back(rule);
     }
   }
@@ -136,32 +142,49 @@ void AddPinRules(const TapPolicy& p, const TapObjectNames& n, std::vector<Rule>&
   }
 }
 
-// The policy itself, for both families, in evaluation order.
+// Header hygiene: source routing would let the kernel (here or one hop on)
+// send a packet somewhere other than the destination these chains judged.
+// IPv4: every option is refused, not only LSRR/SSRR (a guest needs none; the
+// options that matter on a LAN, router alert for IGMP, are not forwarded and
+// the input chain refuses IGMP anyway, and refusing all of them leaves no
+// parsing subtleties). IPv6: every routing header, types 0, 1 (Nimrod), 3
+// (RPL), 4 (segment routing) and also 2 (Mobile IPv6, which a guest has no
+// home agent for).
+void AddHeaderHygiene(bool with_v6, std::vector<Rule>& rules) {
+  Rule v4;
+  v4.ip_options = true;
+  v4.verdict = Verdict::kDrop;
+  v4.comment = "IPv4 options (source routing)";
+  rules.push_back(v4);
+  if (!with_v6) return;
+  Rule v6;
+  v6.routing_header = true;
+  v6.verdict = Verdict::kDrop;
+  v6.comment = "IPv6 routing header (source routing)";
+  rules.push_back(v6);
+}
+
+// The policy itself, for both families, in evaluation order. Stateless on
+// purpose: there is no `ct state established accept`, so every packet of a
+// flow is judged against the policy in force; a ReplaceTap that removes a
+// rule, or a pin that expires, stops the flow's next packet.
 std::vector<Rule> BuildPolicyBody(const TapPolicy& p, const TapObjectNames& n) {
   std::vector<Rule> rules;
+  AddHeaderHygiene(p.guest_v6.has_value(), rules);
   // The resolver comes before the metadata block so an operator-chosen
   // link-local resolver (AWS's 169.254.169.253) is reachable off-box too;
-  // Validate() refuses the metadata addresses themselves as resolvers.
+  // Validate() refuses the metadata service addresses themselves as resolvers.
   AddResolverRules(p, /*with_source=*/false, rules);
 
-  Rule metadata;
-  metadata.daddr = LinkLocalV4();
-  metadata.verdict = Verdict::kDrop;
-  metadata.comment = "cloud metadata and IPv4 link-local";
-  rules.push_back(metadata);
-  if (p.guest_v6) {
-    Rule metadata6;
-    metadata6.daddr = MetadataV6();
-    metadata6.verdict = Verdict::kDrop;
-    metadata6.comment = "cloud metadata (IPv6)";
-    rules.push_back(metadata6);
+  for (Family f : {Family::kV4, Family::kV6}) {
+    if (f == Family::kV6 && !p.guest_v6) continue;
+    Rule metadata;
+    metadata.daddr_set = f == Family::kV4 ? kMetadataSet4 : kMetadataSet6;
+    metadata.set_family = f;
+    metadata.verdict = Verdict::kDrop;
+    metadata.comment = "cloud metadata (netfilter/metadata.h)";
+    rules.push_back(metadata);
   }
-
-  Rule established;
-  established.ct_established_related = true;
-  established.verdict = Verdict::kAccept;
-  established.comment = "established and related flows";
-  rules.push_back(established);
 
   AddPrivateBlocks(p, rules);
   AddAllowRules(p, rules);
@@ -229,8 +252,19 @@ ChainSpec BuildInbound(const TapObjectNames& n) {
 
 ChainSpec BuildInput(const TapPolicy& p, const TapObjectNames& n) {
   ChainSpec chain{n.input_chain, {}};
+  AddHeaderHygiene(p.guest_v6.has_value(), chain.rules);
   AddResolverRules(p, /*with_source=*/true, chain.rules);
   if (p.guest_v6) {
+    // Neighbour discovery only from the guest's own addresses: its IPv6
+    // address, a link-local one (the tap is a point-to-point link that only
+    // the guest is on, so every fe80::/64 source on it is the guest's), and
+    // the unspecified address of duplicate address detection.
+    Rule foreign;
+    foreign.saddr_not = {Cidr::Host(*p.guest_v6), *Cidr::Parse("fe80::/64"),
+                         *Cidr::Parse("::/128")};
+    foreign.verdict = Verdict::kDrop;
+    foreign.comment = "IPv6 from a source that is not the guest's";
+    chain.rules.push_back(foreign);
     for (uint8_t type : {kNdRouterSolicit, kNdNeighborSolicit, kNdNeighborAdvert}) {
       Rule nd;
       nd.only_family = Family::kV6;
@@ -255,8 +289,12 @@ constexpr char kEgressSuffix[] = "_egress";
 
 std::optional<Family> Rule::family() const {
   if (saddr) return saddr->family();
+  if (!saddr_not.empty()) return saddr_not.front().family();
   if (daddr) return daddr->family();
   if (pin_family) return pin_family;
+  if (set_family) return set_family;
+  if (ip_options) return Family::kV4;
+  if (routing_header) return Family::kV6;
   return only_family;
 }
 
@@ -321,6 +359,9 @@ absl::Status Validate(const SkeletonConfig& config) {
     return absl::InvalidArgumentError("skeleton: shards must be 1..256, got " +
                                       std::to_string(config.shards));
   }
+  if (!config.tap_prefix.empty()) {
+    FORKD_RETURN_IF_ERROR(ValidateName("tap prefix", config.tap_prefix, kMaxTapNameLength - 1));
+  }
   if (config.uplink) {
     FORKD_RETURN_IF_ERROR(ValidateName("uplink", *config.uplink, kMaxTapNameLength));
     if (config.guest_subnets.empty()) {
@@ -345,6 +386,53 @@ std::vector<Rule> BuildMasqueradeRules(const SkeletonConfig& config) {
     rules.push_back(rule);
   }
   return rules;
+}
+
+std::vector<Rule> BuildForwardFailClosedRules(const SkeletonConfig& config) {
+  std::vector<Rule> rules;
+  if (config.tap_prefix.empty()) return rules;
+  Rule from;
+  from.iifname_prefix = config.tap_prefix;
+  from.ifname_not_in = kGuardSet;
+  from.verdict = Verdict::kDrop;
+  from.comment = "fail closed: from a forkd tap without a dispatch entry";
+  rules.push_back(from);
+  Rule to;
+  to.oifname_prefix = config.tap_prefix;
+  to.ifname_not_in = kGuardSet;
+  to.verdict = Verdict::kDrop;
+  to.comment = "fail closed: to a forkd tap without a dispatch entry";
+  rules.push_back(to);
+  return rules;
+}
+
+std::vector<Rule> BuildInputFailClosedRules(const SkeletonConfig& config) {
+  std::vector<Rule> rules;
+  if (config.tap_prefix.empty()) return rules;
+  Rule from;
+  from.iifname_prefix = config.tap_prefix;
+  from.ifname_not_in = kGuardSet;
+  from.verdict = Verdict::kDrop;
+  from.comment = "fail closed: from a forkd tap without a dispatch entry";
+  rules.push_back(from);
+  return rules;
+}
+
+std::vector<Cidr> MetadataSetRanges(Family family) {
+  const auto& table = family == Family::kV4 ? CloudMetadataV4() : CloudMetadataV6();
+  std::vector<Cidr> ranges;
+  for (const MetadataEntry& e : table) ranges.push_back(e.range);
+  std::sort(ranges.begin(), ranges.end(), [](const Cidr& a, const Cidr& b) {
+    return a.address.bytes < b.address.bytes ||
+           (a.address.bytes == b.address.bytes && a.prefix < b.prefix);
+  });
+  // Drop ranges covered by an earlier one (an interval set refuses overlaps).
+  std::vector<Cidr> out;
+  for (const Cidr& c : ranges) {
+    if (!out.empty() && out.back().Covers(c)) continue;
+    out.push_back(c);
+  }
+  return out;
 }
 
 }  // namespace forkd::netfilter

@@ -23,15 +23,33 @@ inline constexpr char kPostroutingChain[] = "postrouting";
 inline constexpr char kEgressMap[] = "egress_dispatch";    // iifname -> jump tap_T_egress
 inline constexpr char kInboundMap[] = "inbound_dispatch";  // oifname -> jump tap_T_inbound
 inline constexpr char kInputMap[] = "input_dispatch";      // iifname -> jump tap_T_input
+// The cloud metadata table (metadata.h) as one interval set per family and
+// filter table, filled by EnsureSkeleton and looked up by every tap's chains.
+inline constexpr char kMetadataSet4[] = "cloud_metadata4";
+inline constexpr char kMetadataSet6[] = "cloud_metadata6";
+// Fail closed: a table of its own (shards only know their own taps) whose base
+// chains drop packets from or to an interface with forkd's tap naming that is
+// not in its set of installed taps. AddTap adds the tap last, RemoveTap
+// removes it first.
+inline constexpr char kGuardTable[] = "forkd_guard";
+inline constexpr char kGuardSet[] = "installed_taps";
+// Forkd's tap naming: SkeletonConfig::tap_prefix unless configured otherwise.
+inline constexpr char kDefaultTapPrefix[] = "sbt";
 
 enum class Verdict : uint8_t { kNone, kAccept, kDrop, kReturn, kGoto, kMasquerade };
 
 // One rule: every present field must match (logical AND), then the verdict.
 struct Rule {
   std::optional<Cidr> saddr;
-  bool saddr_negate = false;  // match packets whose source is NOT in saddr
+  bool saddr_negate = false;    // match packets whose source is NOT in saddr
+  std::vector<Cidr> saddr_not;  // and the source is in none of these
   std::optional<Cidr> daddr;
   std::vector<Cidr> daddr_not;  // and the destination is in none of these
+  // The destination is in this named interval set (of family set_family).
+  std::optional<std::string> daddr_set;
+  std::optional<Family> set_family;
+  bool ip_options = false;      // IPv4 header longer than 20 bytes (`ip hdrlength != 5`)
+  bool routing_header = false;  // IPv6 routing header of any type (`exthdr rt exists`)
   std::optional<uint8_t> l4proto;
   // Destination ports (sorted, disjoint); several become one anonymous set.
   std::vector<PortRange> dports;
@@ -41,6 +59,11 @@ struct Rule {
   std::optional<std::string> pin_set;  // (daddr . th dport) in this set; family from the set
   std::optional<Family> pin_family;
   std::optional<std::string> oifname;  // output interface name
+  // Interface names starting with this (`iifname "sbt*"`, `oifname "sbt*"`).
+  std::optional<std::string> iifname_prefix;
+  std::optional<std::string> oifname_prefix;
+  // And that interface name is not in this set (of kGuardTable).
+  std::optional<std::string> ifname_not_in;
   std::optional<std::string> counter;  // named counter to bump
   Verdict verdict = Verdict::kNone;
   std::optional<std::string> target;  // chain for kGoto
@@ -107,11 +130,25 @@ struct SkeletonConfig {
   std::vector<Cidr> guest_subnets;
   // Filter tables to spread taps over (see ShardTable); 1..256.
   uint32_t shards = 1;
+  // Forkd's tap naming. The base chains drop every packet from (and to) an
+  // interface whose name starts with this and that has no dispatch entry:
+  // a tap between RemoveTap and its deletion, or one whose AddTap never ran,
+  // is fenced off, not open. Empty: no such rule (not recommended).
+  std::string tap_prefix = kDefaultTapPrefix;
 };
 
 absl::Status Validate(const SkeletonConfig& config);
 
 // Rules of the masquerade chain.
 std::vector<Rule> BuildMasqueradeRules(const SkeletonConfig& config);
+
+// The rules of kGuardTable's forward and input chains: a packet from or to an
+// interface with forkd's tap naming that is not in kGuardSet is dropped.
+std::vector<Rule> BuildForwardFailClosedRules(const SkeletonConfig& config);
+std::vector<Rule> BuildInputFailClosedRules(const SkeletonConfig& config);
+
+// The metadata table's ranges of one family, sorted and merged, as the
+// interval set holds them.
+std::vector<Cidr> MetadataSetRanges(Family family);
 
 }  // namespace forkd::netfilter
