@@ -34,6 +34,9 @@ constexpr uint32_t kByteorderHost = 1;
 // Connection tracking state bits as the ct expression reports them.
 constexpr uint32_t kCtEstablished = 1U << 1;
 constexpr uint32_t kCtRelated = 1U << 2;
+constexpr uint32_t kCtInvalid = 1U << 0;
+constexpr uint32_t kCtNew = 1U << 3;
+constexpr uint32_t kCtUntracked = 1U << 6;
 
 constexpr uint32_t kRegSize32 = 4;
 // The kernel names an anonymous set itself, replacing %d.
@@ -205,6 +208,11 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
     rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, v4 ? 4 : 16, NFT_REG_1);
     rb.Lookup(NFT_REG_1, *r.daddr_set, /*is_map=*/false);
   }
+  if (r.saddr_set) {
+    const bool v4 = *r.set_family == Family::kV4;
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 12 : 8, v4 ? 4 : 16, NFT_REG_1);
+    rb.Lookup(NFT_REG_1, *r.saddr_set, /*is_map=*/false);
+  }
   if (r.l4proto) {
     rb.Meta(NFT_META_L4PROTO, NFT_REG_1);
     rb.Cmp(NFT_CMP_EQ, &*r.l4proto, 1);
@@ -226,8 +234,25 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
     rb.Lookup(NFT_REG_1, kAnonymousSet, /*is_map=*/false, set_id);
   }
-  if (r.ct_established_related) {
-    const uint32_t mask = kCtEstablished | kCtRelated;
+  if (r.sports.size() == 1) {
+    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG_1);
+    const uint16_t first = htobe16(r.sports[0].first);
+    if (r.sports[0].first == r.sports[0].last) {
+      rb.Cmp(NFT_CMP_EQ, &first, sizeof(first));
+    } else {
+      rb.Range(first, htobe16(r.sports[0].last));
+    }
+  } else if (r.sports.size() > 1) {
+    const uint32_t set_id = NewPortSet(b, table, r.sports);
+    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG_1);
+    rb.Lookup(NFT_REG_1, kAnonymousSet, /*is_map=*/false, set_id);
+  }
+  // A packet has exactly one state bit, so "any of these" is mask != 0.
+  for (const auto& [wanted, mask] :
+       {std::pair{r.ct_established_related, kCtEstablished | kCtRelated},
+        std::pair{r.ct_unsolicited, kCtInvalid | kCtNew | kCtUntracked},
+        std::pair{r.ct_related, kCtRelated}}) {
+    if (!wanted) continue;
     const uint32_t zero = 0;
     rb.Ct(NFT_CT_STATE);
     rb.Mask(&mask, sizeof(mask));
@@ -237,8 +262,10 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
     // (daddr . th dport) concatenated into consecutive 32-bit registers.
     const bool v4 = *r.pin_family == Family::kV4;
     const uint32_t addr_len = v4 ? 4 : 16;
-    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, addr_len, NFT_REG32_00);
-    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_00 + addr_len / kRegSize32);
+    const uint32_t addr_offset = r.pin_by_source ? (v4 ? 12 : 8) : (v4 ? 16 : 24);
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset, addr_len, NFT_REG32_00);
+    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, r.pin_by_source ? 0 : 2, 2,
+               NFT_REG32_00 + addr_len / kRegSize32);
     rb.Lookup(NFT_REG32_00, *r.pin_set, /*is_map=*/false);
   }
   if (r.oifname) {

@@ -20,6 +20,8 @@ std::string Proto(uint8_t p) {
       return "tcp";
     case IPPROTO_UDP:
       return "udp";
+    case IPPROTO_ICMP:
+      return "icmp";
     case IPPROTO_ICMPV6:
       return "ipv6-icmp";
     default:
@@ -72,6 +74,7 @@ std::string RenderRule(const Rule& r) {
   if (r.daddr) Append(out, Ip(r.daddr->family()) + " daddr " + Prefix(*r.daddr));
   for (const Cidr& c : r.daddr_not) Append(out, Ip(c.family()) + " daddr != " + Prefix(c));
   if (r.daddr_set) Append(out, Ip(*r.set_family) + " daddr @" + *r.daddr_set);
+  if (r.saddr_set) Append(out, Ip(*r.set_family) + " saddr @" + *r.saddr_set);
   if (r.l4proto) Append(out, "meta l4proto " + Proto(*r.l4proto));
   if (r.icmpv6_type) Append(out, "icmpv6 type " + std::to_string(*r.icmpv6_type));
   if (r.dports.size() == 1) Append(out, "th dport " + ToString(r.dports[0]));
@@ -80,8 +83,19 @@ std::string RenderRule(const Rule& r) {
     for (const PortRange& p : r.dports) set += (set.empty() ? "" : ", ") + ToString(p);
     Append(out, "th dport { " + set + " }");
   }
+  if (r.sports.size() == 1) Append(out, "th sport " + ToString(r.sports[0]));
+  if (r.sports.size() > 1) {
+    std::string set;
+    for (const PortRange& p : r.sports) set += (set.empty() ? "" : ", ") + ToString(p);
+    Append(out, "th sport { " + set + " }");
+  }
   if (r.ct_established_related) Append(out, "ct state established,related");
-  if (r.pin_set) Append(out, Ip(*r.pin_family) + " daddr . th dport @" + *r.pin_set);
+  if (r.ct_unsolicited) Append(out, "ct state invalid,new,untracked");
+  if (r.ct_related) Append(out, "ct state related");
+  if (r.pin_set) {
+    Append(out, Ip(*r.pin_family) +
+                    (r.pin_by_source ? " saddr . th sport @" : " daddr . th dport @") + *r.pin_set);
+  }
   if (r.oifname) Append(out, "oifname \"" + *r.oifname + "\"");
   if (r.counter) Append(out, "counter name \"" + *r.counter + "\"");
   Append(out, VerdictText(r.verdict));
@@ -93,7 +107,7 @@ std::string RenderRule(const Rule& r) {
 std::string RenderAddTap(const TapRuleset& rs) {
   const std::string t = "inet " + rs.names.table;
   std::string out;
-  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input}) {
+  for (const ChainSpec* c : rs.chains()) {
     out += "add chain " + t + " " + c->name + "\n";
   }
   for (const std::string& c : rs.counters)
@@ -103,7 +117,7 @@ std::string RenderAddTap(const TapRuleset& rs) {
     out += s.family == Family::kV4 ? "ipv4_addr" : "ipv6_addr";
     out += " . inet_service; flags timeout; size " + std::to_string(s.max_elements) + "; }\n";
   }
-  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input}) {
+  for (const ChainSpec* c : rs.chains()) {
     for (const Rule& r : c->rules)
       out += "add rule " + t + " " + c->name + " " + RenderRule(r) + "\n";
   }

@@ -135,13 +135,12 @@ absl::Status Nftables::RemoveAll() {
 
 void Nftables::AppendAddTap(Batch& b, const TapRuleset& rs) {
   const std::string& t = rs.names.table;
-  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input}) {
+  for (const ChainSpec* c : rs.chains()) {
     encode::NewChain(b, t, c->name, /*exclusive=*/true);
   }
   for (const std::string& counter : rs.counters) encode::NewCounter(b, t, counter, true);
   for (const PinSetSpec& set : rs.pin_sets) encode::NewPinSet(b, t, set, true);
-  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input})
-    AppendRules(b, t, *c, rs.tap);
+  for (const ChainSpec* c : rs.chains()) AppendRules(b, t, *c, rs.tap);
   // Dispatch last: the tap is governed from the moment the transaction
   // commits, and never jumps into a chain that is still being filled.
   encode::NewDispatchElement(b, t, kEgressMap, rs.tap, rs.names.egress_chain);
@@ -163,10 +162,8 @@ absl::Status Nftables::ReplaceTap(const TapPolicy& policy) {
   const TapRuleset rs = BuildTapRuleset(policy, TableFor(policy.tap));
   Batch b = NewBatch();
   const std::string& t = rs.names.table;
-  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input})
-    encode::FlushChain(b, t, c->name);
-  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input})
-    AppendRules(b, t, *c, rs.tap);
+  for (const ChainSpec* c : rs.chains()) encode::FlushChain(b, t, c->name);
+  for (const ChainSpec* c : rs.chains()) AppendRules(b, t, *c, rs.tap);
   return Commit(b, "replace policy of tap " + policy.tap);
 }
 
@@ -184,7 +181,7 @@ absl::Status Nftables::RemoveTap(std::string_view tap_view) {
   encode::DelDispatchElement(b, t, kInboundMap, tap);
   encode::DelDispatchElement(b, t, kInputMap, tap);
   for (const std::string* chain :
-       {&n.egress_chain, &n.egress6_chain, &n.inbound_chain, &n.input_chain}) {
+       {&n.egress_chain, &n.egress6_chain, &n.inbound_chain, &n.inbound6_chain, &n.input_chain}) {
     encode::DelChain(b, t, *chain);
   }
   encode::DelSet(b, t, n.pin_set_v4);

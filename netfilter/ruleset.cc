@@ -236,18 +236,75 @@ void BuildEgress(const TapPolicy& p, const TapObjectNames& n, ChainSpec& v4, Cha
   for (Rule& r : ForFamily(body, Family::kV4)) v4.rules.push_back(std::move(r));
 }
 
-ChainSpec BuildInbound(const TapObjectNames& n) {
-  ChainSpec chain{n.inbound_chain, {}};
-  Rule established;
-  established.ct_established_related = true;
-  established.verdict = Verdict::kReturn;
-  established.comment = "replies to the guest's flows continue to the egress dispatch";
-  chain.rules.push_back(established);
-  Rule drop;
-  drop.verdict = Verdict::kDrop;
-  drop.comment = "unsolicited traffic to the guest";
-  chain.rules.push_back(drop);
-  return chain;
+// The reply-direction twin of an egress rule: a packet to the guest whose
+// source (and source port) is what the egress rule lets the guest send to.
+Rule Mirror(const Rule& r) {
+  Rule m;
+  m.saddr = r.daddr;
+  m.saddr_not = r.daddr_not;
+  m.saddr_set = r.daddr_set;
+  m.set_family = r.set_family;
+  m.l4proto = r.l4proto;
+  m.sports = r.dports;
+  m.pin_set = r.pin_set;
+  m.pin_family = r.pin_family;
+  m.pin_by_source = r.pin_set.has_value();
+  m.family_known = r.family_known;
+  m.verdict = r.verdict == Verdict::kAccept ? Verdict::kReturn : r.verdict;
+  m.comment = "reply: " + r.comment;
+  return m;
+}
+
+std::vector<Rule> MirrorAll(const std::vector<Rule>& rules) {
+  std::vector<Rule> out;
+  for (const Rule& r : rules) {
+    if (r.ip_options || r.routing_header) continue;  // hygiene is the guest's side
+    out.push_back(Mirror(r));
+  }
+  return out;
+}
+
+// Inbound: only replies, and only from a sender the policy in force still
+// allows the guest to reach (the egress rules mirrored). So a ReplaceTap that
+// removes a destination, or a pin that expires, cuts both directions of a
+// live flow at once. ICMP errors related to a flow (path MTU) come from
+// routers on the path, not the peer, and are let through by state alone.
+void BuildInbound(const TapPolicy& p, const TapObjectNames& n, ChainSpec& v4, ChainSpec& v6) {
+  v4 = ChainSpec{n.inbound_chain, {}};
+  v6 = ChainSpec{n.inbound6_chain, {}};
+  Rule unsolicited;
+  unsolicited.ct_unsolicited = true;
+  unsolicited.verdict = Verdict::kDrop;
+  unsolicited.comment = "unsolicited traffic to the guest";
+  v4.rules.push_back(unsolicited);
+  const std::vector<Rule> body = MirrorAll(BuildPolicyBody(p, n));
+  auto icmp_errors = [](uint8_t proto) {
+    Rule r;
+    r.ct_related = true;
+    r.l4proto = proto;
+    r.family_known = true;
+    r.verdict = Verdict::kReturn;
+    r.comment = "ICMP errors about the guest's flows";
+    return r;
+  };
+  if (p.guest_v6) {
+    Rule to_v6;
+    to_v6.only_family = Family::kV6;
+    to_v6.verdict = Verdict::kGoto;
+    to_v6.target = n.inbound6_chain;
+    to_v6.comment = "IPv6 continues in its own chain";
+    v4.rules.push_back(to_v6);
+    v6.rules.push_back(icmp_errors(IPPROTO_ICMPV6));
+    for (Rule& r : ForFamily(body, Family::kV6)) v6.rules.push_back(std::move(r));
+  } else {
+    Rule no_v6;
+    no_v6.only_family = Family::kV6;
+    no_v6.verdict = Verdict::kDrop;
+    no_v6.comment = "the guest has no IPv6 address";
+    v4.rules.push_back(no_v6);
+  }
+  v4.rules.push_back(icmp_errors(IPPROTO_ICMP));
+  for (Rule& r : ForFamily(body, Family::kV4)) v4.rules.push_back(std::move(r));
 }
 
 ChainSpec BuildInput(const TapPolicy& p, const TapObjectNames& n) {
@@ -293,6 +350,8 @@ std::optional<Family> Rule::family() const {
   if (daddr) return daddr->family();
   if (pin_family) return pin_family;
   if (set_family) return set_family;
+  if (l4proto == IPPROTO_ICMP) return Family::kV4;
+  if (l4proto == IPPROTO_ICMPV6 && !only_family) return Family::kV6;
   if (ip_options) return Family::kV4;
   if (routing_header) return Family::kV6;
   return only_family;
@@ -322,6 +381,7 @@ TapObjectNames NamesFor(const std::string& tap, const std::string& table) {
       .egress_chain = base + kEgressSuffix,
       .egress6_chain = base + kEgressSuffix + "6",
       .inbound_chain = base + "_inbound",
+      .inbound6_chain = base + "_inbound6",
       .input_chain = base + "_input",
       .pin_set_v4 = base + "_pin4",
       .pin_set_v6 = base + "_pin6",
@@ -344,7 +404,7 @@ TapRuleset BuildTapRuleset(const TapPolicy& policy, const std::string& table) {
   r.tap = policy.tap;
   r.names = NamesFor(policy.tap, table);
   BuildEgress(policy, r.names, r.egress, r.egress6);
-  r.inbound = BuildInbound(r.names);
+  BuildInbound(policy, r.names, r.inbound, r.inbound6);
   r.input = BuildInput(policy, r.names);
   // Both pin sets always exist, so a policy replacement that adds or drops
   // IPv6 never has to create or delete sets.

@@ -4,6 +4,7 @@
 // baseline of the benchmark install exactly the same ruleset.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -47,17 +48,22 @@ struct Rule {
   std::vector<Cidr> daddr_not;  // and the destination is in none of these
   // The destination is in this named interval set (of family set_family).
   std::optional<std::string> daddr_set;
+  std::optional<std::string> saddr_set;  // the source is in this named set
   std::optional<Family> set_family;
   bool ip_options = false;      // IPv4 header longer than 20 bytes (`ip hdrlength != 5`)
   bool routing_header = false;  // IPv6 routing header of any type (`exthdr rt exists`)
   std::optional<uint8_t> l4proto;
   // Destination ports (sorted, disjoint); several become one anonymous set.
   std::vector<PortRange> dports;
+  std::vector<PortRange> sports;  // source ports, the same way (reply rules)
   std::optional<uint8_t> icmpv6_type;
   bool ct_established_related = false;
+  bool ct_unsolicited = false;         // ct state invalid, new or untracked
+  bool ct_related = false;             // ct state related
   std::optional<Family> only_family;   // bare `meta nfproto` match (no address field)
   std::optional<std::string> pin_set;  // (daddr . th dport) in this set; family from the set
   std::optional<Family> pin_family;
+  bool pin_by_source = false;          // (saddr . th sport) instead: a reply from the pin
   std::optional<std::string> oifname;  // output interface name
   // Interface names starting with this (`iifname "sbt*"`, `oifname "sbt*"`).
   std::optional<std::string> iifname_prefix;
@@ -100,7 +106,7 @@ bool IsForkdFilterTable(const std::string& table);
 
 struct TapObjectNames {
   std::string table;
-  std::string egress_chain, egress6_chain, inbound_chain, input_chain;
+  std::string egress_chain, egress6_chain, inbound_chain, inbound6_chain, input_chain;
   std::string pin_set_v4, pin_set_v6;
   std::string tx_counter, spoof_counter;
 };
@@ -113,10 +119,19 @@ struct TapRuleset {
   TapObjectNames names;
   ChainSpec egress;   // forward hook, packets from the tap (IPv4 after anti-spoof)
   ChainSpec egress6;  // the IPv6 part of egress (empty without a guest IPv6 address)
-  ChainSpec inbound;  // forward hook, packets to the tap (returns if allowed)
-  ChainSpec input;    // input hook, packets from the tap to pod-local addresses
+  // Forward hook, packets to the tap: replies (IPv4, after the state gate)
+  // whose sender the policy in force still allows return, the rest is dropped.
+  ChainSpec inbound;
+  ChainSpec inbound6;  // the IPv6 part of inbound (empty without a guest IPv6 address)
+  ChainSpec input;     // input hook, packets from the tap to pod-local addresses
+
   std::vector<PinSetSpec> pin_sets;
   std::vector<std::string> counters;
+
+  // Every chain, in creation order (a chain exists before a jump to it).
+  std::array<const ChainSpec*, 5> chains() const {
+    return {&egress6, &egress, &inbound6, &inbound, &input};
+  }
 };
 
 // `policy` must have passed Validate().

@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <set>
 
 #include "gtest/gtest.h"
@@ -192,13 +193,29 @@ TEST(Ruleset, InputChainAllowsOnlyTheResolverThenDrops) {
   EXPECT_EQ(closed.rules[1].verdict, Verdict::kDrop);
 }
 
-TEST(Ruleset, InboundChainReturnsRepliesAndDropsTheRest) {
-  const ChainSpec inbound = BuildTapRuleset(Base()).inbound;
-  ASSERT_EQ(inbound.rules.size(), 2u);
-  EXPECT_TRUE(inbound.rules[0].ct_established_related);  // inbound only: egress is stateless
-  EXPECT_EQ(inbound.rules[0].verdict, Verdict::kReturn);
-  EXPECT_TRUE(IsUnconditional(inbound.rules[1]));
-  EXPECT_EQ(inbound.rules[1].verdict, Verdict::kDrop);
+TEST(Ruleset, InboundReturnsOnlyRepliesFromWhatThePolicyStillAllows) {
+  TapPolicy p = Base();
+  p.allow = {{*Cidr::Parse("203.0.113.0/24"), Protocol::kTcp, {{443, 443}}}};
+  const ChainSpec inbound = BuildTapRuleset(p).inbound;
+  const auto rendered = Render(inbound);
+  ASSERT_GE(rendered.size(), 4u);
+  EXPECT_EQ(rendered[0].substr(0, 36), "ct state invalid,new,untracked drop ");
+  EXPECT_EQ(rendered[1].substr(0, 24), "meta nfproto ipv6 drop c");
+  auto has = [&](const std::string& text) {
+    return std::any_of(rendered.begin(), rendered.end(),
+                       [&](const std::string& r) { return r.rfind(text, 0) == 0; });
+  };
+  EXPECT_TRUE(has("meta l4proto icmp ct state related return"));
+  EXPECT_TRUE(has("ip saddr 169.254.1.1 meta l4proto udp th sport 53 return"));
+  EXPECT_TRUE(has("ip saddr @cloud_metadata4 drop"));
+  EXPECT_TRUE(has("ip saddr 10.0.0.0/8 drop"));
+  EXPECT_TRUE(has("ip saddr 203.0.113.0/24 meta l4proto tcp th sport 443 return"));
+  EXPECT_TRUE(has("meta l4proto tcp ip saddr . th sport @tap_sbt0_pin4 return"));
+  EXPECT_TRUE(IsUnconditional(inbound.rules.back()));
+  EXPECT_EQ(inbound.rules.back().verdict, Verdict::kDrop);
+  for (const Rule& r : inbound.rules) EXPECT_NE(r.verdict, Verdict::kAccept) << RenderRule(r);
+  p.mode = EgressMode::kAllowAll;
+  EXPECT_EQ(BuildTapRuleset(p).inbound.rules.back().verdict, Verdict::kReturn);
 }
 
 TEST(Ruleset, PinRulesReferenceTheTapsSets) {
