@@ -28,6 +28,7 @@ constexpr uint32_t kTypeIpAddr = 7;
 constexpr uint32_t kTypeIp6Addr = 8;
 constexpr uint32_t kTypeInetService = 13;
 constexpr uint32_t kTypeIfname = 41;
+constexpr uint32_t kTypeInetProtocol = 12;
 constexpr uint32_t kTypeBits = 6;  // concatenated types: (a << 6) | b
 constexpr uint32_t kByteorderHost = 1;
 
@@ -267,6 +268,17 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, r.pin_by_source ? 0 : 2, 2,
                NFT_REG32_00 + addr_len / kRegSize32);
     rb.Lookup(NFT_REG32_00, *r.pin_set, /*is_map=*/false);
+  }
+  if (r.allow_set) {
+    // (meta l4proto . addr . th port) on consecutive 32-bit registers.
+    const bool v4 = *r.set_family == Family::kV4;
+    const uint32_t addr_len = v4 ? 4 : 16;
+    const uint32_t addr_offset = r.pin_by_source ? (v4 ? 12 : 8) : (v4 ? 16 : 24);
+    rb.Meta(NFT_META_L4PROTO, NFT_REG32_00);
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset, addr_len, NFT_REG32_00 + 1);
+    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, r.pin_by_source ? 0 : 2, 2,
+               NFT_REG32_00 + 1 + addr_len / kRegSize32);
+    rb.Lookup(NFT_REG32_00, *r.allow_set, /*is_map=*/false);
   }
   if (r.oifname) {
     char name[IFNAMSIZ] = {};
@@ -650,6 +662,48 @@ void NewPinElements(Batch& b, const std::string& table, const std::string& set, 
     nftnl_set_elem* e = nftnl_set_elem_alloc();
     nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), addr_len + PadTo32(2));
     nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, pin.timeout_ms);
+    w.Add(e);
+  }
+}
+
+void NewAllowSet(Batch& b, const std::string& table, const AllowSetSpec& set, bool exclusive,
+                 bool flush_first) {
+  const bool v4 = set.family == Family::kV4;
+  const uint32_t addr_len = v4 ? 4 : 16;
+  SetPtr s = NamedSet(table, set.name);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL | NFT_SET_CONCAT);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE,
+                    (((kTypeInetProtocol << kTypeBits) | (v4 ? kTypeIpAddr : kTypeIp6Addr))
+                     << kTypeBits) |
+                        kTypeInetService);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, kRegSize32 + addr_len + kRegSize32);
+  const std::array<uint8_t, 3> fields = {1, static_cast<uint8_t>(addr_len), 2};
+  nftnl_set_set_data(s.get(), NFTNL_SET_DESC_CONCAT, fields.data(), fields.size());
+  AddSetMessage(b, s.get(), NFT_MSG_NEWSET, exclusive ? kCreateExcl : kCreate,
+                "add set " + set.name);
+  if (flush_first) {
+    SetPtr flush = NamedSet(table, set.name);
+    AddElemsMessage(b, flush.get(), NFT_MSG_DELSETELEM, 0, "flush set " + set.name);
+  }
+  ElementWriter w(b, table, set.name, 0, NFT_MSG_NEWSETELEM, kCreate,
+                  "add " + std::to_string(set.elements.size()) + " element(s) to set " + set.name);
+  for (const AllowElement& a : set.elements) {
+    std::array<uint8_t, 24> lo{};
+    std::array<uint8_t, 24> hi{};
+    lo[0] = hi[0] = a.l4proto;
+    const auto mask = a.destination.Mask();
+    for (size_t i = 0; i < addr_len; ++i) {
+      lo[kRegSize32 + i] = a.destination.address.bytes[i];
+      hi[kRegSize32 + i] = static_cast<uint8_t>(a.destination.address.bytes[i] | ~mask[i]);
+    }
+    const uint16_t first = htobe16(a.ports.first);
+    const uint16_t last = htobe16(a.ports.last);
+    std::memcpy(lo.data() + kRegSize32 + addr_len, &first, 2);
+    std::memcpy(hi.data() + kRegSize32 + addr_len, &last, 2);
+    const uint32_t len = kRegSize32 + addr_len + kRegSize32;
+    nftnl_set_elem* e = nftnl_set_elem_alloc();
+    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, lo.data(), len);
+    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, hi.data(), len);
     w.Add(e);
   }
 }

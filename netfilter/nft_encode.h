@@ -62,6 +62,11 @@ struct PinElement {
 void NewAddressSet(Batch& b, const std::string& table, const std::string& name, Family family,
                    const std::vector<Cidr>& ranges);
 
+// A tap's allow set (ruleset.h, AllowSetSpec): created (`exclusive`: fail if
+// it exists) and, with `flush_first`, emptied before its elements are added.
+void NewAllowSet(Batch& b, const std::string& table, const AllowSetSpec& set, bool exclusive,
+                 bool flush_first);
+
 void NewPinElements(Batch& b, const std::string& table, const std::string& set, Family family,
                     const std::vector<PinElement>& elements);
 

@@ -96,6 +96,11 @@ std::string RenderRule(const Rule& r) {
     Append(out, Ip(*r.pin_family) +
                     (r.pin_by_source ? " saddr . th sport @" : " daddr . th dport @") + *r.pin_set);
   }
+  if (r.allow_set) {
+    Append(out, std::string("meta l4proto . ") + Ip(*r.set_family) +
+                    (r.pin_by_source ? " saddr . th sport @" : " daddr . th dport @") +
+                    *r.allow_set);
+  }
   if (r.oifname) Append(out, "oifname \"" + *r.oifname + "\"");
   if (r.counter) Append(out, "counter name \"" + *r.counter + "\"");
   Append(out, VerdictText(r.verdict));
@@ -116,6 +121,18 @@ std::string RenderAddTap(const TapRuleset& rs) {
     out += "add set " + t + " " + s.name + " { type ";
     out += s.family == Family::kV4 ? "ipv4_addr" : "ipv6_addr";
     out += " . inet_service; flags timeout; size " + std::to_string(s.max_elements) + "; }\n";
+  }
+  for (const AllowSetSpec& s : rs.allow_sets) {
+    out += "add set " + t + " " + s.name + " { type inet_proto . ";
+    out += s.family == Family::kV4 ? "ipv4_addr" : "ipv6_addr";
+    out += " . inet_service; flags interval; }\n";
+    if (s.elements.empty()) continue;
+    std::string elements;
+    for (const AllowElement& e : s.elements) {
+      elements += (elements.empty() ? "" : ", ") + Proto(e.l4proto) + " . " +
+                  Prefix(e.destination) + " . " + ToString(e.ports);
+    }
+    out += "add element " + t + " " + s.name + " { " + elements + " }\n";
   }
   for (const ChainSpec* c : rs.chains()) {
     for (const Rule& r : c->rules)

@@ -140,6 +140,9 @@ void Nftables::AppendAddTap(Batch& b, const TapRuleset& rs) {
   }
   for (const std::string& counter : rs.counters) encode::NewCounter(b, t, counter, true);
   for (const PinSetSpec& set : rs.pin_sets) encode::NewPinSet(b, t, set, true);
+  for (const AllowSetSpec& set : rs.allow_sets) {
+    encode::NewAllowSet(b, t, set, /*exclusive=*/true, /*flush_first=*/false);
+  }
   for (const ChainSpec* c : rs.chains()) AppendRules(b, t, *c, rs.tap);
   // Dispatch last: the tap is governed from the moment the transaction
   // commits, and never jumps into a chain that is still being filled.
@@ -163,6 +166,10 @@ absl::Status Nftables::ReplaceTap(const TapPolicy& policy) {
   Batch b = NewBatch();
   const std::string& t = rs.names.table;
   for (const ChainSpec* c : rs.chains()) encode::FlushChain(b, t, c->name);
+  // The allow sets' contents change with the rules, in the same transaction.
+  for (const AllowSetSpec& set : rs.allow_sets) {
+    encode::NewAllowSet(b, t, set, /*exclusive=*/false, /*flush_first=*/true);
+  }
   for (const ChainSpec* c : rs.chains()) AppendRules(b, t, *c, rs.tap);
   return Commit(b, "replace policy of tap " + policy.tap);
 }
@@ -186,6 +193,8 @@ absl::Status Nftables::RemoveTap(std::string_view tap_view) {
   }
   encode::DelSet(b, t, n.pin_set_v4);
   encode::DelSet(b, t, n.pin_set_v6);
+  encode::DelSet(b, t, n.allow_set_v4);
+  encode::DelSet(b, t, n.allow_set_v6);
   encode::DelCounter(b, t, n.tx_counter);
   encode::DelCounter(b, t, n.spoof_counter);
   return Commit(b, "remove tap " + tap);

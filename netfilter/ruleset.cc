@@ -92,7 +92,47 @@ void AddPrivateBlocks(const TapPolicy& p, std::vector<Rule>& rules) {
   }
 }
 
-void AddAllowRules(const TapPolicy& p, std::vector<Rule>& rules) {
+std::vector<PortRange> Merged(std::vector<PortRange> ports) {
+  std::sort(ports.begin(), ports.end(),
+            [](const PortRange& x, const PortRange& y) { return x.first < y.first; });
+  std::vector<PortRange> merged;
+  for (const PortRange& r : ports) {
+    if (!merged.empty() && merged.back().last + 1 >= r.first) {
+      merged.back().last = std::max(merged.back().last, r.last);
+    } else {
+      merged.push_back(r);
+    }
+  }
+  return merged;
+}
+
+// The ported allow rules as set elements, or nothing when two of them
+// overlap (same protocol, overlapping destinations and ports): an interval
+// set refuses overlapping elements, and such a policy keeps one rule per
+// allow rule instead.
+std::optional<std::vector<AllowElement>> AllowElements(const TapPolicy& p) {
+  std::vector<AllowElement> out;
+  for (const AllowRule& a : p.allow) {
+    if (a.ports.empty()) continue;
+    for (uint8_t proto : ProtocolsOf(a.protocol)) {
+      for (const PortRange& r : Merged(a.ports)) out.push_back({proto, a.destination, r});
+    }
+  }
+  for (size_t i = 0; i < out.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      const AllowElement& x = out[i];
+      const AllowElement& y = out[j];
+      if (x.l4proto == y.l4proto && x.destination.Overlaps(y.destination) &&
+          x.ports.first <= y.ports.last && y.ports.first <= x.ports.last) {
+        return std::nullopt;
+      }
+    }
+  }
+  return out;
+}
+
+void AddAllowRules(const TapPolicy& p, const TapObjectNames& n, std::vector<Rule>& rules) {
+  const std::optional<std::vector<AllowElement>> elements = AllowElements(p);
   for (const AllowRule& a : p.allow) {
     if (a.ports.empty()) {
       Rule rule;
@@ -102,28 +142,30 @@ void AddAllowRules(const TapPolicy& p, std::vector<Rule>& rules) {
       rules.push_back(rule);
       continue;
     }
-    // One rule per protocol; its ports become one set lookup, which costs
-    // the kernel far less than a rule per port (see netfilter_bench).
-    std::vector<PortRange> ports = a.ports;
-    std::sort(ports.begin(), ports.end(),
-              [](const PortRange& x, const PortRange& y) { return x.first < y.first; });
-    std::vector<PortRange> merged;
-    for (const PortRange& r : ports) {
-      if (!merged.empty() && merged.back().last + 1 >= r.first) {
-        merged.back().last = std::max(merged.back().last, r.last);
-      } else {
-        merged.push_back(r);
-      }
-    }
+    if (elements) continue;  // in the allow set
+    // One rule per protocol; its ports become one set lookup.
     for (uint8_t proto : ProtocolsOf(a.protocol)) {
       Rule rule;
       rule.daddr = a.destination;
       rule.l4proto = proto;
-      rule.dports = merged;
+      rule.dports = Merged(a.ports);
       rule.verdict = Verdict::kAccept;
       rule.comment = Comment("allow " + ToString(a));
       rules.push_back(rule);
     }
+  }
+  if (!elements) return;
+  for (Family f : {Family::kV4, Family::kV6}) {
+    if (std::none_of(elements->begin(), elements->end(),
+                     [&](const AllowElement& e) { return e.destination.family() == f; })) {
+      continue;
+    }
+    Rule rule;
+    rule.allow_set = f == Family::kV4 ? n.allow_set_v4 : n.allow_set_v6;
+    rule.set_family = f;
+    rule.verdict = Verdict::kAccept;
+    rule.comment = "allow rules with ports (set " + *rule.allow_set + ")";
+    rules.push_back(rule);
   }
 }
 
@@ -187,7 +229,7 @@ std::vector<Rule> BuildPolicyBody(const TapPolicy& p, const TapObjectNames& n) {
   }
 
   AddPrivateBlocks(p, rules);
-  AddAllowRules(p, rules);
+  AddAllowRules(p, n, rules);
   AddPinRules(p, n, rules);
 
   Rule terminal;
@@ -248,7 +290,8 @@ Rule Mirror(const Rule& r) {
   m.sports = r.dports;
   m.pin_set = r.pin_set;
   m.pin_family = r.pin_family;
-  m.pin_by_source = r.pin_set.has_value();
+  m.allow_set = r.allow_set;
+  m.pin_by_source = r.pin_set.has_value() || r.allow_set.has_value();
   m.family_known = r.family_known;
   m.verdict = r.verdict == Verdict::kAccept ? Verdict::kReturn : r.verdict;
   m.comment = "reply: " + r.comment;
@@ -385,6 +428,8 @@ TapObjectNames NamesFor(const std::string& tap, const std::string& table) {
       .input_chain = base + "_input",
       .pin_set_v4 = base + "_pin4",
       .pin_set_v6 = base + "_pin6",
+      .allow_set_v4 = base + "_allow4",
+      .allow_set_v6 = base + "_allow6",
       .tx_counter = base + "_tx",
       .spoof_counter = base + "_spoofed",
   };
@@ -410,6 +455,12 @@ TapRuleset BuildTapRuleset(const TapPolicy& policy, const std::string& table) {
   // IPv6 never has to create or delete sets.
   r.pin_sets = {{r.names.pin_set_v4, Family::kV4, policy.pins.max_elements},
                 {r.names.pin_set_v6, Family::kV6, policy.pins.max_elements}};
+  r.allow_sets = {{r.names.allow_set_v4, Family::kV4, {}}, {r.names.allow_set_v6, Family::kV6, {}}};
+  if (auto elements = AllowElements(policy)) {
+    for (const AllowElement& e : *elements) {
+      r.allow_sets[e.destination.family() == Family::kV4 ? 0 : 1].elements.push_back(e);
+    }
+  }
   r.counters = {r.names.tx_counter, r.names.spoof_counter};
   return r;
 }

@@ -63,7 +63,11 @@ struct Rule {
   std::optional<Family> only_family;   // bare `meta nfproto` match (no address field)
   std::optional<std::string> pin_set;  // (daddr . th dport) in this set; family from the set
   std::optional<Family> pin_family;
-  bool pin_by_source = false;          // (saddr . th sport) instead: a reply from the pin
+  // (meta l4proto . daddr . th dport) in this allow set (of family set_family).
+  std::optional<std::string> allow_set;
+  // Pin and allow-set lookups key on (saddr . th sport) instead: a reply from
+  // the destination.
+  bool pin_by_source = false;
   std::optional<std::string> oifname;  // output interface name
   // Interface names starting with this (`iifname "sbt*"`, `oifname "sbt*"`).
   std::optional<std::string> iifname_prefix;
@@ -87,6 +91,20 @@ struct ChainSpec {
   std::vector<Rule> rules;
 };
 
+// The policy's ported allow rules as one concatenated interval set per family:
+// `meta l4proto . ip daddr . th dport` ranges. One lookup replaces a rule per
+// allow rule and protocol, and egress and inbound share it.
+struct AllowElement {
+  uint8_t l4proto;
+  Cidr destination;
+  PortRange ports;
+};
+struct AllowSetSpec {
+  std::string name;
+  Family family;
+  std::vector<AllowElement> elements;
+};
+
 struct PinSetSpec {
   std::string name;
   Family family;
@@ -108,6 +126,7 @@ struct TapObjectNames {
   std::string table;
   std::string egress_chain, egress6_chain, inbound_chain, inbound6_chain, input_chain;
   std::string pin_set_v4, pin_set_v6;
+  std::string allow_set_v4, allow_set_v6;
   std::string tx_counter, spoof_counter;
 };
 TapObjectNames NamesFor(const std::string& tap, const std::string& table = kTable);
@@ -126,6 +145,7 @@ struct TapRuleset {
   ChainSpec input;     // input hook, packets from the tap to pod-local addresses
 
   std::vector<PinSetSpec> pin_sets;
+  std::vector<AllowSetSpec> allow_sets;  // both families, always (maybe empty)
   std::vector<std::string> counters;
 
   // Every chain, in creation order (a chain exists before a jump to it).
