@@ -174,10 +174,15 @@ void EncodeFamily(RuleBuilder& rb, Family f) {
   rb.Cmp(NFT_CMP_EQ, &proto, sizeof(proto));
 }
 
+// Every rule that reads a network header field carries its `meta nfproto`
+// check, even in a chain only one family reaches: without it `nft list`
+// prints the field as a raw payload offset (`@nh,128,32`) instead of `ip daddr`.
+constexpr bool kAuditable = true;
+
 uint32_t NewPortSet(Batch& b, const std::string& table, const std::vector<PortRange>& ports);
 
 void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule& r) {
-  if (auto f = r.family(); f && !r.family_known) EncodeFamily(rb, *f);
+  if (auto f = r.family(); f && (!r.family_known || kAuditable)) EncodeFamily(rb, *f);
   if (r.iifname_prefix || r.oifname_prefix) {
     const bool output = r.oifname_prefix.has_value();
     rb.IfnamePrefix(output, output ? *r.oifname_prefix : *r.iifname_prefix);
@@ -200,20 +205,21 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
     rb.ExthdrPresent(IPPROTO_ROUTING);
     rb.Cmp(NFT_CMP_EQ, &present, 1);
   }
-  if (r.saddr) rb.Address(*r.saddr, /*source=*/true, r.saddr_negate);
-  for (const Cidr& c : r.saddr_not) rb.Address(c, /*source=*/true, /*negate=*/true);
-  if (r.daddr && r.daddr->prefix > 0) rb.Address(*r.daddr, /*source=*/false, false);
-  for (const Cidr& c : r.daddr_not) rb.Address(c, /*source=*/false, /*negate=*/true);
-  if (r.daddr_set) {
-    const bool v4 = *r.set_family == Family::kV4;
-    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, v4 ? 4 : 16, NFT_REG_1);
-    rb.Lookup(NFT_REG_1, *r.daddr_set, /*is_map=*/false);
-  }
+  // A /0 prefix matches every address of the family: nothing to compare.
+  if (r.saddr && r.saddr->prefix > 0) rb.Address(*r.saddr, /*source=*/true, r.saddr_negate);
   if (r.saddr_set) {
     const bool v4 = *r.set_family == Family::kV4;
     rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 12 : 8, v4 ? 4 : 16, NFT_REG_1);
     rb.Lookup(NFT_REG_1, *r.saddr_set, /*is_map=*/false);
   }
+  for (const Cidr& c : r.saddr_not) rb.Address(c, /*source=*/true, /*negate=*/true);
+  if (r.daddr && r.daddr->prefix > 0) rb.Address(*r.daddr, /*source=*/false, false);
+  if (r.daddr_set) {
+    const bool v4 = *r.set_family == Family::kV4;
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, v4 ? 4 : 16, NFT_REG_1);
+    rb.Lookup(NFT_REG_1, *r.daddr_set, /*is_map=*/false);
+  }
+  for (const Cidr& c : r.daddr_not) rb.Address(c, /*source=*/false, /*negate=*/true);
   if (r.l4proto) {
     rb.Meta(NFT_META_L4PROTO, NFT_REG_1);
     rb.Cmp(NFT_CMP_EQ, &*r.l4proto, 1);
@@ -672,10 +678,10 @@ void NewAllowSet(Batch& b, const std::string& table, const AllowSetSpec& set, bo
   const uint32_t addr_len = v4 ? 4 : 16;
   SetPtr s = NamedSet(table, set.name);
   nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL | NFT_SET_CONCAT);
-  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE,
-                    (((kTypeInetProtocol << kTypeBits) | (v4 ? kTypeIpAddr : kTypeIp6Addr))
-                     << kTypeBits) |
-                        kTypeInetService);
+  nftnl_set_set_u32(
+      s.get(), NFTNL_SET_KEY_TYPE,
+      (((kTypeInetProtocol << kTypeBits) | (v4 ? kTypeIpAddr : kTypeIp6Addr)) << kTypeBits) |
+          kTypeInetService);
   nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, kRegSize32 + addr_len + kRegSize32);
   const std::array<uint8_t, 3> fields = {1, static_cast<uint8_t>(addr_len), 2};
   nftnl_set_set_data(s.get(), NFTNL_SET_DESC_CONCAT, fields.data(), fields.size());

@@ -70,11 +70,11 @@ std::string RenderRule(const Rule& r) {
     Append(out,
            Ip(r.saddr->family()) + " saddr " + (r.saddr_negate ? "!= " : "") + Prefix(*r.saddr));
   }
+  if (r.saddr_set) Append(out, Ip(*r.set_family) + " saddr @" + *r.saddr_set);
   for (const Cidr& c : r.saddr_not) Append(out, Ip(c.family()) + " saddr != " + Prefix(c));
   if (r.daddr) Append(out, Ip(r.daddr->family()) + " daddr " + Prefix(*r.daddr));
-  for (const Cidr& c : r.daddr_not) Append(out, Ip(c.family()) + " daddr != " + Prefix(c));
   if (r.daddr_set) Append(out, Ip(*r.set_family) + " daddr @" + *r.daddr_set);
-  if (r.saddr_set) Append(out, Ip(*r.set_family) + " saddr @" + *r.saddr_set);
+  for (const Cidr& c : r.daddr_not) Append(out, Ip(c.family()) + " daddr != " + Prefix(c));
   if (r.l4proto) Append(out, "meta l4proto " + Proto(*r.l4proto));
   if (r.icmpv6_type) Append(out, "icmpv6 type " + std::to_string(*r.icmpv6_type));
   if (r.dports.size() == 1) Append(out, "th dport " + ToString(r.dports[0]));
@@ -161,16 +161,13 @@ std::string RenderSkeleton(const SkeletonConfig& config) {
     for (const char* map : {kEgressMap, kInboundMap, kInputMap}) {
       out += "add map " + t + " " + map + " { type ifname : verdict; }\n";
     }
-    for (const auto& [name, family] :
-         {std::pair{kMetadataSet4, Family::kV4}, std::pair{kMetadataSet6, Family::kV6}}) {
-      out += "add set " + t + " " + name + " { type " +
-             (family == Family::kV4 ? "ipv4_addr" : "ipv6_addr") + "; flags interval; }\n";
-      out += "flush set " + t + " " + name + "\n";
+    for (const SkeletonSet& set : SkeletonSets()) {
+      out += "add set " + t + " " + set.name + " { type " +
+             (set.family == Family::kV4 ? "ipv4_addr" : "ipv6_addr") + "; flags interval; }\n";
+      out += "flush set " + t + " " + set.name + "\n";
       std::string elements;
-      for (const Cidr& c : MetadataSetRanges(family)) {
-        elements += (elements.empty() ? "" : ", ") + Prefix(c);
-      }
-      out += "add element " + t + " " + name + " { " + elements + " }\n";
+      for (const Cidr& c : set.ranges) elements += (elements.empty() ? "" : ", ") + Prefix(c);
+      out += "add element " + t + " " + set.name + " { " + elements + " }\n";
     }
     out += "flush chain " + t + " " + kForwardChain + "\n";
     out += "flush chain " + t + " " + kInputChain + "\n";

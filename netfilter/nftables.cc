@@ -83,8 +83,9 @@ absl::Status Nftables::EnsureSkeleton(const SkeletonConfig& config) {
     encode::NewBaseChain(b, table, kInputChain, {"filter", NF_INET_LOCAL_IN, 0});
     for (const char* map : {kEgressMap, kInboundMap, kInputMap})
       encode::NewDispatchMap(b, table, map);
-    encode::NewAddressSet(b, table, kMetadataSet4, Family::kV4, MetadataSetRanges(Family::kV4));
-    encode::NewAddressSet(b, table, kMetadataSet6, Family::kV6, MetadataSetRanges(Family::kV6));
+    for (const SkeletonSet& set : SkeletonSets()) {
+      encode::NewAddressSet(b, table, set.name, set.family, set.ranges);
+    }
     // Flush and refill the base chains inside the transaction: a re-run never
     // duplicates a dispatch rule and no packet sees an empty base chain.
     encode::FlushChain(b, table, kForwardChain);

@@ -75,19 +75,22 @@ void AddResolverRules(const TapPolicy& p, bool with_source, std::vector<Rule>& r
   }
 }
 
+// One rule per family: the private ranges (a set of the skeleton) minus the
+// policy's exceptions of that family.
 void AddPrivateBlocks(const TapPolicy& p, std::vector<Rule>& rules) {
-  for (const Cidr& range : PrivateRanges()) {
-    if (range.family() == Family::kV6 && !p.guest_v6) continue;
+  for (Family f : {Family::kV4, Family::kV6}) {
+    if (f == Family::kV6 && !p.guest_v6) continue;
     Rule rule;
-    rule.daddr = range;
-    bool fully_excepted = false;
+    rule.daddr_set = f == Family::kV4 ? kPrivateSet4 : kPrivateSet6;
+    rule.set_family = f;
+    std::string excepted;
     for (const Cidr& e : p.private_exceptions) {
-      if (e.Covers(range)) fully_excepted = true;
-      if (range.Covers(e) && e != range) rule.daddr_not.push_back(e);
+      if (e.family() != f) continue;
+      rule.daddr_not.push_back(e);
+      excepted += " " + e.ToString();
     }
-    if (fully_excepted) continue;
     rule.verdict = Verdict::kDrop;
-    rule.comment = "private range " + range.ToString();
+    rule.comment = Comment("private ranges" + (excepted.empty() ? "" : " except" + excepted));
     rules.push_back(rule);
   }
 }
@@ -527,6 +530,23 @@ std::vector<Rule> BuildInputFailClosedRules(const SkeletonConfig& config) {
   from.comment = "fail closed: from a forkd tap without a dispatch entry";
   rules.push_back(from);
   return rules;
+}
+
+std::vector<Cidr> PrivateSetRanges(Family family) {
+  std::vector<Cidr> ranges;
+  for (const Cidr& c : PrivateRanges()) {
+    if (c.family() == family) ranges.push_back(c);
+  }
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Cidr& a, const Cidr& b) { return a.address.bytes < b.address.bytes; });
+  return ranges;
+}
+
+std::vector<SkeletonSet> SkeletonSets() {
+  return {{kMetadataSet4, Family::kV4, MetadataSetRanges(Family::kV4)},
+          {kMetadataSet6, Family::kV6, MetadataSetRanges(Family::kV6)},
+          {kPrivateSet4, Family::kV4, PrivateSetRanges(Family::kV4)},
+          {kPrivateSet6, Family::kV6, PrivateSetRanges(Family::kV6)}};
 }
 
 std::vector<Cidr> MetadataSetRanges(Family family) {

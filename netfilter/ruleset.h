@@ -28,6 +28,10 @@ inline constexpr char kInputMap[] = "input_dispatch";      // iifname -> jump ta
 // filter table, filled by EnsureSkeleton and looked up by every tap's chains.
 inline constexpr char kMetadataSet4[] = "cloud_metadata4";
 inline constexpr char kMetadataSet6[] = "cloud_metadata6";
+// The private ranges (ip.h, PrivateRanges) the same way; each tap's rule
+// subtracts its own exceptions.
+inline constexpr char kPrivateSet4[] = "private4";
+inline constexpr char kPrivateSet6[] = "private6";
 // Fail closed: a table of its own (shards only know their own taps) whose base
 // chains drop packets from or to an interface with forkd's tap naming that is
 // not in its set of installed taps. AddTap adds the tap last, RemoveTap
@@ -185,5 +189,14 @@ std::vector<Rule> BuildInputFailClosedRules(const SkeletonConfig& config);
 // The metadata table's ranges of one family, sorted and merged, as the
 // interval set holds them.
 std::vector<Cidr> MetadataSetRanges(Family family);
+std::vector<Cidr> PrivateSetRanges(Family family);
+
+// The address sets EnsureSkeleton creates in every filter table.
+struct SkeletonSet {
+  const char* name;
+  Family family;
+  std::vector<Cidr> ranges;
+};
+std::vector<SkeletonSet> SkeletonSets();
 
 }  // namespace forkd::netfilter

@@ -120,12 +120,14 @@ TEST(Ruleset, PrivateRangesBlockedBeforeAllowRulesEvenInAllowAll) {
     return rendered.size();
   };
   const size_t allow = index_of("ip daddr 0.0.0.0/0 accept");
-  for (const char* range :
-       {"10.0.0.0/8 drop", "172.16.0.0/12 drop", "192.168.0.0/16 drop", "100.64.0.0/10 drop"}) {
-    EXPECT_LT(index_of(std::string("ip daddr ") + range), allow) << range;
+  EXPECT_LT(index_of("ip daddr @private4 drop"), allow);
+  // The set holds every private IPv4 range.
+  const std::vector<Cidr> set = PrivateSetRanges(Family::kV4);
+  for (const char* range : {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"}) {
+    EXPECT_NE(std::find(set.begin(), set.end(), *Cidr::Parse(range)), set.end()) << range;
   }
-  // Without IPv6 on the guest there is no point in IPv6 range rules.
-  for (const auto& r : rendered) EXPECT_EQ(r.find("fc00::/7"), std::string::npos) << r;
+  // Without IPv6 on the guest there is no point in an IPv6 range rule.
+  for (const auto& r : rendered) EXPECT_EQ(r.find("@private6"), std::string::npos) << r;
 }
 
 TEST(Ruleset, PrivateExceptionsCarveOutOrRemoveTheBlock) {
@@ -134,8 +136,10 @@ TEST(Ruleset, PrivateExceptionsCarveOutOrRemoveTheBlock) {
   const auto rendered = Render(BuildTapRuleset(p).egress);
   bool carved = false;
   for (const auto& r : rendered) {
-    if (r.rfind("ip daddr 10.0.0.0/8 ip daddr != 10.1.0.0/16 drop", 0) == 0) carved = true;
-    EXPECT_EQ(r.find("192.168.0.0/16 drop"), std::string::npos) << r;
+    if (r.rfind("ip daddr @private4 ip daddr != 10.1.0.0/16 ip daddr != 192.168.0.0/16 drop", 0) ==
+        0) {
+      carved = true;
+    }
   }
   EXPECT_TRUE(carved);
 }
@@ -159,16 +163,43 @@ TEST(Ruleset, AllowRuleWithPortsAllowsOnlyThosePorts) {
   TapPolicy p = Base();
   p.allow = {
       {*Cidr::Parse("203.0.113.0/24"), Protocol::kAny, {{8000, 8080}, {443, 443}, {8081, 8090}}}};
-  std::vector<std::string> got;
-  for (const Rule& r : BuildTapRuleset(p).egress.rules) {
-    if (r.daddr && r.daddr->ToString() == "203.0.113.0/24") got.push_back(RenderRule(r));
+  const TapRuleset rs = BuildTapRuleset(p);
+  // Sorted, adjacent ranges merged, one element per protocol and range, in
+  // the tap's allow set; one rule looks it up.
+  ASSERT_EQ(rs.allow_sets.size(), 2u);
+  const auto& set = rs.allow_sets[0];
+  EXPECT_EQ(set.name, "tap_sbt0_allow4");
+  ASSERT_EQ(set.elements.size(), 4u);
+  std::set<std::string> got;
+  for (const AllowElement& e : set.elements) {
+    got.insert(std::to_string(e.l4proto) + " " + e.destination.ToString() + " " +
+               ToString(e.ports));
   }
-  // Sorted, adjacent ranges merged, one rule per protocol.
-  const std::string c = " accept comment \"allow 203.0.113.0/24 any 8000-8080,443,8081-8090\"";
-  EXPECT_EQ(got, (std::vector<std::string>{
-                     "ip daddr 203.0.113.0/24 meta l4proto tcp th dport { 443, 8000-8090 }" + c,
-                     "ip daddr 203.0.113.0/24 meta l4proto udp th dport { 443, 8000-8090 }" + c,
-                 }));
+  EXPECT_EQ(got, (std::set<std::string>{"6 203.0.113.0/24 443", "6 203.0.113.0/24 8000-8090",
+                                        "17 203.0.113.0/24 443", "17 203.0.113.0/24 8000-8090"}));
+  EXPECT_TRUE(rs.allow_sets[1].elements.empty());
+  size_t lookups = 0;
+  for (const Rule& r : rs.egress.rules) {
+    if (r.allow_set) {
+      ++lookups;
+      EXPECT_EQ(RenderRule(r).substr(0, 54),
+                "meta l4proto . ip daddr . th dport @tap_sbt0_allow4 ac");
+    }
+  }
+  EXPECT_EQ(lookups, 1u);
+}
+
+TEST(Ruleset, OverlappingPortedRulesFallBackToOneRuleEach) {
+  TapPolicy p = Base();
+  p.allow = {{*Cidr::Parse("203.0.113.0/24"), Protocol::kTcp, {{443, 443}}},
+             {*Cidr::Parse("203.0.113.7/32"), Protocol::kTcp, {{400, 500}}}};
+  const TapRuleset rs = BuildTapRuleset(p);
+  EXPECT_TRUE(rs.allow_sets[0].elements.empty());
+  std::vector<std::string> got;
+  for (const Rule& r : rs.egress.rules) {
+    if (r.comment.rfind("allow 203", 0) == 0) got.push_back(RenderRule(r).substr(0, 60));
+  }
+  EXPECT_EQ(got.size(), 2u);
 }
 
 TEST(Ruleset, InputChainAllowsOnlyTheResolverThenDrops) {
@@ -208,8 +239,8 @@ TEST(Ruleset, InboundReturnsOnlyRepliesFromWhatThePolicyStillAllows) {
   EXPECT_TRUE(has("meta l4proto icmp ct state related return"));
   EXPECT_TRUE(has("ip saddr 169.254.1.1 meta l4proto udp th sport 53 return"));
   EXPECT_TRUE(has("ip saddr @cloud_metadata4 drop"));
-  EXPECT_TRUE(has("ip saddr 10.0.0.0/8 drop"));
-  EXPECT_TRUE(has("ip saddr 203.0.113.0/24 meta l4proto tcp th sport 443 return"));
+  EXPECT_TRUE(has("ip saddr @private4 drop"));
+  EXPECT_TRUE(has("meta l4proto . ip saddr . th sport @tap_sbt0_allow4 return"));
   EXPECT_TRUE(has("meta l4proto tcp ip saddr . th sport @tap_sbt0_pin4 return"));
   EXPECT_TRUE(IsUnconditional(inbound.rules.back()));
   EXPECT_EQ(inbound.rules.back().verdict, Verdict::kDrop);

@@ -14,8 +14,8 @@
 #include <fstream>
 #include <thread>
 
-#include "gtest/gtest.h"
 #include "common/errno_status.h"
+#include "gtest/gtest.h"
 #include "netfilter/links.h"
 #include "netfilter/netns.h"
 #include "netfilter/nft_text.h"
@@ -44,9 +44,7 @@ constexpr uint16_t kUdpPort = 7000;
 
 // --- packet building --------------------------------------------------------
 
-std::array<uint8_t, 16> Addr(const std::string& text) {
-  return IpAddress::Parse(text)->bytes;
-}
+std::array<uint8_t, 16> Addr(const std::string& text) { return IpAddress::Parse(text)->bytes; }
 
 void Put16(std::vector<uint8_t>& p, size_t at, uint16_t v) {
   p[at] = static_cast<uint8_t>(v >> 8);
@@ -200,10 +198,10 @@ class HardeningTest : public ::testing::Test {
     p.guest_v4 = *IpAddress::Parse(G().guest_ip);
     p.guest_v6 = *IpAddress::Parse(G().guest_ip6);
     p.resolvers = {*IpAddress::Parse(kResolver), *IpAddress::Parse(G().gateway6)};
-    p.allow = {AllowRule{*Cidr::Parse(std::string(kAnyPortHost) + "/32"), Protocol::kAny, {}},
-               AllowRule{*Cidr::Parse(std::string(kAllowedHost) + "/32"), Protocol::kTcp,
-                         {{443, 443}}},
-               AllowRule{*Cidr::Parse(std::string(kAllowedHost6) + "/128"), Protocol::kAny, {}}};
+    p.allow = {
+        AllowRule{*Cidr::Parse(std::string(kAnyPortHost) + "/32"), Protocol::kAny, {}},
+        AllowRule{*Cidr::Parse(std::string(kAllowedHost) + "/32"), Protocol::kTcp, {{443, 443}}},
+        AllowRule{*Cidr::Parse(std::string(kAllowedHost6) + "/128"), Protocol::kAny, {}}};
     return p;
   }
   TapPolicy Other() const {
@@ -265,8 +263,8 @@ TEST_F(HardeningTest, Ipv4OptionsAreDroppedOnEgressAndInput) {
   // Attacks: a loose source route (through the metadata address) and a
   // record-route option, to an allowed destination and to the resolver.
   for (const auto& options : {LooseSourceRoute(kMetadataHost), RecordRoute()}) {
-    ASSERT_OK(RawSend(Guest(0), kAnyPortHost,
-                      Ipv4Udp(me, kAnyPortHost, kUdpPort, "opt-fwd", options)));
+    ASSERT_OK(
+        RawSend(Guest(0), kAnyPortHost, Ipv4Udp(me, kAnyPortHost, kUdpPort, "opt-fwd", options)));
     EXPECT_FALSE(UdpReceives(udp4_.get(), "opt-fwd"));
     ASSERT_OK(RawSend(Guest(0), kResolver, Ipv4Udp(me, kResolver, 53, "opt-dns", options)));
     EXPECT_FALSE(UdpReceives(resolver4_.get(), "opt-dns"));
@@ -295,8 +293,7 @@ TEST_F(HardeningTest, Ipv6RoutingHeadersAreDroppedOnEgressAndInput) {
   ASSERT_TRUE(UdpReceives(udp6_.get(), "dstopt6"));
   ASSERT_OK(RawSend(Guest(0), resolver, Ipv6Udp(me, resolver, 53, "plain6-dns")));
   ASSERT_TRUE(UdpReceives(resolver6_.get(), "plain6-dns", 3s));
-  ASSERT_OK(
-      RawSend(Guest(0), resolver, Ipv6Udp(me, resolver, 53, "dstopt6-dns", IPPROTO_DSTOPTS)));
+  ASSERT_OK(RawSend(Guest(0), resolver, Ipv6Udp(me, resolver, 53, "dstopt6-dns", IPPROTO_DSTOPTS)));
   ASSERT_TRUE(UdpReceives(resolver6_.get(), "dstopt6-dns"));
   // Attacks: routing headers of type 0 (source route), 1 (Nimrod), 2 (Mobile
   // IPv6), 3 (RPL) and 4 (segment routing).
@@ -420,9 +417,9 @@ TEST_F(HardeningTest, RemovedTapIsFencedOffUntilItsLinkIsGone) {
 
 TEST_F(HardeningTest, MetadataTableHoldsUnderAllowAllWildcardsAndExceptions) {
   const std::vector<std::string> meta4 = {"168.63.129.16", "100.100.100.200", kMetadataHost};
-  const std::vector<std::string> meta6 = {"fd00:ec2::1",           "fd00:ec2::254",
-                                          "64:ff9b::a9fe:a9fe",    "64:ff9b::a83f:8110",
-                                          "2002:a9fe:a9fe::1",     "2002:6464:64c8::1"};
+  const std::vector<std::string> meta6 = {"fd00:ec2::1",        "fd00:ec2::254",
+                                          "64:ff9b::a9fe:a9fe", "64:ff9b::a83f:8110",
+                                          "2002:a9fe:a9fe::1",  "2002:6464:64c8::1"};
   for (const std::string& h : meta4) {
     if (h != kMetadataHost) ASSERT_OK(AddInternetHost(h + "/32"));
   }

@@ -211,7 +211,8 @@ absl::StatusOr<UniqueFd> TcpAccept(int listen_fd, std::chrono::milliseconds wait
 }
 
 absl::Status StreamSend(int fd, const std::string& payload) {
-  if (::send(fd, payload.data(), payload.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(payload.size())) {
+  if (::send(fd, payload.data(), payload.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(payload.size())) {
     return ErrnoStatus(errno, "send");
   }
   return absl::OkStatus();

@@ -49,8 +49,7 @@ absl::StatusOr<UniqueFd> TcpAccept(int listen_fd, std::chrono::milliseconds wait
 absl::Status StreamSend(int fd, const std::string& payload);
 // True when the bytes `payload` arrive on stream `fd` within `wait` (bytes
 // before them are skipped).
-bool StreamReceives(int fd, const std::string& payload,
-                    std::chrono::milliseconds wait = kDropWait);
+bool StreamReceives(int fd, const std::string& payload, std::chrono::milliseconds wait = kDropWait);
 
 // Sends one complete IP packet (header included, as built by the caller)
 // from `netns` through a raw IPPROTO_RAW socket.
