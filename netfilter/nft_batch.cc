@@ -21,7 +21,6 @@
 namespace forkd::netfilter {
 namespace {
 
-constexpr size_t kMaxMessage = Batch::kMaxMessage;
 // Holds a typical per-tap batch without growing.
 constexpr size_t kInitialBatch = 64 * 1024;
 constexpr size_t kReceiveBuffer = 64 * 1024;
