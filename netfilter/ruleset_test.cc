@@ -82,11 +82,14 @@ TEST(Ruleset, EgressSplitsByFamilyAfterAntiSpoof) {
 
 TEST(Ruleset, TerminalVerdictIsUnconditional) {
   TapPolicy p = Base();
-  const Rule& deny = BuildTapRuleset(p).egress.rules.back();
+  // Keep the ruleset alive: a reference into a temporary dangles (ASan).
+  const TapRuleset deny_rs = BuildTapRuleset(p);
+  const Rule& deny = deny_rs.egress.rules.back();
   EXPECT_TRUE(IsUnconditional(deny));
   EXPECT_EQ(deny.verdict, Verdict::kDrop);
   p.mode = EgressMode::kAllowAll;
-  const Rule& allow = BuildTapRuleset(p).egress.rules.back();
+  const TapRuleset allow_rs = BuildTapRuleset(p);
+  const Rule& allow = allow_rs.egress.rules.back();
   EXPECT_TRUE(IsUnconditional(allow));
   EXPECT_EQ(allow.verdict, Verdict::kAccept);
 }

@@ -88,7 +88,8 @@ std::vector<uint8_t> Ipv4Udp(const std::string& src, const std::string& dst, uin
 // address), and a record-route option: both are "options".
 std::vector<uint8_t> LooseSourceRoute(const std::string& hop) {
   std::vector<uint8_t> o = {0x83, 7, 8};
-  o.insert(o.end(), Addr(hop).begin(), Addr(hop).begin() + 4);
+  const auto address = Addr(hop);
+  o.insert(o.end(), address.begin(), address.begin() + 4);
   o.push_back(0);  // end of options, padding to 8 bytes
   return o;
 }
