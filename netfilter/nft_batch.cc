@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -19,9 +21,6 @@
 namespace forkd::netfilter {
 namespace {
 
-// Enough for the largest single message we build (a rule with ~20
-// expressions, or a set with a few hundred elements).
-constexpr size_t kMaxMessage = 16 * 1024;
 // Holds a typical per-tap batch without growing.
 constexpr size_t kInitialBatch = 64 * 1024;
 constexpr size_t kReceiveBuffer = 64 * 1024;
@@ -53,7 +52,15 @@ nlmsghdr* Batch::Begin(uint16_t type, uint16_t flags, std::string what) {
   return nftnl_nlmsg_build_hdr(buf_.get() + used_, type, NFPROTO_INET, flags, seq_++);
 }
 
-void Batch::Commit(const nlmsghdr* nlh) { used_ += NLMSG_ALIGN(nlh->nlmsg_len); }
+void Batch::Commit(const nlmsghdr* nlh) {
+  if (nlh->nlmsg_len > kMaxMessage) {
+    const std::string& what = what_.back();
+    (void)std::fprintf(stderr, "forkd: netlink message \"%s\" is %u bytes, over the %zu reserved\n",
+                       what.c_str(), nlh->nlmsg_len, kMaxMessage);
+    std::abort();
+  }
+  used_ += NLMSG_ALIGN(nlh->nlmsg_len);
+}
 
 std::span<const char> Batch::Finish() {
   if (!finished_) {

@@ -21,12 +21,19 @@ namespace forkd::netfilter {
 
 class Batch {
  public:
+  // Room reserved for each message. libnftnl writes a message without a bound,
+  // so every encoder keeps its messages below this (element lists are split,
+  // policy sizes are capped by Validate) and Commit() checks it.
+  static constexpr size_t kMaxMessage = 16 * 1024;
+
   explicit Batch(uint32_t first_seq);
 
   // Starts a message of nftables type `type` (NFT_MSG_*) for the inet family;
   // the caller fills its payload with a libnftnl *_nlmsg_build_payload call
   // and then calls Commit(). `what` describes the message for errors.
   nlmsghdr* Begin(uint16_t type, uint16_t flags, std::string what);
+  // Aborts the process if the message outgrew kMaxMessage: the heap past the
+  // reservation is already overwritten, and going on would be worse.
   void Commit(const nlmsghdr* nlh);
 
   // Closes the batch; returns the bytes to send.

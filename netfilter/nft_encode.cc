@@ -12,6 +12,7 @@
 #include <linux/netfilter/nf_tables.h>
 #include <net/if.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <memory>
@@ -27,16 +28,21 @@ constexpr uint32_t kTypeIpAddr = 7;
 constexpr uint32_t kTypeIp6Addr = 8;
 constexpr uint32_t kTypeInetService = 13;
 constexpr uint32_t kTypeIfname = 41;
+constexpr uint32_t kTypeInetProtocol = 12;
 constexpr uint32_t kTypeBits = 6;  // concatenated types: (a << 6) | b
 constexpr uint32_t kByteorderHost = 1;
 
 // Connection tracking state bits as the ct expression reports them.
 constexpr uint32_t kCtEstablished = 1U << 1;
 constexpr uint32_t kCtRelated = 1U << 2;
+constexpr uint32_t kCtInvalid = 1U << 0;
+constexpr uint32_t kCtNew = 1U << 3;
+constexpr uint32_t kCtUntracked = 1U << 6;
 
 constexpr uint32_t kRegSize32 = 4;
 // The kernel names an anonymous set itself, replacing %d.
-constexpr char kAnonymousSet[] = "__set%d";  // concatenation fields start on 32-bit registers
+constexpr char kAnonymousSet[] = "__set%d";
+const std::string kAnonymousSetName = kAnonymousSet;
 
 using TablePtr = CPtr<nftnl_table, nftnl_table_free>;
 using ChainPtr = CPtr<nftnl_chain, nftnl_chain_free>;
@@ -95,8 +101,10 @@ class RuleBuilder {
     nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, key);
     nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
   }
-  void Lookup(uint32_t sreg, const std::string& set, bool is_map, uint32_t set_id = 0) {
+  void Lookup(uint32_t sreg, const std::string& set, bool is_map, uint32_t set_id = 0,
+              bool inverted = false) {
     nftnl_expr* e = New("lookup");
+    if (inverted) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
     nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, sreg);
     nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set.c_str());
     if (set_id != 0) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, set_id);
@@ -119,6 +127,21 @@ class RuleBuilder {
     nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, chain.c_str());
   }
   void Masquerade() { New("masq"); }
+  // Loads 1 if the packet has an IPv6 extension header of `type`, else 0.
+  void ExthdrPresent(uint8_t type) {
+    nftnl_expr* e = New("exthdr");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_DREG, NFT_REG_1);
+    nftnl_expr_set_u8(e, NFTNL_EXPR_EXTHDR_TYPE, type);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OFFSET, 0);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_LEN, 1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OP, NFT_EXTHDR_OP_IPV6);
+  }
+  // `iifname "<prefix>*"` / `oifname "<prefix>*"`: the name's leading bytes.
+  void IfnamePrefix(bool output, const std::string& prefix) {
+    Meta(output ? NFT_META_OIFNAME : NFT_META_IIFNAME, NFT_REG_1);
+    Cmp(NFT_CMP_EQ, prefix.data(), static_cast<uint32_t>(prefix.size()));
+  }
 
   // `<family> saddr|daddr [!=] prefix`
   void Address(const Cidr& c, bool source, bool negate) {
@@ -151,12 +174,51 @@ void EncodeFamily(RuleBuilder& rb, Family f) {
   rb.Cmp(NFT_CMP_EQ, &proto, sizeof(proto));
 }
 
+// Every rule that reads a network header field carries its `meta nfproto`
+// check, even in a chain only one family reaches: without it `nft list`
+// prints the field as a raw payload offset (`@nh,128,32`) instead of `ip daddr`.
+constexpr bool kAuditable = true;
+
 uint32_t NewPortSet(Batch& b, const std::string& table, const std::vector<PortRange>& ports);
 
 void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule& r) {
-  if (auto f = r.family(); f && !r.family_known) EncodeFamily(rb, *f);
-  if (r.saddr) rb.Address(*r.saddr, /*source=*/true, r.saddr_negate);
+  if (auto f = r.family(); f && (!r.family_known || kAuditable)) EncodeFamily(rb, *f);
+  if (r.iifname_prefix || r.oifname_prefix) {
+    const bool output = r.oifname_prefix.has_value();
+    rb.IfnamePrefix(output, output ? *r.oifname_prefix : *r.iifname_prefix);
+    if (r.ifname_not_in) {
+      // A key-only, inverted lookup: the name is not in the (dispatch) map.
+      rb.Meta(output ? NFT_META_OIFNAME : NFT_META_IIFNAME, NFT_REG_1);
+      rb.Lookup(NFT_REG_1, *r.ifname_not_in, /*is_map=*/false, 0, /*inverted=*/true);
+    }
+  }
+  if (r.ip_options) {
+    // `ip hdrlength != 5`: the low nibble of the first byte, in 32-bit words.
+    const uint8_t nibble = 0x0f;
+    const uint8_t no_options = 5;
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, 0, 1, NFT_REG_1);
+    rb.Mask(&nibble, 1);
+    rb.Cmp(NFT_CMP_NEQ, &no_options, 1);
+  }
+  if (r.routing_header) {
+    const uint8_t present = 1;
+    rb.ExthdrPresent(IPPROTO_ROUTING);
+    rb.Cmp(NFT_CMP_EQ, &present, 1);
+  }
+  // A /0 prefix matches every address of the family: nothing to compare.
+  if (r.saddr && r.saddr->prefix > 0) rb.Address(*r.saddr, /*source=*/true, r.saddr_negate);
+  if (r.saddr_set) {
+    const bool v4 = *r.set_family == Family::kV4;
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 12 : 8, v4 ? 4 : 16, NFT_REG_1);
+    rb.Lookup(NFT_REG_1, *r.saddr_set, /*is_map=*/false);
+  }
+  for (const Cidr& c : r.saddr_not) rb.Address(c, /*source=*/true, /*negate=*/true);
   if (r.daddr && r.daddr->prefix > 0) rb.Address(*r.daddr, /*source=*/false, false);
+  if (r.daddr_set) {
+    const bool v4 = *r.set_family == Family::kV4;
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, v4 ? 4 : 16, NFT_REG_1);
+    rb.Lookup(NFT_REG_1, *r.daddr_set, /*is_map=*/false);
+  }
   for (const Cidr& c : r.daddr_not) rb.Address(c, /*source=*/false, /*negate=*/true);
   if (r.l4proto) {
     rb.Meta(NFT_META_L4PROTO, NFT_REG_1);
@@ -179,8 +241,25 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
     rb.Lookup(NFT_REG_1, kAnonymousSet, /*is_map=*/false, set_id);
   }
-  if (r.ct_established_related) {
-    const uint32_t mask = kCtEstablished | kCtRelated;
+  if (r.sports.size() == 1) {
+    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG_1);
+    const uint16_t first = htobe16(r.sports[0].first);
+    if (r.sports[0].first == r.sports[0].last) {
+      rb.Cmp(NFT_CMP_EQ, &first, sizeof(first));
+    } else {
+      rb.Range(first, htobe16(r.sports[0].last));
+    }
+  } else if (r.sports.size() > 1) {
+    const uint32_t set_id = NewPortSet(b, table, r.sports);
+    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG_1);
+    rb.Lookup(NFT_REG_1, kAnonymousSet, /*is_map=*/false, set_id);
+  }
+  // A packet has exactly one state bit, so "any of these" is mask != 0.
+  for (const auto& [wanted, mask] :
+       {std::pair{r.ct_established_related, kCtEstablished | kCtRelated},
+        std::pair{r.ct_unsolicited, kCtInvalid | kCtNew | kCtUntracked},
+        std::pair{r.ct_related, kCtRelated}}) {
+    if (!wanted) continue;
     const uint32_t zero = 0;
     rb.Ct(NFT_CT_STATE);
     rb.Mask(&mask, sizeof(mask));
@@ -190,9 +269,22 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
     // (daddr . th dport) concatenated into consecutive 32-bit registers.
     const bool v4 = *r.pin_family == Family::kV4;
     const uint32_t addr_len = v4 ? 4 : 16;
-    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, addr_len, NFT_REG32_00);
-    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_00 + addr_len / kRegSize32);
+    const uint32_t addr_offset = r.pin_by_source ? (v4 ? 12 : 8) : (v4 ? 16 : 24);
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset, addr_len, NFT_REG32_00);
+    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, r.pin_by_source ? 0 : 2, 2,
+               NFT_REG32_00 + addr_len / kRegSize32);
     rb.Lookup(NFT_REG32_00, *r.pin_set, /*is_map=*/false);
+  }
+  if (r.allow_set) {
+    // (meta l4proto . addr . th port) on consecutive 32-bit registers.
+    const bool v4 = *r.set_family == Family::kV4;
+    const uint32_t addr_len = v4 ? 4 : 16;
+    const uint32_t addr_offset = r.pin_by_source ? (v4 ? 12 : 8) : (v4 ? 16 : 24);
+    rb.Meta(NFT_META_L4PROTO, NFT_REG32_00);
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset, addr_len, NFT_REG32_00 + 1);
+    rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, r.pin_by_source ? 0 : 2, 2,
+               NFT_REG32_00 + 1 + addr_len / kRegSize32);
+    rb.Lookup(NFT_REG32_00, *r.allow_set, /*is_map=*/false);
   }
   if (r.oifname) {
     char name[IFNAMSIZ] = {};
@@ -252,6 +344,87 @@ void AddElemsMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std:
   b.Commit(nlh);
 }
 
+// Element lists are split over messages of at most kElementsPerMessage
+// elements each, all in the same transaction, so no message outgrows the
+// batch's per-message reservation (Batch::kMaxMessage) however long the list.
+constexpr size_t kElementsPerMessage = 64;
+
+class ElementWriter {
+ public:
+  ElementWriter(Batch& b, const std::string& table, const std::string& set, uint32_t set_id,
+                uint16_t type, uint16_t flags, std::string what)
+      : b_(b),
+        table_(table),
+        set_(set),
+        set_id_(set_id),
+        type_(type),
+        flags_(flags),
+        what_(std::move(what)) {}
+  ElementWriter(const ElementWriter&) = delete;
+  ElementWriter& operator=(const ElementWriter&) = delete;
+  ~ElementWriter() { Flush(); }
+
+  // Takes ownership of `e`.
+  void Add(nftnl_set_elem* e) {
+    if (count_ == kElementsPerMessage) Flush();
+    if (!cur_) {
+      cur_ = NamedSet(table_, set_);
+      if (set_id_ != 0) nftnl_set_set_u32(cur_.get(), NFTNL_SET_ID, set_id_);
+    }
+    nftnl_set_elem_add(cur_.get(), e);
+    ++count_;
+  }
+
+ private:
+  void Flush() {
+    if (!cur_) return;
+    ++part_;
+    AddElemsMessage(b_, cur_.get(), type_, flags_,
+                    part_ == 1 ? what_ : what_ + " (part " + std::to_string(part_) + ")");
+    cur_.reset();
+    count_ = 0;
+  }
+  Batch& b_;
+  const std::string& table_;
+  const std::string& set_;
+  uint32_t set_id_;
+  uint16_t type_;
+  uint16_t flags_;
+  std::string what_;
+  SetPtr cur_;
+  size_t count_ = 0;
+  int part_ = 0;
+};
+
+// Interval elements as nft encodes them: [first, last+1) with an explicit
+// end element, and a leading end at zero when the first range does not start
+// there. `ranges` are sorted, disjoint and not adjacent; keys big-endian.
+void AddIntervals(
+    ElementWriter& w,
+    const std::vector<std::pair<std::vector<uint8_t>, std::vector<uint8_t>>>& ranges) {
+  auto add = [&](const std::vector<uint8_t>& key, bool end) {
+    nftnl_set_elem* e = nftnl_set_elem_alloc();
+    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), static_cast<uint32_t>(key.size()));
+    if (end) nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+    w.Add(e);
+  };
+  if (ranges.empty()) return;
+  const auto& first = ranges.front().first;
+  if (std::any_of(first.begin(), first.end(), [](uint8_t x) { return x != 0; })) {
+    add(std::vector<uint8_t>(first.size(), 0), true);
+  }
+  for (const auto& [lo, hi] : ranges) {
+    add(lo, false);
+    // hi + 1, unless hi is the largest key.
+    std::vector<uint8_t> next = hi;
+    size_t i = next.size();
+    while (i > 0 && ++next[i - 1] == 0) --i;
+    if (i > 0) add(next, true);
+  }
+}
+
+std::vector<uint8_t> Bytes(const uint8_t* p, size_t n) { return {p, p + n}; }
+
 // An anonymous, constant interval set of ports for one rule, created in the
 // same transaction; returns its transaction id for the rule's lookup.
 uint32_t NewPortSet(Batch& b, const std::string& table, const std::vector<PortRange>& ports) {
@@ -262,31 +435,20 @@ uint32_t NewPortSet(Batch& b, const std::string& table, const std::vector<PortRa
   nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, kTypeInetService);
   nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, 2);
   nftnl_set_set_u32(s.get(), NFTNL_SET_ID, id);
-  auto add = [&](uint16_t port, bool end) {
-    const uint16_t key = htobe16(port);
-    nftnl_set_elem* e = nftnl_set_elem_alloc();
-    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, &key, sizeof(key));
-    if (end) nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
-    nftnl_set_elem_add(s.get(), e);
-  };
-  // Intervals as nft encodes them: [first, last+1) with an explicit end
-  // element, and a leading end at 0 when the first range does not start there.
-  uint32_t count = 0;
-  if (ports.front().first > 0) {
-    add(0, true);
-    ++count;
-  }
+  std::vector<std::pair<std::vector<uint8_t>, std::vector<uint8_t>>> ranges;
   for (const PortRange& r : ports) {
-    add(r.first, false);
-    ++count;
-    if (r.last < UINT16_MAX) {
-      add(static_cast<uint16_t>(r.last + 1), true);
-      ++count;
-    }
+    const uint16_t lo = htobe16(r.first);
+    const uint16_t hi = htobe16(r.last);
+    ranges.emplace_back(Bytes(reinterpret_cast<const uint8_t*>(&lo), 2),
+                        Bytes(reinterpret_cast<const uint8_t*>(&hi), 2));
   }
-  nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, count);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, static_cast<uint32_t>(2 * ranges.size() + 1));
   AddSetMessage(b, s.get(), NFT_MSG_NEWSET, kCreate, "add anonymous port set");
-  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreate, "add ports to anonymous set");
+  {
+    ElementWriter w(b, table, kAnonymousSetName, id, NFT_MSG_NEWSETELEM, kCreate,
+                    "add ports to anonymous set");
+    AddIntervals(w, ranges);
+  }
   return id;
 }
 
@@ -418,6 +580,40 @@ void NewDispatchMap(Batch& b, const std::string& table, const std::string& map) 
   AddSetMessage(b, s.get(), NFT_MSG_NEWSET, kCreate, "add map " + map);
 }
 
+void NewIfnameSet(Batch& b, const std::string& table, const std::string& set) {
+  SetPtr s = NamedSet(table, set);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, 0);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, kTypeIfname);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, IFNAMSIZ);
+  UdataPtr ud(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
+  nftnl_udata_put_u32(ud.get(), NFTNL_UDATA_SET_KEYBYTEORDER, kByteorderHost);
+  nftnl_set_set_data(s.get(), NFTNL_SET_USERDATA, nftnl_udata_buf_data(ud.get()),
+                     nftnl_udata_buf_len(ud.get()));
+  AddSetMessage(b, s.get(), NFT_MSG_NEWSET, kCreate, "add set " + set);
+}
+
+void NewIfnameElement(Batch& b, const std::string& table, const std::string& set,
+                      const std::string& ifname) {
+  SetPtr s = NamedSet(table, set);
+  nftnl_set_elem* e = nftnl_set_elem_alloc();
+  const auto key = IfnameKey(ifname);
+  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
+  nftnl_set_elem_add(s.get(), e);
+  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreateExcl,
+                  "add element \"" + ifname + "\" to set " + set);
+}
+
+void DelIfnameElement(Batch& b, const std::string& table, const std::string& set,
+                      const std::string& ifname) {
+  SetPtr s = NamedSet(table, set);
+  nftnl_set_elem* e = nftnl_set_elem_alloc();
+  const auto key = IfnameKey(ifname);
+  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
+  nftnl_set_elem_add(s.get(), e);
+  AddElemsMessage(b, s.get(), NFT_MSG_DELSETELEM, 0,
+                  "delete element \"" + ifname + "\" from set " + set);
+}
+
 void NewPinSet(Batch& b, const std::string& table, const PinSetSpec& set, bool exclusive) {
   const bool v4 = set.family == Family::kV4;
   SetPtr s = NamedSet(table, set.name);
@@ -461,8 +657,9 @@ void DelDispatchElement(Batch& b, const std::string& table, const std::string& m
 
 void NewPinElements(Batch& b, const std::string& table, const std::string& set, Family family,
                     const std::vector<PinElement>& elements) {
-  SetPtr s = NamedSet(table, set);
   const size_t addr_len = family == Family::kV4 ? 4 : 16;
+  ElementWriter w(b, table, set, 0, NFT_MSG_NEWSETELEM, kCreate,
+                  "pin " + std::to_string(elements.size()) + " element(s) into set " + set);
   for (const PinElement& pin : elements) {
     std::array<uint8_t, 20> key{};
     std::memcpy(key.data(), pin.address.bytes.data(), addr_len);
@@ -471,10 +668,75 @@ void NewPinElements(Batch& b, const std::string& table, const std::string& set, 
     nftnl_set_elem* e = nftnl_set_elem_alloc();
     nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), addr_len + PadTo32(2));
     nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, pin.timeout_ms);
-    nftnl_set_elem_add(s.get(), e);
+    w.Add(e);
   }
-  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreate,
-                  "pin " + std::to_string(elements.size()) + " element(s) into set " + set);
+}
+
+void NewAllowSet(Batch& b, const std::string& table, const AllowSetSpec& set, bool exclusive,
+                 bool flush_first) {
+  const bool v4 = set.family == Family::kV4;
+  const uint32_t addr_len = v4 ? 4 : 16;
+  SetPtr s = NamedSet(table, set.name);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL | NFT_SET_CONCAT);
+  nftnl_set_set_u32(
+      s.get(), NFTNL_SET_KEY_TYPE,
+      (((kTypeInetProtocol << kTypeBits) | (v4 ? kTypeIpAddr : kTypeIp6Addr)) << kTypeBits) |
+          kTypeInetService);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, kRegSize32 + addr_len + kRegSize32);
+  const std::array<uint8_t, 3> fields = {1, static_cast<uint8_t>(addr_len), 2};
+  nftnl_set_set_data(s.get(), NFTNL_SET_DESC_CONCAT, fields.data(), fields.size());
+  AddSetMessage(b, s.get(), NFT_MSG_NEWSET, exclusive ? kCreateExcl : kCreate,
+                "add set " + set.name);
+  if (flush_first) {
+    SetPtr flush = NamedSet(table, set.name);
+    AddElemsMessage(b, flush.get(), NFT_MSG_DELSETELEM, 0, "flush set " + set.name);
+  }
+  ElementWriter w(b, table, set.name, 0, NFT_MSG_NEWSETELEM, kCreate,
+                  "add " + std::to_string(set.elements.size()) + " element(s) to set " + set.name);
+  for (const AllowElement& a : set.elements) {
+    std::array<uint8_t, 24> lo{};
+    std::array<uint8_t, 24> hi{};
+    lo[0] = hi[0] = a.l4proto;
+    const auto mask = a.destination.Mask();
+    for (size_t i = 0; i < addr_len; ++i) {
+      lo[kRegSize32 + i] = a.destination.address.bytes[i];
+      hi[kRegSize32 + i] = static_cast<uint8_t>(a.destination.address.bytes[i] | ~mask[i]);
+    }
+    const uint16_t first = htobe16(a.ports.first);
+    const uint16_t last = htobe16(a.ports.last);
+    std::memcpy(lo.data() + kRegSize32 + addr_len, &first, 2);
+    std::memcpy(hi.data() + kRegSize32 + addr_len, &last, 2);
+    const uint32_t len = kRegSize32 + addr_len + kRegSize32;
+    nftnl_set_elem* e = nftnl_set_elem_alloc();
+    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, lo.data(), len);
+    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, hi.data(), len);
+    w.Add(e);
+  }
+}
+
+void NewAddressSet(Batch& b, const std::string& table, const std::string& name, Family family,
+                   const std::vector<Cidr>& ranges) {
+  const bool v4 = family == Family::kV4;
+  const size_t len = v4 ? 4 : 16;
+  SetPtr s = NamedSet(table, name);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, v4 ? kTypeIpAddr : kTypeIp6Addr);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, static_cast<uint32_t>(len));
+  AddSetMessage(b, s.get(), NFT_MSG_NEWSET, kCreate, "add set " + name);
+  // Flush and refill in the same transaction: a re-run replaces the contents
+  // (a newer table) and no packet sees the set empty.
+  SetPtr flush = NamedSet(table, name);
+  AddElemsMessage(b, flush.get(), NFT_MSG_DELSETELEM, 0, "flush set " + name);
+  std::vector<std::pair<std::vector<uint8_t>, std::vector<uint8_t>>> keys;
+  for (const Cidr& c : ranges) {
+    const auto mask = c.Mask();
+    std::vector<uint8_t> lo = Bytes(c.address.bytes.data(), len);
+    std::vector<uint8_t> hi = lo;
+    for (size_t i = 0; i < len; ++i) hi[i] = static_cast<uint8_t>(lo[i] | ~mask[i]);
+    keys.emplace_back(std::move(lo), std::move(hi));
+  }
+  ElementWriter w(b, table, name, 0, NFT_MSG_NEWSETELEM, kCreate, "add elements to set " + name);
+  AddIntervals(w, keys);
 }
 
 }  // namespace forkd::netfilter::encode

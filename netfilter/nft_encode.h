@@ -40,6 +40,13 @@ void NewDispatchMap(Batch& b, const std::string& table, const std::string& map);
 void NewPinSet(Batch& b, const std::string& table, const PinSetSpec& set, bool exclusive);
 void DelSet(Batch& b, const std::string& table, const std::string& set);
 
+// A plain set of interface names, and its elements.
+void NewIfnameSet(Batch& b, const std::string& table, const std::string& set);
+void NewIfnameElement(Batch& b, const std::string& table, const std::string& set,
+                      const std::string& ifname);
+void DelIfnameElement(Batch& b, const std::string& table, const std::string& set,
+                      const std::string& ifname);
+
 void NewDispatchElement(Batch& b, const std::string& table, const std::string& map,
                         const std::string& ifname, const std::string& chain);
 void DelDispatchElement(Batch& b, const std::string& table, const std::string& map,
@@ -50,6 +57,16 @@ struct PinElement {
   uint16_t port;
   uint64_t timeout_ms;
 };
+// A named interval set of addresses (flags interval), created if missing and
+// its contents replaced by `ranges` (sorted, disjoint, not adjacent).
+void NewAddressSet(Batch& b, const std::string& table, const std::string& name, Family family,
+                   const std::vector<Cidr>& ranges);
+
+// A tap's allow set (ruleset.h, AllowSetSpec): created (`exclusive`: fail if
+// it exists) and, with `flush_first`, emptied before its elements are added.
+void NewAllowSet(Batch& b, const std::string& table, const AllowSetSpec& set, bool exclusive,
+                 bool flush_first);
+
 void NewPinElements(Batch& b, const std::string& table, const std::string& set, Family family,
                     const std::vector<PinElement>& elements);
 

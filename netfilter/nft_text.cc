@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 
 #include <algorithm>
+#include <utility>
 
 namespace forkd::netfilter {
 namespace {
@@ -19,6 +20,8 @@ std::string Proto(uint8_t p) {
       return "tcp";
     case IPPROTO_UDP:
       return "udp";
+    case IPPROTO_ICMP:
+      return "icmp";
     case IPPROTO_ICMPV6:
       return "ipv6-icmp";
     default:
@@ -56,11 +59,21 @@ std::string RenderRule(const Rule& r) {
   std::string out;
   if (r.only_family)
     Append(out, std::string("meta nfproto ") + (*r.only_family == Family::kV4 ? "ipv4" : "ipv6"));
+  if (r.iifname_prefix) Append(out, "iifname \"" + *r.iifname_prefix + "*\"");
+  if (r.oifname_prefix) Append(out, "oifname \"" + *r.oifname_prefix + "*\"");
+  if (r.ifname_not_in) {
+    Append(out, std::string(r.oifname_prefix ? "oifname" : "iifname") + " != @" + *r.ifname_not_in);
+  }
+  if (r.ip_options) Append(out, "ip hdrlength != 5");
+  if (r.routing_header) Append(out, "exthdr rt exists");
   if (r.saddr) {
     Append(out,
            Ip(r.saddr->family()) + " saddr " + (r.saddr_negate ? "!= " : "") + Prefix(*r.saddr));
   }
+  if (r.saddr_set) Append(out, Ip(*r.set_family) + " saddr @" + *r.saddr_set);
+  for (const Cidr& c : r.saddr_not) Append(out, Ip(c.family()) + " saddr != " + Prefix(c));
   if (r.daddr) Append(out, Ip(r.daddr->family()) + " daddr " + Prefix(*r.daddr));
+  if (r.daddr_set) Append(out, Ip(*r.set_family) + " daddr @" + *r.daddr_set);
   for (const Cidr& c : r.daddr_not) Append(out, Ip(c.family()) + " daddr != " + Prefix(c));
   if (r.l4proto) Append(out, "meta l4proto " + Proto(*r.l4proto));
   if (r.icmpv6_type) Append(out, "icmpv6 type " + std::to_string(*r.icmpv6_type));
@@ -70,8 +83,24 @@ std::string RenderRule(const Rule& r) {
     for (const PortRange& p : r.dports) set += (set.empty() ? "" : ", ") + ToString(p);
     Append(out, "th dport { " + set + " }");
   }
+  if (r.sports.size() == 1) Append(out, "th sport " + ToString(r.sports[0]));
+  if (r.sports.size() > 1) {
+    std::string set;
+    for (const PortRange& p : r.sports) set += (set.empty() ? "" : ", ") + ToString(p);
+    Append(out, "th sport { " + set + " }");
+  }
   if (r.ct_established_related) Append(out, "ct state established,related");
-  if (r.pin_set) Append(out, Ip(*r.pin_family) + " daddr . th dport @" + *r.pin_set);
+  if (r.ct_unsolicited) Append(out, "ct state invalid,new,untracked");
+  if (r.ct_related) Append(out, "ct state related");
+  if (r.pin_set) {
+    Append(out, Ip(*r.pin_family) +
+                    (r.pin_by_source ? " saddr . th sport @" : " daddr . th dport @") + *r.pin_set);
+  }
+  if (r.allow_set) {
+    Append(out, std::string("meta l4proto . ") + Ip(*r.set_family) +
+                    (r.pin_by_source ? " saddr . th sport @" : " daddr . th dport @") +
+                    *r.allow_set);
+  }
   if (r.oifname) Append(out, "oifname \"" + *r.oifname + "\"");
   if (r.counter) Append(out, "counter name \"" + *r.counter + "\"");
   Append(out, VerdictText(r.verdict));
@@ -83,7 +112,7 @@ std::string RenderRule(const Rule& r) {
 std::string RenderAddTap(const TapRuleset& rs) {
   const std::string t = "inet " + rs.names.table;
   std::string out;
-  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input}) {
+  for (const ChainSpec* c : rs.chains()) {
     out += "add chain " + t + " " + c->name + "\n";
   }
   for (const std::string& c : rs.counters)
@@ -93,7 +122,19 @@ std::string RenderAddTap(const TapRuleset& rs) {
     out += s.family == Family::kV4 ? "ipv4_addr" : "ipv6_addr";
     out += " . inet_service; flags timeout; size " + std::to_string(s.max_elements) + "; }\n";
   }
-  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input}) {
+  for (const AllowSetSpec& s : rs.allow_sets) {
+    out += "add set " + t + " " + s.name + " { type inet_proto . ";
+    out += s.family == Family::kV4 ? "ipv4_addr" : "ipv6_addr";
+    out += " . inet_service; flags interval; }\n";
+    if (s.elements.empty()) continue;
+    std::string elements;
+    for (const AllowElement& e : s.elements) {
+      elements += (elements.empty() ? "" : ", ") + Proto(e.l4proto) + " . " +
+                  Prefix(e.destination) + " . " + ToString(e.ports);
+    }
+    out += "add element " + t + " " + s.name + " { " + elements + " }\n";
+  }
+  for (const ChainSpec* c : rs.chains()) {
     for (const Rule& r : c->rules)
       out += "add rule " + t + " " + c->name + " " + RenderRule(r) + "\n";
   }
@@ -103,6 +144,8 @@ std::string RenderAddTap(const TapRuleset& rs) {
          rs.names.inbound_chain + " }\n";
   out += "add element " + t + " " + kInputMap + " { \"" + rs.tap + "\" : jump " +
          rs.names.input_chain + " }\n";
+  out += std::string("add element inet ") + kGuardTable + " " + kGuardSet + " { \"" + rs.tap +
+         "\" }\n";
   return out;
 }
 
@@ -118,11 +161,37 @@ std::string RenderSkeleton(const SkeletonConfig& config) {
     for (const char* map : {kEgressMap, kInboundMap, kInputMap}) {
       out += "add map " + t + " " + map + " { type ifname : verdict; }\n";
     }
+    for (const SkeletonSet& set : SkeletonSets()) {
+      out += "add set " + t + " " + set.name + " { type " +
+             (set.family == Family::kV4 ? "ipv4_addr" : "ipv6_addr") + "; flags interval; }\n";
+      out += "flush set " + t + " " + set.name + "\n";
+      std::string elements;
+      for (const Cidr& c : set.ranges) elements += (elements.empty() ? "" : ", ") + Prefix(c);
+      out += "add element " + t + " " + set.name + " { " + elements + " }\n";
+    }
     out += "flush chain " + t + " " + kForwardChain + "\n";
     out += "flush chain " + t + " " + kInputChain + "\n";
     out += "add rule " + t + " " + kForwardChain + " oifname vmap @" + kInboundMap + "\n";
     out += "add rule " + t + " " + kForwardChain + " iifname vmap @" + kEgressMap + "\n";
     out += "add rule " + t + " " + kInputChain + " iifname vmap @" + kInputMap + "\n";
+  }
+  {
+    const std::string g = std::string("inet ") + kGuardTable;
+    out += "add table " + g + "\n";
+    for (const auto& [chain, hook] :
+         {std::pair{kForwardChain, "forward"}, std::pair{kInputChain, "input"}}) {
+      out += "add chain " + g + " " + chain + " { type filter hook " + hook +
+             " priority -10; policy accept; }\n";
+    }
+    out += "add set " + g + " " + kGuardSet + " { type ifname; }\n";
+    out += "flush chain " + g + " " + kForwardChain + "\n";
+    out += "flush chain " + g + " " + kInputChain + "\n";
+    for (const Rule& r : BuildForwardFailClosedRules(config)) {
+      out += "add rule " + g + " " + kForwardChain + " " + RenderRule(r) + "\n";
+    }
+    for (const Rule& r : BuildInputFailClosedRules(config)) {
+      out += "add rule " + g + " " + kInputChain + " " + RenderRule(r) + "\n";
+    }
   }
   if (config.uplink) {
     const std::string n = std::string("inet ") + kNatTable;

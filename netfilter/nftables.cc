@@ -45,7 +45,8 @@ int CollectTable(const nlmsghdr* nlh, void* data) {
   CPtr<nftnl_table, nftnl_table_free> t(nftnl_table_alloc());
   if (nftnl_table_nlmsg_parse(nlh, t.get()) < 0) return MNL_CB_ERROR;
   const char* name = nftnl_table_get_str(t.get(), NFTNL_TABLE_NAME);
-  if (name != nullptr && (IsForkdFilterTable(name) || std::string(name) == kNatTable)) {
+  if (name != nullptr && (IsForkdFilterTable(name) || std::string(name) == kNatTable ||
+                          std::string(name) == kGuardTable)) {
     out->emplace_back(name);
   }
   return MNL_CB_OK;
@@ -82,6 +83,9 @@ absl::Status Nftables::EnsureSkeleton(const SkeletonConfig& config) {
     encode::NewBaseChain(b, table, kInputChain, {"filter", NF_INET_LOCAL_IN, 0});
     for (const char* map : {kEgressMap, kInboundMap, kInputMap})
       encode::NewDispatchMap(b, table, map);
+    for (const SkeletonSet& set : SkeletonSets()) {
+      encode::NewAddressSet(b, table, set.name, set.family, set.ranges);
+    }
     // Flush and refill the base chains inside the transaction: a re-run never
     // duplicates a dispatch rule and no packet sees an empty base chain.
     encode::FlushChain(b, table, kForwardChain);
@@ -91,6 +95,20 @@ absl::Status Nftables::EnsureSkeleton(const SkeletonConfig& config) {
     encode::NewDispatchRule(b, table, kForwardChain, kInboundMap, /*by_output_interface=*/true);
     encode::NewDispatchRule(b, table, kForwardChain, kEgressMap, /*by_output_interface=*/false);
     encode::NewDispatchRule(b, table, kInputChain, kInputMap, /*by_output_interface=*/false);
+  }
+  // Fail closed (ruleset.h, kGuardTable). Always created, so AddTap can
+  // register every tap; the rules only with a tap prefix.
+  encode::NewTable(b, kGuardTable);
+  encode::NewBaseChain(b, kGuardTable, kForwardChain, {"filter", NF_INET_FORWARD, -10});
+  encode::NewBaseChain(b, kGuardTable, kInputChain, {"filter", NF_INET_LOCAL_IN, -10});
+  encode::NewIfnameSet(b, kGuardTable, kGuardSet);
+  encode::FlushChain(b, kGuardTable, kForwardChain);
+  encode::FlushChain(b, kGuardTable, kInputChain);
+  for (const Rule& r : BuildForwardFailClosedRules(config)) {
+    encode::NewRule(b, kGuardTable, kForwardChain, r, "add fail-closed rule to forward");
+  }
+  for (const Rule& r : BuildInputFailClosedRules(config)) {
+    encode::NewRule(b, kGuardTable, kInputChain, r, "add fail-closed rule to input");
   }
   if (config.uplink) {
     encode::NewTable(b, kNatTable);
@@ -118,18 +136,21 @@ absl::Status Nftables::RemoveAll() {
 
 void Nftables::AppendAddTap(Batch& b, const TapRuleset& rs) {
   const std::string& t = rs.names.table;
-  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input}) {
+  for (const ChainSpec* c : rs.chains()) {
     encode::NewChain(b, t, c->name, /*exclusive=*/true);
   }
   for (const std::string& counter : rs.counters) encode::NewCounter(b, t, counter, true);
   for (const PinSetSpec& set : rs.pin_sets) encode::NewPinSet(b, t, set, true);
-  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input})
-    AppendRules(b, t, *c, rs.tap);
+  for (const AllowSetSpec& set : rs.allow_sets) {
+    encode::NewAllowSet(b, t, set, /*exclusive=*/true, /*flush_first=*/false);
+  }
+  for (const ChainSpec* c : rs.chains()) AppendRules(b, t, *c, rs.tap);
   // Dispatch last: the tap is governed from the moment the transaction
   // commits, and never jumps into a chain that is still being filled.
   encode::NewDispatchElement(b, t, kEgressMap, rs.tap, rs.names.egress_chain);
   encode::NewDispatchElement(b, t, kInboundMap, rs.tap, rs.names.inbound_chain);
   encode::NewDispatchElement(b, t, kInputMap, rs.tap, rs.names.input_chain);
+  encode::NewIfnameElement(b, kGuardTable, kGuardSet, rs.tap);
 }
 
 absl::Status Nftables::AddTap(const TapPolicy& policy) {
@@ -145,10 +166,12 @@ absl::Status Nftables::ReplaceTap(const TapPolicy& policy) {
   const TapRuleset rs = BuildTapRuleset(policy, TableFor(policy.tap));
   Batch b = NewBatch();
   const std::string& t = rs.names.table;
-  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input})
-    encode::FlushChain(b, t, c->name);
-  for (const ChainSpec* c : {&rs.egress6, &rs.egress, &rs.inbound, &rs.input})
-    AppendRules(b, t, *c, rs.tap);
+  for (const ChainSpec* c : rs.chains()) encode::FlushChain(b, t, c->name);
+  // The allow sets' contents change with the rules, in the same transaction.
+  for (const AllowSetSpec& set : rs.allow_sets) {
+    encode::NewAllowSet(b, t, set, /*exclusive=*/false, /*flush_first=*/true);
+  }
+  for (const ChainSpec* c : rs.chains()) AppendRules(b, t, *c, rs.tap);
   return Commit(b, "replace policy of tap " + policy.tap);
 }
 
@@ -158,16 +181,21 @@ absl::Status Nftables::RemoveTap(std::string_view tap_view) {
   const TapObjectNames n = NamesFor(tap, TableFor(tap));
   const std::string& t = n.table;
   Batch b = NewBatch();
+  // The guard first: from this transaction on the tap is fenced off entirely
+  // until its link is gone (a new AddTap registers it again).
+  encode::DelIfnameElement(b, kGuardTable, kGuardSet, tap);
   // Elements first: they hold references to the chains.
   encode::DelDispatchElement(b, t, kEgressMap, tap);
   encode::DelDispatchElement(b, t, kInboundMap, tap);
   encode::DelDispatchElement(b, t, kInputMap, tap);
   for (const std::string* chain :
-       {&n.egress_chain, &n.egress6_chain, &n.inbound_chain, &n.input_chain}) {
+       {&n.egress_chain, &n.egress6_chain, &n.inbound_chain, &n.inbound6_chain, &n.input_chain}) {
     encode::DelChain(b, t, *chain);
   }
   encode::DelSet(b, t, n.pin_set_v4);
   encode::DelSet(b, t, n.pin_set_v6);
+  encode::DelSet(b, t, n.allow_set_v4);
+  encode::DelSet(b, t, n.allow_set_v6);
   encode::DelCounter(b, t, n.tx_counter);
   encode::DelCounter(b, t, n.spoof_counter);
   return Commit(b, "remove tap " + tap);
@@ -191,6 +219,11 @@ absl::StatusOr<std::vector<std::string>> Nftables::ListTaps() {
 absl::Status Nftables::Pin(std::string_view tap_view, const std::vector<netfilter::Pin>& pins) {
   const std::string tap(tap_view);
   FORKD_RETURN_IF_ERROR(ValidateName("tap", tap, kMaxTapNameLength));
+  if (pins.size() > kMaxPinsPerCall) {
+    return absl::InvalidArgumentError("pin for tap " + tap + ": " + std::to_string(pins.size()) +
+                                      " pins in one call, at most " +
+                                      std::to_string(kMaxPinsPerCall));
+  }
   std::vector<encode::PinElement> v4;
   std::vector<encode::PinElement> v6;
   for (const netfilter::Pin& p : pins) {

@@ -24,6 +24,9 @@ struct Pin {
   std::chrono::milliseconds timeout{0};
 };
 
+// Most pins one Pin() call takes (they are sent as one transaction).
+inline constexpr size_t kMaxPinsPerCall = 2048;
+
 class Nftables {
  public:
   // Binds to the network namespace `netns_fd` (negative: the caller's own).
@@ -62,7 +65,8 @@ class Nftables {
   // Taps installed in this namespace (for crash recovery), sorted.
   absl::StatusOr<std::vector<std::string>> ListTaps();
 
-  // Adds (address, port) pins to the tap's pin sets. Re-pinning an existing
+  // Adds (address, port) pins to the tap's pin sets, at most kMaxPinsPerCall
+  // per call (InvalidArgument beyond). Re-pinning an existing
   // element sets its timeout anew on kernels that update element timeouts
   // (6.18 here, proven in netfilter_datapath_test); older kernels keep the
   // first expiry.

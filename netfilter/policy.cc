@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "netfilter/metadata.h"
+
 namespace forkd::netfilter {
 namespace {
 
@@ -25,6 +27,10 @@ absl::Status ValidateAllowRule(const TapPolicy& p, const AllowRule& rule) {
     return Error(p, where +
                         ": a protocol needs ports (a rule without ports allows every port "
                         "and protocol of its destination)");
+  }
+  if (rule.ports.size() > kMaxPortRangesPerRule) {
+    return Error(p, where.substr(0, 80) + ": " + std::to_string(rule.ports.size()) +
+                        " port ranges, at most " + std::to_string(kMaxPortRangesPerRule));
   }
   for (size_t i = 0; i < rule.ports.size(); ++i) {
     const PortRange& r = rule.ports[i];
@@ -91,12 +97,30 @@ absl::Status Validate(const TapPolicy& p) {
     bool& seen = r.family == Family::kV4 ? seen_v4 : seen_v6;
     if (seen) return Error(p, "more than one resolver of one address family");
     seen = true;
-    if (r == *IpAddress::Parse("169.254.169.254") || r == *IpAddress::Parse("fd00:ec2::254")) {
-      return Error(p, "resolver " + r.ToString() + " is the cloud metadata address");
+    // The resolver rule precedes the metadata block (an operator-chosen
+    // link-local resolver such as AWS's 169.254.169.253 must work), so the
+    // metadata services themselves are refused here.
+    for (const char* service :
+         {"169.254.169.254", "fd00:ec2::254", "168.63.129.16", "100.100.100.200"}) {
+      if (r == *IpAddress::Parse(service)) {
+        return Error(p, "resolver " + r.ToString() + " is a cloud metadata service address");
+      }
+    }
+    if (auto v4 = EmbeddedV4(r); v4 && IsCloudMetadata(*v4)) {
+      return Error(p,
+                   "resolver " + r.ToString() + " embeds cloud metadata address " + v4->ToString());
     }
     if (r.family == Family::kV6 && !p.guest_v6) {
       return Error(p, "IPv6 resolver " + r.ToString() + " but the guest has no IPv6 address");
     }
+  }
+  if (p.allow.size() > kMaxAllowRules) {
+    return Error(p, std::to_string(p.allow.size()) + " allow rules, at most " +
+                        std::to_string(kMaxAllowRules));
+  }
+  if (p.private_exceptions.size() > kMaxPrivateExceptions) {
+    return Error(p, std::to_string(p.private_exceptions.size()) + " private exceptions, at most " +
+                        std::to_string(kMaxPrivateExceptions));
   }
   for (const Cidr& e : p.private_exceptions) {
     if (!IsPrivate(e)) {

@@ -62,6 +62,12 @@ struct TapPolicy {
   PinSetLimits pins;
 };
 
+// Size caps, so every netlink message a policy turns into stays bounded
+// (nft_batch.h, Batch::kMaxMessage); Validate refuses more with the field named.
+inline constexpr size_t kMaxAllowRules = 1024;
+inline constexpr size_t kMaxPortRangesPerRule = 256;
+inline constexpr size_t kMaxPrivateExceptions = 32;
+
 // Longest name nftables object names derived from the tap may carry. IFNAMSIZ-1.
 inline constexpr size_t kMaxTapNameLength = 15;
 

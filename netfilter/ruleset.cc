@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/errno_status.h"
+#include "netfilter/metadata.h"
 
 namespace forkd::netfilter {
 namespace {
@@ -15,8 +16,13 @@ constexpr uint8_t kNdRouterSolicit = 133;
 constexpr uint8_t kNdNeighborSolicit = 135;
 constexpr uint8_t kNdNeighborAdvert = 136;
 
-Cidr MetadataV6() { return *Cidr::Parse("fd00:ec2::254/128"); }
-Cidr LinkLocalV4() { return *Cidr::Parse("169.254.0.0/16"); }
+// nft refuses comments longer than this; long allow rules are cut.
+constexpr size_t kMaxComment = 120;
+
+std::string Comment(std::string text) {
+  if (text.size() > kMaxComment) text = text.substr(0, kMaxComment - 3) + "...";
+  return text;
+}
 
 std::vector<uint8_t> ProtocolsOf(Protocol p) {
   switch (p) {
@@ -69,55 +75,100 @@ void AddResolverRules(const TapPolicy& p, bool with_source, std::vector<Rule>& r
   }
 }
 
+// One rule per family: the private ranges (a set of the skeleton) minus the
+// policy's exceptions of that family.
 void AddPrivateBlocks(const TapPolicy& p, std::vector<Rule>& rules) {
-  for (const Cidr& range : PrivateRanges()) {
-    if (range.family() == Family::kV6 && !p.guest_v6) continue;
+  for (Family f : {Family::kV4, Family::kV6}) {
+    if (f == Family::kV6 && !p.guest_v6) continue;
     Rule rule;
-    rule.daddr = range;
-    bool fully_excepted = false;
+    rule.daddr_set = f == Family::kV4 ? kPrivateSet4 : kPrivateSet6;
+    rule.set_family = f;
+    std::string excepted;
     for (const Cidr& e : p.private_exceptions) {
-      if (e.Covers(range)) fully_excepted = true;
-      if (range.Covers(e) && e != range) rule.daddr_not.push_back(e);
+      if (e.family() != f) continue;
+      rule.daddr_not.push_back(e);
+      excepted += " " + e.ToString();
     }
-    if (fully_excepted) continue;
     rule.verdict = Verdict::kDrop;
-    rule.comment = "private range " + range.ToString();
+    rule.comment = Comment("private ranges" + (excepted.empty() ? "" : " except" + excepted));
     rules.push_back(rule);
   }
 }
 
-void AddAllowRules(const TapPolicy& p, std::vector<Rule>& rules) {
+std::vector<PortRange> Merged(std::vector<PortRange> ports) {
+  std::sort(ports.begin(), ports.end(),
+            [](const PortRange& x, const PortRange& y) { return x.first < y.first; });
+  std::vector<PortRange> merged;
+  for (const PortRange& r : ports) {
+    if (!merged.empty() && merged.back().last + 1 >= r.first) {
+      merged.back().last = std::max(merged.back().last, r.last);
+    } else {
+      merged.push_back(r);
+    }
+  }
+  return merged;
+}
+
+// The ported allow rules as set elements, or nothing when two of them
+// overlap (same protocol, overlapping destinations and ports): an interval
+// set refuses overlapping elements, and such a policy keeps one rule per
+// allow rule instead.
+std::optional<std::vector<AllowElement>> AllowElements(const TapPolicy& p) {
+  std::vector<AllowElement> out;
+  for (const AllowRule& a : p.allow) {
+    if (a.ports.empty()) continue;
+    for (uint8_t proto : ProtocolsOf(a.protocol)) {
+      for (const PortRange& r : Merged(a.ports)) out.push_back({proto, a.destination, r});
+    }
+  }
+  for (size_t i = 0; i < out.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      const AllowElement& x = out[i];
+      const AllowElement& y = out[j];
+      if (x.l4proto == y.l4proto && x.destination.Overlaps(y.destination) &&
+          x.ports.first <= y.ports.last && y.ports.first <= x.ports.last) {
+        return std::nullopt;
+      }
+    }
+  }
+  return out;
+}
+
+void AddAllowRules(const TapPolicy& p, const TapObjectNames& n, std::vector<Rule>& rules) {
+  const std::optional<std::vector<AllowElement>> elements = AllowElements(p);
   for (const AllowRule& a : p.allow) {
     if (a.ports.empty()) {
       Rule rule;
       rule.daddr = a.destination;
       rule.verdict = Verdict::kAccept;
-      rule.comment = "allow " + ToString(a);
+      rule.comment = Comment("allow " + ToString(a));
       rules.push_back(rule);
       continue;
     }
-    // One rule per protocol; its ports become one set lookup, which costs
-    // the kernel far less than a rule per port (see netfilter_bench).
-    std::vector<PortRange> ports = a.ports;
-    std::sort(ports.begin(), ports.end(),
-              [](const PortRange& x, const PortRange& y) { return x.first < y.first; });
-    std::vector<PortRange> merged;
-    for (const PortRange& r : ports) {
-      if (!merged.empty() && merged.back().last + 1 >= r.first) {
-        merged.back().last = std::max(merged.back().last, r.last);
-      } else {
-        merged.push_back(r);
-      }
-    }
+    if (elements) continue;  // in the allow set
+    // One rule per protocol; its ports become one set lookup.
     for (uint8_t proto : ProtocolsOf(a.protocol)) {
       Rule rule;
       rule.daddr = a.destination;
       rule.l4proto = proto;
-      rule.dports = merged;
+      rule.dports = Merged(a.ports);
       rule.verdict = Verdict::kAccept;
-      rule.comment = "allow " + ToString(a);
+      rule.comment = Comment("allow " + ToString(a));
       rules.push_back(rule);
     }
+  }
+  if (!elements) return;
+  for (Family f : {Family::kV4, Family::kV6}) {
+    if (std::none_of(elements->begin(), elements->end(),
+                     [&](const AllowElement& e) { return e.destination.family() == f; })) {
+      continue;
+    }
+    Rule rule;
+    rule.allow_set = f == Family::kV4 ? n.allow_set_v4 : n.allow_set_v6;
+    rule.set_family = f;
+    rule.verdict = Verdict::kAccept;
+    rule.comment = "allow rules with ports (set " + *rule.allow_set + ")";
+    rules.push_back(rule);
   }
 }
 
@@ -136,35 +187,52 @@ void AddPinRules(const TapPolicy& p, const TapObjectNames& n, std::vector<Rule>&
   }
 }
 
-// The policy itself, for both families, in evaluation order.
+// Header hygiene: source routing would let the kernel (here or one hop on)
+// send a packet somewhere other than the destination these chains judged.
+// IPv4: every option is refused, not only LSRR/SSRR (a guest needs none; the
+// options that matter on a LAN, router alert for IGMP, are not forwarded and
+// the input chain refuses IGMP anyway, and refusing all of them leaves no
+// parsing subtleties). IPv6: every routing header, types 0, 1 (Nimrod), 3
+// (RPL), 4 (segment routing) and also 2 (Mobile IPv6, which a guest has no
+// home agent for).
+void AddHeaderHygiene(bool with_v6, std::vector<Rule>& rules) {
+  Rule v4;
+  v4.ip_options = true;
+  v4.verdict = Verdict::kDrop;
+  v4.comment = "IPv4 options (source routing)";
+  rules.push_back(v4);
+  if (!with_v6) return;
+  Rule v6;
+  v6.routing_header = true;
+  v6.verdict = Verdict::kDrop;
+  v6.comment = "IPv6 routing header (source routing)";
+  rules.push_back(v6);
+}
+
+// The policy itself, for both families, in evaluation order. Stateless on
+// purpose: there is no `ct state established accept`, so every packet of a
+// flow is judged against the policy in force; a ReplaceTap that removes a
+// rule, or a pin that expires, stops the flow's next packet.
 std::vector<Rule> BuildPolicyBody(const TapPolicy& p, const TapObjectNames& n) {
   std::vector<Rule> rules;
+  AddHeaderHygiene(p.guest_v6.has_value(), rules);
   // The resolver comes before the metadata block so an operator-chosen
   // link-local resolver (AWS's 169.254.169.253) is reachable off-box too;
-  // Validate() refuses the metadata addresses themselves as resolvers.
+  // Validate() refuses the metadata service addresses themselves as resolvers.
   AddResolverRules(p, /*with_source=*/false, rules);
 
-  Rule metadata;
-  metadata.daddr = LinkLocalV4();
-  metadata.verdict = Verdict::kDrop;
-  metadata.comment = "cloud metadata and IPv4 link-local";
-  rules.push_back(metadata);
-  if (p.guest_v6) {
-    Rule metadata6;
-    metadata6.daddr = MetadataV6();
-    metadata6.verdict = Verdict::kDrop;
-    metadata6.comment = "cloud metadata (IPv6)";
-    rules.push_back(metadata6);
+  for (Family f : {Family::kV4, Family::kV6}) {
+    if (f == Family::kV6 && !p.guest_v6) continue;
+    Rule metadata;
+    metadata.daddr_set = f == Family::kV4 ? kMetadataSet4 : kMetadataSet6;
+    metadata.set_family = f;
+    metadata.verdict = Verdict::kDrop;
+    metadata.comment = "cloud metadata (netfilter/metadata.h)";
+    rules.push_back(metadata);
   }
 
-  Rule established;
-  established.ct_established_related = true;
-  established.verdict = Verdict::kAccept;
-  established.comment = "established and related flows";
-  rules.push_back(established);
-
   AddPrivateBlocks(p, rules);
-  AddAllowRules(p, rules);
+  AddAllowRules(p, n, rules);
   AddPinRules(p, n, rules);
 
   Rule terminal;
@@ -213,24 +281,93 @@ void BuildEgress(const TapPolicy& p, const TapObjectNames& n, ChainSpec& v4, Cha
   for (Rule& r : ForFamily(body, Family::kV4)) v4.rules.push_back(std::move(r));
 }
 
-ChainSpec BuildInbound(const TapObjectNames& n) {
-  ChainSpec chain{n.inbound_chain, {}};
-  Rule established;
-  established.ct_established_related = true;
-  established.verdict = Verdict::kReturn;
-  established.comment = "replies to the guest's flows continue to the egress dispatch";
-  chain.rules.push_back(established);
-  Rule drop;
-  drop.verdict = Verdict::kDrop;
-  drop.comment = "unsolicited traffic to the guest";
-  chain.rules.push_back(drop);
-  return chain;
+// The reply-direction twin of an egress rule: a packet to the guest whose
+// source (and source port) is what the egress rule lets the guest send to.
+Rule Mirror(const Rule& r) {
+  Rule m;
+  m.saddr = r.daddr;
+  m.saddr_not = r.daddr_not;
+  m.saddr_set = r.daddr_set;
+  m.set_family = r.set_family;
+  m.l4proto = r.l4proto;
+  m.sports = r.dports;
+  m.pin_set = r.pin_set;
+  m.pin_family = r.pin_family;
+  m.allow_set = r.allow_set;
+  m.pin_by_source = r.pin_set.has_value() || r.allow_set.has_value();
+  m.family_known = r.family_known;
+  m.verdict = r.verdict == Verdict::kAccept ? Verdict::kReturn : r.verdict;
+  m.comment = "reply: " + r.comment;
+  return m;
+}
+
+std::vector<Rule> MirrorAll(const std::vector<Rule>& rules) {
+  std::vector<Rule> out;
+  for (const Rule& r : rules) {
+    if (r.ip_options || r.routing_header) continue;  // hygiene is the guest's side
+    out.push_back(Mirror(r));
+  }
+  return out;
+}
+
+// Inbound: only replies, and only from a sender the policy in force still
+// allows the guest to reach (the egress rules mirrored). So a ReplaceTap that
+// removes a destination, or a pin that expires, cuts both directions of a
+// live flow at once. ICMP errors related to a flow (path MTU) come from
+// routers on the path, not the peer, and are let through by state alone.
+void BuildInbound(const TapPolicy& p, const TapObjectNames& n, ChainSpec& v4, ChainSpec& v6) {
+  v4 = ChainSpec{n.inbound_chain, {}};
+  v6 = ChainSpec{n.inbound6_chain, {}};
+  Rule unsolicited;
+  unsolicited.ct_unsolicited = true;
+  unsolicited.verdict = Verdict::kDrop;
+  unsolicited.comment = "unsolicited traffic to the guest";
+  v4.rules.push_back(unsolicited);
+  const std::vector<Rule> body = MirrorAll(BuildPolicyBody(p, n));
+  auto icmp_errors = [](uint8_t proto) {
+    Rule r;
+    r.ct_related = true;
+    r.l4proto = proto;
+    r.family_known = true;
+    r.verdict = Verdict::kReturn;
+    r.comment = "ICMP errors about the guest's flows";
+    return r;
+  };
+  if (p.guest_v6) {
+    Rule to_v6;
+    to_v6.only_family = Family::kV6;
+    to_v6.verdict = Verdict::kGoto;
+    to_v6.target = n.inbound6_chain;
+    to_v6.comment = "IPv6 continues in its own chain";
+    v4.rules.push_back(to_v6);
+    v6.rules.push_back(icmp_errors(IPPROTO_ICMPV6));
+    for (Rule& r : ForFamily(body, Family::kV6)) v6.rules.push_back(std::move(r));
+  } else {
+    Rule no_v6;
+    no_v6.only_family = Family::kV6;
+    no_v6.verdict = Verdict::kDrop;
+    no_v6.comment = "the guest has no IPv6 address";
+    v4.rules.push_back(no_v6);
+  }
+  v4.rules.push_back(icmp_errors(IPPROTO_ICMP));
+  for (Rule& r : ForFamily(body, Family::kV4)) v4.rules.push_back(std::move(r));
 }
 
 ChainSpec BuildInput(const TapPolicy& p, const TapObjectNames& n) {
   ChainSpec chain{n.input_chain, {}};
+  AddHeaderHygiene(p.guest_v6.has_value(), chain.rules);
   AddResolverRules(p, /*with_source=*/true, chain.rules);
   if (p.guest_v6) {
+    // Neighbour discovery only from the guest's own addresses: its IPv6
+    // address, a link-local one (the tap is a point-to-point link that only
+    // the guest is on, so every fe80::/64 source on it is the guest's), and
+    // the unspecified address of duplicate address detection.
+    Rule foreign;
+    foreign.saddr_not = {Cidr::Host(*p.guest_v6), *Cidr::Parse("fe80::/64"),
+                         *Cidr::Parse("::/128")};
+    foreign.verdict = Verdict::kDrop;
+    foreign.comment = "IPv6 from a source that is not the guest's";
+    chain.rules.push_back(foreign);
     for (uint8_t type : {kNdRouterSolicit, kNdNeighborSolicit, kNdNeighborAdvert}) {
       Rule nd;
       nd.only_family = Family::kV6;
@@ -255,8 +392,14 @@ constexpr char kEgressSuffix[] = "_egress";
 
 std::optional<Family> Rule::family() const {
   if (saddr) return saddr->family();
+  if (!saddr_not.empty()) return saddr_not.front().family();
   if (daddr) return daddr->family();
   if (pin_family) return pin_family;
+  if (set_family) return set_family;
+  if (l4proto == IPPROTO_ICMP) return Family::kV4;
+  if (l4proto == IPPROTO_ICMPV6 && !only_family) return Family::kV6;
+  if (ip_options) return Family::kV4;
+  if (routing_header) return Family::kV6;
   return only_family;
 }
 
@@ -284,9 +427,12 @@ TapObjectNames NamesFor(const std::string& tap, const std::string& table) {
       .egress_chain = base + kEgressSuffix,
       .egress6_chain = base + kEgressSuffix + "6",
       .inbound_chain = base + "_inbound",
+      .inbound6_chain = base + "_inbound6",
       .input_chain = base + "_input",
       .pin_set_v4 = base + "_pin4",
       .pin_set_v6 = base + "_pin6",
+      .allow_set_v4 = base + "_allow4",
+      .allow_set_v6 = base + "_allow6",
       .tx_counter = base + "_tx",
       .spoof_counter = base + "_spoofed",
   };
@@ -306,12 +452,18 @@ TapRuleset BuildTapRuleset(const TapPolicy& policy, const std::string& table) {
   r.tap = policy.tap;
   r.names = NamesFor(policy.tap, table);
   BuildEgress(policy, r.names, r.egress, r.egress6);
-  r.inbound = BuildInbound(r.names);
+  BuildInbound(policy, r.names, r.inbound, r.inbound6);
   r.input = BuildInput(policy, r.names);
   // Both pin sets always exist, so a policy replacement that adds or drops
   // IPv6 never has to create or delete sets.
   r.pin_sets = {{r.names.pin_set_v4, Family::kV4, policy.pins.max_elements},
                 {r.names.pin_set_v6, Family::kV6, policy.pins.max_elements}};
+  r.allow_sets = {{r.names.allow_set_v4, Family::kV4, {}}, {r.names.allow_set_v6, Family::kV6, {}}};
+  if (auto elements = AllowElements(policy)) {
+    for (const AllowElement& e : *elements) {
+      r.allow_sets[e.destination.family() == Family::kV4 ? 0 : 1].elements.push_back(e);
+    }
+  }
   r.counters = {r.names.tx_counter, r.names.spoof_counter};
   return r;
 }
@@ -320,6 +472,9 @@ absl::Status Validate(const SkeletonConfig& config) {
   if (config.shards < 1 || config.shards > 256) {
     return absl::InvalidArgumentError("skeleton: shards must be 1..256, got " +
                                       std::to_string(config.shards));
+  }
+  if (!config.tap_prefix.empty()) {
+    FORKD_RETURN_IF_ERROR(ValidateName("tap prefix", config.tap_prefix, kMaxTapNameLength - 1));
   }
   if (config.uplink) {
     FORKD_RETURN_IF_ERROR(ValidateName("uplink", *config.uplink, kMaxTapNameLength));
@@ -345,6 +500,70 @@ std::vector<Rule> BuildMasqueradeRules(const SkeletonConfig& config) {
     rules.push_back(rule);
   }
   return rules;
+}
+
+std::vector<Rule> BuildForwardFailClosedRules(const SkeletonConfig& config) {
+  std::vector<Rule> rules;
+  if (config.tap_prefix.empty()) return rules;
+  Rule from;
+  from.iifname_prefix = config.tap_prefix;
+  from.ifname_not_in = kGuardSet;
+  from.verdict = Verdict::kDrop;
+  from.comment = "fail closed: from a forkd tap without a dispatch entry";
+  rules.push_back(from);
+  Rule to;
+  to.oifname_prefix = config.tap_prefix;
+  to.ifname_not_in = kGuardSet;
+  to.verdict = Verdict::kDrop;
+  to.comment = "fail closed: to a forkd tap without a dispatch entry";
+  rules.push_back(to);
+  return rules;
+}
+
+std::vector<Rule> BuildInputFailClosedRules(const SkeletonConfig& config) {
+  std::vector<Rule> rules;
+  if (config.tap_prefix.empty()) return rules;
+  Rule from;
+  from.iifname_prefix = config.tap_prefix;
+  from.ifname_not_in = kGuardSet;
+  from.verdict = Verdict::kDrop;
+  from.comment = "fail closed: from a forkd tap without a dispatch entry";
+  rules.push_back(from);
+  return rules;
+}
+
+std::vector<Cidr> PrivateSetRanges(Family family) {
+  std::vector<Cidr> ranges;
+  for (const Cidr& c : PrivateRanges()) {
+    if (c.family() == family) ranges.push_back(c);
+  }
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Cidr& a, const Cidr& b) { return a.address.bytes < b.address.bytes; });
+  return ranges;
+}
+
+std::vector<SkeletonSet> SkeletonSets() {
+  return {{kMetadataSet4, Family::kV4, MetadataSetRanges(Family::kV4)},
+          {kMetadataSet6, Family::kV6, MetadataSetRanges(Family::kV6)},
+          {kPrivateSet4, Family::kV4, PrivateSetRanges(Family::kV4)},
+          {kPrivateSet6, Family::kV6, PrivateSetRanges(Family::kV6)}};
+}
+
+std::vector<Cidr> MetadataSetRanges(Family family) {
+  const auto& table = family == Family::kV4 ? CloudMetadataV4() : CloudMetadataV6();
+  std::vector<Cidr> ranges;
+  for (const MetadataEntry& e : table) ranges.push_back(e.range);
+  std::sort(ranges.begin(), ranges.end(), [](const Cidr& a, const Cidr& b) {
+    return a.address.bytes < b.address.bytes ||
+           (a.address.bytes == b.address.bytes && a.prefix < b.prefix);
+  });
+  // Drop ranges covered by an earlier one (an interval set refuses overlaps).
+  std::vector<Cidr> out;
+  for (const Cidr& c : ranges) {
+    if (!out.empty() && out.back().Covers(c)) continue;
+    out.push_back(c);
+  }
+  return out;
 }
 
 }  // namespace forkd::netfilter

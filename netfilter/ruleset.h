@@ -4,6 +4,7 @@
 // baseline of the benchmark install exactly the same ruleset.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -23,24 +24,60 @@ inline constexpr char kPostroutingChain[] = "postrouting";
 inline constexpr char kEgressMap[] = "egress_dispatch";    // iifname -> jump tap_T_egress
 inline constexpr char kInboundMap[] = "inbound_dispatch";  // oifname -> jump tap_T_inbound
 inline constexpr char kInputMap[] = "input_dispatch";      // iifname -> jump tap_T_input
+// The cloud metadata table (metadata.h) as one interval set per family and
+// filter table, filled by EnsureSkeleton and looked up by every tap's chains.
+inline constexpr char kMetadataSet4[] = "cloud_metadata4";
+inline constexpr char kMetadataSet6[] = "cloud_metadata6";
+// The private ranges (ip.h, PrivateRanges) the same way; each tap's rule
+// subtracts its own exceptions.
+inline constexpr char kPrivateSet4[] = "private4";
+inline constexpr char kPrivateSet6[] = "private6";
+// Fail closed: a table of its own (shards only know their own taps) whose base
+// chains drop packets from or to an interface with forkd's tap naming that is
+// not in its set of installed taps. AddTap adds the tap last, RemoveTap
+// removes it first.
+inline constexpr char kGuardTable[] = "forkd_guard";
+inline constexpr char kGuardSet[] = "installed_taps";
+// Forkd's tap naming: SkeletonConfig::tap_prefix unless configured otherwise.
+inline constexpr char kDefaultTapPrefix[] = "sbt";
 
 enum class Verdict : uint8_t { kNone, kAccept, kDrop, kReturn, kGoto, kMasquerade };
 
 // One rule: every present field must match (logical AND), then the verdict.
 struct Rule {
   std::optional<Cidr> saddr;
-  bool saddr_negate = false;  // match packets whose source is NOT in saddr
+  bool saddr_negate = false;    // match packets whose source is NOT in saddr
+  std::vector<Cidr> saddr_not;  // and the source is in none of these
   std::optional<Cidr> daddr;
   std::vector<Cidr> daddr_not;  // and the destination is in none of these
+  // The destination is in this named interval set (of family set_family).
+  std::optional<std::string> daddr_set;
+  std::optional<std::string> saddr_set;  // the source is in this named set
+  std::optional<Family> set_family;
+  bool ip_options = false;      // IPv4 header longer than 20 bytes (`ip hdrlength != 5`)
+  bool routing_header = false;  // IPv6 routing header of any type (`exthdr rt exists`)
   std::optional<uint8_t> l4proto;
   // Destination ports (sorted, disjoint); several become one anonymous set.
   std::vector<PortRange> dports;
+  std::vector<PortRange> sports;  // source ports, the same way (reply rules)
   std::optional<uint8_t> icmpv6_type;
   bool ct_established_related = false;
+  bool ct_unsolicited = false;         // ct state invalid, new or untracked
+  bool ct_related = false;             // ct state related
   std::optional<Family> only_family;   // bare `meta nfproto` match (no address field)
   std::optional<std::string> pin_set;  // (daddr . th dport) in this set; family from the set
   std::optional<Family> pin_family;
+  // (meta l4proto . daddr . th dport) in this allow set (of family set_family).
+  std::optional<std::string> allow_set;
+  // Pin and allow-set lookups key on (saddr . th sport) instead: a reply from
+  // the destination.
+  bool pin_by_source = false;
   std::optional<std::string> oifname;  // output interface name
+  // Interface names starting with this (`iifname "sbt*"`, `oifname "sbt*"`).
+  std::optional<std::string> iifname_prefix;
+  std::optional<std::string> oifname_prefix;
+  // And that interface name is not in this set (of kGuardTable).
+  std::optional<std::string> ifname_not_in;
   std::optional<std::string> counter;  // named counter to bump
   Verdict verdict = Verdict::kNone;
   std::optional<std::string> target;  // chain for kGoto
@@ -56,6 +93,20 @@ struct Rule {
 struct ChainSpec {
   std::string name;
   std::vector<Rule> rules;
+};
+
+// The policy's ported allow rules as one concatenated interval set per family:
+// `meta l4proto . ip daddr . th dport` ranges. One lookup replaces a rule per
+// allow rule and protocol, and egress and inbound share it.
+struct AllowElement {
+  uint8_t l4proto;
+  Cidr destination;
+  PortRange ports;
+};
+struct AllowSetSpec {
+  std::string name;
+  Family family;
+  std::vector<AllowElement> elements;
 };
 
 struct PinSetSpec {
@@ -77,8 +128,9 @@ bool IsForkdFilterTable(const std::string& table);
 
 struct TapObjectNames {
   std::string table;
-  std::string egress_chain, egress6_chain, inbound_chain, input_chain;
+  std::string egress_chain, egress6_chain, inbound_chain, inbound6_chain, input_chain;
   std::string pin_set_v4, pin_set_v6;
+  std::string allow_set_v4, allow_set_v6;
   std::string tx_counter, spoof_counter;
 };
 TapObjectNames NamesFor(const std::string& tap, const std::string& table = kTable);
@@ -90,10 +142,20 @@ struct TapRuleset {
   TapObjectNames names;
   ChainSpec egress;   // forward hook, packets from the tap (IPv4 after anti-spoof)
   ChainSpec egress6;  // the IPv6 part of egress (empty without a guest IPv6 address)
-  ChainSpec inbound;  // forward hook, packets to the tap (returns if allowed)
-  ChainSpec input;    // input hook, packets from the tap to pod-local addresses
+  // Forward hook, packets to the tap: replies (IPv4, after the state gate)
+  // whose sender the policy in force still allows return, the rest is dropped.
+  ChainSpec inbound;
+  ChainSpec inbound6;  // the IPv6 part of inbound (empty without a guest IPv6 address)
+  ChainSpec input;     // input hook, packets from the tap to pod-local addresses
+
   std::vector<PinSetSpec> pin_sets;
+  std::vector<AllowSetSpec> allow_sets;  // both families, always (maybe empty)
   std::vector<std::string> counters;
+
+  // Every chain, in creation order (a chain exists before a jump to it).
+  std::array<const ChainSpec*, 5> chains() const {
+    return {&egress6, &egress, &inbound6, &inbound, &input};
+  }
 };
 
 // `policy` must have passed Validate().
@@ -107,11 +169,34 @@ struct SkeletonConfig {
   std::vector<Cidr> guest_subnets;
   // Filter tables to spread taps over (see ShardTable); 1..256.
   uint32_t shards = 1;
+  // Forkd's tap naming. The base chains drop every packet from (and to) an
+  // interface whose name starts with this and that has no dispatch entry:
+  // a tap between RemoveTap and its deletion, or one whose AddTap never ran,
+  // is fenced off, not open. Empty: no such rule (not recommended).
+  std::string tap_prefix = kDefaultTapPrefix;
 };
 
 absl::Status Validate(const SkeletonConfig& config);
 
 // Rules of the masquerade chain.
 std::vector<Rule> BuildMasqueradeRules(const SkeletonConfig& config);
+
+// The rules of kGuardTable's forward and input chains: a packet from or to an
+// interface with forkd's tap naming that is not in kGuardSet is dropped.
+std::vector<Rule> BuildForwardFailClosedRules(const SkeletonConfig& config);
+std::vector<Rule> BuildInputFailClosedRules(const SkeletonConfig& config);
+
+// The metadata table's ranges of one family, sorted and merged, as the
+// interval set holds them.
+std::vector<Cidr> MetadataSetRanges(Family family);
+std::vector<Cidr> PrivateSetRanges(Family family);
+
+// The address sets EnsureSkeleton creates in every filter table.
+struct SkeletonSet {
+  const char* name;
+  Family family;
+  std::vector<Cidr> ranges;
+};
+std::vector<SkeletonSet> SkeletonSets();
 
 }  // namespace forkd::netfilter

@@ -206,9 +206,12 @@ TEST_F(DatapathTest, GuestReachesOnlyTheResolverAmongPodLocalAddresses) {
 
 TEST_F(DatapathTest, UnsolicitedInboundToTheGuestIsDropped) {
   const GuestLink& g = topo_.guests[0];
-  // Positive control: unfenced, the guest's listener is reachable from outside.
-  ASSERT_OK(nft_->RemoveTap(g.tap));
+  // Positive control: with no forkd ruleset at all, the guest's listener is
+  // reachable from outside.
+  ASSERT_OK(nft_->RemoveAll());
   ASSERT_EQ(TcpConnect(topo_.internet.get(), g.guest_ip, 22), Reach::kConnected);
+  ASSERT_OK(
+      nft_->EnsureSkeleton({.uplink = kUplink, .guest_subnets = {*Cidr::Parse("10.200.0.0/16")}}));
   ASSERT_OK(nft_->AddTap(PolicyA()));
   EXPECT_EQ(TcpConnect(topo_.internet.get(), g.guest_ip, 22), Reach::kTimedOut);
   // The guest's own flows still get their replies.

@@ -177,6 +177,78 @@ bool UdpReceives(int sock, const std::string& payload, std::chrono::milliseconds
   }
 }
 
+absl::StatusOr<UniqueFd> TcpOpen(int netns, const std::string& dst, uint16_t port,
+                                 std::chrono::milliseconds wait) {
+  auto fd = SocketIn(netns, SOCK_STREAM | SOCK_NONBLOCK, IsV6(dst));
+  if (!fd.ok()) return fd.status();
+  const SockAddr sa = Addr(dst, port);
+  if (::connect(fd->get(), sa.get(), sa.len) != 0) {
+    if (errno != EINPROGRESS) return ErrnoStatus(errno, "connect " + dst);
+    pollfd p{fd->get(), POLLOUT, 0};
+    if (::poll(&p, 1, static_cast<int>(wait.count())) != 1) {
+      return absl::DeadlineExceededError("connect " + dst + " timed out");
+    }
+    int err = 0;
+    socklen_t len = sizeof(err);
+    ::getsockopt(fd->get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) return ErrnoStatus(err, "connect " + dst);
+  }
+  const int flags = ::fcntl(fd->get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd->get(), F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return ErrnoStatus(errno, "make socket blocking");
+  }
+  return fd;
+}
+
+absl::StatusOr<UniqueFd> TcpAccept(int listen_fd, std::chrono::milliseconds wait) {
+  pollfd p{listen_fd, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(wait.count())) != 1) {
+    return absl::DeadlineExceededError("no connection to accept");
+  }
+  UniqueFd fd(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC));
+  if (!fd) return ErrnoStatus(errno, "accept");
+  return fd;
+}
+
+absl::Status StreamSend(int fd, const std::string& payload) {
+  if (::send(fd, payload.data(), payload.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(payload.size())) {
+    return ErrnoStatus(errno, "send");
+  }
+  return absl::OkStatus();
+}
+
+bool StreamReceives(int fd, const std::string& payload, std::chrono::milliseconds wait) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  std::string seen;
+  for (;;) {
+    if (seen.find(payload) != std::string::npos) return true;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+    char buf[4096];
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n <= 0) return false;
+    seen.append(buf, static_cast<size_t>(n));
+  }
+}
+
+absl::Status RawSend(int netns, const std::string& dst, const std::vector<uint8_t>& packet) {
+  const bool v6 = IsV6(dst);
+  auto guard = netfilter::NetnsGuard::Enter(netns);
+  if (!guard.ok()) return guard.status();
+  UniqueFd fd(::socket(v6 ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
+  if (!fd) return ErrnoStatus(errno, "raw socket");
+  const SockAddr sa = Addr(dst, 0);
+  if (::sendto(fd.get(), packet.data(), packet.size(), 0, sa.get(), sa.len) !=
+      static_cast<ssize_t>(packet.size())) {
+    return ErrnoStatus(errno, "raw send to " + dst);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> NftInNetns(int netns, const std::string& args) {
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/unique_fd.h"
@@ -39,6 +40,20 @@ absl::Status UdpSend(int netns, const std::string& dst, uint16_t port, const std
 // `from` (if given) receives the sender's address as the receiver saw it.
 bool UdpReceives(int sock, const std::string& payload, std::chrono::milliseconds wait = kDropWait,
                  std::string* from = nullptr);
+
+// A connected TCP socket from `netns` to dst:port (blocking reads/writes).
+absl::StatusOr<UniqueFd> TcpOpen(int netns, const std::string& dst, uint16_t port,
+                                 std::chrono::milliseconds wait = 3s);
+// The next connection on listener `listen_fd`, within `wait`.
+absl::StatusOr<UniqueFd> TcpAccept(int listen_fd, std::chrono::milliseconds wait = 3s);
+absl::Status StreamSend(int fd, const std::string& payload);
+// True when the bytes `payload` arrive on stream `fd` within `wait` (bytes
+// before them are skipped).
+bool StreamReceives(int fd, const std::string& payload, std::chrono::milliseconds wait = kDropWait);
+
+// Sends one complete IP packet (header included, as built by the caller)
+// from `netns` through a raw IPPROTO_RAW socket.
+absl::Status RawSend(int netns, const std::string& dst, const std::vector<uint8_t>& packet);
 
 // Runs `nft <args>` inside `netns`, for asserting state only; returns stdout.
 absl::StatusOr<std::string> NftInNetns(int netns, const std::string& args);
