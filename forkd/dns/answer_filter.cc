@@ -4,6 +4,8 @@
 #include <cstring>
 #include <optional>
 
+#include "common/errno_status.h"
+
 namespace forkd::dns {
 namespace {
 
@@ -162,29 +164,40 @@ absl::StatusOr<FilteredAnswer> FilterAnswer(const GuestQuery& query, uint16_t up
     kept.push_back({rr, std::min(ldns_rr_ttl(rr), limits.max_ttl), address});
   }
 
-  // Build; while the answer does not fit the guest's UDP size, leave out the
-  // last address (a subset of an RRset is a valid answer; TC would make the
-  // guest retry over TCP, which the proxy does not serve).
-  for (;;) {
+  // Build. When the answer does not fit the guest's UDP size, leave out
+  // trailing addresses (a subset of an RRset is a valid answer; TC would make
+  // the guest retry over TCP, which the proxy does not serve). The chain comes
+  // first in `kept`; the largest address count that fits is found by
+  // bisection, so a huge answer costs a few builds, not one per record.
+  const size_t chain = static_cast<size_t>(
+      std::count_if(kept.begin(), kept.end(), [](const Kept& k) { return !k.address; }));
+  auto build = [&](size_t addresses) -> absl::StatusOr<std::vector<uint8_t>> {
     auto pkt = NewResponse(query, out.upstream_rcode);
     if (!pkt.ok()) return pkt.status();
-    for (const Kept& k : kept) {
-      auto pushed = PushAnswer(pkt->get(), k.rr, k.ttl);
-      if (!pushed.ok()) return pushed;
+    for (size_t i = 0; i < chain + addresses; ++i) {
+      FORKD_RETURN_IF_ERROR(PushAnswer(pkt->get(), kept[i].rr, kept[i].ttl));
     }
-    auto wire = ToWire(pkt->get());
-    if (!wire.ok()) return wire.status();
-    if (wire->size() <= query.max_udp_payload) {
-      out.wire = std::move(*wire);
-      break;
+    return ToWire(pkt->get());
+  };
+  const size_t all = kept.size() - chain;
+  FORKD_ASSIGN_OR_RETURN(std::vector<uint8_t> wire, build(all));
+  if (wire.size() > query.max_udp_payload) {
+    size_t fits = 0;  // invariant: `fits` addresses fit, `too_many` do not
+    size_t too_many = all;
+    while (too_many - fits > 1) {
+      const size_t mid = fits + (too_many - fits) / 2;
+      FORKD_ASSIGN_OR_RETURN(std::vector<uint8_t> attempt, build(mid));
+      (attempt.size() <= query.max_udp_payload ? fits : too_many) = mid;
     }
-    if (kept.empty() || !kept.back().address) {
+    FORKD_ASSIGN_OR_RETURN(wire, build(fits));
+    if (wire.size() > query.max_udp_payload) {
       return absl::ResourceExhaustedError(
           "the CNAME chain alone does not fit the guest's UDP size");
     }
-    kept.pop_back();
-    ++out.stripped.too_large;
+    out.stripped.too_large = all - fits;
+    kept.resize(chain + fits);
   }
+  out.wire = std::move(wire);
   for (const Kept& k : kept) {
     if (!k.address) continue;
     const std::chrono::seconds duration = std::max(std::chrono::seconds(k.ttl), limits.min_pin);

@@ -82,10 +82,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 2) return 0;
   // The message's own id is the one "sent", so inputs get past the id check.
   const uint16_t id = static_cast<uint16_t>((data[0] << 8) | data[1]);
+  // The id's low bits pick the question: A or AAAA, with or without EDNS.
+  const GuestQuery& query = Queries()[data[1] & 3];
   const FilterLimits limits{.min_pin = std::chrono::seconds(30), .max_ttl = 3600};
-  for (const GuestQuery& query : Queries()) {
-    auto out = FilterAnswer(query, id, std::span<const uint8_t>(data, size), limits);
-    if (out.ok()) Check(query, *out, limits);
-  }
+  auto out = FilterAnswer(query, id, std::span<const uint8_t>(data, size), limits);
+  if (out.ok()) Check(query, *out, limits);
   return 0;
 }

@@ -18,8 +18,9 @@ int main(int argc, char** argv) {
   const std::filesystem::path out = argv[1];
   std::filesystem::create_directories(out);
   const std::string n = "www.example.com.";
-  const auto a = MakeQuery("www.example.com", LDNS_RR_TYPE_A, 0x0101);
-  const auto aaaa = MakeQuery("www.example.com", LDNS_RR_TYPE_AAAA, 0x0202, true);
+  // Ids pick the fuzz entry's question (answer_filter_fuzz.cc): low bits 0 = A, 3 = AAAA + EDNS.
+  const auto a = MakeQuery("www.example.com", LDNS_RR_TYPE_A, 0x0100);
+  const auto aaaa = MakeQuery("www.example.com", LDNS_RR_TYPE_AAAA, 0x0203, true);
   auto put = [&](const std::string& name, const std::vector<uint8_t>& bytes) {
     std::ofstream f(out / name, std::ios::binary);
     f.write(reinterpret_cast<const char*>(bytes.data()),
