@@ -320,7 +320,9 @@ absl::StatusOr<std::unique_ptr<DnsProxy>> DnsProxy::Start(const ProxyConfig& con
   std::future<absl::Status> started = ready.get_future();
   DnsProxy* self = proxy.get();
   const int netns = config.netns_fd;
-  proxy->thread_ = std::thread([self, netns, &ready] {
+  // The thread owns the promise, so the shared state outlives set_value even
+  // when Start() has already returned.
+  proxy->thread_ = std::thread([self, netns, ready = std::move(ready)]() mutable {
     // The whole thread lives in the sandbox's namespace; the guard returns it
     // before the thread ends.
     auto guard = netfilter::NetnsGuard::Enter(netns);
@@ -330,7 +332,7 @@ absl::StatusOr<std::unique_ptr<DnsProxy>> DnsProxy::Start(const ProxyConfig& con
     }
     absl::Status setup = self->loop_->Setup();
     const bool ok = setup.ok();
-    ready.set_value(std::move(setup));  // `ready` is gone after this line
+    ready.set_value(std::move(setup));
     if (!ok) return;
     absl::Status ended = self->loop_->Run();
     std::lock_guard<std::mutex> lock(self->mu_);
