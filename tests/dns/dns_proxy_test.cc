@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <random>
@@ -407,6 +408,45 @@ TEST_F(DnsProxyTest, GuestReachesOnlyTheResolversPort53AmongPodLocalPorts) {
   EXPECT_EQ(FromGuest(g.gateway, 53), Reach::kTimedOut);
   upstream_->Set("api.example.com", Records({"api.example.com. 60 IN A 203.0.113.10"}));
   EXPECT_EQ(Resolve("api.example.com").rcode, LDNS_RCODE_NOERROR);  // UDP 53 is served
+}
+
+// Wraps the real pinner and, while the proxy is inside Pin(), looks at the
+// guest's socket: an answer sent before pinning would already be there.
+class WatchingPinner : public dns::Pinner {
+ public:
+  WatchingPinner(std::unique_ptr<dns::Pinner> real, int guest_socket)
+      : real_(std::move(real)), guest_socket_(guest_socket) {}
+  absl::Status Pin(const std::vector<dns::AddressPin>& pins) override {
+    pollfd p{guest_socket_, POLLIN, 0};
+    answer_before_pin_ = ::poll(&p, 1, 300) > 0;
+    ++calls_;
+    return real_->Pin(pins);
+  }
+  std::atomic<bool> answer_before_pin_{false};
+  std::atomic<int> calls_{0};
+
+ private:
+  std::unique_ptr<dns::Pinner> real_;
+  int guest_socket_;
+};
+
+TEST_F(DnsProxyTest, TheAnswerLeavesOnlyAfterThePin) {
+  UniqueFd fd = GuestSocket();
+  auto real = dns::NftPinner::Open(topo_.pod.get(), 1, "sbt0", {kPinnedPort});
+  ASSERT_OK(real.status());
+  auto watching = std::make_unique<WatchingPinner>(std::move(*real), fd.get());
+  WatchingPinner* watch = watching.get();
+  auto proxy = DnsProxy::Start(Config(), std::move(watching));
+  ASSERT_OK(proxy.status());
+  proxy_ = std::move(*proxy);
+  upstream_->Set("api.example.com", Records({"api.example.com. 60 IN A 203.0.113.10"}));
+  SendTo(fd.get(), dns::testing::MakeQuery("api.example.com", LDNS_RR_TYPE_A, 77));
+  const Answer a = Receive(fd.get(), 77);
+  EXPECT_EQ(a.addresses, std::vector<std::string>{kAllowedHost});
+  EXPECT_EQ(watch->calls_.load(), 1);
+  EXPECT_FALSE(watch->answer_before_pin_.load());
+  // The address is reachable the moment the answer arrived.
+  EXPECT_EQ(FromGuest(kAllowedHost, 443), Reach::kConnected);
 }
 
 TEST_F(DnsProxyTest, PinFailureAnswersServfailNeverAnUnpinnedAddress) {
