@@ -100,13 +100,12 @@ absl::StatusOr<std::optional<std::vector<uint8_t>>> UpstreamExchange::TcpWrite()
 absl::StatusOr<std::optional<std::vector<uint8_t>>> UpstreamExchange::TcpRead() {
   for (;;) {
     // First the 2-byte length, then exactly that many bytes.
-    const size_t want =
-        buffer_.size() < 2 ? 2 : 2 + ((size_t{buffer_[0]} << 8) | size_t{buffer_[1]});
-    if (buffer_.size() == want && want > 2) {
-      return std::vector<uint8_t>(buffer_.begin() + 2, buffer_.end());
-    }
-    if (want == 2 + 0 && buffer_.size() == 2) {
-      return absl::InvalidArgumentError("upstream sent an empty TCP message");
+    size_t want = 2;
+    if (buffer_.size() >= 2) {
+      const size_t length = (size_t{buffer_[0]} << 8) | size_t{buffer_[1]};
+      if (length == 0) return absl::InvalidArgumentError("upstream sent an empty TCP message");
+      want = 2 + length;
+      if (buffer_.size() == want) return std::vector<uint8_t>(buffer_.begin() + 2, buffer_.end());
     }
     uint8_t chunk[4096];
     const size_t room = std::min(sizeof(chunk), want - buffer_.size());
