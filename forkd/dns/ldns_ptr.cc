@@ -4,18 +4,20 @@
 
 namespace forkd::dns {
 namespace {
-void FreeWire(uint8_t* p) { std::free(p); }
+constexpr size_t kInitialWireBuffer = 1232;
 }  // namespace
 
 absl::StatusOr<std::vector<uint8_t>> ToWire(const ldns_pkt* pkt) {
-  uint8_t* raw = nullptr;
-  size_t size = 0;
-  const ldns_status s = ldns_pkt2wire(&raw, pkt, &size);
-  const CPtr<uint8_t, FreeWire> owned(raw);
+  // ldns_pkt2wire() would allocate a 64 KiB buffer per message; this one
+  // starts at a UDP answer's size and grows only for larger (TCP) messages.
+  const CPtr<ldns_buffer, ldns_buffer_free> buffer(ldns_buffer_new(kInitialWireBuffer));
+  if (!buffer) return absl::ResourceExhaustedError("ldns_buffer_new");
+  const ldns_status s = ldns_pkt2buffer_wire(buffer.get(), pkt);
   if (s != LDNS_STATUS_OK) {
-    return absl::InternalError(std::string("ldns_pkt2wire: ") + ldns_get_errorstr_by_id(s));
+    return absl::InternalError(std::string("ldns_pkt2buffer_wire: ") + ldns_get_errorstr_by_id(s));
   }
-  return std::vector<uint8_t>(raw, raw + size);
+  const uint8_t* data = ldns_buffer_begin(buffer.get());
+  return std::vector<uint8_t>(data, data + ldns_buffer_position(buffer.get()));
 }
 
 absl::StatusOr<LdnsPkt> FromWire(const uint8_t* data, size_t size) {
