@@ -1,17 +1,12 @@
 #include "forkd/daemon/guest_pin.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
-#include <vector>
+#include <optional>
+#include <string>
 
-#include "common/errno_status.h"
-#include "common/unique_fd.h"
-#include "forkd/snapshot/manifest.h"
+#include "kernel-stage/digest.h"
+#include "kernel-stage/pinned_file.h"
 
 namespace forkd::daemon {
 
@@ -20,31 +15,21 @@ absl::StatusOr<std::string> VerifyGuestPin(const std::string& what, const std::s
   std::string want = expected_hex;
   std::transform(want.begin(), want.end(), want.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (!skip_verify && (want.size() != 64 || !std::all_of(want.begin(), want.end(), [](char c) {
-                         return std::isxdigit(static_cast<unsigned char>(c));
-                       }))) {
-    return absl::InvalidArgumentError(what + " digest must be 64 hex digits (SHA-256)");
+  std::optional<kernel_stage::Sha256Digest> expected;
+  if (!skip_verify) {
+    auto parsed = kernel_stage::ParseSha256Hex(want);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(what + " digest must be 64 hex digits (SHA-256)");
+    }
+    expected = *parsed;
   }
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return ErrnoStatus(errno, what + " " + path);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, what + " " + path);
-  if (!S_ISREG(st.st_mode)) return absl::InvalidArgumentError(what + " " + path + " is not a file");
-  std::vector<uint8_t> data(static_cast<size_t>(st.st_size));
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = ::read(fd.get(), data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus(errno, "read " + what + " " + path);
-    if (n == 0) return absl::DataLossError(what + " " + path + " shrank while being read");
-    off += static_cast<size_t>(n);
+  // The project's one hasher (kernel-stage/digest.h), streaming.
+  auto got = kernel_stage::HashFile(path);
+  if (!got.ok()) return got.status();
+  if (expected && *got != *expected) {
+    return kernel_stage::DigestMismatch(what + " " + path, *expected, *got);
   }
-  const std::string got = snapshot::HexDigest(snapshot::Sha256(data));
-  if (!skip_verify && got != want) {
-    return absl::FailedPreconditionError(what + " " + path + " has SHA-256 " + got +
-                                         ", not the pinned " + want);
-  }
-  return got;
+  return kernel_stage::HexDigest(*got);
 }
 
 }  // namespace forkd::daemon

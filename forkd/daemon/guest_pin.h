@@ -2,10 +2,9 @@
 // whose SHA-256 is not the one the operator gave (--kernel-sha256,
 // --initrd-sha256), unless --insecure-skip-guest-verify says otherwise.
 //
-// This is the one function behind those flags. Until the kernel-stage
-// library (kernel-stage/, PinnedFile) lands, it hashes with the snapshot
-// manifest's SHA-256 (forkd/snapshot/manifest.h); switching it over is a
-// change to guest_pin.cc only.
+// This is the one function behind those flags; it hashes with the project's
+// one hasher (kernel-stage/digest.h) and reports a mismatch as
+// kernel_stage::DigestMismatch does (docs/guest-pin.md).
 #pragma once
 
 #include <string>

@@ -2,6 +2,8 @@
 
 #include <array>
 
+#include "netfilter/metadata.h"
+
 namespace forkd::dns {
 namespace {
 
@@ -31,7 +33,7 @@ IpAddress V4At(const IpAddress& a, int offset) {
 }
 
 AddressClass ClassifyV4(const IpAddress& a) {
-  if (IsCloudMetadata(a)) return AddressClass::kMetadata;
+  if (netfilter::IsCloudMetadata(a)) return AddressClass::kMetadata;
   if (InV4(a, 0, 0, 8)) return AddressClass::kUnspecified;
   if (InV4(a, 127, 0, 8)) return AddressClass::kLoopback;
   if (InV4(a, 10, 0, 8) || InV4(a, 172, 16, 12) || InV4(a, 192, 168, 16)) {
@@ -52,7 +54,6 @@ constexpr std::array<uint8_t, 16> kLinkLocalNet{0xfe, 0x80};
 constexpr std::array<uint8_t, 16> kSiteLocalNet{0xfe, 0xc0};
 constexpr std::array<uint8_t, 16> kUlaNet{0xfc};
 constexpr std::array<uint8_t, 16> kMulticastNet{0xff};
-constexpr std::array<uint8_t, 16> kEc2MetadataNet{0xfd, 0x00, 0x0e, 0xc2};
 
 // An embedded IPv4 is judged as itself; only the reason says how it arrived.
 AddressClass Embedded(const IpAddress& v4, AddressClass wrapper) {
@@ -62,7 +63,7 @@ AddressClass Embedded(const IpAddress& v4, AddressClass wrapper) {
 }
 
 AddressClass ClassifyV6(const IpAddress& a) {
-  if (IsCloudMetadata(a)) return AddressClass::kMetadata;
+  if (netfilter::IsCloudMetadata(a)) return AddressClass::kMetadata;
   if (a.bytes == kZero) return AddressClass::kUnspecified;
   std::array<uint8_t, 16> loopback{};
   loopback[15] = 1;
@@ -114,18 +115,6 @@ std::string_view ToString(AddressClass c) {
       return "6to4_embedded";
   }
   return "unknown";
-}
-
-bool IsCloudMetadata(const IpAddress& a) {
-  if (a.family == Family::kV4) {
-    return InV4(a, 169, 254, 16) || a == IpAddress::V4(168, 63, 129, 16) ||
-           a == IpAddress::V4(100, 100, 100, 200);
-  }
-  if (InV6(a, kEc2MetadataNet, 64)) return true;
-  // The same endpoints wrapped for NAT64 or 6to4 gateways.
-  if (InV6(a, kNat64Net, 96)) return IsCloudMetadata(V4At(a, 12));
-  if (InV6(a, k6to4Net, 16)) return IsCloudMetadata(V4At(a, 2));
-  return false;
 }
 
 AddressClass Classify(const IpAddress& address) {

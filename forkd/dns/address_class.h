@@ -24,7 +24,7 @@ enum class AddressClass : uint8_t {
   kMulticast,      // 224.0.0.0/4, ff00::/8
   kReserved,       // 240.0.0.0/4 (includes 255.255.255.255)
   kV4Mapped,       // ::ffff:0:0/96, and IPv4-compatible ::/96
-  kMetadata,       // MetadataTable(), also when embedded in NAT64 or 6to4
+  kMetadata,       // netfilter::IsCloudMetadata (netfilter/metadata.h), also when embedded
   kNat64Embedded,  // 64:ff9b::/96 wrapping a non-public IPv4; 64:ff9b:1::/48
   k6to4Embedded,   // 2002::/16 wrapping a non-public IPv4
 };
@@ -39,11 +39,5 @@ std::string_view ToString(AddressClass c);
 // a wrapper of the metadata address is kMetadata, any other non-public one is
 // kNat64Embedded / k6to4Embedded.
 AddressClass Classify(const netfilter::IpAddress& address);
-
-// The cloud metadata endpoints, blocked in every form: 169.254.0.0/16
-// (AWS/GCP/Azure/OCI IMDS at 169.254.169.254, link-local in general),
-// fd00:ec2::/64 (AWS IMDS over IPv6), 168.63.129.16 (Azure wire server),
-// 100.100.100.200 (Alibaba Cloud).
-bool IsCloudMetadata(const netfilter::IpAddress& address);
 
 }  // namespace forkd::dns

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "netfilter/metadata.h"
 
 namespace forkd::dns {
 namespace {
@@ -77,11 +78,11 @@ TEST(AddressClass, PublicAddressesStayPublicIncludingNat64OfPublic) {
 }
 
 TEST(AddressClass, MetadataTable) {
-  EXPECT_TRUE(IsCloudMetadata(*netfilter::IpAddress::Parse("169.254.169.254")));
-  EXPECT_TRUE(IsCloudMetadata(*netfilter::IpAddress::Parse("64:ff9b::a9fe:a9fe")));
-  EXPECT_TRUE(IsCloudMetadata(*netfilter::IpAddress::Parse("2002:a83f:8110::")));
-  EXPECT_FALSE(IsCloudMetadata(*netfilter::IpAddress::Parse("168.63.129.17")));
-  EXPECT_FALSE(IsCloudMetadata(*netfilter::IpAddress::Parse("fd00:ec2:0:1::254")));
+  EXPECT_TRUE(netfilter::IsCloudMetadata(*netfilter::IpAddress::Parse("169.254.169.254")));
+  EXPECT_TRUE(netfilter::IsCloudMetadata(*netfilter::IpAddress::Parse("64:ff9b::a9fe:a9fe")));
+  EXPECT_TRUE(netfilter::IsCloudMetadata(*netfilter::IpAddress::Parse("2002:a83f:8110::")));
+  EXPECT_FALSE(netfilter::IsCloudMetadata(*netfilter::IpAddress::Parse("168.63.129.17")));
+  EXPECT_FALSE(netfilter::IsCloudMetadata(*netfilter::IpAddress::Parse("fd00:ec2:0:1::254")));
 }
 
 TEST(AddressClass, NamesAreDistinct) {

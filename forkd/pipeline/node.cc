@@ -893,10 +893,9 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
   o.binary = config_.vmm_binary;
   o.serial_out = sb.serial;
   o.cgroup_dir = spec.cgroup_path();
-  o.args = {"--restore",   meta.snapshot().string(),
-            "--vsock-uds", sb.info.vsock_path(),
-            "--net-tap",   tap,
-            "--net-netns", sb.info.netns_path(),
+  o.args = {"--no-jail",   "--restore",          meta.snapshot().string(),
+            "--vsock-uds", sb.info.vsock_path(), "--net-tap",
+            tap,           "--net-netns",        sb.info.netns_path(),
             "--net-mac",   SlotMac(sb.slot)};
   FORKD_ASSIGN_OR_RETURN(auto vmm, sandbox::VmmChild::Spawn(o));
   sb.info.set_vmm_pid(vmm.pid());
@@ -1274,7 +1273,8 @@ void Node::RefillLoop() {
       sandbox::VmmSpawnOptions o;
       o.binary = config_.vmm_binary;
       o.serial_out = sb->serial;
-      o.args = {"--restore",
+      o.args = {"--no-jail",  // see forkd/templates/builder.cc
+                "--restore",
                 meta.snapshot().string(),
                 "--standby",
                 "--vsock-uds",

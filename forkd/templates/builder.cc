@@ -12,6 +12,7 @@
 #include "agent/vsock_connect.h"
 #include "common/errno_status.h"
 #include "forkd/sandbox/vmm_child.h"
+#include "kernel-stage/digest.h"
 #include "netfilter/links.h"
 #include "netfilter/netns.h"
 
@@ -113,12 +114,37 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
   o.serial_out = serial;
   o.keep_control = false;
   std::string cmdline;
+  // The jail (forkd/vmm/jail) needs a per-VM root and a uid the snapshot
+  // store is readable by; forkd does not provide those yet, so its VMMs run
+  // unjailed (still under their per-thread seccomp filters). See
+  // docs/threat-model.md.
+  o.args = {"--no-jail"};
   if (linux_guest) {
-    o.args = {"--kernel", env.kernel};
+    // Re-verified before every build (docs/guest-pin.md): forkd-vmm then
+    // checks the bytes it loads against the same digests.
+    if (env.kernel_sha256.empty()) {
+      o.args.emplace_back("--insecure-skip-guest-verify");
+    } else {
+      FORKD_ASSIGN_OR_RETURN(auto kernel, kernel_stage::HashFile(env.kernel));
+      const std::string got = kernel_stage::HexDigest(kernel);
+      if (got != env.kernel_sha256) {
+        return absl::FailedPreconditionError("kernel " + env.kernel + " changed on disk: SHA-256 " +
+                                             got + ", pinned " + env.kernel_sha256);
+      }
+      o.args.insert(o.args.end(), {"--kernel-sha256", env.kernel_sha256});
+      if (!env.initrd.empty()) {
+        FORKD_ASSIGN_OR_RETURN(auto initrd, kernel_stage::HashFile(env.initrd));
+        o.args.insert(o.args.end(), {"--initrd-sha256", kernel_stage::HexDigest(initrd)});
+      }
+    }
+    o.args.insert(o.args.end(), {"--kernel", env.kernel});
     if (!env.initrd.empty()) o.args.insert(o.args.end(), {"--initrd", env.initrd});
     cmdline = "console=ttyS0 reboot=k panic=-1 quiet " + request.linux().extra_cmdline();
   } else {
-    o.args = {"--kernel", env.probe_guest};
+    // The in-tree probe guest is pinned to its own digest, taken now.
+    FORKD_ASSIGN_OR_RETURN(auto probe, kernel_stage::HashFile(env.probe_guest));
+    o.args.insert(o.args.end(),
+                  {"--kernel", env.probe_guest, "--kernel-sha256", kernel_stage::HexDigest(probe)});
     const std::string mode =
         request.probe().agent_mode().empty() ? "honest" : request.probe().agent_mode();
     cmdline = "probe.scenario=agent probe.agent=" + mode;

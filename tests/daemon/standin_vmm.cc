@@ -119,7 +119,8 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--standby") {
       g_standby = true;
-    } else if (a == "--virtio-rng" || a == "--no-ioeventfd") {
+    } else if (a == "--virtio-rng" || a == "--no-ioeventfd" || a == "--no-jail" ||
+               a == "--no-seccomp" || a == "--insecure-skip-guest-verify") {
     } else if (a.rfind("--", 0) == 0 && i + 1 < argc) {
       g_opt[a] = argv[++i];
     } else {

@@ -323,11 +323,10 @@ TEST_F(DnsProxyTest, PinExpiresAndTheAddressIsBlockedAgain) {
   EXPECT_EQ(FromGuest(kAllowedHost, 443), Reach::kTimedOut);
 
   ASSERT_EQ(::send(flow->get(), "after", 5, MSG_NOSIGNAL), 5);
-  if (Arrives(server.get(), "after")) {
-    GTEST_SKIP() << "a flow opened while pinned still passes after the pin expired: needs the "
-                    "netfilter revocation of established flows (today `ct state established` "
-                    "accepts before the pin sets are consulted); enable once it is merged";
-  }
+  // Revocation cuts live flows (docs/datapath.md): the egress chain judges
+  // every packet against the pins in force, so the open flow stops too.
+  EXPECT_FALSE(Arrives(server.get(), "after"))
+      << "a flow opened while pinned still passes after the pin expired";
 }
 
 TEST_F(DnsProxyTest, RebindingAnswersAreStripped) {

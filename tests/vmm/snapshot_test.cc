@@ -338,6 +338,7 @@ TEST(VmmSnapshot, RestoreFailsOnARefusedMsrThatIsNotHostSpecific) {
   auto refused = restore_into_fresh_vm(bad);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("12345678"), std::string::npos) << refused.status();
+}
 
 // The VM generation ID (ACPI, booted by default) is new on every restore, and
 // the restored vCPUs run with the snapshot's CPUID, not this host's.
