@@ -47,7 +47,8 @@ TEST(AddressClass, EveryNonPublicRangeHasItsReason) {
       {"ff02::1", AddressClass::kMulticast},
       {"240.0.0.1", AddressClass::kReserved},
       {"255.255.255.255", AddressClass::kReserved},
-      {"::ffff:169.254.169.254", AddressClass::kV4Mapped},
+      {"::ffff:169.254.169.254",
+       AddressClass::kMetadata},  // netfilter/metadata.h lists the mapped form
       {"::ffff:8.8.8.8", AddressClass::kV4Mapped},
       {"::10.0.0.1", AddressClass::kV4Mapped},
       // NAT64 and 6to4 wrappers are judged as the IPv4 inside.

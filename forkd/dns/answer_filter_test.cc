@@ -76,7 +76,7 @@ TEST(AnswerFilter, RebindingAnswersAreStrippedWithTheirReason) {
       {LDNS_RR_TYPE_AAAA, "64:ff9b::a00:5", AddressClass::kNat64Embedded},
       {LDNS_RR_TYPE_AAAA, "2002:a9fe:a9fe::1", AddressClass::kMetadata},
       {LDNS_RR_TYPE_AAAA, "2002:a00:5::1", AddressClass::k6to4Embedded},
-      {LDNS_RR_TYPE_AAAA, "::ffff:169.254.169.254", AddressClass::kV4Mapped},
+      {LDNS_RR_TYPE_AAAA, "::ffff:169.254.169.254", AddressClass::kMetadata},
       {LDNS_RR_TYPE_AAAA, "fd00:ec2::254", AddressClass::kMetadata},
       {LDNS_RR_TYPE_AAAA, "fe80::1", AddressClass::kLinkLocal},
       {LDNS_RR_TYPE_AAAA, "fec0::1", AddressClass::kSiteLocal},

@@ -32,6 +32,7 @@
 #include <thread>
 
 #include "agent/framing.h"
+#include "agent/netconfig.h"
 #include "agent/protocol.h"
 #include "agent/server.h"
 
@@ -64,6 +65,20 @@ std::string ReadLine(int fd) {
   std::fprintf(stderr, "standin-vmm: %s\n", why.c_str());
   _exit(1);
 }
+
+// The stand-in has no guest NIC: it takes the network identity forkd sends
+// with NotifyForked (and the gate's network check) as a guest agent would,
+// and keeps it, so a fork through the stand-in is admitted like a VM's.
+class StandinNet : public forkd::agent::NetConfigurator {
+ public:
+  absl::Status Apply(const forkd::agent::NetworkConfig& config) override {
+    last_ = config;
+    return absl::OkStatus();
+  }
+
+ private:
+  forkd::agent::NetworkConfig last_;
+};
 
 void ServeAgent(int fd, forkd::agent::AgentServer* server) {
   using forkd::agent::DeadlineIn;
@@ -158,6 +173,7 @@ int main(int argc, char** argv) {
   const std::string uds = g_opt["--vsock-uds"];
   o.generation_file = uds + ".generation";
   o.log = [](std::string_view) {};
+  o.net = std::make_shared<StandinNet>();
   forkd::agent::AgentServer server(o);
   int lfd = -1;
   if (!uds.empty()) {

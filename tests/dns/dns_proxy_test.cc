@@ -353,7 +353,7 @@ TEST_F(DnsProxyTest, RebindingAnswersAreStripped) {
       {"r4.example.net",
        LDNS_RR_TYPE_AAAA,
        {"r4.example.net. 60 IN AAAA ::ffff:169.254.169.254"},
-       AddressClass::kV4Mapped},
+       AddressClass::kMetadata},
       {"r5.example.net",
        LDNS_RR_TYPE_A,
        {"r5.example.net. 60 IN CNAME metadata.attacker.test.",
