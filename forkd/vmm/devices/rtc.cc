@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <chrono>
 #include <vector>
 
 namespace forkd::vmm {
@@ -76,26 +77,36 @@ uint8_t Rtc::ReadRegister(uint8_t index) const {
     default:
       break;
   }
-  const time_t t = now_();
-  tm utc{};
-  gmtime_r(&t, &utc);
+  // UTC calendar fields by pure arithmetic (<chrono>), never gmtime_r: glibc's
+  // gmtime_r initialises its time-zone state on first use, which may open
+  // /etc/localtime, and this runs on a vCPU thread whose seccomp filter
+  // rightly has no openat (it killed forkd-vmm on a Linux guest's first RTC
+  // read; docs/testing-tiers.md).
+  using std::chrono::days;
+  using std::chrono::seconds;
+  using std::chrono::sys_days;
+  const std::chrono::sys_seconds t{seconds{now_()}};
+  const sys_days day = std::chrono::floor<days>(t);
+  const std::chrono::year_month_day ymd{day};
+  const std::chrono::hh_mm_ss hms{t - day};
+  const int year = static_cast<int>(ymd.year());
   switch (index) {
     case kSeconds:
-      return Bcd(utc.tm_sec);
+      return Bcd(static_cast<int>(hms.seconds().count()));
     case kMinutes:
-      return Bcd(utc.tm_min);
+      return Bcd(static_cast<int>(hms.minutes().count()));
     case kHours:
-      return Bcd(utc.tm_hour);
+      return Bcd(static_cast<int>(hms.hours().count()));
     case kWeekday:
-      return Bcd(utc.tm_wday + 1);  // 1 = Sunday
+      return Bcd(static_cast<int>(std::chrono::weekday{day}.c_encoding()) + 1);  // 1 = Sunday
     case kDayOfMonth:
-      return Bcd(utc.tm_mday);
+      return Bcd(static_cast<int>(static_cast<unsigned>(ymd.day())));
     case kMonth:
-      return Bcd(utc.tm_mon + 1);
+      return Bcd(static_cast<int>(static_cast<unsigned>(ymd.month())));
     case kYear:
-      return Bcd((utc.tm_year + 1900) % 100);
+      return Bcd(year % 100);
     case kCenturyRegister:
-      return Bcd((utc.tm_year + 1900) / 100);
+      return Bcd(year / 100);
     default:
       return 0;
   }
