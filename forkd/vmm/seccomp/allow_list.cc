@@ -61,9 +61,7 @@ AllowList MakeVcpu() {
                    {"readv", ArgRule::kAny, "tap rx (MMIO notify path)"},
                    {"writev", ArgRule::kAny, "tap tx (MMIO notify path)"},
                    {"getrandom", ArgRule::kAny, "virtio-rng (MMIO notify path), random MAC"},
-                   {"poll", ArgRule::kAny, "serial output waits for room in its pipe"},
                    {"timerfd_settime", ArgRule::kAny, "rate-limit retry timers (MMIO notify path)"},
-                   {"ppoll", ArgRule::kAny, "glibc's poll"},
                }),
           {
               {KVM_RUN, "KVM_RUN"},
