@@ -1,5 +1,5 @@
 // Connects to a guest's vsock port through the VMM's host-side unix socket
-// multiplexer (Firecracker-compatible, DESIGN.md §2): connect to the socket,
+// multiplexer (Firecracker-compatible, forkd/vmm/README.md): connect to the socket,
 // send "CONNECT <port>\n", expect "OK <host port>\n"; the stream then belongs
 // to the guest listener, ready for AgentClient.
 #pragma once

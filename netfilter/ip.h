@@ -51,7 +51,7 @@ struct Cidr {
   friend bool operator==(const Cidr&, const Cidr&) = default;
 };
 
-// The ranges the datapath blocks unless a policy excepts them (DESIGN.md §4).
+// The ranges the datapath blocks unless a policy excepts them (docs/datapath.md).
 const std::array<Cidr, 6>& PrivateRanges();
 
 }  // namespace forkd::netfilter

@@ -1,12 +1,12 @@
 // Which CPU a snapshot was taken on, and whether this host may restore it.
 //
 // Why this exists: on these hosts (kvm_pvm) KVM_SET_CPUID2 succeeds but CPUID masking is ignored
-// for XSAVE/AVX/RDRAND, so a guest sees the real host CPU (DESIGN.md 7). A guest restored on a
-// different CPU could use instructions that fault, or carry an XSAVE image laid out for another
+// for XSAVE/AVX/RDRAND, so a guest sees the real host CPU (docs/host-facts.md). A guest restored on
+// a different CPU could use instructions that fault, or carry an XSAVE image laid out for another
 // feature set. So we record the real host CPUID and refuse any restore on a different CPU.
 //
 // What is recorded and how it is compared (CheckCompatible):
-//   vendor, family, model, stepping  must be equal (same CPU model, per DESIGN.md "refuse
+//   vendor, family, model, stepping  must be equal (same CPU model, per docs/host-facts.md: "refuse
 //                                    cross-CPU restores")
 //   CPUID 1.ECX/EDX, 7.0.EBX/ECX/EDX snapshot bits must be a subset of the host's (a hypervisor
 //                                    or microcode that adds features is harmless, removing one

@@ -52,7 +52,8 @@ struct VcpuState {
   // Size is 0 (host without XSAVE: restore from `fpu`) or in [kMinXsaveBytes, kMaxXsaveBytes].
   std::vector<uint8_t> xsave;
   kvm_xcrs xcrs{};
-  // Restore these one at a time: KVM_SET_MSRS stops at the first MSR it rejects (DESIGN.md 7).
+  // Restore these one at a time: KVM_SET_MSRS stops at the first MSR it rejects
+  // (docs/host-facts.md).
   std::vector<MsrEntry> msrs;
   kvm_lapic_state lapic{};
   kvm_vcpu_events events{};

@@ -1,4 +1,4 @@
-// forkd-vmm: one microVM per process (DESIGN.md section 1). Boots a kernel
+// forkd-vmm: one microVM per process (docs/architecture.md). Boots a kernel
 // or restores a snapshot, then reports on a control fd with a line protocol:
 //
 //   VMM -> supervisor:  READY                  the vCPUs are running

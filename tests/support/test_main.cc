@@ -36,7 +36,7 @@ std::optional<std::string> HwVirtUnmet() {
   struct stat st {};
   if (::stat("/sys/module/kvm_pvm", &st) == 0) {
     return "host /dev/kvm is PVM (software virtualization): a stock Linux guest needs ~12 min to "
-           "reach /init and its user space cannot make system calls (DESIGN.md section 7)";
+           "reach /init and its user space cannot make system calls (docs/host-facts.md)";
   }
   std::ifstream cpuinfo("/proc/cpuinfo");
   std::stringstream all;

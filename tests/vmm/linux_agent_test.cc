@@ -5,7 +5,7 @@
 //     read different /dev/urandom bytes (and differ from the parent).
 // Needs hardware virtualization: on kvm_pvm hosts a stock kernel needs ~12
 // minutes to reach /init and its user space cannot make system calls
-// (DESIGN.md section 7), so the binary skips there with that reason. The
+// (docs/host-facts.md), so the binary skips there with that reason. The
 // guest kernel comes from FORKD_LINUX_KERNEL (docs/guest-kernel.md lists the
 // configuration it needs).
 #include <sys/wait.h>

@@ -1,7 +1,7 @@
 // Tier 3: boot a real Linux kernel (bzImage or vmlinux) through the same
 // 64-bit boot path. Needs hardware virtualization: on kvm_pvm hosts a stock
 // kernel needs ~12 minutes and its user space cannot make system calls
-// (DESIGN.md section 7), so the binary skips there with that reason.
+// (docs/host-facts.md), so the binary skips there with that reason.
 //
 //   FORKD_LINUX_KERNEL=/path/bzImage [FORKD_LINUX_INITRD=/path/initramfs]
 //   [FORKD_LINUX_EXPECT="Run /init"]  (default: "Linux version")

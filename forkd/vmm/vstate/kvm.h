@@ -25,7 +25,7 @@ class Kvm {
   const std::vector<uint32_t>& msr_indices() const { return msrs_; }
   // KVM_CHECK_EXTENSION on the system fd (0 when absent).
   int CheckExtension(int cap) const;
-  // True on kvm_pvm (software virtualization; see DESIGN.md section 7).
+  // True on kvm_pvm (software virtualization; see docs/host-facts.md).
   bool is_pvm() const { return is_pvm_; }
   // Bytes of XSAVE state (KVM_CAP_XSAVE2), at least the legacy 4096.
   size_t xsave_size() const { return xsave_size_; }

@@ -44,7 +44,7 @@ bool GetOneMsr(int fd, uint32_t index, uint64_t* value) {
 
 // Sets `msrs`, skipping the ones KVM rejects; returns the rejected indices.
 // KVM_SET_MSRS stops at the first MSR it refuses and returns how many it set
-// (DESIGN.md section 7), so: set a batch, skip the refused entry, set the
+// (docs/host-facts.md), so: set a batch, skip the refused entry, set the
 // rest -- the same result as one ioctl per MSR, in a few ioctls instead of ~50.
 std::vector<uint32_t> SetMsrsSkippingRejected(int fd, const std::vector<MsrValue>& msrs) {
   std::vector<uint8_t> buf(sizeof(kvm_abi::MsrsHeader) + msrs.size() * sizeof(kvm_msr_entry));

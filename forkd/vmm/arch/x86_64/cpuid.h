@@ -1,6 +1,6 @@
 // Per-vCPU CPUID, derived from KVM_GET_SUPPORTED_CPUID: APIC ids, the
 // hypervisor bit and KVM's paravirt leaves. (On PVM hosts the guest sees
-// host bits whatever we set: DESIGN.md section 7.)
+// host bits whatever we set: docs/host-facts.md.)
 #pragma once
 
 #include <linux/kvm.h>
