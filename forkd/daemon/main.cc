@@ -105,6 +105,8 @@ int Run(int argc, char** argv) {
     cfg.initrd_sha256 = *i;
   }
 
+  cfg.insecure_skip_guest_verify = flags->insecure_skip_guest_verify;
+
   pipeline::RecoveryReport report;
   auto node = pipeline::Node::Start(cfg, &report);
   if (!node.ok()) {

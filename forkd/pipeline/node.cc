@@ -497,6 +497,8 @@ absl::StatusOr<v1::Template> Node::CreateTemplate(const v1::CreateTemplateReques
   templates::BuildEnv env{config_.vmm_binary,    config_.probe_guest,
                           config_.kernel,        config_.initrd,
                           config_.kernel_sha256, config_.data_dir / "templates"};
+  env.initrd_sha256 = config_.initrd_sha256;
+  env.insecure_skip_guest_verify = config_.insecure_skip_guest_verify;
   auto meta = templates::BuildTemplate(env, request, emit);
   v1::Template out;
   {

@@ -37,6 +37,7 @@ struct NodeConfig {
   std::string vmm_binary;
   std::string probe_guest;
   std::string kernel, initrd, kernel_sha256, initrd_sha256;
+  bool insecure_skip_guest_verify = false;  // Linux snapshots stamped unpinned
   uint32_t max_sandboxes = 64;
   uint64_t memory_reserve_bytes = 0;
   uint32_t standby = 0;  // per template

@@ -122,7 +122,7 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
   if (linux_guest) {
     // Re-verified before every build (docs/guest-pin.md): forkd-vmm then
     // checks the bytes it loads against the same digests.
-    if (env.kernel_sha256.empty()) {
+    if (env.insecure_skip_guest_verify) {
       o.args.emplace_back("--insecure-skip-guest-verify");
     } else {
       FORKD_ASSIGN_OR_RETURN(auto kernel, kernel_stage::HashFile(env.kernel));
@@ -134,7 +134,13 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
       o.args.insert(o.args.end(), {"--kernel-sha256", env.kernel_sha256});
       if (!env.initrd.empty()) {
         FORKD_ASSIGN_OR_RETURN(auto initrd, kernel_stage::HashFile(env.initrd));
-        o.args.insert(o.args.end(), {"--initrd-sha256", kernel_stage::HexDigest(initrd)});
+        const std::string got_initrd = kernel_stage::HexDigest(initrd);
+        if (got_initrd != env.initrd_sha256) {
+          return absl::FailedPreconditionError("initrd " + env.initrd +
+                                               " changed on disk: SHA-256 " + got_initrd +
+                                               ", pinned " + env.initrd_sha256);
+        }
+        o.args.insert(o.args.end(), {"--initrd-sha256", env.initrd_sha256});
       }
     }
     o.args.insert(o.args.end(), {"--kernel", env.kernel});

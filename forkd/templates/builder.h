@@ -19,6 +19,11 @@ struct BuildEnv {
   std::string probe_guest;  // the in-tree probe guest image
   std::string kernel, initrd, kernel_sha256;
   std::filesystem::path templates_dir;
+  // The initrd's pinned digest (empty without --initrd), and the operator's
+  // waiver: with it, Linux builds run --insecure-skip-guest-verify and their
+  // snapshots are stamped unpinned (docs/guest-pin.md).
+  std::string initrd_sha256;
+  bool insecure_skip_guest_verify = false;
 };
 
 // The agent modes of the probe guest's stand-in agent (honest is the
