@@ -47,12 +47,10 @@ absl::StatusOr<std::vector<std::string>> RestorePinArgs(const templates::PinnedG
     return std::vector<std::string>{};
   }
   if (absl::Status s = ks::CheckPin(*expected, *stamped); !s.ok()) return Annotate(s, who);
-  return std::vector<std::string>{"--expect-kernel-sha256",
-                                  ks::HexDigest(expected->kernel_sha256),
-                                  "--expect-initrd-sha256",
-                                  ks::HexDigest(expected->initrd_sha256),
-                                  "--expect-agent-protocol",
-                                  std::to_string(expected->agent_protocol)};
+  return std::vector<std::string>{
+      "--expect-kernel-sha256",  ks::HexDigest(expected->kernel_sha256),
+      "--expect-initrd-sha256",  ks::HexDigest(expected->initrd_sha256),
+      "--expect-agent-protocol", std::to_string(expected->agent_protocol)};
 }
 
 absl::Status ExplainRestoreFailure(const absl::Status& failed, int vmm_pidfd) {

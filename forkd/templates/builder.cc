@@ -146,8 +146,8 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
     cmdline = "console=ttyS0 reboot=k panic=-1 quiet " + request.linux().extra_cmdline();
   } else {
     // The in-tree probe guest, pinned to its own digest at daemon start.
-    o.args.insert(o.args.end(), {"--kernel", files.probe_guest, "--kernel-sha256",
-                                 env.guests->probe_hex()});
+    o.args.insert(o.args.end(),
+                  {"--kernel", files.probe_guest, "--kernel-sha256", env.guests->probe_hex()});
     const std::string mode =
         request.probe().agent_mode().empty() ? "honest" : request.probe().agent_mode();
     cmdline = "probe.scenario=agent probe.agent=" + mode;
