@@ -14,8 +14,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "agent/protocol.h"
 #include "forkd/api/forkd.grpc.pb.h"
@@ -298,6 +301,49 @@ TEST_F(PinTest, UnpinnedSnapshotOnlyUnderTheWaiver) {
   ASSERT_TRUE(CreateLinux("tight").ok()) << forkd_->Log();
   auto tight = Fork("tight", "tight");
   ASSERT_TRUE(tight.ok()) << tight.status() << forkd_->Log();
+}
+
+// The command line of a sandbox's VMM, NUL-separated arguments joined by ' '.
+std::string CmdlineOf(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string c((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::replace(c.begin(), c.end(), '\0', ' ');
+  return c;
+}
+
+TEST_F(PinTest, EveryRestorePassesTheExpectationsStandbyToo) {
+  std::vector<std::string> flags = Pinned();
+  flags.insert(flags.end(), {"--standby", "1"});
+  ASSERT_TRUE(StartForkd(flags));
+  ASSERT_TRUE(CreateLinux("a").ok()) << forkd_->Log();
+  const std::string expect = "--expect-kernel-sha256 " + Sha(kernel_) + " --expect-initrd-sha256 " +
+                             Sha(initrd_) + " --expect-agent-protocol " +
+                             std::to_string(agent::kProtocolVersion);
+  // A cold restore.
+  auto cold = Fork("a", "cold");
+  ASSERT_TRUE(cold.ok()) << cold.status() << forkd_->Log();
+  EXPECT_NE(CmdlineOf(cold->sandboxes(0).vmm_pid()).find(expect), std::string::npos)
+      << CmdlineOf(cold->sandboxes(0).vmm_pid());
+  // A standby VMM (restored ahead by the pool). Hang guard only: the pool
+  // fills within milliseconds of the template being ready.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (Find("a")->standby() == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(Find("a")->standby(), 1u) << forkd_->Log();
+  grpc::ClientContext ctx;
+  v1::ForkRequest req;
+  req.set_template_id("a");
+  req.set_count(1);
+  req.mutable_spec()->set_sandbox_id("warm");
+  v1::ForkResponse warm;
+  ASSERT_TRUE(api().Fork(&ctx, req, &warm).ok()) << forkd_->Log();
+  ASSERT_TRUE(warm.sandboxes(0).timings().from_standby());
+  const std::string line = CmdlineOf(warm.sandboxes(0).vmm_pid());
+  EXPECT_NE(line.find("--standby"), std::string::npos) << line;
+  EXPECT_NE(line.find(expect), std::string::npos) << line;
+  auto out = Echo("warm", "warm");
+  ASSERT_TRUE(out.ok()) << out.status();
 }
 
 TEST_F(PinTest, SnapshotSwappedAfterTheCheckIsRefusedByTheVmmWithExitFour) {
