@@ -2,7 +2,8 @@
 // (docs/fork-correctness.md). One template boots Debian's stock kernel with
 // the agent initramfs (FORKD_LINUX_INITRD: the agent plus the kernel's virtio
 // and vsock modules), reseeds its CRNG once (so the kernel's own timed reseed
-// is as far away as the kernel allows) and is snapshotted. From that snapshot:
+// is as far away as the kernel allows, after it has waited out the kernel's
+// early-boot reseed schedule) and is snapshotted. From that snapshot:
 //   - control: two forks restored side by side read 64 bytes of /dev/urandom
 //     (the same CRNG output as getrandom(2) since Linux 5.18) at once, without
 //     NotifyForked: that is a fork whose agent reseed is off. Debian's 6.1 cloud
@@ -57,6 +58,8 @@ constexpr auto kBootGuard = 600s;
 constexpr auto kCallDeadline = 10s;
 constexpr uint32_t kAgentPort = agent::kDefaultVsockPort;
 constexpr size_t kRandomBytes = 64;
+// Past Linux's early-boot reseed schedule (2 * CRNG_RESEED_INTERVAL).
+constexpr int64_t kTemplateUptimeMs = 121'000;
 
 std::string Initrd() {
   if (const char* p = std::getenv("FORKD_LINUX_INITRD"); p != nullptr && *p != '\0') return p;
@@ -137,14 +140,35 @@ class LinuxReseedTest : public ::testing::Test {
       *setup_error_ = "forkd-vmm said '" + ready.value_or("<nothing>") + "', not READY";
       return;
     }
+    const auto give_up = std::chrono::steady_clock::now() + kBootGuard;
     auto client = ConnectAgent(uds, kBootGuard);
     if (!client.ok()) {
       *setup_error_ = absl::StrCat(client.status().ToString(), "\nserial:\n",
                                    (*vm)->serial().text());
       return;
     }
+    // Linux reseeds its CRNG from a delayed work item every uptime/2 during
+    // the first two minutes, every 60 s after (drivers/char/random.c,
+    // crng_reseed_interval), and forkd-vmm advances a fork's clock by the
+    // time since the snapshot, so a pending timed reseed fires in each fork as
+    // soon as that much guest time has passed; it mixes per-fork inputs
+    // (cycle counter, RDSEED) and would hide the control's collision. Waiting
+    // until two minutes of uptime makes that interval 60 s.
+    for (;;) {
+      auto up = UptimeMs(*client);
+      if (!up.ok()) {
+        *setup_error_ = up.status().ToString();
+        return;
+      }
+      if (*up >= kTemplateUptimeMs) break;
+      if (std::chrono::steady_clock::now() > give_up) {
+        *setup_error_ = absl::StrCat("template uptime still ", *up, " ms at the hang guard");
+        return;
+      }
+      std::this_thread::sleep_for(1s);
+    }
     // Reseed the template now: its CRNG key is then as young as it can be at
-    // the snapshot, so the kernel's own timed reseed is furthest away.
+    // the snapshot.
     auto reseed = client->NotifyForked({.generation = 1}, agent::DeadlineIn(kCallDeadline));
     if (!reseed.reseeded()) {
       *setup_error_ = absl::StrCat("template reseed: ", agent::OutcomeName(reseed.outcome), ": ",
@@ -242,6 +266,11 @@ TEST_F(LinuxReseedTest, GateAdmittedSiblingsDiffer) {
   std::string bytes[2];
   for (int i = 0; i < 2 && !HasFatalFailure(); ++i) {
     Fork& f = forks[static_cast<size_t>(i)];
+    // The guest resets every vsock connection when it handles the transport
+    // reset event of the restore; a connection made before that is closed
+    // under the gate. An answered Ping shows the agent is reachable.
+    auto ready = ConnectAgent(f.uds, 60s);
+    ASSERT_TRUE(ready.ok()) << ready.status();
     absl::Status admitted = gate::AdmitFork(
         f.resources, agent::ConnectVsockMux(f.uds, kAgentPort, agent::DeadlineIn(kCallDeadline)),
         static_cast<uint64_t>(i + 2), std::nullopt, {.deadline = kCallDeadline});

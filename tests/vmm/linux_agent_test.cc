@@ -153,6 +153,10 @@ TEST_F(LinuxAgentTest, ReseededForksReadDifferentUrandom) {
     resources.paths = {fork_dir};
     auto fork = SpawnOwnedFork({"--restore", snap.string(), "--vsock-uds", uds}, resources);
     ASSERT_TRUE(fork.ok()) << fork.status();
+    // The guest resets every vsock connection when it handles the restore's
+    // transport reset event; one made before that is closed under the gate.
+    // An answered Ping (retried) shows the agent is reachable.
+    ASSERT_TRUE(ConnectAgent(uds).ok()) << "\nserial:\n" << fork->vmm->serial().text();
     // The gate: only a fork whose agent proves the reseed is admitted.
     absl::Status admitted = gate::AdmitFork(
         resources, agent::ConnectVsockMux(uds, kAgentPort, agent::DeadlineIn(kCallDeadline)),
