@@ -74,8 +74,8 @@ TEST_F(ModulesTest, LoadsInListOrder) {
 TEST_F(ModulesTest, ReportsEachFailureAndStillTriesTheRest) {
   std::vector<std::string> seen;
   int loaded = 0;
-  auto errors = LoadModules(Write("/m/a.ko\n/m/b.ko\n/m/c.ko\n"), Recorder(&seen, "/m/b.ko"),
-                            &loaded);
+  auto errors =
+      LoadModules(Write("/m/a.ko\n/m/b.ko\n/m/c.ko\n"), Recorder(&seen, "/m/b.ko"), &loaded);
   ASSERT_EQ(errors.size(), 1U);
   EXPECT_NE(errors[0].message().find("/m/b.ko"), absl::string_view::npos);
   EXPECT_EQ(seen.size(), 3U);

@@ -130,8 +130,8 @@ class LinuxReseedTest : public ::testing::Test {
       cmdline += std::string(" ") + extra;
     const std::string uds = (*dir_ / "template.sock").string();
     auto vm = VmmProcess::Spawn({"--kernel", std::getenv("FORKD_LINUX_KERNEL"), "--initrd",
-                                 Initrd(), "--cmdline", cmdline, "--mem-mib", "256",
-                                 "--virtio-rng", "--vsock-cid", "3", "--vsock-uds", uds});
+                                 Initrd(), "--cmdline", cmdline, "--mem-mib", "256", "--virtio-rng",
+                                 "--vsock-cid", "3", "--vsock-uds", uds});
     if (!vm.ok()) {
       *setup_error_ = absl::StrCat("spawn: ", vm.status().ToString());
       return;
@@ -143,8 +143,8 @@ class LinuxReseedTest : public ::testing::Test {
     const auto give_up = std::chrono::steady_clock::now() + kBootGuard;
     auto client = ConnectAgent(uds, kBootGuard);
     if (!client.ok()) {
-      *setup_error_ = absl::StrCat(client.status().ToString(), "\nserial:\n",
-                                   (*vm)->serial().text());
+      *setup_error_ =
+          absl::StrCat(client.status().ToString(), "\nserial:\n", (*vm)->serial().text());
       return;
     }
     // Linux reseeds its CRNG from a delayed work item every uptime/2 during
@@ -247,9 +247,10 @@ TEST_F(LinuxReseedTest, WithoutReseedSiblingsCollide) {
   control_bytes_ = bytes[0];
   const bool collided = bytes[0] == bytes[1];
   const int64_t gap_ms = std::max(uptime[0], uptime[1]) - template_uptime_ms_;
-  std::printf("RESULT linux_reseed control_collided=%d control_gap_ms=%lld template_uptime_ms=%lld\n",
-              collided ? 1 : 0, static_cast<long long>(gap_ms),
-              static_cast<long long>(template_uptime_ms_));
+  std::printf(
+      "RESULT linux_reseed control_collided=%d control_gap_ms=%lld template_uptime_ms=%lld\n",
+      collided ? 1 : 0, static_cast<long long>(gap_ms),
+      static_cast<long long>(template_uptime_ms_));
   (void)std::fflush(stdout);
   if (!collided) {
     GTEST_SKIP() << "control inconclusive: the un-reseeded siblings read different bytes; the "
