@@ -40,6 +40,7 @@
 #include "forkd/gate/reseed_gate.h"
 #include "gtest/gtest.h"
 #include "tests/support/requirements.h"
+#include "tests/svm/linux_guest.h"
 #include "tests/vmm/owned_fork.h"
 #include "tests/vmm/vmm_process.h"
 
@@ -55,45 +56,11 @@ namespace fs = std::filesystem;
 // Hang guard only: under the emulated-SVM tier a stock kernel with its modules
 // needs minutes of host time to reach the agent.
 constexpr auto kBootGuard = 600s;
-constexpr auto kCallDeadline = 10s;
+constexpr auto kCallDeadline = kLinuxCallDeadline;
 constexpr uint32_t kAgentPort = agent::kDefaultVsockPort;
 constexpr size_t kRandomBytes = 64;
 // Past Linux's early-boot reseed schedule (2 * CRNG_RESEED_INTERVAL).
 constexpr int64_t kTemplateUptimeMs = 121'000;
-
-std::string Initrd() {
-  if (const char* p = std::getenv("FORKD_LINUX_INITRD"); p != nullptr && *p != '\0') return p;
-  return FORKD_AGENT_INITRAMFS_PATH;
-}
-
-absl::StatusOr<agent::AgentClient> ConnectAgent(const std::string& uds,
-                                                std::chrono::seconds guard) {
-  const auto give_up = std::chrono::steady_clock::now() + guard;
-  absl::Status last = absl::DeadlineExceededError("never tried");
-  while (std::chrono::steady_clock::now() < give_up) {
-    auto fd = agent::ConnectVsockMux(uds, kAgentPort, agent::DeadlineIn(kCallDeadline));
-    if (fd.ok()) {
-      agent::AgentClient client(std::move(*fd));
-      auto pong = client.Ping(agent::DeadlineIn(kCallDeadline));
-      if (pong.ok()) return client;
-      last = pong.status();
-    } else {
-      last = fd.status();
-    }
-    std::this_thread::sleep_for(50ms);
-  }
-  return absl::DeadlineExceededError(absl::StrCat("agent never answered Ping: ", last.ToString()));
-}
-
-absl::StatusOr<std::string> ReadGuestFile(agent::AgentClient& client, const std::string& path,
-                                          uint64_t max_bytes) {
-  agent::v1::ReadFileRequest req;
-  req.set_path(path);
-  req.set_max_bytes(max_bytes);
-  FORKD_ASSIGN_OR_RETURN(auto resp, client.ReadFile(req, agent::DeadlineIn(kCallDeadline)));
-  if (!resp.error().empty()) return absl::InternalError(absl::StrCat(path, ": ", resp.error()));
-  return resp.data();
-}
 
 absl::StatusOr<std::string> ReadRandom(agent::AgentClient& client) {
   FORKD_ASSIGN_OR_RETURN(std::string bytes, ReadGuestFile(client, "/dev/urandom", kRandomBytes));
@@ -125,19 +92,10 @@ class LinuxReseedTest : public ::testing::Test {
     dir_ = new fs::path(fs::temp_directory_path() /
                         ("forkd_linux_reseed." + std::to_string(::getpid())));
     fs::create_directories(*dir_);
-    std::string cmdline = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux quiet";
-    if (const char* extra = std::getenv("FORKD_LINUX_CMDLINE_EXTRA"))
-      cmdline += std::string(" ") + extra;
     const std::string uds = (*dir_ / "template.sock").string();
-    auto vm = VmmProcess::Spawn({"--kernel", std::getenv("FORKD_LINUX_KERNEL"), "--initrd",
-                                 Initrd(), "--cmdline", cmdline, "--mem-mib", "256", "--virtio-rng",
-                                 "--vsock-cid", "3", "--vsock-uds", uds});
+    auto vm = BootLinux(uds);
     if (!vm.ok()) {
-      *setup_error_ = absl::StrCat("spawn: ", vm.status().ToString());
-      return;
-    }
-    if (auto ready = (*vm)->ReadLine(); ready != "READY") {
-      *setup_error_ = "forkd-vmm said '" + ready.value_or("<nothing>") + "', not READY";
+      *setup_error_ = vm.status().ToString();
       return;
     }
     const auto give_up = std::chrono::steady_clock::now() + kBootGuard;
