@@ -144,8 +144,9 @@ class LinuxReseedTest : public ::testing::Test {
     // Bound to a device: an entry with a colon ("VMGENCTR:00") under the driver.
     has_vmgenid_ =
         ExecInGuest(*client, {"sh", "-c",
-                              "ls /sys/bus/acpi/drivers/vmgenid "
-                              "/sys/bus/platform/drivers/vmgenid 2>/dev/null | grep -q :"})
+                              "for d in /sys/bus/acpi/drivers/vmgenid "
+                              "/sys/bus/platform/drivers/vmgenid; do ls \"$d\" 2>/dev/null; done "
+                              "| grep -q :"})
             .ok();
     if (absl::Status s = (*vm)->SnapshotAndStop((*dir_ / "snap").string()); !s.ok()) {
       *setup_error_ = absl::StrCat("snapshot: ", s.ToString());
