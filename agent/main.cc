@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/init.h"
+#include "agent/modules.h"
 #include "agent/netconfig.h"
 #include "agent/protocol.h"
 #include "agent/server.h"
@@ -151,6 +152,14 @@ int main(int argc, char** argv) {
   if (::setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 0) != 0) {
     std::perror("forkd-agent init: setenv PATH");
   }
+  // A stock kernel's device drivers (virtio_mmio, vsock, ...) come as modules in
+  // the initramfs; they must be in before the server listens on vsock.
+  int loaded = 0;
+  for (const auto& err : LoadModules(kModuleListPath, FinitModuleLoader(), &loaded)) {
+    (void)std::fprintf(stderr, "forkd-agent init: %s\n",
+                       std::string(forkd::ToStd(err.message())).c_str());
+  }
+  if (loaded > 0) (void)std::fprintf(stderr, "forkd-agent init: loaded %d modules\n", loaded);
   if (auto s = SetLinkUp("lo"); !s.ok()) {
     (void)std::fprintf(stderr, "forkd-agent init: %s\n",
                        std::string(forkd::ToStd(s.message())).c_str());

@@ -1,0 +1,43 @@
+// Shared by the Linux-guest tests of tests/svm: how they boot Debian's stock
+// kernel with the agent, reach the agent, and read guest files.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "agent/client.h"
+#include "tests/vmm/vmm_process.h"
+
+namespace forkd::vmm::testing {
+
+inline constexpr auto kLinuxCallDeadline = std::chrono::seconds(10);
+
+// FORKD_LINUX_INITRD (the agent initramfs with the kernel's modules, set by the
+// emulated-SVM tier) or the plain agent initramfs.
+std::string LinuxInitrd();
+
+// The guest command line, with FORKD_LINUX_CMDLINE_EXTRA appended.
+std::string LinuxCmdline();
+
+// Spawns forkd-vmm booting FORKD_LINUX_KERNEL with LinuxInitrd(), virtio-rng
+// and vsock on `uds`, plus `extra` arguments; waits for READY.
+absl::StatusOr<std::unique_ptr<VmmProcess>> BootLinux(const std::string& uds,
+                                                      const std::vector<std::string>& extra = {});
+
+// Connects to the agent and Pings it, retrying until `guard` runs out: until
+// the agent listens, and after a restore until the guest has handled the
+// vsock transport reset (which closes connections made before it).
+absl::StatusOr<agent::AgentClient> ConnectAgent(const std::string& uds, std::chrono::seconds guard);
+
+absl::StatusOr<std::string> ReadGuestFile(agent::AgentClient& client, const std::string& path,
+                                          uint64_t max_bytes);
+
+// Runs argv in the guest; its stdout when it exits 0, an error otherwise.
+absl::StatusOr<std::string> ExecInGuest(agent::AgentClient& client,
+                                        const std::vector<std::string>& argv);
+
+}  // namespace forkd::vmm::testing
