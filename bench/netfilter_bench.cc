@@ -104,7 +104,8 @@ int main(int argc, char** argv) {
   const bool show = argc == 2 && std::string(argv[1]) == "--show";
   if (argc > 1 && !show) {
     std::printf(
-        "usage: %s [--show]\n\n--show: print one tap's `nft -f` text and its batch, then exit.\n\nBenchmarks the nftables datapath in private network namespaces (needs "
+        "usage: %s [--show]\n\n--show: print one tap's `nft -f` text and its batch, then "
+        "exit.\n\nBenchmarks the nftables datapath in private network namespaces (needs "
         "root and the nft binary for the baseline).\n",
         argv[0]);
     return argc == 2 && std::string(argv[1]) == "--help" ? 0 : 2;
@@ -213,8 +214,10 @@ int main(int argc, char** argv) {
       "target lib_p50 < 500 us: %s; speedup >= 40x: %s; add at %d taps within 2x of add1: %s\n",
       lib < 500 ? "met" : "NOT met", base / lib >= 40 ? "met" : "NOT met", kScaleTaps,
       add <= 2 * add1 ? "met" : "NOT met");
-  std::printf("install phases p50: model %.0f us, encode %.0f us, commit %.0f us; %zu messages, %zu bytes\n",
-              P50(model_us), P50(encode_us), P50(kernel_us), messages, bytes);
+  std::printf(
+      "install phases p50: model %.0f us, encode %.0f us, commit %.0f us; %zu messages, %zu "
+      "bytes\n",
+      P50(model_us), P50(encode_us), P50(kernel_us), messages, bytes);
   std::printf("scale: %u shard tables in both namespaces\n", kScaleShards);
   std::printf(
       "RESULT netfilter_scale taps=%d add_p50_us=%.0f remove_p50_us=%.0f add1_p50_us=%.0f\n",

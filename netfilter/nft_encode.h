@@ -32,8 +32,8 @@ void DelChain(Batch& b, const std::string& table, const std::string& chain);
 // `what` describes the message for errors (Batch::Begin), maybe in pieces.
 void NewRule(Batch& b, const std::string& table, const std::string& chain, const Rule& rule,
              std::initializer_list<std::string_view> what);
-inline void NewRule(Batch& b, const std::string& table, const std::string& chain,
-                    const Rule& rule, std::string_view what) {
+inline void NewRule(Batch& b, const std::string& table, const std::string& chain, const Rule& rule,
+                    std::string_view what) {
   NewRule(b, table, chain, rule, {what});
 }
 // `<meta key> vmap @map`: the dispatch rule of a base chain.
