@@ -58,85 +58,89 @@ uint32_t PadTo32(uint32_t len) { return (len + kRegSize32 - 1) / kRegSize32 * kR
 
 // --- expressions -----------------------------------------------------------
 
+// Writes a rule's expressions straight into its message with libmnl, as
+// libnftnl's nftnl_rule_nlmsg_build_payload lays them out
+// (NFTA_RULE_EXPRESSIONS > NFTA_LIST_ELEM > NFTA_EXPR_NAME, NFTA_EXPR_DATA;
+// integers big-endian): no object, expression or string is allocated per
+// rule, which was half of an install's user-space time.
 class RuleBuilder {
  public:
-  explicit RuleBuilder(nftnl_rule* r) : r_(r) {}
+  // Opens the expression list of the rule message `nlh`.
+  explicit RuleBuilder(nlmsghdr* nlh)
+      : nlh_(nlh), list_(mnl_attr_nest_start(nlh, NFTA_RULE_EXPRESSIONS)) {}
+  RuleBuilder(const RuleBuilder&) = delete;
+  RuleBuilder& operator=(const RuleBuilder&) = delete;
+  // Closes the list; call once, after the last expression.
+  void Finish() { mnl_attr_nest_end(nlh_, list_); }
 
   void Meta(uint32_t key, uint32_t dreg) {
-    nftnl_expr* e = New("meta");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, dreg);
+    Expr e(*this, "meta");
+    U32(NFTA_META_KEY, key);
+    U32(NFTA_META_DREG, dreg);
   }
   void Payload(uint32_t base, uint32_t offset, uint32_t len, uint32_t dreg) {
-    nftnl_expr* e = New("payload");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, dreg);
+    Expr e(*this, "payload");
+    U32(NFTA_PAYLOAD_DREG, dreg);
+    U32(NFTA_PAYLOAD_BASE, base);
+    U32(NFTA_PAYLOAD_OFFSET, offset);
+    U32(NFTA_PAYLOAD_LEN, len);
   }
   void Cmp(uint32_t op, const void* data, uint32_t len) {
-    nftnl_expr* e = New("cmp");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
-    nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
+    Expr e(*this, "cmp");
+    U32(NFTA_CMP_SREG, NFT_REG_1);
+    U32(NFTA_CMP_OP, op);
+    Value(NFTA_CMP_DATA, data, len);
   }
   void Mask(const void* mask, uint32_t len) {
     const std::array<uint8_t, 16> zero{};
-    nftnl_expr* e = New("bitwise");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, len);
-    nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, mask, len);
-    nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, zero.data(), len);
+    Expr e(*this, "bitwise");
+    U32(NFTA_BITWISE_SREG, NFT_REG_1);
+    U32(NFTA_BITWISE_DREG, NFT_REG_1);
+    U32(NFTA_BITWISE_LEN, len);
+    Value(NFTA_BITWISE_MASK, mask, len);
+    Value(NFTA_BITWISE_XOR, zero.data(), len);
   }
   void Range(uint16_t first_be, uint16_t last_be) {
-    nftnl_expr* e = New("range");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_SREG, NFT_REG_1);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_OP, NFT_RANGE_EQ);
-    nftnl_expr_set(e, NFTNL_EXPR_RANGE_FROM_DATA, &first_be, sizeof(first_be));
-    nftnl_expr_set(e, NFTNL_EXPR_RANGE_TO_DATA, &last_be, sizeof(last_be));
+    Expr e(*this, "range");
+    U32(NFTA_RANGE_SREG, NFT_REG_1);
+    U32(NFTA_RANGE_OP, NFT_RANGE_EQ);
+    Value(NFTA_RANGE_FROM_DATA, &first_be, sizeof(first_be));
+    Value(NFTA_RANGE_TO_DATA, &last_be, sizeof(last_be));
   }
   void Ct(uint32_t key) {
-    nftnl_expr* e = New("ct");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, key);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+    Expr e(*this, "ct");
+    U32(NFTA_CT_KEY, key);
+    U32(NFTA_CT_DREG, NFT_REG_1);
   }
   void Lookup(uint32_t sreg, const std::string& set, bool is_map, uint32_t set_id = 0,
               bool inverted = false) {
-    nftnl_expr* e = New("lookup");
-    if (inverted) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, sreg);
-    nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set.c_str());
-    if (set_id != 0) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, set_id);
-    if (is_map) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, NFT_REG_VERDICT);
+    Expr e(*this, "lookup");
+    U32(NFTA_LOOKUP_SREG, sreg);
+    if (is_map) U32(NFTA_LOOKUP_DREG, NFT_REG_VERDICT);
+    mnl_attr_put_strz(nlh_, NFTA_LOOKUP_SET, set.c_str());
+    if (set_id != 0) U32(NFTA_LOOKUP_SET_ID, set_id);
+    if (inverted) U32(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
   }
   void CounterRef(const std::string& name) {
-    nftnl_expr* e = New("objref");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_OBJREF_IMM_TYPE, NFT_OBJECT_COUNTER);
-    nftnl_expr_set_str(e, NFTNL_EXPR_OBJREF_IMM_NAME, name.c_str());
+    Expr e(*this, "objref");
+    U32(NFTA_OBJREF_IMM_TYPE, NFT_OBJECT_COUNTER);
+    mnl_attr_put_strz(nlh_, NFTA_OBJREF_IMM_NAME, name.c_str());
   }
-  void Verdict(uint32_t code) {
-    nftnl_expr* e = New("immediate");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, code);
-  }
+  void Verdict(uint32_t code) { Immediate(code, nullptr); }
   // NFT_GOTO or NFT_JUMP to `chain`.
   void ToChain(int verdict, const std::string& chain) {
-    nftnl_expr* e = New("immediate");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, static_cast<uint32_t>(verdict));
-    nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, chain.c_str());
+    Immediate(static_cast<uint32_t>(verdict), chain.c_str());
   }
-  void Masquerade() { New("masq"); }
+  void Masquerade() { Expr e(*this, "masq"); }
   // Loads 1 if the packet has an IPv6 extension header of `type`, else 0.
   void ExthdrPresent(uint8_t type) {
-    nftnl_expr* e = New("exthdr");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_DREG, NFT_REG_1);
-    nftnl_expr_set_u8(e, NFTNL_EXPR_EXTHDR_TYPE, type);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OFFSET, 0);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_LEN, 1);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OP, NFT_EXTHDR_OP_IPV6);
+    Expr e(*this, "exthdr");
+    U32(NFTA_EXTHDR_DREG, NFT_REG_1);
+    mnl_attr_put_u8(nlh_, NFTA_EXTHDR_TYPE, type);
+    U32(NFTA_EXTHDR_OFFSET, 0);
+    U32(NFTA_EXTHDR_LEN, 1);
+    U32(NFTA_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT);
+    U32(NFTA_EXTHDR_OP, NFT_EXTHDR_OP_IPV6);
   }
   // `iifname "<prefix>*"` / `oifname "<prefix>*"`: the name's leading bytes.
   void IfnamePrefix(bool output, const std::string& prefix) {
@@ -161,12 +165,48 @@ class RuleBuilder {
   }
 
  private:
-  nftnl_expr* New(const char* name) {
-    nftnl_expr* e = nftnl_expr_alloc(name);
-    nftnl_rule_add_expr(r_, e);  // the rule owns it from here
-    return e;
+  // One NFTA_LIST_ELEM: the expression's name, then its attributes inside
+  // NFTA_EXPR_DATA until the scope ends.
+  class Expr {
+   public:
+    Expr(RuleBuilder& rb, const char* name) : rb_(rb) {
+      elem_ = mnl_attr_nest_start(rb.nlh_, NFTA_LIST_ELEM);
+      mnl_attr_put_strz(rb.nlh_, NFTA_EXPR_NAME, name);
+      data_ = mnl_attr_nest_start(rb.nlh_, NFTA_EXPR_DATA);
+    }
+    Expr(const Expr&) = delete;
+    Expr& operator=(const Expr&) = delete;
+    ~Expr() {
+      mnl_attr_nest_end(rb_.nlh_, data_);
+      mnl_attr_nest_end(rb_.nlh_, elem_);
+    }
+
+   private:
+    RuleBuilder& rb_;
+    nlattr* elem_;
+    nlattr* data_;
+  };
+
+  void U32(uint16_t type, uint32_t value) { mnl_attr_put_u32(nlh_, type, htobe32(value)); }
+  // `type` > NFTA_DATA_VALUE: a register value (cmp, bitwise, range).
+  void Value(uint16_t type, const void* data, uint32_t len) {
+    nlattr* nest = mnl_attr_nest_start(nlh_, type);
+    mnl_attr_put(nlh_, NFTA_DATA_VALUE, len, data);
+    mnl_attr_nest_end(nlh_, nest);
   }
-  nftnl_rule* r_;
+  void Immediate(uint32_t code, const char* chain) {
+    Expr e(*this, "immediate");
+    U32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+    nlattr* data = mnl_attr_nest_start(nlh_, NFTA_IMMEDIATE_DATA);
+    nlattr* verdict = mnl_attr_nest_start(nlh_, NFTA_DATA_VERDICT);
+    U32(NFTA_VERDICT_CODE, code);
+    if (chain != nullptr) mnl_attr_put_strz(nlh_, NFTA_VERDICT_CHAIN, chain);
+    mnl_attr_nest_end(nlh_, verdict);
+    mnl_attr_nest_end(nlh_, data);
+  }
+
+  nlmsghdr* nlh_;
+  nlattr* list_;
 };
 
 void EncodeFamily(RuleBuilder& rb, Family f) {
@@ -194,7 +234,21 @@ bool NeedsFamilyCheck(const Rule& r) {
 
 uint32_t NewPortSet(Batch& b, const std::string& table, const std::vector<PortRange>& ports);
 
-void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule& r) {
+// The anonymous port sets a rule looks up (its transaction ids, 0: none):
+// messages of their own, so they are added before the rule's.
+struct PortSets {
+  uint32_t dports = 0;
+  uint32_t sports = 0;
+};
+
+PortSets NewPortSets(Batch& b, const std::string& table, const Rule& r) {
+  PortSets ids;
+  if (r.dports.size() > 1) ids.dports = NewPortSet(b, table, r.dports);
+  if (r.sports.size() > 1) ids.sports = NewPortSet(b, table, r.sports);
+  return ids;
+}
+
+void EncodeRule(RuleBuilder& rb, const Rule& r, const PortSets& sets) {
   if (auto f = r.family(); f && NeedsFamilyCheck(r)) EncodeFamily(rb, *f);
   if (r.iifname_prefix || r.oifname_prefix) {
     const bool output = r.oifname_prefix.has_value();
@@ -250,9 +304,8 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
       rb.Range(first, htobe16(r.dports[0].last));
     }
   } else if (r.dports.size() > 1) {
-    const uint32_t set_id = NewPortSet(b, table, r.dports);
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
-    rb.Lookup(NFT_REG_1, kAnonymousSet, /*is_map=*/false, set_id);
+    rb.Lookup(NFT_REG_1, kAnonymousSetName, /*is_map=*/false, sets.dports);
   }
   if (r.sports.size() == 1) {
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG_1);
@@ -263,9 +316,8 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
       rb.Range(first, htobe16(r.sports[0].last));
     }
   } else if (r.sports.size() > 1) {
-    const uint32_t set_id = NewPortSet(b, table, r.sports);
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG_1);
-    rb.Lookup(NFT_REG_1, kAnonymousSet, /*is_map=*/false, set_id);
+    rb.Lookup(NFT_REG_1, kAnonymousSetName, /*is_map=*/false, sets.sports);
   }
   // A packet has exactly one state bit, so "any of these" is mask != 0.
   for (const auto& [wanted, mask] :
@@ -528,35 +580,42 @@ void DelChain(Batch& b, const std::string& table, const std::string& chain) {
   b.Commit(nlh);
 }
 
+// NFTA_RULE_TABLE and NFTA_RULE_CHAIN, as libnftnl puts them.
+void PutRuleTarget(nlmsghdr* nlh, const std::string& table, const std::string& chain) {
+  mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
+  mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
+}
+
 void NewRule(Batch& b, const std::string& table, const std::string& chain, const Rule& rule,
              std::initializer_list<std::string_view> what) {
-  RulePtr r(nftnl_rule_alloc());
-  nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
-  nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
-  RuleBuilder rb(r.get());
-  EncodeRule(b, table, rb, rule);
-  if (!rule.comment.empty()) {
-    UdataPtr ud(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
-    nftnl_udata_put_strz(ud.get(), NFTNL_UDATA_RULE_COMMENT, rule.comment.c_str());
-    nftnl_rule_set_data(r.get(), NFTNL_RULE_USERDATA, nftnl_udata_buf_data(ud.get()),
-                        nftnl_udata_buf_len(ud.get()));
-  }
+  const PortSets sets = NewPortSets(b, table, rule);
   nlmsghdr* nlh = b.Begin(NFT_MSG_NEWRULE, NLM_F_APPEND | kCreate, what);
-  nftnl_rule_nlmsg_build_payload(nlh, r.get());
+  PutRuleTarget(nlh, table, chain);
+  if (!rule.comment.empty()) {
+    // The comment as nftnl_udata_put_strz lays it out: type, length, text
+    // with its NUL (at most NFT_USERDATA_MAXLEN in all).
+    std::array<char, NFT_USERDATA_MAXLEN> udata{};
+    const size_t len = std::min(rule.comment.size() + 1, udata.size() - 2);
+    udata[0] = NFTNL_UDATA_RULE_COMMENT;
+    udata[1] = static_cast<char>(len);
+    std::memcpy(udata.data() + 2, rule.comment.data(), len - 1);
+    mnl_attr_put(nlh, NFTA_RULE_USERDATA, len + 2, udata.data());
+  }
+  RuleBuilder rb(nlh);
+  EncodeRule(rb, rule, sets);
+  rb.Finish();
   b.Commit(nlh);
 }
 
 void NewDispatchRule(Batch& b, const std::string& table, const std::string& chain,
                      const std::string& map, bool by_output_interface) {
-  RulePtr r(nftnl_rule_alloc());
-  nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
-  nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
-  RuleBuilder rb(r.get());
+  nlmsghdr* nlh =
+      b.Begin(NFT_MSG_NEWRULE, NLM_F_APPEND | kCreate, {"add rule ", chain, " dispatch @", map});
+  PutRuleTarget(nlh, table, chain);
+  RuleBuilder rb(nlh);
   rb.Meta(by_output_interface ? NFT_META_OIFNAME : NFT_META_IIFNAME, NFT_REG_1);
   rb.Lookup(NFT_REG_1, map, /*is_map=*/true);
-  nlmsghdr* nlh =
-      b.Begin(NFT_MSG_NEWRULE, NLM_F_APPEND | kCreate, "add rule " + chain + " dispatch @" + map);
-  nftnl_rule_nlmsg_build_payload(nlh, r.get());
+  rb.Finish();
   b.Commit(nlh);
 }
 
