@@ -56,6 +56,15 @@ constexpr uint16_t kCreateExcl = NLM_F_CREATE | NLM_F_EXCL;
 
 uint32_t PadTo32(uint32_t len) { return (len + kRegSize32 - 1) / kRegSize32 * kRegSize32; }
 
+// An address family's nft datatype, address length, and where the source or
+// destination address sits in its network header.
+uint32_t AddressType(Family f) { return f == Family::kV4 ? kTypeIpAddr : kTypeIp6Addr; }
+uint32_t AddressLen(Family f) { return f == Family::kV4 ? 4 : 16; }
+uint32_t AddressOffset(Family f, bool source) {
+  if (f == Family::kV4) return source ? 12 : 16;
+  return source ? 8 : 24;
+}
+
 // --- expressions -----------------------------------------------------------
 
 // Writes a rule's expressions straight into its message with libmnl, as
@@ -150,8 +159,7 @@ class RuleBuilder {
 
   // `<family> saddr|daddr [!=] prefix`
   void Address(const Cidr& c, bool source, bool negate) {
-    const bool v4 = c.family() == Family::kV4;
-    const uint32_t offset = v4 ? (source ? 12 : 16) : (source ? 8 : 24);
+    const uint32_t offset = AddressOffset(c.family(), source);
     // A byte-aligned prefix compares only its leading bytes: one expression
     // fewer than load + mask + compare, as nft itself encodes it.
     const bool aligned = c.prefix % 8 == 0;
@@ -275,15 +283,15 @@ void EncodeRule(RuleBuilder& rb, const Rule& r, const PortSets& sets) {
   // A /0 prefix matches every address of the family: nothing to compare.
   if (r.saddr && r.saddr->prefix > 0) rb.Address(*r.saddr, /*source=*/true, r.saddr_negate);
   if (r.saddr_set) {
-    const bool v4 = *r.set_family == Family::kV4;
-    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 12 : 8, v4 ? 4 : 16, NFT_REG_1);
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, AddressOffset(*r.set_family, /*source=*/true),
+               AddressLen(*r.set_family), NFT_REG_1);
     rb.Lookup(NFT_REG_1, *r.saddr_set, /*is_map=*/false);
   }
   for (const Cidr& c : r.saddr_not) rb.Address(c, /*source=*/true, /*negate=*/true);
   if (r.daddr && r.daddr->prefix > 0) rb.Address(*r.daddr, /*source=*/false, false);
   if (r.daddr_set) {
-    const bool v4 = *r.set_family == Family::kV4;
-    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, v4 ? 4 : 16, NFT_REG_1);
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, AddressOffset(*r.set_family, /*source=*/false),
+               AddressLen(*r.set_family), NFT_REG_1);
     rb.Lookup(NFT_REG_1, *r.daddr_set, /*is_map=*/false);
   }
   for (const Cidr& c : r.daddr_not) rb.Address(c, /*source=*/false, /*negate=*/true);
@@ -332,9 +340,8 @@ void EncodeRule(RuleBuilder& rb, const Rule& r, const PortSets& sets) {
   }
   if (r.pin_set) {
     // (daddr . th dport) concatenated into consecutive 32-bit registers.
-    const bool v4 = *r.pin_family == Family::kV4;
-    const uint32_t addr_len = v4 ? 4 : 16;
-    const uint32_t addr_offset = r.pin_by_source ? (v4 ? 12 : 8) : (v4 ? 16 : 24);
+    const uint32_t addr_len = AddressLen(*r.pin_family);
+    const uint32_t addr_offset = AddressOffset(*r.pin_family, r.pin_by_source);
     rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset, addr_len, NFT_REG32_00);
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, r.pin_by_source ? 0 : 2, 2,
                NFT_REG32_00 + addr_len / kRegSize32);
@@ -342,9 +349,8 @@ void EncodeRule(RuleBuilder& rb, const Rule& r, const PortSets& sets) {
   }
   if (r.allow_set) {
     // (meta l4proto . addr . th port) on consecutive 32-bit registers.
-    const bool v4 = *r.set_family == Family::kV4;
-    const uint32_t addr_len = v4 ? 4 : 16;
-    const uint32_t addr_offset = r.pin_by_source ? (v4 ? 12 : 8) : (v4 ? 16 : 24);
+    const uint32_t addr_len = AddressLen(*r.set_family);
+    const uint32_t addr_offset = AddressOffset(*r.set_family, r.pin_by_source);
     rb.Meta(NFT_META_L4PROTO, NFT_REG32_00);
     rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset, addr_len, NFT_REG32_00 + 1);
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, r.pin_by_source ? 0 : 2, 2,
@@ -409,6 +415,25 @@ void AddSetMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::s
 void AddElemsMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::string what) {
   nlmsghdr* nlh = b.Begin(type, flags, std::move(what));
   nftnl_set_elems_nlmsg_build_payload(nlh, s);
+  b.Commit(nlh);
+}
+
+// One interface-name element of a set or dispatch map (`jump_to`: the
+// element's verdict, a jump to that chain) in a message of its own.
+void IfnameElementMessage(Batch& b, const std::string& table, const std::string& set,
+                          const std::string& ifname, const std::string* jump_to, uint16_t type,
+                          uint16_t flags, std::initializer_list<std::string_view> what) {
+  SetPtr s = NamedSet(table, set);
+  nftnl_set_elem* e = nftnl_set_elem_alloc();
+  const auto key = IfnameKey(ifname);
+  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
+  if (jump_to != nullptr) {
+    nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT, static_cast<uint32_t>(NFT_JUMP));
+    nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, jump_to->c_str());
+  }
+  nftnl_set_elem_add(s.get(), e);
+  nlmsghdr* nlh = b.Begin(type, flags, what);
+  nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
   b.Commit(nlh);
 }
 
@@ -669,33 +694,22 @@ void NewIfnameSet(Batch& b, const std::string& table, const std::string& set) {
 
 void NewIfnameElement(Batch& b, const std::string& table, const std::string& set,
                       const std::string& ifname) {
-  SetPtr s = NamedSet(table, set);
-  nftnl_set_elem* e = nftnl_set_elem_alloc();
-  const auto key = IfnameKey(ifname);
-  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
-  nftnl_set_elem_add(s.get(), e);
-  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreateExcl,
-                  "add element \"" + ifname + "\" to set " + set);
+  IfnameElementMessage(b, table, set, ifname, nullptr, NFT_MSG_NEWSETELEM, kCreateExcl,
+                       {"add element \"", ifname, "\" to set ", set});
 }
 
 void DelIfnameElement(Batch& b, const std::string& table, const std::string& set,
                       const std::string& ifname) {
-  SetPtr s = NamedSet(table, set);
-  nftnl_set_elem* e = nftnl_set_elem_alloc();
-  const auto key = IfnameKey(ifname);
-  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
-  nftnl_set_elem_add(s.get(), e);
-  AddElemsMessage(b, s.get(), NFT_MSG_DELSETELEM, 0,
-                  "delete element \"" + ifname + "\" from set " + set);
+  IfnameElementMessage(b, table, set, ifname, nullptr, NFT_MSG_DELSETELEM, 0,
+                       {"delete element \"", ifname, "\" from set ", set});
 }
 
 void NewPinSet(Batch& b, const std::string& table, const PinSetSpec& set, bool exclusive) {
-  const bool v4 = set.family == Family::kV4;
   SetPtr s = NamedSet(table, set.name);
   nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_TIMEOUT);
   nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE,
-                    ((v4 ? kTypeIpAddr : kTypeIp6Addr) << kTypeBits) | kTypeInetService);
-  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, (v4 ? 4 : 16) + PadTo32(2));
+                    (AddressType(set.family) << kTypeBits) | kTypeInetService);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, AddressLen(set.family) + PadTo32(2));
   nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, set.max_elements);
   AddSetMessage(b, s.get(), NFT_MSG_NEWSET, exclusive ? kCreateExcl : kCreate,
                 "add set " + set.name);
@@ -708,31 +722,19 @@ void DelSet(Batch& b, const std::string& table, const std::string& set) {
 
 void NewDispatchElement(Batch& b, const std::string& table, const std::string& map,
                         const std::string& ifname, const std::string& chain) {
-  SetPtr s = NamedSet(table, map);
-  nftnl_set_elem* e = nftnl_set_elem_alloc();
-  const auto key = IfnameKey(ifname);
-  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
-  nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT, static_cast<uint32_t>(NFT_JUMP));
-  nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, chain.c_str());
-  nftnl_set_elem_add(s.get(), e);
-  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreateExcl,
-                  "add element \"" + ifname + "\" to map " + map);
+  IfnameElementMessage(b, table, map, ifname, &chain, NFT_MSG_NEWSETELEM, kCreateExcl,
+                       {"add element \"", ifname, "\" to map ", map});
 }
 
 void DelDispatchElement(Batch& b, const std::string& table, const std::string& map,
                         const std::string& ifname) {
-  SetPtr s = NamedSet(table, map);
-  nftnl_set_elem* e = nftnl_set_elem_alloc();
-  const auto key = IfnameKey(ifname);
-  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
-  nftnl_set_elem_add(s.get(), e);
-  AddElemsMessage(b, s.get(), NFT_MSG_DELSETELEM, 0,
-                  "delete element \"" + ifname + "\" from map " + map);
+  IfnameElementMessage(b, table, map, ifname, nullptr, NFT_MSG_DELSETELEM, 0,
+                       {"delete element \"", ifname, "\" from map ", map});
 }
 
 void NewPinElements(Batch& b, const std::string& table, const std::string& set, Family family,
                     const std::vector<PinElement>& elements) {
-  const size_t addr_len = family == Family::kV4 ? 4 : 16;
+  const size_t addr_len = AddressLen(family);
   ElementWriter w(b, table, set, 0, NFT_MSG_NEWSETELEM, kCreate,
                   "pin " + std::to_string(elements.size()) + " element(s) into set " + set);
   for (const PinElement& pin : elements) {
@@ -749,14 +751,12 @@ void NewPinElements(Batch& b, const std::string& table, const std::string& set, 
 
 void NewAllowSet(Batch& b, const std::string& table, const AllowSetSpec& set, bool exclusive,
                  bool flush_first) {
-  const bool v4 = set.family == Family::kV4;
-  const uint32_t addr_len = v4 ? 4 : 16;
+  const uint32_t addr_len = AddressLen(set.family);
   SetPtr s = NamedSet(table, set.name);
   nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL | NFT_SET_CONCAT);
-  nftnl_set_set_u32(
-      s.get(), NFTNL_SET_KEY_TYPE,
-      (((kTypeInetProtocol << kTypeBits) | (v4 ? kTypeIpAddr : kTypeIp6Addr)) << kTypeBits) |
-          kTypeInetService);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE,
+                    (((kTypeInetProtocol << kTypeBits) | AddressType(set.family)) << kTypeBits) |
+                        kTypeInetService);
   nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, kRegSize32 + addr_len + kRegSize32);
   const std::array<uint8_t, 3> fields = {1, static_cast<uint8_t>(addr_len), 2};
   nftnl_set_set_data(s.get(), NFTNL_SET_DESC_CONCAT, fields.data(), fields.size());
@@ -791,11 +791,10 @@ void NewAllowSet(Batch& b, const std::string& table, const AllowSetSpec& set, bo
 
 void NewAddressSet(Batch& b, const std::string& table, const std::string& name, Family family,
                    const std::vector<Cidr>& ranges) {
-  const bool v4 = family == Family::kV4;
-  const size_t len = v4 ? 4 : 16;
+  const size_t len = AddressLen(family);
   SetPtr s = NamedSet(table, name);
   nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL);
-  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, v4 ? kTypeIpAddr : kTypeIp6Addr);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, AddressType(family));
   nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, static_cast<uint32_t>(len));
   AddSetMessage(b, s.get(), NFT_MSG_NEWSET, kCreate, "add set " + name);
   // Flush and refill in the same transaction: a re-run replaces the contents
