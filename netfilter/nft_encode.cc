@@ -401,19 +401,19 @@ SetPtr NamedSet(const std::string& table, const std::string& name) {
   return s;
 }
 
-void AddSetMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::string what) {
+void AddSetMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::string_view what) {
   // The kernel requires a transaction-unique id on every new set; the
   // message's sequence number is one.
   if (type == NFT_MSG_NEWSET && !nftnl_set_is_set(s, NFTNL_SET_ID)) {
     nftnl_set_set_u32(s, NFTNL_SET_ID, b.next_seq());
   }
-  nlmsghdr* nlh = b.Begin(type, flags, std::move(what));
+  nlmsghdr* nlh = b.Begin(type, flags, what);
   nftnl_set_nlmsg_build_payload(nlh, s);
   b.Commit(nlh);
 }
 
-void AddElemsMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::string what) {
-  nlmsghdr* nlh = b.Begin(type, flags, std::move(what));
+void AddElemsMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::string_view what) {
+  nlmsghdr* nlh = b.Begin(type, flags, what);
   nftnl_set_elems_nlmsg_build_payload(nlh, s);
   b.Commit(nlh);
 }

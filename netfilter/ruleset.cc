@@ -570,6 +570,7 @@ std::vector<SkeletonSet> SkeletonSets() {
 std::vector<Cidr> MetadataSetRanges(Family family) {
   const auto& table = family == Family::kV4 ? CloudMetadataV4() : CloudMetadataV6();
   std::vector<Cidr> ranges;
+  ranges.reserve(table.size());
   for (const MetadataEntry& e : table) ranges.push_back(e.range);
   std::sort(ranges.begin(), ranges.end(), [](const Cidr& a, const Cidr& b) {
     return a.address.bytes < b.address.bytes ||
