@@ -30,31 +30,41 @@ constexpr int kSocketBuffer = 8 * 1024 * 1024;
 
 }  // namespace
 
-Batch::Batch(uint32_t first_seq) : first_seq_(first_seq), seq_(first_seq) {
+Batch::Batch(uint32_t first_seq, Storage storage)
+    : s_(std::move(storage)), first_seq_(first_seq), seq_(first_seq) {
+  s_.what.clear();
+  s_.what_end.clear();
   Reserve(kInitialBatch);
-  nlmsghdr* nlh = nftnl_batch_begin(buf_.get(), seq_++);
+  nlmsghdr* nlh = nftnl_batch_begin(s_.buf.get(), seq_++);
   used_ = NLMSG_ALIGN(nlh->nlmsg_len);
 }
 
 void Batch::Reserve(size_t bytes) {
-  if (capacity_ >= bytes) return;
-  const size_t capacity = std::max(bytes, 2 * capacity_);
+  if (s_.capacity >= bytes) return;
+  const size_t capacity = std::max(bytes, 2 * s_.capacity);
   auto grown = std::make_unique_for_overwrite<char[]>(capacity);
-  if (used_ > 0) std::memcpy(grown.get(), buf_.get(), used_);
-  buf_ = std::move(grown);
-  capacity_ = capacity;
+  if (used_ > 0) std::memcpy(grown.get(), s_.buf.get(), used_);
+  s_.buf = std::move(grown);
+  s_.capacity = capacity;
 }
 
-nlmsghdr* Batch::Begin(uint16_t type, uint16_t flags, std::string what) {
+nlmsghdr* Batch::Begin(uint16_t type, uint16_t flags,
+                       std::initializer_list<std::string_view> what) {
   // No zeroing needed: libmnl clears each header and every attribute's padding.
   Reserve(used_ + kMaxMessage);
-  what_.push_back(std::move(what));
-  return nftnl_nlmsg_build_hdr(buf_.get() + used_, type, NFPROTO_INET, flags, seq_++);
+  for (std::string_view part : what) s_.what.append(part);
+  s_.what_end.push_back(static_cast<uint32_t>(s_.what.size()));
+  return nftnl_nlmsg_build_hdr(s_.buf.get() + used_, type, NFPROTO_INET, flags, seq_++);
+}
+
+std::string_view Batch::What(size_t index) const {
+  const uint32_t begin = index == 0 ? 0 : s_.what_end[index - 1];
+  return std::string_view(s_.what).substr(begin, s_.what_end[index] - begin);
 }
 
 void Batch::Commit(const nlmsghdr* nlh) {
   if (nlh->nlmsg_len > kMaxMessage) {
-    const std::string& what = what_.back();
+    const std::string what(What(s_.what_end.size() - 1));
     (void)std::fprintf(stderr, "forkd: netlink message \"%s\" is %u bytes, over the %zu reserved\n",
                        what.c_str(), nlh->nlmsg_len, kMaxMessage);
     std::abort();
@@ -65,16 +75,17 @@ void Batch::Commit(const nlmsghdr* nlh) {
 std::span<const char> Batch::Finish() {
   if (!finished_) {
     Reserve(used_ + kMaxMessage);
-    nlmsghdr* nlh = nftnl_batch_end(buf_.get() + used_, seq_++);
+    nlmsghdr* nlh = nftnl_batch_end(s_.buf.get() + used_, seq_++);
     used_ += NLMSG_ALIGN(nlh->nlmsg_len);
     finished_ = true;
   }
-  return {buf_.get(), used_};
+  return {s_.buf.get(), used_};
 }
 
 const std::string* Batch::Describe(uint32_t seq) const {
-  if (seq <= first_seq_ || seq - first_seq_ - 1 >= what_.size()) return nullptr;
-  return &what_[seq - first_seq_ - 1];
+  if (seq <= first_seq_ || seq - first_seq_ - 1 >= s_.what_end.size()) return nullptr;
+  described_ = What(seq - first_seq_ - 1);
+  return &described_;
 }
 
 NetlinkSocket::NetlinkSocket(mnl_socket* s)

@@ -6,9 +6,11 @@
 #include <libmnl/libmnl.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -19,6 +21,15 @@ struct nlmsghdr;
 
 namespace forkd::netfilter {
 
+// A batch's memory, handed from one batch to the next (Nftables keeps it) so
+// that an install neither allocates nor faults in fresh pages.
+struct BatchStorage {
+  std::unique_ptr<char[]> buf;
+  size_t capacity = 0;
+  std::string what;                // every message's description, back to back
+  std::vector<uint32_t> what_end;  // where each one ends in `what`
+};
+
 class Batch {
  public:
   // Room reserved for each message. libnftnl writes a message without a bound,
@@ -26,12 +37,19 @@ class Batch {
   // policy sizes are capped by Validate) and Commit() checks it.
   static constexpr size_t kMaxMessage = 16 * 1024;
 
-  explicit Batch(uint32_t first_seq);
+  // A batch's memory, handed from one batch to the next (BatchStorage).
+  using Storage = BatchStorage;
+
+  explicit Batch(uint32_t first_seq, Storage storage = {});
 
   // Starts a message of nftables type `type` (NFT_MSG_*) for the inet family;
   // the caller fills its payload with a libnftnl *_nlmsg_build_payload call
-  // and then calls Commit(). `what` describes the message for errors.
-  nlmsghdr* Begin(uint16_t type, uint16_t flags, std::string what);
+  // and then calls Commit(). `what` describes the message for errors; given
+  // in pieces, they are joined without allocating.
+  nlmsghdr* Begin(uint16_t type, uint16_t flags, std::initializer_list<std::string_view> what);
+  nlmsghdr* Begin(uint16_t type, uint16_t flags, std::string_view what) {
+    return Begin(type, flags, {what});
+  }
   // Aborts the process if the message outgrew kMaxMessage: the heap past the
   // reservation is already overwritten, and going on would be worse.
   void Commit(const nlmsghdr* nlh);
@@ -41,21 +59,25 @@ class Batch {
 
   uint32_t first_seq() const { return first_seq_; }
   uint32_t next_seq() const { return seq_; }
-  size_t message_count() const { return what_.size(); }
-  // The description of the message with sequence number `seq`, if any.
+  size_t message_count() const { return s_.what_end.size(); }
+  // The description of the message with sequence number `seq`, if any (valid
+  // until the next call).
   const std::string* Describe(uint32_t seq) const;
+
+  // The memory, for the next batch; this one is unusable afterwards.
+  Storage TakeStorage() && { return std::move(s_); }
 
  private:
   // Grown by hand: zero-filling (std::vector::resize) and fresh pages for
   // every batch showed up as a third of an install's time.
   void Reserve(size_t bytes);
-  std::unique_ptr<char[]> buf_;
-  size_t capacity_ = 0;
+  std::string_view What(size_t index) const;
+  Storage s_;
   size_t used_ = 0;
   uint32_t first_seq_;
   uint32_t seq_;
-  std::vector<std::string> what_;  // indexed by seq - first_seq_ - 1
   bool finished_ = false;
+  mutable std::string described_;
 };
 
 // A NETLINK_NETFILTER socket bound to one network namespace.

@@ -56,86 +56,100 @@ constexpr uint16_t kCreateExcl = NLM_F_CREATE | NLM_F_EXCL;
 
 uint32_t PadTo32(uint32_t len) { return (len + kRegSize32 - 1) / kRegSize32 * kRegSize32; }
 
+// An address family's nft datatype, address length, and where the source or
+// destination address sits in its network header.
+uint32_t AddressType(Family f) { return f == Family::kV4 ? kTypeIpAddr : kTypeIp6Addr; }
+uint32_t AddressLen(Family f) { return f == Family::kV4 ? 4 : 16; }
+uint32_t AddressOffset(Family f, bool source) {
+  if (f == Family::kV4) return source ? 12 : 16;
+  return source ? 8 : 24;
+}
+
 // --- expressions -----------------------------------------------------------
 
+// Writes a rule's expressions straight into its message with libmnl, as
+// libnftnl's nftnl_rule_nlmsg_build_payload lays them out
+// (NFTA_RULE_EXPRESSIONS > NFTA_LIST_ELEM > NFTA_EXPR_NAME, NFTA_EXPR_DATA;
+// integers big-endian): no object, expression or string is allocated per
+// rule, which was half of an install's user-space time.
 class RuleBuilder {
  public:
-  explicit RuleBuilder(nftnl_rule* r) : r_(r) {}
+  // Opens the expression list of the rule message `nlh`.
+  explicit RuleBuilder(nlmsghdr* nlh)
+      : nlh_(nlh), list_(mnl_attr_nest_start(nlh, NFTA_RULE_EXPRESSIONS)) {}
+  RuleBuilder(const RuleBuilder&) = delete;
+  RuleBuilder& operator=(const RuleBuilder&) = delete;
+  // Closes the list; call once, after the last expression.
+  void Finish() { mnl_attr_nest_end(nlh_, list_); }
 
   void Meta(uint32_t key, uint32_t dreg) {
-    nftnl_expr* e = New("meta");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, dreg);
+    Expr e(*this, "meta");
+    U32(NFTA_META_KEY, key);
+    U32(NFTA_META_DREG, dreg);
   }
   void Payload(uint32_t base, uint32_t offset, uint32_t len, uint32_t dreg) {
-    nftnl_expr* e = New("payload");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, dreg);
+    Expr e(*this, "payload");
+    U32(NFTA_PAYLOAD_DREG, dreg);
+    U32(NFTA_PAYLOAD_BASE, base);
+    U32(NFTA_PAYLOAD_OFFSET, offset);
+    U32(NFTA_PAYLOAD_LEN, len);
   }
   void Cmp(uint32_t op, const void* data, uint32_t len) {
-    nftnl_expr* e = New("cmp");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
-    nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
+    Expr e(*this, "cmp");
+    U32(NFTA_CMP_SREG, NFT_REG_1);
+    U32(NFTA_CMP_OP, op);
+    Value(NFTA_CMP_DATA, data, len);
   }
   void Mask(const void* mask, uint32_t len) {
     const std::array<uint8_t, 16> zero{};
-    nftnl_expr* e = New("bitwise");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, len);
-    nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, mask, len);
-    nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, zero.data(), len);
+    Expr e(*this, "bitwise");
+    U32(NFTA_BITWISE_SREG, NFT_REG_1);
+    U32(NFTA_BITWISE_DREG, NFT_REG_1);
+    U32(NFTA_BITWISE_LEN, len);
+    Value(NFTA_BITWISE_MASK, mask, len);
+    Value(NFTA_BITWISE_XOR, zero.data(), len);
   }
   void Range(uint16_t first_be, uint16_t last_be) {
-    nftnl_expr* e = New("range");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_SREG, NFT_REG_1);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_OP, NFT_RANGE_EQ);
-    nftnl_expr_set(e, NFTNL_EXPR_RANGE_FROM_DATA, &first_be, sizeof(first_be));
-    nftnl_expr_set(e, NFTNL_EXPR_RANGE_TO_DATA, &last_be, sizeof(last_be));
+    Expr e(*this, "range");
+    U32(NFTA_RANGE_SREG, NFT_REG_1);
+    U32(NFTA_RANGE_OP, NFT_RANGE_EQ);
+    Value(NFTA_RANGE_FROM_DATA, &first_be, sizeof(first_be));
+    Value(NFTA_RANGE_TO_DATA, &last_be, sizeof(last_be));
   }
   void Ct(uint32_t key) {
-    nftnl_expr* e = New("ct");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, key);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+    Expr e(*this, "ct");
+    U32(NFTA_CT_KEY, key);
+    U32(NFTA_CT_DREG, NFT_REG_1);
   }
   void Lookup(uint32_t sreg, const std::string& set, bool is_map, uint32_t set_id = 0,
               bool inverted = false) {
-    nftnl_expr* e = New("lookup");
-    if (inverted) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, sreg);
-    nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set.c_str());
-    if (set_id != 0) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, set_id);
-    if (is_map) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, NFT_REG_VERDICT);
+    Expr e(*this, "lookup");
+    U32(NFTA_LOOKUP_SREG, sreg);
+    if (is_map) U32(NFTA_LOOKUP_DREG, NFT_REG_VERDICT);
+    mnl_attr_put_strz(nlh_, NFTA_LOOKUP_SET, set.c_str());
+    if (set_id != 0) U32(NFTA_LOOKUP_SET_ID, set_id);
+    if (inverted) U32(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
   }
   void CounterRef(const std::string& name) {
-    nftnl_expr* e = New("objref");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_OBJREF_IMM_TYPE, NFT_OBJECT_COUNTER);
-    nftnl_expr_set_str(e, NFTNL_EXPR_OBJREF_IMM_NAME, name.c_str());
+    Expr e(*this, "objref");
+    U32(NFTA_OBJREF_IMM_TYPE, NFT_OBJECT_COUNTER);
+    mnl_attr_put_strz(nlh_, NFTA_OBJREF_IMM_NAME, name.c_str());
   }
-  void Verdict(uint32_t code) {
-    nftnl_expr* e = New("immediate");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, code);
+  void Verdict(uint32_t code) { Immediate(code, nullptr); }
+  // NFT_GOTO or NFT_JUMP to `chain`.
+  void ToChain(int verdict, const std::string& chain) {
+    Immediate(static_cast<uint32_t>(verdict), chain.c_str());
   }
-  void Goto(const std::string& chain) {
-    nftnl_expr* e = New("immediate");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, static_cast<uint32_t>(NFT_GOTO));
-    nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, chain.c_str());
-  }
-  void Masquerade() { New("masq"); }
+  void Masquerade() { Expr e(*this, "masq"); }
   // Loads 1 if the packet has an IPv6 extension header of `type`, else 0.
   void ExthdrPresent(uint8_t type) {
-    nftnl_expr* e = New("exthdr");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_DREG, NFT_REG_1);
-    nftnl_expr_set_u8(e, NFTNL_EXPR_EXTHDR_TYPE, type);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OFFSET, 0);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_LEN, 1);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OP, NFT_EXTHDR_OP_IPV6);
+    Expr e(*this, "exthdr");
+    U32(NFTA_EXTHDR_DREG, NFT_REG_1);
+    mnl_attr_put_u8(nlh_, NFTA_EXTHDR_TYPE, type);
+    U32(NFTA_EXTHDR_OFFSET, 0);
+    U32(NFTA_EXTHDR_LEN, 1);
+    U32(NFTA_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT);
+    U32(NFTA_EXTHDR_OP, NFT_EXTHDR_OP_IPV6);
   }
   // `iifname "<prefix>*"` / `oifname "<prefix>*"`: the name's leading bytes.
   void IfnamePrefix(bool output, const std::string& prefix) {
@@ -145,8 +159,7 @@ class RuleBuilder {
 
   // `<family> saddr|daddr [!=] prefix`
   void Address(const Cidr& c, bool source, bool negate) {
-    const bool v4 = c.family() == Family::kV4;
-    const uint32_t offset = v4 ? (source ? 12 : 16) : (source ? 8 : 24);
+    const uint32_t offset = AddressOffset(c.family(), source);
     // A byte-aligned prefix compares only its leading bytes: one expression
     // fewer than load + mask + compare, as nft itself encodes it.
     const bool aligned = c.prefix % 8 == 0;
@@ -160,12 +173,48 @@ class RuleBuilder {
   }
 
  private:
-  nftnl_expr* New(const char* name) {
-    nftnl_expr* e = nftnl_expr_alloc(name);
-    nftnl_rule_add_expr(r_, e);  // the rule owns it from here
-    return e;
+  // One NFTA_LIST_ELEM: the expression's name, then its attributes inside
+  // NFTA_EXPR_DATA until the scope ends.
+  class Expr {
+   public:
+    Expr(RuleBuilder& rb, const char* name) : rb_(rb) {
+      elem_ = mnl_attr_nest_start(rb.nlh_, NFTA_LIST_ELEM);
+      mnl_attr_put_strz(rb.nlh_, NFTA_EXPR_NAME, name);
+      data_ = mnl_attr_nest_start(rb.nlh_, NFTA_EXPR_DATA);
+    }
+    Expr(const Expr&) = delete;
+    Expr& operator=(const Expr&) = delete;
+    ~Expr() {
+      mnl_attr_nest_end(rb_.nlh_, data_);
+      mnl_attr_nest_end(rb_.nlh_, elem_);
+    }
+
+   private:
+    RuleBuilder& rb_;
+    nlattr* elem_;
+    nlattr* data_;
+  };
+
+  void U32(uint16_t type, uint32_t value) { mnl_attr_put_u32(nlh_, type, htobe32(value)); }
+  // `type` > NFTA_DATA_VALUE: a register value (cmp, bitwise, range).
+  void Value(uint16_t type, const void* data, uint32_t len) {
+    nlattr* nest = mnl_attr_nest_start(nlh_, type);
+    mnl_attr_put(nlh_, NFTA_DATA_VALUE, len, data);
+    mnl_attr_nest_end(nlh_, nest);
   }
-  nftnl_rule* r_;
+  void Immediate(uint32_t code, const char* chain) {
+    Expr e(*this, "immediate");
+    U32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+    nlattr* data = mnl_attr_nest_start(nlh_, NFTA_IMMEDIATE_DATA);
+    nlattr* verdict = mnl_attr_nest_start(nlh_, NFTA_DATA_VERDICT);
+    U32(NFTA_VERDICT_CODE, code);
+    if (chain != nullptr) mnl_attr_put_strz(nlh_, NFTA_VERDICT_CHAIN, chain);
+    mnl_attr_nest_end(nlh_, verdict);
+    mnl_attr_nest_end(nlh_, data);
+  }
+
+  nlmsghdr* nlh_;
+  nlattr* list_;
 };
 
 void EncodeFamily(RuleBuilder& rb, Family f) {
@@ -177,12 +226,38 @@ void EncodeFamily(RuleBuilder& rb, Family f) {
 // Every rule that reads a network header field carries its `meta nfproto`
 // check, even in a chain only one family reaches: without it `nft list`
 // prints the field as a raw payload offset (`@nh,128,32`) instead of `ip daddr`.
+// A rule of such a chain that reads no network header field (`meta l4proto
+// icmp ct state related`) needs no check to be read right, and goes without:
+// every expression costs the kernel about a microsecond per install.
 constexpr bool kAuditable = true;
+
+bool ReadsNetworkHeader(const Rule& r) {
+  return r.saddr || r.saddr_set || !r.saddr_not.empty() || r.daddr || r.daddr_set ||
+         !r.daddr_not.empty() || r.ip_options || r.routing_header || r.pin_set || r.allow_set;
+}
+
+bool NeedsFamilyCheck(const Rule& r) {
+  return !r.family_known || (kAuditable && ReadsNetworkHeader(r));
+}
 
 uint32_t NewPortSet(Batch& b, const std::string& table, const std::vector<PortRange>& ports);
 
-void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule& r) {
-  if (auto f = r.family(); f && (!r.family_known || kAuditable)) EncodeFamily(rb, *f);
+// The anonymous port sets a rule looks up (its transaction ids, 0: none):
+// messages of their own, so they are added before the rule's.
+struct PortSets {
+  uint32_t dports = 0;
+  uint32_t sports = 0;
+};
+
+PortSets NewPortSets(Batch& b, const std::string& table, const Rule& r) {
+  PortSets ids;
+  if (r.dports.size() > 1) ids.dports = NewPortSet(b, table, r.dports);
+  if (r.sports.size() > 1) ids.sports = NewPortSet(b, table, r.sports);
+  return ids;
+}
+
+void EncodeRule(RuleBuilder& rb, const Rule& r, const PortSets& sets) {
+  if (auto f = r.family(); f && NeedsFamilyCheck(r)) EncodeFamily(rb, *f);
   if (r.iifname_prefix || r.oifname_prefix) {
     const bool output = r.oifname_prefix.has_value();
     rb.IfnamePrefix(output, output ? *r.oifname_prefix : *r.iifname_prefix);
@@ -208,15 +283,15 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
   // A /0 prefix matches every address of the family: nothing to compare.
   if (r.saddr && r.saddr->prefix > 0) rb.Address(*r.saddr, /*source=*/true, r.saddr_negate);
   if (r.saddr_set) {
-    const bool v4 = *r.set_family == Family::kV4;
-    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 12 : 8, v4 ? 4 : 16, NFT_REG_1);
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, AddressOffset(*r.set_family, /*source=*/true),
+               AddressLen(*r.set_family), NFT_REG_1);
     rb.Lookup(NFT_REG_1, *r.saddr_set, /*is_map=*/false);
   }
   for (const Cidr& c : r.saddr_not) rb.Address(c, /*source=*/true, /*negate=*/true);
   if (r.daddr && r.daddr->prefix > 0) rb.Address(*r.daddr, /*source=*/false, false);
   if (r.daddr_set) {
-    const bool v4 = *r.set_family == Family::kV4;
-    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 16 : 24, v4 ? 4 : 16, NFT_REG_1);
+    rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, AddressOffset(*r.set_family, /*source=*/false),
+               AddressLen(*r.set_family), NFT_REG_1);
     rb.Lookup(NFT_REG_1, *r.daddr_set, /*is_map=*/false);
   }
   for (const Cidr& c : r.daddr_not) rb.Address(c, /*source=*/false, /*negate=*/true);
@@ -237,9 +312,8 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
       rb.Range(first, htobe16(r.dports[0].last));
     }
   } else if (r.dports.size() > 1) {
-    const uint32_t set_id = NewPortSet(b, table, r.dports);
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
-    rb.Lookup(NFT_REG_1, kAnonymousSet, /*is_map=*/false, set_id);
+    rb.Lookup(NFT_REG_1, kAnonymousSetName, /*is_map=*/false, sets.dports);
   }
   if (r.sports.size() == 1) {
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG_1);
@@ -250,9 +324,8 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
       rb.Range(first, htobe16(r.sports[0].last));
     }
   } else if (r.sports.size() > 1) {
-    const uint32_t set_id = NewPortSet(b, table, r.sports);
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG_1);
-    rb.Lookup(NFT_REG_1, kAnonymousSet, /*is_map=*/false, set_id);
+    rb.Lookup(NFT_REG_1, kAnonymousSetName, /*is_map=*/false, sets.sports);
   }
   // A packet has exactly one state bit, so "any of these" is mask != 0.
   for (const auto& [wanted, mask] :
@@ -267,9 +340,8 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
   }
   if (r.pin_set) {
     // (daddr . th dport) concatenated into consecutive 32-bit registers.
-    const bool v4 = *r.pin_family == Family::kV4;
-    const uint32_t addr_len = v4 ? 4 : 16;
-    const uint32_t addr_offset = r.pin_by_source ? (v4 ? 12 : 8) : (v4 ? 16 : 24);
+    const uint32_t addr_len = AddressLen(*r.pin_family);
+    const uint32_t addr_offset = AddressOffset(*r.pin_family, r.pin_by_source);
     rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset, addr_len, NFT_REG32_00);
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, r.pin_by_source ? 0 : 2, 2,
                NFT_REG32_00 + addr_len / kRegSize32);
@@ -277,9 +349,8 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
   }
   if (r.allow_set) {
     // (meta l4proto . addr . th port) on consecutive 32-bit registers.
-    const bool v4 = *r.set_family == Family::kV4;
-    const uint32_t addr_len = v4 ? 4 : 16;
-    const uint32_t addr_offset = r.pin_by_source ? (v4 ? 12 : 8) : (v4 ? 16 : 24);
+    const uint32_t addr_len = AddressLen(*r.set_family);
+    const uint32_t addr_offset = AddressOffset(*r.set_family, r.pin_by_source);
     rb.Meta(NFT_META_L4PROTO, NFT_REG32_00);
     rb.Payload(NFT_PAYLOAD_NETWORK_HEADER, addr_offset, addr_len, NFT_REG32_00 + 1);
     rb.Payload(NFT_PAYLOAD_TRANSPORT_HEADER, r.pin_by_source ? 0 : 2, 2,
@@ -306,7 +377,10 @@ void EncodeRule(Batch& b, const std::string& table, RuleBuilder& rb, const Rule&
       rb.Verdict(NFT_RETURN);
       break;
     case Verdict::kGoto:
-      rb.Goto(*r.target);
+      rb.ToChain(NFT_GOTO, *r.target);
+      break;
+    case Verdict::kJump:
+      rb.ToChain(NFT_JUMP, *r.target);
       break;
     case Verdict::kMasquerade:
       rb.Masquerade();
@@ -327,20 +401,39 @@ SetPtr NamedSet(const std::string& table, const std::string& name) {
   return s;
 }
 
-void AddSetMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::string what) {
+void AddSetMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::string_view what) {
   // The kernel requires a transaction-unique id on every new set; the
   // message's sequence number is one.
   if (type == NFT_MSG_NEWSET && !nftnl_set_is_set(s, NFTNL_SET_ID)) {
     nftnl_set_set_u32(s, NFTNL_SET_ID, b.next_seq());
   }
-  nlmsghdr* nlh = b.Begin(type, flags, std::move(what));
+  nlmsghdr* nlh = b.Begin(type, flags, what);
   nftnl_set_nlmsg_build_payload(nlh, s);
   b.Commit(nlh);
 }
 
-void AddElemsMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::string what) {
-  nlmsghdr* nlh = b.Begin(type, flags, std::move(what));
+void AddElemsMessage(Batch& b, nftnl_set* s, uint16_t type, uint16_t flags, std::string_view what) {
+  nlmsghdr* nlh = b.Begin(type, flags, what);
   nftnl_set_elems_nlmsg_build_payload(nlh, s);
+  b.Commit(nlh);
+}
+
+// One interface-name element of a set or dispatch map (`jump_to`: the
+// element's verdict, a jump to that chain) in a message of its own.
+void IfnameElementMessage(Batch& b, const std::string& table, const std::string& set,
+                          const std::string& ifname, const std::string* jump_to, uint16_t type,
+                          uint16_t flags, std::initializer_list<std::string_view> what) {
+  SetPtr s = NamedSet(table, set);
+  nftnl_set_elem* e = nftnl_set_elem_alloc();
+  const auto key = IfnameKey(ifname);
+  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
+  if (jump_to != nullptr) {
+    nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT, static_cast<uint32_t>(NFT_JUMP));
+    nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, jump_to->c_str());
+  }
+  nftnl_set_elem_add(s.get(), e);
+  nlmsghdr* nlh = b.Begin(type, flags, what);
+  nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
   b.Commit(nlh);
 }
 
@@ -512,35 +605,42 @@ void DelChain(Batch& b, const std::string& table, const std::string& chain) {
   b.Commit(nlh);
 }
 
+// NFTA_RULE_TABLE and NFTA_RULE_CHAIN, as libnftnl puts them.
+void PutRuleTarget(nlmsghdr* nlh, const std::string& table, const std::string& chain) {
+  mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
+  mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
+}
+
 void NewRule(Batch& b, const std::string& table, const std::string& chain, const Rule& rule,
-             const std::string& what) {
-  RulePtr r(nftnl_rule_alloc());
-  nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
-  nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
-  RuleBuilder rb(r.get());
-  EncodeRule(b, table, rb, rule);
-  if (!rule.comment.empty()) {
-    UdataPtr ud(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
-    nftnl_udata_put_strz(ud.get(), NFTNL_UDATA_RULE_COMMENT, rule.comment.c_str());
-    nftnl_rule_set_data(r.get(), NFTNL_RULE_USERDATA, nftnl_udata_buf_data(ud.get()),
-                        nftnl_udata_buf_len(ud.get()));
-  }
+             std::initializer_list<std::string_view> what) {
+  const PortSets sets = NewPortSets(b, table, rule);
   nlmsghdr* nlh = b.Begin(NFT_MSG_NEWRULE, NLM_F_APPEND | kCreate, what);
-  nftnl_rule_nlmsg_build_payload(nlh, r.get());
+  PutRuleTarget(nlh, table, chain);
+  if (!rule.comment.empty()) {
+    // The comment as nftnl_udata_put_strz lays it out: type, length, text
+    // with its NUL (at most NFT_USERDATA_MAXLEN in all).
+    std::array<char, NFT_USERDATA_MAXLEN> udata{};
+    const size_t len = std::min(rule.comment.size() + 1, udata.size() - 2);
+    udata[0] = NFTNL_UDATA_RULE_COMMENT;
+    udata[1] = static_cast<char>(len);
+    std::memcpy(udata.data() + 2, rule.comment.data(), len - 1);
+    mnl_attr_put(nlh, NFTA_RULE_USERDATA, len + 2, udata.data());
+  }
+  RuleBuilder rb(nlh);
+  EncodeRule(rb, rule, sets);
+  rb.Finish();
   b.Commit(nlh);
 }
 
 void NewDispatchRule(Batch& b, const std::string& table, const std::string& chain,
                      const std::string& map, bool by_output_interface) {
-  RulePtr r(nftnl_rule_alloc());
-  nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
-  nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
-  RuleBuilder rb(r.get());
+  nlmsghdr* nlh =
+      b.Begin(NFT_MSG_NEWRULE, NLM_F_APPEND | kCreate, {"add rule ", chain, " dispatch @", map});
+  PutRuleTarget(nlh, table, chain);
+  RuleBuilder rb(nlh);
   rb.Meta(by_output_interface ? NFT_META_OIFNAME : NFT_META_IIFNAME, NFT_REG_1);
   rb.Lookup(NFT_REG_1, map, /*is_map=*/true);
-  nlmsghdr* nlh =
-      b.Begin(NFT_MSG_NEWRULE, NLM_F_APPEND | kCreate, "add rule " + chain + " dispatch @" + map);
-  nftnl_rule_nlmsg_build_payload(nlh, r.get());
+  rb.Finish();
   b.Commit(nlh);
 }
 
@@ -594,33 +694,22 @@ void NewIfnameSet(Batch& b, const std::string& table, const std::string& set) {
 
 void NewIfnameElement(Batch& b, const std::string& table, const std::string& set,
                       const std::string& ifname) {
-  SetPtr s = NamedSet(table, set);
-  nftnl_set_elem* e = nftnl_set_elem_alloc();
-  const auto key = IfnameKey(ifname);
-  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
-  nftnl_set_elem_add(s.get(), e);
-  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreateExcl,
-                  "add element \"" + ifname + "\" to set " + set);
+  IfnameElementMessage(b, table, set, ifname, nullptr, NFT_MSG_NEWSETELEM, kCreateExcl,
+                       {"add element \"", ifname, "\" to set ", set});
 }
 
 void DelIfnameElement(Batch& b, const std::string& table, const std::string& set,
                       const std::string& ifname) {
-  SetPtr s = NamedSet(table, set);
-  nftnl_set_elem* e = nftnl_set_elem_alloc();
-  const auto key = IfnameKey(ifname);
-  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
-  nftnl_set_elem_add(s.get(), e);
-  AddElemsMessage(b, s.get(), NFT_MSG_DELSETELEM, 0,
-                  "delete element \"" + ifname + "\" from set " + set);
+  IfnameElementMessage(b, table, set, ifname, nullptr, NFT_MSG_DELSETELEM, 0,
+                       {"delete element \"", ifname, "\" from set ", set});
 }
 
 void NewPinSet(Batch& b, const std::string& table, const PinSetSpec& set, bool exclusive) {
-  const bool v4 = set.family == Family::kV4;
   SetPtr s = NamedSet(table, set.name);
   nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_TIMEOUT);
   nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE,
-                    ((v4 ? kTypeIpAddr : kTypeIp6Addr) << kTypeBits) | kTypeInetService);
-  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, (v4 ? 4 : 16) + PadTo32(2));
+                    (AddressType(set.family) << kTypeBits) | kTypeInetService);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, AddressLen(set.family) + PadTo32(2));
   nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, set.max_elements);
   AddSetMessage(b, s.get(), NFT_MSG_NEWSET, exclusive ? kCreateExcl : kCreate,
                 "add set " + set.name);
@@ -633,31 +722,19 @@ void DelSet(Batch& b, const std::string& table, const std::string& set) {
 
 void NewDispatchElement(Batch& b, const std::string& table, const std::string& map,
                         const std::string& ifname, const std::string& chain) {
-  SetPtr s = NamedSet(table, map);
-  nftnl_set_elem* e = nftnl_set_elem_alloc();
-  const auto key = IfnameKey(ifname);
-  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
-  nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT, static_cast<uint32_t>(NFT_JUMP));
-  nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, chain.c_str());
-  nftnl_set_elem_add(s.get(), e);
-  AddElemsMessage(b, s.get(), NFT_MSG_NEWSETELEM, kCreateExcl,
-                  "add element \"" + ifname + "\" to map " + map);
+  IfnameElementMessage(b, table, map, ifname, &chain, NFT_MSG_NEWSETELEM, kCreateExcl,
+                       {"add element \"", ifname, "\" to map ", map});
 }
 
 void DelDispatchElement(Batch& b, const std::string& table, const std::string& map,
                         const std::string& ifname) {
-  SetPtr s = NamedSet(table, map);
-  nftnl_set_elem* e = nftnl_set_elem_alloc();
-  const auto key = IfnameKey(ifname);
-  nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key.data(), key.size());
-  nftnl_set_elem_add(s.get(), e);
-  AddElemsMessage(b, s.get(), NFT_MSG_DELSETELEM, 0,
-                  "delete element \"" + ifname + "\" from map " + map);
+  IfnameElementMessage(b, table, map, ifname, nullptr, NFT_MSG_DELSETELEM, 0,
+                       {"delete element \"", ifname, "\" from map ", map});
 }
 
 void NewPinElements(Batch& b, const std::string& table, const std::string& set, Family family,
                     const std::vector<PinElement>& elements) {
-  const size_t addr_len = family == Family::kV4 ? 4 : 16;
+  const size_t addr_len = AddressLen(family);
   ElementWriter w(b, table, set, 0, NFT_MSG_NEWSETELEM, kCreate,
                   "pin " + std::to_string(elements.size()) + " element(s) into set " + set);
   for (const PinElement& pin : elements) {
@@ -674,14 +751,12 @@ void NewPinElements(Batch& b, const std::string& table, const std::string& set, 
 
 void NewAllowSet(Batch& b, const std::string& table, const AllowSetSpec& set, bool exclusive,
                  bool flush_first) {
-  const bool v4 = set.family == Family::kV4;
-  const uint32_t addr_len = v4 ? 4 : 16;
+  const uint32_t addr_len = AddressLen(set.family);
   SetPtr s = NamedSet(table, set.name);
   nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL | NFT_SET_CONCAT);
-  nftnl_set_set_u32(
-      s.get(), NFTNL_SET_KEY_TYPE,
-      (((kTypeInetProtocol << kTypeBits) | (v4 ? kTypeIpAddr : kTypeIp6Addr)) << kTypeBits) |
-          kTypeInetService);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE,
+                    (((kTypeInetProtocol << kTypeBits) | AddressType(set.family)) << kTypeBits) |
+                        kTypeInetService);
   nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, kRegSize32 + addr_len + kRegSize32);
   const std::array<uint8_t, 3> fields = {1, static_cast<uint8_t>(addr_len), 2};
   nftnl_set_set_data(s.get(), NFTNL_SET_DESC_CONCAT, fields.data(), fields.size());
@@ -716,11 +791,10 @@ void NewAllowSet(Batch& b, const std::string& table, const AllowSetSpec& set, bo
 
 void NewAddressSet(Batch& b, const std::string& table, const std::string& name, Family family,
                    const std::vector<Cidr>& ranges) {
-  const bool v4 = family == Family::kV4;
-  const size_t len = v4 ? 4 : 16;
+  const size_t len = AddressLen(family);
   SetPtr s = NamedSet(table, name);
   nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, NFT_SET_INTERVAL);
-  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, v4 ? kTypeIpAddr : kTypeIp6Addr);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, AddressType(family));
   nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, static_cast<uint32_t>(len));
   AddSetMessage(b, s.get(), NFT_MSG_NEWSET, kCreate, "add set " + name);
   // Flush and refill in the same transaction: a re-run replaces the contents

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <string_view>
 
 #include "netfilter/nft_batch.h"
 #include "netfilter/ruleset.h"
@@ -27,8 +29,13 @@ void FlushChain(Batch& b, const std::string& table, const std::string& chain);
 // Deletes a chain and its rules; its dispatch elements must be gone first.
 void DelChain(Batch& b, const std::string& table, const std::string& chain);
 
+// `what` describes the message for errors (Batch::Begin), maybe in pieces.
 void NewRule(Batch& b, const std::string& table, const std::string& chain, const Rule& rule,
-             const std::string& what);
+             std::initializer_list<std::string_view> what);
+inline void NewRule(Batch& b, const std::string& table, const std::string& chain, const Rule& rule,
+                    std::string_view what) {
+  NewRule(b, table, chain, rule, {what});
+}
 // `<meta key> vmap @map`: the dispatch rule of a base chain.
 void NewDispatchRule(Batch& b, const std::string& table, const std::string& chain,
                      const std::string& map, bool by_output_interface);

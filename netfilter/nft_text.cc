@@ -41,6 +41,8 @@ std::string VerdictText(Verdict v) {
       return "return";
     case Verdict::kGoto:
       return "goto";
+    case Verdict::kJump:
+      return "jump";
     case Verdict::kMasquerade:
       return "masquerade";
   }
@@ -168,6 +170,11 @@ std::string RenderSkeleton(const SkeletonConfig& config) {
       std::string elements;
       for (const Cidr& c : set.ranges) elements += (elements.empty() ? "" : ", ") + Prefix(c);
       out += "add element " + t + " " + set.name + " { " + elements + " }\n";
+    }
+    out += "add chain " + t + " " + kNeighbourDiscoveryChain + "\n";
+    out += "flush chain " + t + " " + kNeighbourDiscoveryChain + "\n";
+    for (const Rule& r : BuildNeighbourDiscoveryRules()) {
+      out += "add rule " + t + " " + kNeighbourDiscoveryChain + " " + RenderRule(r) + "\n";
     }
     out += "flush chain " + t + " " + kForwardChain + "\n";
     out += "flush chain " + t + " " + kInputChain + "\n";

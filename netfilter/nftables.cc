@@ -7,7 +7,10 @@
 #include <linux/netfilter/nf_tables.h>
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <memory>
+#include <string_view>
 
 #include "common/c_ptr.h"
 #include "common/errno_status.h"
@@ -22,9 +25,11 @@ constexpr uint32_t kSeqWindow = 1U << 16;
 void AppendRules(Batch& b, const std::string& table, const ChainSpec& chain,
                  const std::string& tap) {
   for (size_t i = 0; i < chain.rules.size(); ++i) {
+    std::array<char, 16> number{};
+    const auto [end, ec] = std::to_chars(number.begin(), number.end(), i + 1);
     encode::NewRule(b, table, chain.name, chain.rules[i],
-                    "add rule " + std::to_string(i + 1) + " (" + chain.rules[i].comment +
-                        ") to chain " + chain.name + " of tap " + tap);
+                    {"add rule ", std::string_view(number.data(), end - number.data()), " (",
+                     chain.rules[i].comment, ") to chain ", chain.name, " of tap ", tap});
   }
 }
 
@@ -62,10 +67,12 @@ absl::StatusOr<Nftables> Nftables::Open(int netns_fd, uint32_t shards) {
 
 std::string Nftables::TableFor(const std::string& tap) const { return ShardTable(tap, shards_); }
 
-Batch Nftables::NewBatch() { return Batch(sock_.NextSeq(kSeqWindow)); }
+Batch Nftables::NewBatch() { return Batch(sock_.NextSeq(kSeqWindow), std::move(spare_)); }
 
 absl::Status Nftables::Commit(Batch& batch, const std::string& context) {
-  return sock_.Send(batch, context);
+  absl::Status status = sock_.Send(batch, context);
+  spare_ = std::move(batch).TakeStorage();
+  return status;
 }
 
 absl::Status Nftables::EnsureSkeleton(const SkeletonConfig& config) {
@@ -85,6 +92,13 @@ absl::Status Nftables::EnsureSkeleton(const SkeletonConfig& config) {
       encode::NewDispatchMap(b, table, map);
     for (const SkeletonSet& set : SkeletonSets()) {
       encode::NewAddressSet(b, table, set.name, set.family, set.ranges);
+    }
+    // The checks every tap's chains share, refilled the same way.
+    encode::NewChain(b, table, kNeighbourDiscoveryChain, /*exclusive=*/false);
+    encode::FlushChain(b, table, kNeighbourDiscoveryChain);
+    for (const Rule& r : BuildNeighbourDiscoveryRules()) {
+      encode::NewRule(b, table, kNeighbourDiscoveryChain, r,
+                      "add rule to chain " + std::string(kNeighbourDiscoveryChain));
     }
     // Flush and refill the base chains inside the transaction: a re-run never
     // duplicates a dispatch rule and no packet sees an empty base chain.

@@ -82,6 +82,8 @@ class Nftables {
   Nftables(NetlinkSocket sock, uint32_t shards) : sock_(std::move(sock)), shards_(shards) {}
   NetlinkSocket sock_;
   uint32_t shards_;
+  // The last committed batch's memory, reused by the next (Batch::Storage).
+  Batch::Storage spare_;
 };
 
 }  // namespace forkd::netfilter

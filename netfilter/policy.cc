@@ -22,28 +22,29 @@ bool IsPrivate(const Cidr& c) {
 }
 
 absl::Status ValidateAllowRule(const TapPolicy& p, const AllowRule& rule) {
-  const std::string where = "allow rule " + ToString(rule);
+  // Built only for an error: a valid policy's rules are never formatted.
+  const auto where = [&] { return "allow rule " + ToString(rule); };
   if (rule.ports.empty() && rule.protocol != Protocol::kAny) {
-    return Error(p, where +
+    return Error(p, where() +
                         ": a protocol needs ports (a rule without ports allows every port "
                         "and protocol of its destination)");
   }
   if (rule.ports.size() > kMaxPortRangesPerRule) {
-    return Error(p, where.substr(0, 80) + ": " + std::to_string(rule.ports.size()) +
+    return Error(p, where().substr(0, 80) + ": " + std::to_string(rule.ports.size()) +
                         " port ranges, at most " + std::to_string(kMaxPortRangesPerRule));
   }
   for (size_t i = 0; i < rule.ports.size(); ++i) {
     const PortRange& r = rule.ports[i];
-    if (r.first == 0 || r.last == 0) return Error(p, where + ": port 0 is not a valid port");
+    if (r.first == 0 || r.last == 0) return Error(p, where() + ": port 0 is not a valid port");
     if (r.first > r.last) {
-      return Error(p, where + ": inverted port range " + std::to_string(r.first) + "-" +
+      return Error(p, where() + ": inverted port range " + std::to_string(r.first) + "-" +
                           std::to_string(r.last));
     }
     for (size_t j = 0; j < i; ++j) {
       const PortRange& o = rule.ports[j];
       if (r.first <= o.last && o.first <= r.last) {
         return Error(p,
-                     where + ": port ranges " + ToString(o) + " and " + ToString(r) + " overlap");
+                     where() + ": port ranges " + ToString(o) + " and " + ToString(r) + " overlap");
       }
     }
   }
@@ -54,7 +55,7 @@ absl::Status ValidateAllowRule(const TapPolicy& p, const AllowRule& rule) {
     const bool excepted = std::any_of(p.private_exceptions.begin(), p.private_exceptions.end(),
                                       [&](const Cidr& e) { return e.Covers(rule.destination); });
     if (range.Covers(rule.destination) && !excepted) {
-      return Error(p, where + ": destination lies in private range " + range.ToString() +
+      return Error(p, where() + ": destination lies in private range " + range.ToString() +
                           ", which stays blocked unless listed in private_exceptions");
     }
   }

@@ -125,8 +125,9 @@ std::optional<std::vector<AllowElement>> AllowElements(const TapPolicy& p) {
     for (size_t j = 0; j < i; ++j) {
       const AllowElement& x = out[i];
       const AllowElement& y = out[j];
-      if (x.l4proto == y.l4proto && x.destination.Overlaps(y.destination) &&
-          x.ports.first <= y.ports.last && y.ports.first <= x.ports.last) {
+      // The integer comparisons first: most pairs differ in their ports.
+      if (x.l4proto == y.l4proto && x.ports.first <= y.ports.last &&
+          y.ports.first <= x.ports.last && x.destination.Overlaps(y.destination)) {
         return std::nullopt;
       }
     }
@@ -134,8 +135,10 @@ std::optional<std::vector<AllowElement>> AllowElements(const TapPolicy& p) {
   return out;
 }
 
-void AddAllowRules(const TapPolicy& p, const TapObjectNames& n, std::vector<Rule>& rules) {
-  const std::optional<std::vector<AllowElement>> elements = AllowElements(p);
+// `elements`: AllowElements(p), computed once per ruleset.
+void AddAllowRules(const TapPolicy& p, const TapObjectNames& n,
+                   const std::optional<std::vector<AllowElement>>& elements,
+                   std::vector<Rule>& rules) {
   for (const AllowRule& a : p.allow) {
     if (a.ports.empty()) {
       Rule rule;
@@ -213,7 +216,8 @@ void AddHeaderHygiene(bool with_v6, std::vector<Rule>& rules) {
 // purpose: there is no `ct state established accept`, so every packet of a
 // flow is judged against the policy in force; a ReplaceTap that removes a
 // rule, or a pin that expires, stops the flow's next packet.
-std::vector<Rule> BuildPolicyBody(const TapPolicy& p, const TapObjectNames& n) {
+std::vector<Rule> BuildPolicyBody(const TapPolicy& p, const TapObjectNames& n,
+                                  const std::optional<std::vector<AllowElement>>& elements) {
   std::vector<Rule> rules;
   AddHeaderHygiene(p.guest_v6.has_value(), rules);
   // The resolver comes before the metadata block so an operator-chosen
@@ -232,7 +236,7 @@ std::vector<Rule> BuildPolicyBody(const TapPolicy& p, const TapObjectNames& n) {
   }
 
   AddPrivateBlocks(p, rules);
-  AddAllowRules(p, n, rules);
+  AddAllowRules(p, n, elements, rules);
   AddPinRules(p, n, rules);
 
   Rule terminal;
@@ -246,10 +250,11 @@ std::vector<Rule> BuildPolicyBody(const TapPolicy& p, const TapObjectNames& n) {
 // the per-rule family check: only packets of that family reach them.
 std::vector<Rule> ForFamily(const std::vector<Rule>& body, Family family) {
   std::vector<Rule> out;
-  for (Rule r : body) {
+  out.reserve(body.size());
+  for (const Rule& r : body) {
     if (r.family() && *r.family() != family) continue;
-    r.family_known = true;
-    out.push_back(std::move(r));
+    out.push_back(r);
+    out.back().family_known = true;
   }
   return out;
 }
@@ -257,7 +262,8 @@ std::vector<Rule> ForFamily(const std::vector<Rule>& body, Family family) {
 // Egress is split by family right after the anti-spoof rules: IPv6 goes to
 // its own chain, so every later rule of either chain sees one family only and
 // needs no `meta nfproto` check (a fifth of an install's expressions).
-void BuildEgress(const TapPolicy& p, const TapObjectNames& n, ChainSpec& v4, ChainSpec& v6) {
+void BuildEgress(const TapPolicy& p, const TapObjectNames& n, const std::vector<Rule>& body,
+                 ChainSpec& v4, ChainSpec& v6) {
   v4 = ChainSpec{n.egress_chain, {}};
   v6 = ChainSpec{n.egress6_chain, {}};
   AddAntiSpoof(p, n, v4.rules);
@@ -267,7 +273,6 @@ void BuildEgress(const TapPolicy& p, const TapObjectNames& n, ChainSpec& v4, Cha
   tx.comment = "egress from the guest's own address";
   v4.rules.push_back(tx);
 
-  const std::vector<Rule> body = BuildPolicyBody(p, n);
   if (p.guest_v6) {
     Rule to_v6;
     to_v6.only_family = Family::kV6;
@@ -315,7 +320,8 @@ std::vector<Rule> MirrorAll(const std::vector<Rule>& rules) {
 // removes a destination, or a pin that expires, cuts both directions of a
 // live flow at once. ICMP errors related to a flow (path MTU) come from
 // routers on the path, not the peer, and are let through by state alone.
-void BuildInbound(const TapPolicy& p, const TapObjectNames& n, ChainSpec& v4, ChainSpec& v6) {
+void BuildInbound(const TapPolicy& p, const TapObjectNames& n, const std::vector<Rule>& policy,
+                  ChainSpec& v4, ChainSpec& v6) {
   v4 = ChainSpec{n.inbound_chain, {}};
   v6 = ChainSpec{n.inbound6_chain, {}};
   Rule unsolicited;
@@ -323,7 +329,7 @@ void BuildInbound(const TapPolicy& p, const TapObjectNames& n, ChainSpec& v4, Ch
   unsolicited.verdict = Verdict::kDrop;
   unsolicited.comment = "unsolicited traffic to the guest";
   v4.rules.push_back(unsolicited);
-  const std::vector<Rule> body = MirrorAll(BuildPolicyBody(p, n));
+  const std::vector<Rule> body = MirrorAll(policy);
   auto icmp_errors = [](uint8_t proto) {
     Rule r;
     r.ct_related = true;
@@ -368,15 +374,14 @@ ChainSpec BuildInput(const TapPolicy& p, const TapObjectNames& n) {
     foreign.verdict = Verdict::kDrop;
     foreign.comment = "IPv6 from a source that is not the guest's";
     chain.rules.push_back(foreign);
-    for (uint8_t type : {kNdRouterSolicit, kNdNeighborSolicit, kNdNeighborAdvert}) {
-      Rule nd;
-      nd.only_family = Family::kV6;
-      nd.l4proto = IPPROTO_ICMPV6;
-      nd.icmpv6_type = type;
-      nd.verdict = Verdict::kAccept;
-      nd.comment = "IPv6 neighbour discovery";
-      chain.rules.push_back(nd);
-    }
+    // The discovery messages themselves are the same for every tap: one
+    // shared chain (kNeighbourDiscoveryChain) accepts them.
+    Rule nd;
+    nd.only_family = Family::kV6;
+    nd.verdict = Verdict::kJump;
+    nd.target = kNeighbourDiscoveryChain;
+    nd.comment = "IPv6 neighbour discovery";
+    chain.rules.push_back(nd);
   }
   Rule drop;
   drop.verdict = Verdict::kDrop;
@@ -451,15 +456,18 @@ TapRuleset BuildTapRuleset(const TapPolicy& policy, const std::string& table) {
   TapRuleset r;
   r.tap = policy.tap;
   r.names = NamesFor(policy.tap, table);
-  BuildEgress(policy, r.names, r.egress, r.egress6);
-  BuildInbound(policy, r.names, r.inbound, r.inbound6);
+  // Computed once: both directions share the body and the allow set.
+  const std::optional<std::vector<AllowElement>> elements = AllowElements(policy);
+  const std::vector<Rule> body = BuildPolicyBody(policy, r.names, elements);
+  BuildEgress(policy, r.names, body, r.egress, r.egress6);
+  BuildInbound(policy, r.names, body, r.inbound, r.inbound6);
   r.input = BuildInput(policy, r.names);
   // Both pin sets always exist, so a policy replacement that adds or drops
   // IPv6 never has to create or delete sets.
   r.pin_sets = {{r.names.pin_set_v4, Family::kV4, policy.pins.max_elements},
                 {r.names.pin_set_v6, Family::kV6, policy.pins.max_elements}};
   r.allow_sets = {{r.names.allow_set_v4, Family::kV4, {}}, {r.names.allow_set_v6, Family::kV6, {}}};
-  if (auto elements = AllowElements(policy)) {
+  if (elements) {
     for (const AllowElement& e : *elements) {
       r.allow_sets[e.destination.family() == Family::kV4 ? 0 : 1].elements.push_back(e);
     }
@@ -502,33 +510,43 @@ std::vector<Rule> BuildMasqueradeRules(const SkeletonConfig& config) {
   return rules;
 }
 
+namespace {
+
+// `<iifname|oifname> "<prefix>*" <iifname|oifname> != @installed_taps drop`.
+Rule FailClosed(const std::string& prefix, bool output) {
+  Rule r;
+  (output ? r.oifname_prefix : r.iifname_prefix) = prefix;
+  r.ifname_not_in = kGuardSet;
+  r.verdict = Verdict::kDrop;
+  r.comment = std::string("fail closed: ") + (output ? "to" : "from") +
+              " a forkd tap without a dispatch entry";
+  return r;
+}
+
+}  // namespace
+
 std::vector<Rule> BuildForwardFailClosedRules(const SkeletonConfig& config) {
-  std::vector<Rule> rules;
-  if (config.tap_prefix.empty()) return rules;
-  Rule from;
-  from.iifname_prefix = config.tap_prefix;
-  from.ifname_not_in = kGuardSet;
-  from.verdict = Verdict::kDrop;
-  from.comment = "fail closed: from a forkd tap without a dispatch entry";
-  rules.push_back(from);
-  Rule to;
-  to.oifname_prefix = config.tap_prefix;
-  to.ifname_not_in = kGuardSet;
-  to.verdict = Verdict::kDrop;
-  to.comment = "fail closed: to a forkd tap without a dispatch entry";
-  rules.push_back(to);
-  return rules;
+  if (config.tap_prefix.empty()) return {};
+  return {FailClosed(config.tap_prefix, /*output=*/false),
+          FailClosed(config.tap_prefix, /*output=*/true)};
 }
 
 std::vector<Rule> BuildInputFailClosedRules(const SkeletonConfig& config) {
+  if (config.tap_prefix.empty()) return {};
+  return {FailClosed(config.tap_prefix, /*output=*/false)};
+}
+
+std::vector<Rule> BuildNeighbourDiscoveryRules() {
   std::vector<Rule> rules;
-  if (config.tap_prefix.empty()) return rules;
-  Rule from;
-  from.iifname_prefix = config.tap_prefix;
-  from.ifname_not_in = kGuardSet;
-  from.verdict = Verdict::kDrop;
-  from.comment = "fail closed: from a forkd tap without a dispatch entry";
-  rules.push_back(from);
+  for (uint8_t type : {kNdRouterSolicit, kNdNeighborSolicit, kNdNeighborAdvert}) {
+    Rule nd;
+    nd.only_family = Family::kV6;
+    nd.l4proto = IPPROTO_ICMPV6;
+    nd.icmpv6_type = type;
+    nd.verdict = Verdict::kAccept;
+    nd.comment = "IPv6 neighbour discovery";
+    rules.push_back(nd);
+  }
   return rules;
 }
 
@@ -552,6 +570,7 @@ std::vector<SkeletonSet> SkeletonSets() {
 std::vector<Cidr> MetadataSetRanges(Family family) {
   const auto& table = family == Family::kV4 ? CloudMetadataV4() : CloudMetadataV6();
   std::vector<Cidr> ranges;
+  ranges.reserve(table.size());
   for (const MetadataEntry& e : table) ranges.push_back(e.range);
   std::sort(ranges.begin(), ranges.end(), [](const Cidr& a, const Cidr& b) {
     return a.address.bytes < b.address.bytes ||

@@ -32,6 +32,11 @@ inline constexpr char kMetadataSet6[] = "cloud_metadata6";
 // subtracts its own exceptions.
 inline constexpr char kPrivateSet4[] = "private4";
 inline constexpr char kPrivateSet6[] = "private6";
+// Checks that are the same for every tap live once per filter table in a
+// chain of their own that each tap's chains jump to: fewer rules (and kernel
+// expressions) per AddTap. IPv6 neighbour discovery, which a tap's input chain
+// jumps to once its foreign-source check has passed.
+inline constexpr char kNeighbourDiscoveryChain[] = "neighbour_discovery";
 // Fail closed: a table of its own (shards only know their own taps) whose base
 // chains drop packets from or to an interface with forkd's tap naming that is
 // not in its set of installed taps. AddTap adds the tap last, RemoveTap
@@ -41,7 +46,7 @@ inline constexpr char kGuardSet[] = "installed_taps";
 // Forkd's tap naming: SkeletonConfig::tap_prefix unless configured otherwise.
 inline constexpr char kDefaultTapPrefix[] = "sbt";
 
-enum class Verdict : uint8_t { kNone, kAccept, kDrop, kReturn, kGoto, kMasquerade };
+enum class Verdict : uint8_t { kNone, kAccept, kDrop, kReturn, kGoto, kJump, kMasquerade };
 
 // One rule: every present field must match (logical AND), then the verdict.
 struct Rule {
@@ -80,7 +85,7 @@ struct Rule {
   std::optional<std::string> ifname_not_in;
   std::optional<std::string> counter;  // named counter to bump
   Verdict verdict = Verdict::kNone;
-  std::optional<std::string> target;  // chain for kGoto
+  std::optional<std::string> target;  // chain for kGoto and kJump
   // Only packets of family() reach this rule (its chain is per family), so the
   // encoder leaves out the `meta nfproto` check.
   bool family_known = false;
@@ -185,6 +190,11 @@ std::vector<Rule> BuildMasqueradeRules(const SkeletonConfig& config);
 // interface with forkd's tap naming that is not in kGuardSet is dropped.
 std::vector<Rule> BuildForwardFailClosedRules(const SkeletonConfig& config);
 std::vector<Rule> BuildInputFailClosedRules(const SkeletonConfig& config);
+
+// The rules of kNeighbourDiscoveryChain (every filter table): accept the IPv6
+// neighbour discovery a guest needs; anything else returns to the tap's
+// input chain, which drops it.
+std::vector<Rule> BuildNeighbourDiscoveryRules();
 
 // The metadata table's ranges of one family, sorted and merged, as the
 // interval set holds them.

@@ -436,3 +436,62 @@ TEST(Ruleset, LongAllowRulesGetShortComments) {
 
 }  // namespace
 }  // namespace forkd::netfilter
+
+namespace forkd::netfilter {
+namespace {
+
+TEST(Ruleset, NeighbourDiscoveryIsOneSharedChainJumpedAfterTheForeignSourceCheck) {
+  const ChainSpec input = BuildTapRuleset(Dual()).input;
+  size_t foreign = input.rules.size();
+  size_t jump = input.rules.size();
+  for (size_t i = 0; i < input.rules.size(); ++i) {
+    const Rule& r = input.rules[i];
+    if (!r.saddr_not.empty() && r.verdict == Verdict::kDrop) foreign = i;
+    if (r.verdict == Verdict::kJump) {
+      EXPECT_EQ(r.target, kNeighbourDiscoveryChain);
+      EXPECT_EQ(r.only_family, Family::kV6);
+      jump = i;
+    }
+    // No accept of ICMPv6 in the tap's own chain: only the shared one has it.
+    EXPECT_FALSE(r.icmpv6_type) << RenderRule(r);
+  }
+  ASSERT_LT(foreign, input.rules.size());
+  ASSERT_LT(jump, input.rules.size());
+  EXPECT_LT(foreign, jump);
+  // The jump returns whatever the shared chain does not accept: the tap's own
+  // drop follows.
+  EXPECT_EQ(jump + 1, input.rules.size() - 1);
+  EXPECT_TRUE(IsUnconditional(input.rules.back()));
+  EXPECT_EQ(input.rules.back().verdict, Verdict::kDrop);
+  // Without IPv6 no jump.
+  for (const Rule& r : BuildTapRuleset(Base()).input.rules) EXPECT_NE(r.verdict, Verdict::kJump);
+
+  // The shared chain accepts exactly router solicitation and neighbour
+  // solicitation/advertisement, IPv6 only, and nothing else.
+  std::vector<std::string> shared;
+  for (const Rule& r : BuildNeighbourDiscoveryRules()) shared.push_back(RenderRule(r));
+  EXPECT_EQ(shared, (std::vector<std::string>{
+                        "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 133 accept comment "
+                        "\"IPv6 neighbour discovery\"",
+                        "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 135 accept comment "
+                        "\"IPv6 neighbour discovery\"",
+                        "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 136 accept comment "
+                        "\"IPv6 neighbour discovery\""}));
+}
+
+TEST(Ruleset, EgressAndInboundShareOneComputationOfTheAllowSet) {
+  // Both directions look up the same set, and the set holds each element once.
+  TapPolicy p = Base();
+  p.allow = {{*Cidr::Parse("203.0.113.0/24"), Protocol::kTcp, {{443, 443}, {80, 80}}}};
+  const TapRuleset rs = BuildTapRuleset(p);
+  EXPECT_EQ(rs.allow_sets[0].elements.size(), 2u);
+  size_t egress = 0;
+  size_t inbound = 0;
+  for (const Rule& r : rs.egress.rules) egress += r.allow_set == "tap_sbt0_allow4" ? 1 : 0;
+  for (const Rule& r : rs.inbound.rules) inbound += r.allow_set == "tap_sbt0_allow4" ? 1 : 0;
+  EXPECT_EQ(egress, 1u);
+  EXPECT_EQ(inbound, 1u);
+}
+
+}  // namespace
+}  // namespace forkd::netfilter
