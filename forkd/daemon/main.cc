@@ -106,6 +106,17 @@ int Run(int argc, char** argv) {
   }
 
   cfg.insecure_skip_guest_verify = flags->insecure_skip_guest_verify;
+  cfg.jail = flags->jail;
+  cfg.cgroup = flags->cgroup;
+  cfg.max_fork_running = flags->max_fork_running;
+  if (!cfg.jail.enabled) {
+    spdlog::critical(
+        "WARNING: --no-jail: every forkd-vmm runs UNJAILED as root with forkd's view of the "
+        "host; a guest that escapes its VMM owns this machine. For debugging only.");
+  } else {
+    spdlog::info("forkd-vmm jail: uid/gid {} {}-{}", cfg.jail.shared ? "shared" : "per VM from",
+                 cfg.jail.uid_first, cfg.jail.uid_first + cfg.jail.uid_count - 1);
+  }
 
   pipeline::RecoveryReport report;
   auto node = pipeline::Node::Start(cfg, &report);
@@ -116,6 +127,7 @@ int Run(int argc, char** argv) {
   for (const auto& id : report.adopted) spdlog::info("recovery: adopted live sandbox {}", id);
   for (const auto& id : report.removed) spdlog::info("recovery: removed remains of sandbox {}", id);
   for (const auto& n : report.notes) spdlog::info("recovery: {}", n);
+  if (!report.cgroup_warning.empty()) spdlog::warn("cgroups: {}", report.cgroup_warning);
 
   std::unique_ptr<Metrics> metrics;
   if (!flags->metrics_listen.empty()) {

@@ -72,6 +72,12 @@ std::string Ip(const netfilter::IpAddress& a) {
          std::to_string(a.bytes[2]) + "." + std::to_string(a.bytes[3]);
 }
 
+// The tap's owner: the jailed VMM's uid (and gid), which alone may attach it.
+template <typename S>
+std::optional<uint32_t> TapOwner(const S& sb) {
+  return sb.uid != 0 ? std::optional<uint32_t>(sb.uid) : std::nullopt;
+}
+
 std::string CauseOf(const absl::Status& s) {
   if (auto c = gate::ReapCauseOf(s)) return std::string("gate: ") + gate::ReapCauseName(*c);
   return std::string(absl::StatusCodeToString(s.code()));
@@ -94,6 +100,8 @@ struct Node::Sandbox {
   bool standby = false;
   fs::path dir;
   std::string serial;
+  uint32_t uid = 0;       // the VMM's uid and gid (jail_args.h); 0: not jailed
+  std::string vm_cgroup;  // the cgroup forkd made for the VMM (cgroup.h)
 };
 
 Node::Node(NodeConfig config, journal::Journal journal)
@@ -120,7 +128,12 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(NodeConfig config, RecoveryRep
     return ErrnoStatus(errno, "epoll_ctl eventfd");
   }
   RecoveryReport local;
-  FORKD_RETURN_IF_ERROR(node->Recover(report ? report : &local));
+  if (!report) report = &local;
+  node->uids_ = std::make_unique<sandbox::UidPool>(node->config_.jail);
+  FORKD_ASSIGN_OR_RETURN(auto placer,
+                         sandbox::CgroupPlacer::Init(node->config_.cgroup, &report->cgroup_warning));
+  node->cgroups_.emplace(std::move(placer));
+  FORKD_RETURN_IF_ERROR(node->Recover(report));
   node->watcher_ = std::thread([n = node.get()] { n->WatchLoop(); });
   node->refiller_ = std::thread([n = node.get()] { n->RefillLoop(); });
   return node;
@@ -169,7 +182,9 @@ absl::Status Node::JournalPut(const Sandbox& sb, const std::string& state) {
                       {"cgroup", sb.info.cgroup_path()},
                       {"created_unix_ms", sb.info.created_unix_ms()},
                       {"generation", sb.info.generation()},
-                      {"standby", sb.standby}};
+                      {"standby", sb.standby},
+                      {"uid", sb.uid},
+                      {"vm_cgroup", sb.vm_cgroup}};
   if (sb.info.vmm_pid() > 0) {
     j["pid"] = sb.info.vmm_pid();
     if (auto id = sandbox::IdentityOf(sb.info.vmm_pid()); id.ok()) {
@@ -209,6 +224,8 @@ absl::Status Node::Recover(RecoveryReport* report) {
     sb->netns_pin = rec.value("netns_pin", "");
     sb->dir = rec.value("dir", "");
     sb->standby = rec.value("standby", false);
+    sb->uid = rec.value("uid", 0u);
+    sb->vm_cgroup = rec.value("vm_cgroup", "");
     sb->info.set_sandbox_id(rec.value("sandbox_id", key));
     sb->info.set_template_id(rec.value("template_id", ""));
     sb->info.set_netns_path(rec.value("netns_path", ""));
@@ -257,6 +274,7 @@ absl::Status Node::Recover(RecoveryReport* report) {
       sb->info.set_state(v1::Sandbox::READY);
       sandboxes_.emplace(sb->info.sandbox_id(), sb);
       slots_.insert(sb->slot);
+      if (sb->uid != 0) uids_->MarkUsed(sb->uid);
       adopted_pids.insert(pid);
       kept_keys.insert(key);
       report->adopted.push_back(sb->info.sandbox_id());
@@ -269,6 +287,7 @@ absl::Status Node::Recover(RecoveryReport* report) {
       absl::Status p = sandbox::RemovePinnedNetns(sb->netns_pin);
       if (s.ok()) s = p;
     }
+    if (s.ok()) s = ReleaseVm(*sb);
     if (!s.ok()) return Annotate(s, "recovery of sandbox " + sb->info.sandbox_id());
     FORKD_RETURN_IF_ERROR(journal_.Remove(key));
     report->removed.push_back(sb->info.sandbox_id());
@@ -309,6 +328,18 @@ absl::Status Node::Recover(RecoveryReport* report) {
         fs::remove_all(entry.path(), ec);
       }
       report->notes.push_back("removed unowned " + entry.path().string());
+    }
+  }
+  // VM cgroups in forkd's parent that no kept record names (their VMMs are
+  // gone: a stray was killed above).
+  if (cgroups_->policy().enabled) {
+    std::set<std::string> kept_cgroups;
+    for (const auto& [id, sb] : sandboxes_) kept_cgroups.insert(sb->vm_cgroup);
+    for (const auto& entry : fs::directory_iterator(cgroups_->parent(), ec)) {
+      const std::string n = entry.path().filename().string();
+      if (n.rfind("forkd-vm-", 0) != 0 || kept_cgroups.count(entry.path().string())) continue;
+      FORKD_RETURN_IF_ERROR(sandbox::RemoveVmCgroup(entry.path().string()));
+      report->notes.push_back("removed unowned cgroup " + entry.path().string());
     }
   }
   for (auto& [id, sb] : sandboxes_) Watch(sb);
@@ -401,6 +432,7 @@ void Node::Dispose(Sandbox& sb, v1::Sandbox::State state, const std::string& cau
     absl::Status p = sandbox::RemovePinnedNetns(sb.netns_pin);
     if (s.ok()) s = p;
   }
+  if (s.ok()) s = ReleaseVm(sb);
   if (s.ok()) {
     s = journal_.Remove(sb.key);
   } else {
@@ -499,7 +531,28 @@ absl::StatusOr<v1::Template> Node::CreateTemplate(const v1::CreateTemplateReques
                           config_.kernel_sha256, config_.data_dir / "templates"};
   env.initrd_sha256 = config_.initrd_sha256;
   env.insecure_skip_guest_verify = config_.insecure_skip_guest_verify;
-  auto meta = templates::BuildTemplate(env, request, emit);
+  env.jail = config_.jail;
+  absl::Status uid_status;
+  if (config_.jail.enabled) {
+    auto uid = uids_->Acquire();
+    if (uid.ok()) env.vmm_uid = *uid;
+    uid_status = uid.status();
+  }
+  absl::StatusOr<templates::TemplateMeta> meta =
+      uid_status.ok() ? templates::BuildTemplate(env, request, emit)
+                      : absl::StatusOr<templates::TemplateMeta>(uid_status);
+  if (env.vmm_uid) uids_->Release(*env.vmm_uid);
+  if (meta.ok()) {
+    // The build VMM's uid wrote the snapshot: it becomes root's and
+    // read-only to the forks' uids (jail_args.h); its jail root goes.
+    std::error_code ec;
+    fs::remove(meta->dir / "jail", ec);
+    absl::Status sealed = sandbox::SealSnapshotDir(meta->dir);
+    if (!sealed.ok()) {
+      fs::remove_all(meta->dir, ec);
+      meta = sealed;
+    }
+  }
   v1::Template out;
   {
     std::lock_guard lock(mu_);
@@ -849,13 +902,15 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
   sb.info.set_cgroup_path(spec.cgroup_path());
   sb.info.set_tap(tap);
   sb.info.set_guest_ipv4(Ip(guest));
-  sb.info.set_vsock_path((sb.dir / "vsock.sock").string());
+  sb.info.set_vsock_path((sb.dir / "vm" / "vsock.sock").string());
   sb.res.fork_id = sb.info.sandbox_id();
   sb.res.paths = {sb.dir};
+  FORKD_RETURN_IF_ERROR(PlanVm(sb, spec.cgroup_path()));
   FORKD_RETURN_IF_ERROR(JournalPut(sb, "starting"));
   std::error_code ec;
   fs::create_directories(sb.dir, ec);
   if (ec) return absl::InternalError("create " + sb.dir.string() + ": " + ec.message());
+  FORKD_ASSIGN_OR_RETURN(auto jail_args, MakeVm(sb, spec.cgroup_path(), meta.memory_mib));
   t.set_journal_us(lap());
   MaybeCrash(config_.fault, FaultPoint::kAfterJournal);
 
@@ -869,8 +924,8 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
 
   sb.res.tap = tap;  // owned from before it exists: a half-made tap is removed too
   FORKD_RETURN_IF_ERROR(netfilter::CreateTap(sb.res.netns.get(), {.name = tap,
-                                                                  .owner = std::nullopt,
-                                                                  .group = std::nullopt,
+                                                                  .owner = TapOwner(sb),
+                                                                  .group = TapOwner(sb),
                                                                   .persistent = true,
                                                                   .vnet_hdr = true})
                             .status());
@@ -894,11 +949,12 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
   sandbox::VmmSpawnOptions o;
   o.binary = config_.vmm_binary;
   o.serial_out = sb.serial;
-  o.cgroup_dir = spec.cgroup_path();
-  o.args = {"--no-jail",   "--restore",          meta.snapshot().string(),
-            "--vsock-uds", sb.info.vsock_path(), "--net-tap",
-            tap,           "--net-netns",        sb.info.netns_path(),
-            "--net-mac",   SlotMac(sb.slot)};
+  // forkd's own cgroup for the VM, or (with --no-vmm-cgroup) the given one as is.
+  o.cgroup_dir = !sb.vm_cgroup.empty() ? sb.vm_cgroup : spec.cgroup_path();
+  o.args = std::move(jail_args);
+  o.args.insert(o.args.end(), {"--restore", meta.snapshot().string(), "--vsock-uds",
+                               sb.info.vsock_path(), "--net-tap", tap, "--net-netns",
+                               sb.info.netns_path(), "--net-mac", SlotMac(sb.slot)});
   FORKD_ASSIGN_OR_RETURN(auto vmm, sandbox::VmmChild::Spawn(o));
   sb.info.set_vmm_pid(vmm.pid());
   sb.vmm.emplace(std::move(vmm));
@@ -907,6 +963,34 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
   FORKD_RETURN_IF_ERROR(sb.vmm->Expect("READY", kReadyTimeout));
   t.set_restore_us(lap());
   MaybeCrash(config_.fault, FaultPoint::kAfterSpawn);
+  return absl::OkStatus();
+}
+
+// ---- jail and cgroup of a VMM ----------------------------------------------------
+
+absl::Status Node::PlanVm(Sandbox& sb, const std::string& given_cgroup) {
+  if (config_.jail.enabled && sb.uid == 0) {
+    FORKD_ASSIGN_OR_RETURN(sb.uid, uids_->Acquire());
+  }
+  if (cgroups_->policy().enabled) sb.vm_cgroup = cgroups_->PathFor(sb.key, given_cgroup);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> Node::MakeVm(Sandbox& sb,
+                                                      const std::string& given_cgroup,
+                                                      uint32_t memory_mib) {
+  const sandbox::VmmJail jail = sandbox::JailLayout(sb.dir, sb.uid);
+  FORKD_RETURN_IF_ERROR(sandbox::PrepareJailDirs(jail));
+  if (!sb.vm_cgroup.empty()) {
+    FORKD_RETURN_IF_ERROR(
+        cgroups_->Create(sb.vm_cgroup, given_cgroup, cgroups_->LimitsFor(memory_mib)));
+  }
+  return sandbox::JailArgs(config_.jail, jail);
+}
+
+absl::Status Node::ReleaseVm(Sandbox& sb) {
+  FORKD_RETURN_IF_ERROR(sandbox::RemoveVmCgroup(sb.vm_cgroup));
+  if (sb.uid != 0) uids_->Release(sb.uid);
   return absl::OkStatus();
 }
 
@@ -963,6 +1047,7 @@ absl::Status Node::Terminate(const std::string& sandbox_id) {
     absl::Status p = sandbox::RemovePinnedNetns(sb->netns_pin);
     if (s.ok()) s = p;
   }
+  if (s.ok()) s = ReleaseVm(*sb);
   if (!s.ok()) {
     sb->info.set_state(v1::Sandbox::REAPED);
     sb->info.set_reap_cause("terminate incomplete: " + std::string(s.message()));
@@ -1246,18 +1331,20 @@ void Node::RefillLoop() {
       sb->info.set_netns_path(sb->netns_pin);
       sb->info.set_tap(tap);
       sb->info.set_guest_ipv4(Ip(guest));
-      sb->info.set_vsock_path((sb->dir / "vsock.sock").string());
+      sb->info.set_vsock_path((sb->dir / "vm" / "vsock.sock").string());
       sb->res.fork_id = sb->key;
       sb->res.paths = {sb->dir};
+      FORKD_RETURN_IF_ERROR(PlanVm(*sb, ""));
       FORKD_RETURN_IF_ERROR(JournalPut(*sb, "starting"));
       std::error_code ec;
       fs::create_directories(sb->dir, ec);
       if (ec) return absl::InternalError("create " + sb->dir.string() + ": " + ec.message());
+      FORKD_ASSIGN_OR_RETURN(auto jail_args, MakeVm(*sb, "", meta.memory_mib));
       FORKD_ASSIGN_OR_RETURN(sb->res.netns, sandbox::CreatePinnedNetns(sb->netns_pin));
       sb->res.tap = tap;
       FORKD_RETURN_IF_ERROR(netfilter::CreateTap(sb->res.netns.get(), {.name = tap,
-                                                                       .owner = std::nullopt,
-                                                                       .group = std::nullopt,
+                                                                       .owner = TapOwner(*sb),
+                                                                       .group = TapOwner(*sb),
                                                                        .persistent = true,
                                                                        .vnet_hdr = true})
                                 .status());
@@ -1275,8 +1362,9 @@ void Node::RefillLoop() {
       sandbox::VmmSpawnOptions o;
       o.binary = config_.vmm_binary;
       o.serial_out = sb->serial;
-      o.args = {"--no-jail",  // see forkd/templates/builder.cc
-                "--restore",
+      o.cgroup_dir = sb->vm_cgroup;
+      o.args = std::move(jail_args);
+      o.args.insert(o.args.end(), {"--restore",
                 meta.snapshot().string(),
                 "--standby",
                 "--vsock-uds",
@@ -1286,7 +1374,7 @@ void Node::RefillLoop() {
                 "--net-netns",
                 sb->info.netns_path(),
                 "--net-mac",
-                SlotMac(sb->slot)};
+                SlotMac(sb->slot)});
       FORKD_ASSIGN_OR_RETURN(auto vmm, sandbox::VmmChild::Spawn(o));
       sb->info.set_vmm_pid(vmm.pid());
       sb->vmm.emplace(std::move(vmm));

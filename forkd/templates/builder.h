@@ -5,11 +5,13 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "forkd/api/forkd.pb.h"
+#include "forkd/sandbox/jail_args.h"
 #include "forkd/templates/template_meta.h"
 
 namespace forkd::templates {
@@ -24,6 +26,10 @@ struct BuildEnv {
   // snapshots are stamped unpinned (docs/guest-pin.md).
   std::string initrd_sha256;
   bool insecure_skip_guest_verify = false;
+  // The build's VMM is jailed as every other (forkd/sandbox/jail_args.h):
+  // its uid/gid (also the build tap's owner; nullopt without the jail).
+  sandbox::JailPolicy jail;
+  std::optional<uint32_t> vmm_uid;
 };
 
 // The agent modes of the probe guest's stand-in agent (honest is the

@@ -3,12 +3,15 @@
 // Built twice (tests/daemon/CMakeLists.txt): against the stand-in VMM
 // (netns tier: runs where /dev/kvm is missing) and against the real
 // forkd-vmm with the probe guest (kvm tier).
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -381,13 +384,16 @@ TEST_F(DaemonTest, ConcurrentForksAndTerminatesLeakNothing) {
 
 // Crash recovery: forkd SIGKILLs itself at each named point of Fork; a
 // restart adopts the sandbox that was live before and removes everything of
-// the one that was being made.
+// the one that was being made. Adoption needs a VMM that outlives forkd: a
+// jailed forkd-vmm never does (PR_SET_PDEATHSIG, JailedVmmDiesWithForkd),
+// so the live sandbox here comes from a --no-jail forkd; the crashing and
+// the restarted ones are jailed.
 class CrashRecoveryTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(CrashRecoveryTest, RestartAdoptsTheLiveAndRemovesTheRest) {
   TempDir tmp("forkd_crash");
   {
-    ForkdProcess first(tmp.path());
+    ForkdProcess first(tmp.path(), {"--no-jail"});
     ASSERT_TRUE(first.Start());
     ASSERT_TRUE(CreateProbeTemplate(first.api(), "base").ok());
     grpc::ClientContext ctx;
@@ -443,6 +449,58 @@ TEST_P(CrashRecoveryTest, RestartAdoptsTheLiveAndRemovesTheRest) {
   }
   again.Stop();
   EXPECT_EQ(Leftovers(again.data()), "") << again.Log();
+}
+
+// A jailed VMM dies with the forkd that spawned it (the jail's
+// PR_SET_PDEATHSIG, armed in a VMM forked from forkd's long-lived spawn
+// thread), and the restart removes everything of its sandbox. Positive
+// control: the same crash with --no-jail leaves the VMM running (and the
+// restart adopts it: CrashRecoveryTest).
+TEST(JailedVmmTest, DiesWithForkdAndTheRestartRemovesItsRemains) {
+  for (const bool jailed : {true, false}) {
+    TempDir tmp("forkd_pdeath");
+    std::vector<std::string> flags;
+    if (!jailed) flags.push_back("--no-jail");
+    pid_t vmm = 0;
+    {
+      ForkdProcess first(tmp.path(), flags);
+      ASSERT_TRUE(first.Start());
+      ASSERT_TRUE(CreateProbeTemplate(first.api(), "base").ok());
+      grpc::ClientContext ctx;
+      v1::ForkRequest req;
+      req.set_template_id("base");
+      req.add_sandboxes()->set_sandbox_id("live");
+      v1::ForkResponse resp;
+      ASSERT_TRUE(first.api().Fork(&ctx, req, &resp).ok());
+      vmm = resp.sandboxes(0).vmm_pid();
+      const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, vmm, 0));
+      ASSERT_GE(pidfd, 0) << std::strerror(errno);
+      first.Kill();
+      if (jailed) {
+        // It ends by itself (the 60 s bound is a hang guard, not a timing claim).
+        pollfd p{pidfd, POLLIN, 0};
+        EXPECT_EQ(::poll(&p, 1, 60000), 1) << "jailed VMM " << vmm << " outlived forkd";
+      } else {
+        EXPECT_EQ(VmmProcessesOf(first.data()), std::vector<pid_t>{vmm});
+      }
+      ::close(pidfd);
+    }
+    ForkdProcess again(tmp.path());
+    ASSERT_TRUE(again.Start());
+    grpc::ClientContext ctx;
+    v1::ListSandboxesResponse all;
+    ASSERT_TRUE(again.api().ListSandboxes(&ctx, {}, &all).ok());
+    ASSERT_EQ(all.sandboxes_size(), jailed ? 0 : 1) << again.Log();
+    if (!jailed) {
+      grpc::ClientContext c;
+      v1::TerminateRequest req;
+      req.set_sandbox_id("live");
+      v1::TerminateResponse resp;
+      ASSERT_TRUE(again.api().Terminate(&c, req, &resp).ok());
+    }
+    again.Stop();
+    EXPECT_EQ(Leftovers(again.data()), "") << again.Log();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AtEachPoint, CrashRecoveryTest,

@@ -55,10 +55,15 @@ class ForkdProcess {
   std::unique_ptr<forkd::v1::Forkd::Stub> stub_;
 };
 
+// The cgroup parent a test's forkd makes its VMs' cgroups in (empty: no
+// cgroup2 mount).
+std::string CgroupParentOf(const std::filesystem::path& data_dir);
+
 // Live (non-zombie) VMM processes serving `data_dir`.
 std::vector<pid_t> VmmProcessesOf(const std::filesystem::path& data_dir);
 // Everything a stopped or restarted forkd must not have left of its
-// sandboxes: empty string when clean, else what is left.
+// sandboxes (processes, files, journal records, pinned namespaces, VM
+// cgroups): empty string when clean, else what is left.
 std::string Leftovers(const std::filesystem::path& data_dir);
 
 // Builds template `id` (probe guest / stand-in) and returns the final status.
