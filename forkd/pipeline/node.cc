@@ -17,6 +17,7 @@
 #include "agent/vsock_connect.h"
 #include "common/errno_status.h"
 #include "forkd/gate/reseed_gate.h"
+#include "forkd/pipeline/fork_running.h"
 #include "forkd/pipeline/spec.h"
 #include "forkd/sandbox/ids.h"
 #include "forkd/sandbox/netns_pin.h"
@@ -109,7 +110,7 @@ Node::Node(NodeConfig config, journal::Journal journal)
 
 absl::StatusOr<std::unique_ptr<Node>> Node::Start(NodeConfig config, RecoveryReport* report) {
   std::error_code ec;
-  for (const char* sub : {"templates", "sandboxes", "netns"}) {
+  for (const char* sub : {"templates", "sandboxes", "netns", "running"}) {
     fs::create_directories(config.data_dir / sub, ec);
     if (ec)
       return absl::InternalError("create " + (config.data_dir / sub).string() + ": " +
@@ -217,7 +218,20 @@ absl::Status Node::Recover(RecoveryReport* report) {
   std::set<pid_t> adopted_pids;
   std::set<std::string> kept_keys;
   FORKD_ASSIGN_OR_RETURN(auto records, journal_.LoadAll());
+  // ForkRunning's hidden templates first: an adopted child needs its template.
+  std::vector<std::pair<std::string, templates::TemplateMeta>> hidden;
   for (auto& [key, rec] : records) {
+    if (!IsHiddenTemplateRecord(rec)) continue;
+    templates::TemplateMeta m = HiddenTemplateFromRecord(key, rec);
+    hidden.emplace_back(key, m);
+    Template t;
+    t.meta = m;
+    t.state = v1::Template::READY;
+    templates_.emplace(m.id, std::move(t));
+    hidden_templates_.insert(m.id);
+  }
+  for (auto& [key, rec] : records) {
+    if (IsHiddenTemplateRecord(rec)) continue;
     auto sb = std::make_shared<Sandbox>();
     sb->key = key;
     sb->slot = rec.value("slot", 0u);
@@ -329,6 +343,27 @@ absl::Status Node::Recover(RecoveryReport* report) {
       }
       report->notes.push_back("removed unowned " + entry.path().string());
     }
+  }
+  // Hidden templates no adopted sandbox uses, and running/ entries no
+  // record names.
+  std::set<std::string> kept_hidden;
+  for (auto& [key, m] : hidden) {
+    bool used = false;
+    for (const auto& [id, sb] : sandboxes_) used = used || sb->info.template_id() == m.id;
+    if (used) {
+      kept_hidden.insert(m.dir.filename().string());
+      continue;
+    }
+    templates_.erase(m.id);
+    hidden_templates_.erase(m.id);
+    if (!m.dir.empty()) fs::remove_all(m.dir, ec);
+    FORKD_RETURN_IF_ERROR(journal_.Remove(key));
+    report->notes.push_back("removed the snapshot of ForkRunning " + m.id + " (no child left)");
+  }
+  for (const auto& entry : fs::directory_iterator(config_.data_dir / "running", ec)) {
+    if (kept_hidden.count(entry.path().filename().string())) continue;
+    fs::remove_all(entry.path(), ec);
+    report->notes.push_back("removed unowned " + entry.path().string());
   }
   // VM cgroups in forkd's parent that no kept record names (their VMMs are
   // gone: a stray was killed above).
@@ -446,17 +481,45 @@ void Node::Dispose(Sandbox& sb, v1::Sandbox::State state, const std::string& cau
     Publish(state == v1::Sandbox::EXITED ? v1::Event::EXITED : v1::Event::REAPED,
             sb.info.sandbox_id(), sb.info.template_id(), cause);
   }
-  std::lock_guard lock(mu_);
-  if (!sb.standby) {
-    gone_[sb.info.sandbox_id()] = sb.info;
-    gone_order_.push_back(sb.info.sandbox_id());
-    if (gone_order_.size() > kGoneKept) {
-      gone_.erase(gone_order_.front());
-      gone_order_.erase(gone_order_.begin());
+  {
+    std::lock_guard lock(mu_);
+    if (!sb.standby) {
+      gone_[sb.info.sandbox_id()] = sb.info;
+      gone_order_.push_back(sb.info.sandbox_id());
+      if (gone_order_.size() > kGoneKept) {
+        gone_.erase(gone_order_.front());
+        gone_order_.erase(gone_order_.begin());
+      }
+      sandboxes_.erase(sb.info.sandbox_id());
     }
-    sandboxes_.erase(sb.info.sandbox_id());
+    slots_.erase(sb.slot);
   }
-  slots_.erase(sb.slot);
+  if (!sb.standby) MaybeDropHiddenTemplate(sb.info.template_id());
+}
+
+void Node::MaybeDropHiddenTemplate(const std::string& template_id) {
+  fs::path dir;
+  {
+    std::lock_guard lock(mu_);
+    if (!hidden_templates_.count(template_id)) return;
+    for (const auto& [id, sb] : sandboxes_) {
+      if (sb->info.template_id() == template_id) return;  // a child is left
+    }
+    auto it = templates_.find(template_id);
+    if (it != templates_.end()) {
+      dir = it->second.meta.dir;
+      templates_.erase(it);
+    }
+    hidden_templates_.erase(template_id);
+  }
+  std::error_code ec;
+  if (!dir.empty()) fs::remove_all(dir, ec);
+  absl::Status s = ec ? absl::InternalError("remove " + dir.string() + ": " + ec.message())
+                      : journal_.Remove(template_id);
+  if (!s.ok()) {
+    // Its record stays, so the next start retries the removal.
+    spdlog::error("ForkRunning snapshot {}: removal incomplete: {}", template_id, s.ToString());
+  }
 }
 
 void Node::Forget(const std::string& id, uint32_t slot) {
@@ -631,6 +694,7 @@ v1::ListTemplatesResponse Node::ListTemplates() {
   v1::ListTemplatesResponse out;
   std::lock_guard lock(mu_);
   for (const auto& [id, t] : templates_) {
+    if (hidden_templates_.count(id)) continue;  // a ForkRunning snapshot
     v1::Template* p = out.add_templates();
     p->set_template_id(id);
     p->set_state(t.state);
@@ -795,11 +859,96 @@ absl::StatusOr<v1::ForkResponse> Node::Fork(const v1::ForkRequest& request) {
 
 absl::StatusOr<v1::ForkResponse> Node::ForkRunning(const v1::ForkRunningRequest& request) {
   FORKD_RETURN_IF_ERROR(sandbox::ValidateId("sandbox id", request.sandbox_id()));
-  FORKD_ASSIGN_OR_RETURN(auto sb, Find(request.sandbox_id(), true));
-  (void)sb;
-  return absl::UnimplementedError(
-      "ForkRunning needs a live snapshot of a running sandbox (PAUSE, SNAPSHOT to a per-fork "
-      "directory, RESUME), which this forkd does not implement yet");
+  if (request.count() == 0) return absl::InvalidArgumentError("count must be at least 1");
+  if (request.count() > config_.max_fork_running) {
+    return absl::InvalidArgumentError("count " + std::to_string(request.count()) +
+                                      " is above --max-fork-running " +
+                                      std::to_string(config_.max_fork_running));
+  }
+  if (request.count() > 1 && !request.spec().sandbox_id().empty()) {
+    return absl::InvalidArgumentError("spec.sandbox_id names one sandbox; count is " +
+                                      std::to_string(request.count()));
+  }
+  FORKD_ASSIGN_OR_RETURN(auto parent, Find(request.sandbox_id(), true));
+  templates::TemplateMeta meta;
+  {
+    std::lock_guard lock(mu_);
+    if (sandboxes_.size() + request.count() > config_.max_sandboxes) {
+      return absl::ResourceExhaustedError(
+          "ForkRunning of " + std::to_string(request.count()) + " would exceed --max-sandboxes " +
+          std::to_string(config_.max_sandboxes) + " (" + std::to_string(sandboxes_.size()) +
+          " in use)");
+    }
+    char id[64];
+    (void)std::snprintf(id, sizeof id, "running-%llx-%llu",
+                        static_cast<unsigned long long>(NowMs()),
+                        static_cast<unsigned long long>(next_auto_id_++));
+    meta.id = id;
+  }
+  meta.dir = config_.data_dir / "running" / meta.id;
+  meta.created_unix_ms = NowMs();
+  fs::path target;
+  {
+    std::lock_guard lock(parent->mu);
+    if (parent->info.state() != v1::Sandbox::READY || !parent->vmm) {
+      return absl::FailedPreconditionError("sandbox " + request.sandbox_id() +
+                                           " is not running: " + parent->info.reap_cause());
+    }
+    {
+      std::lock_guard l(mu_);
+      auto t = templates_.find(parent->info.template_id());
+      if (t == templates_.end()) {
+        return absl::FailedPreconditionError("sandbox " + request.sandbox_id() +
+                                             ": its template is gone");
+      }
+      meta.guest = t->second.meta.guest;
+      meta.memory_mib = t->second.meta.memory_mib;
+      meta.kernel_sha256 = t->second.meta.kernel_sha256;
+    }
+    // Recorded before anything exists, so a crash from here on leaves
+    // nothing the next start does not find.
+    FORKD_RETURN_IF_ERROR(journal_.Put(meta.id, HiddenTemplateRecord(meta, request.sandbox_id())));
+    auto drop = [&](const absl::Status& why) {
+      std::error_code ec;
+      fs::remove_all(meta.dir, ec);
+      if (!target.empty()) fs::remove_all(target, ec);
+      (void)journal_.Remove(meta.id);
+      return Annotate(why, "ForkRunning of " + request.sandbox_id());
+    };
+    // The parent VMM writes only its own SNAPSHOT directory (its jail's
+    // --jail-rw); the snapshot is then moved out of its reach and sealed.
+    target = sandbox::JailLayout(parent->dir, parent->uid).snapshot_dir / meta.id;
+    std::error_code ec;
+    fs::create_directories(meta.dir, ec);
+    if (ec) return drop(absl::InternalError("create " + meta.dir.string() + ": " + ec.message()));
+    if (absl::Status s = LiveSnapshot(*parent->vmm, target, kReadyTimeout); !s.ok()) {
+      return drop(s);
+    }
+    fs::rename(target, meta.snapshot(), ec);
+    if (ec) {
+      return drop(absl::InternalError("move " + target.string() + ": " + ec.message()));
+    }
+    target.clear();
+    if (absl::Status s = sandbox::SealSnapshotDir(meta.dir); !s.ok()) return drop(s);
+  }
+  {
+    std::lock_guard lock(mu_);
+    Template t;
+    t.meta = meta;
+    t.state = v1::Template::READY;
+    templates_.emplace(meta.id, std::move(t));
+    hidden_templates_.insert(meta.id);
+  }
+  v1::ForkRequest fork;
+  fork.set_template_id(meta.id);
+  fork.set_count(request.count());
+  *fork.mutable_spec() = request.spec();
+  fork.set_cold(true);
+  auto resp = Fork(fork);
+  // No child (a failed Fork leaves none): the snapshot goes now.
+  MaybeDropHiddenTemplate(meta.id);
+  if (!resp.ok()) return Annotate(resp.status(), "ForkRunning of " + request.sandbox_id());
+  return resp;
 }
 
 absl::Status Node::RunPipeline(Sandbox& sb, const templates::TemplateMeta& meta,
@@ -923,12 +1072,15 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
   MaybeCrash(config_.fault, FaultPoint::kAfterNetns);
 
   sb.res.tap = tap;  // owned from before it exists: a half-made tap is removed too
-  FORKD_RETURN_IF_ERROR(netfilter::CreateTap(sb.res.netns.get(), {.name = tap,
-                                                                  .owner = TapOwner(sb),
-                                                                  .group = TapOwner(sb),
-                                                                  .persistent = true,
-                                                                  .vnet_hdr = true})
-                            .status());
+  {
+    std::shared_lock no_fork(sandbox::ForkLock());  // vmm_child.h
+    FORKD_RETURN_IF_ERROR(netfilter::CreateTap(sb.res.netns.get(), {.name = tap,
+                                                                    .owner = TapOwner(sb),
+                                                                    .group = TapOwner(sb),
+                                                                    .persistent = true,
+                                                                    .vnet_hdr = true})
+                              .status());
+  }
   {
     FORKD_ASSIGN_OR_RETURN(auto rt, netfilter::RtNetlink::Open(sb.res.netns.get()));
     FORKD_RETURN_IF_ERROR(rt.AddAddress(tap, {gw, 30}));
@@ -1057,6 +1209,7 @@ absl::Status Node::Terminate(const std::string& sandbox_id) {
   FORKD_RETURN_IF_ERROR(journal_.Remove(sb->key));
   sb->info.set_state(v1::Sandbox::REAPED);
   Forget(sandbox_id, sb->slot);
+  MaybeDropHiddenTemplate(sb->info.template_id());
   Publish(v1::Event::TERMINATED, sandbox_id, sb->info.template_id(), "terminated");
   refill_cv_.notify_all();
   return absl::OkStatus();
@@ -1292,7 +1445,7 @@ void Node::RefillLoop() {
       refill_cv_.wait_for(lock, 1s);
       if (stopping_ || config_.standby == 0) continue;
       for (const auto& [id, t] : templates_) {
-        if (t.state != v1::Template::READY) continue;
+        if (t.state != v1::Template::READY || hidden_templates_.count(id)) continue;
         if (pools_[id].size() < config_.standby &&
             sandboxes_.size() + pools_[id].size() < config_.max_sandboxes) {
           want = id;
@@ -1342,12 +1495,15 @@ void Node::RefillLoop() {
       FORKD_ASSIGN_OR_RETURN(auto jail_args, MakeVm(*sb, "", meta.memory_mib));
       FORKD_ASSIGN_OR_RETURN(sb->res.netns, sandbox::CreatePinnedNetns(sb->netns_pin));
       sb->res.tap = tap;
-      FORKD_RETURN_IF_ERROR(netfilter::CreateTap(sb->res.netns.get(), {.name = tap,
-                                                                       .owner = TapOwner(*sb),
-                                                                       .group = TapOwner(*sb),
-                                                                       .persistent = true,
-                                                                       .vnet_hdr = true})
-                                .status());
+      {
+        std::shared_lock no_fork(sandbox::ForkLock());  // vmm_child.h
+        FORKD_RETURN_IF_ERROR(netfilter::CreateTap(sb->res.netns.get(), {.name = tap,
+                                                                         .owner = TapOwner(*sb),
+                                                                         .group = TapOwner(*sb),
+                                                                         .persistent = true,
+                                                                         .vnet_hdr = true})
+                                  .status());
+      }
       {
         FORKD_ASSIGN_OR_RETURN(auto rt, netfilter::RtNetlink::Open(sb->res.netns.get()));
         FORKD_RETURN_IF_ERROR(rt.AddAddress(tap, {gw, 30}));

@@ -77,6 +77,11 @@ class SpawnThread {
 
 }  // namespace
 
+std::shared_mutex& ForkLock() {
+  static auto* const mu = new std::shared_mutex();
+  return *mu;
+}
+
 absl::StatusOr<VmmChild> VmmChild::Spawn(const VmmSpawnOptions& options) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -101,6 +106,7 @@ absl::StatusOr<VmmChild> VmmChild::Spawn(const VmmSpawnOptions& options) {
   const int theirs_fd = theirs.get(), mine_fd = mine.get(), procs_fd = procs.get();
   const bool keep = options.keep_control;
   const pid_t pid = SpawnThread::Get().Run([&]() -> pid_t {
+    std::unique_lock no_tap_fds(ForkLock());
     const pid_t p = ::fork();
     if (p != 0) return p;
     // Child: async-signal-safe calls only. Move the sources above the target

@@ -5,6 +5,7 @@
 // forkd-vmm with the probe guest (kvm tier).
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,10 +14,15 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "forkd/api/forkd.grpc.pb.h"
+#include "forkd/sandbox/cgroup.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "netfilter/links.h"
 #include "netfilter/netns.h"
 #include "netfilter/nftables.h"
@@ -323,6 +329,132 @@ TEST_F(DaemonTest, ExitWatcherReapsAVmmKilledFromOutside) {
   EXPECT_FALSE(fs::exists(forkd_->data() / "netns" / victim.sandbox_id()));
   EXPECT_FALSE(fs::exists(forkd_->data() / "sandboxes" / victim.sandbox_id()));
   wctx.TryCancel();
+}
+
+// Every VMM runs jailed as its own uid (the jail's uid is what /proc shows
+// as its file-system uid: the real forkd-vmm has it as every uid, the
+// stand-in only there), its socket directory is that uid's alone, and it
+// sits in a cgroup forkd made for it with the limits written; everything
+// goes at Terminate.
+TEST_F(DaemonTest, EachVmmRunsAsItsOwnUidInItsOwnCgroup) {
+  ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
+  auto r = ForkN("base", 2);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::set<uint32_t> uids;
+  const std::string parent = CgroupParentOf(forkd_->data());
+  for (const auto& sb : r->sandboxes()) {
+    std::ifstream rec(forkd_->data() / "journal" / (sb.sandbox_id() + ".json"));
+    const auto j = nlohmann::json::parse(rec);
+    const uint32_t uid = j.value("uid", 0u);
+    EXPECT_GE(uid, 100000u) << j.dump();
+    uids.insert(uid);
+    // The process: its fs uid is the jail's (field 4 of Uid:).
+    std::ifstream st("/proc/" + std::to_string(sb.vmm_pid()) + "/status");
+    std::string line, fsuid;
+    while (std::getline(st, line)) {
+      if (line.rfind("Uid:", 0) == 0) {
+        std::istringstream in(line.substr(4));
+        std::string a, b, c;
+        in >> a >> b >> c >> fsuid;
+      }
+    }
+    EXPECT_EQ(fsuid, std::to_string(uid)) << sb.sandbox_id();
+    // Its socket directory: that uid's, 0700, and the socket in it.
+    struct stat d {};
+    const fs::path vm_dir = fs::path(sb.vsock_path()).parent_path();
+    ASSERT_EQ(::stat(vm_dir.c_str(), &d), 0) << vm_dir;
+    EXPECT_EQ(d.st_uid, uid);
+    EXPECT_EQ(d.st_mode & 0777, 0700u);
+    // Its cgroup: forkd's, named after it, with it inside.
+    const std::string cg = j.value("vm_cgroup", "");
+    EXPECT_EQ(cg, parent + "/forkd-vm-" + sb.sandbox_id());
+    std::ifstream procs(cg + "/cgroup.procs");
+    std::string pid;
+    bool inside = false;
+    while (procs >> pid) inside = inside || pid == std::to_string(sb.vmm_pid());
+    EXPECT_TRUE(inside) << cg;
+    auto ctrl = sandbox::ControllersOf(cg);
+    if (ctrl.ok() && ctrl->count("memory")) {  // hosts whose cgroup2 has the controllers
+      std::ifstream mem(cg + "/memory.max");
+      uint64_t max = 0;
+      mem >> max;
+      EXPECT_EQ(max, (uint64_t{64} << 20) + (uint64_t{64} << 20)) << cg;
+    }
+  }
+  EXPECT_EQ(uids.size(), 2u) << "two VMs share a uid";
+  for (const auto& sb : r->sandboxes()) ASSERT_TRUE(Terminate(sb.sandbox_id()).ok());
+  EXPECT_EQ(Leftovers(forkd_->data()), "");
+}
+
+// ForkRunning: a live fork of a running sandbox into N children, each a
+// sandbox of its own (netns, tap, chains, gate), all from one snapshot owned
+// by a hidden template that goes with its last child.
+TEST_F(DaemonTest, ForkRunningMakesChildrenAndItsSnapshotGoesWithTheLast) {
+  ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
+  auto parent = ForkN("base", 1);
+  ASSERT_TRUE(parent.ok()) << parent.status();
+  const std::string pid = parent->sandboxes(0).sandbox_id();
+  auto fork_running = [&](const std::string& id, uint32_t n) -> absl::StatusOr<v1::ForkResponse> {
+    grpc::ClientContext ctx;
+    v1::ForkRunningRequest req;
+    req.set_sandbox_id(id);
+    req.set_count(n);
+    v1::ForkResponse resp;
+    grpc::Status s = api().ForkRunning(&ctx, req, &resp);
+    if (!s.ok())
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    return resp;
+  };
+  // Bad input, typed.
+  EXPECT_EQ(fork_running("nobody", 2).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(fork_running(pid, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fork_running(pid, 17).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fork_running("../x", 1).status().code(), absl::StatusCode::kInvalidArgument);
+
+  auto kids = fork_running(pid, 2);
+  ASSERT_TRUE(kids.ok()) << kids.status();
+  ASSERT_EQ(kids->sandboxes_size(), 2);
+  const std::string hidden = kids->sandboxes(0).template_id();
+  EXPECT_NE(hidden, "base");
+  EXPECT_EQ(kids->sandboxes(1).template_id(), hidden);
+  EXPECT_NE(kids->sandboxes(0).tap(), kids->sandboxes(1).tap());
+  EXPECT_NE(kids->sandboxes(0).netns_path(), kids->sandboxes(1).netns_path());
+  EXPECT_EQ(Capacity().live_sandboxes(), 3u);
+  // The parent and both children answer.
+  for (const std::string& id :
+       {pid, kids->sandboxes(0).sandbox_id(), kids->sandboxes(1).sandbox_id()}) {
+    auto e = Exec(id, {"echo", id});
+    ASSERT_TRUE(e.ok()) << id << ": " << e.status();
+    EXPECT_EQ(e->stdout(), id + "\n");
+  }
+  // The hidden template is not listed, and its snapshot is root's, read-only.
+  {
+    grpc::ClientContext ctx;
+    v1::ListTemplatesResponse ts;
+    ASSERT_TRUE(api().ListTemplates(&ctx, {}, &ts).ok());
+    ASSERT_EQ(ts.templates_size(), 1);
+    EXPECT_EQ(ts.templates(0).template_id(), "base");
+  }
+  const fs::path snap_dir = forkd_->data() / "running" / hidden;
+  ASSERT_TRUE(fs::exists(snap_dir / "snap"));
+  struct stat st {};
+  ASSERT_EQ(::stat((snap_dir / "snap").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_mode & 0777, 0755u);
+  // The parent goes; the children and the snapshot stay.
+  ASSERT_TRUE(Terminate(pid).ok());
+  ASSERT_TRUE(Terminate(kids->sandboxes(0).sandbox_id()).ok());
+  EXPECT_TRUE(fs::exists(snap_dir)) << "the snapshot went with a child still using it";
+  auto e = Exec(kids->sandboxes(1).sandbox_id(), {"echo", "last"});
+  ASSERT_TRUE(e.ok()) << e.status();
+  // ... and with the last child, the snapshot and its record.
+  ASSERT_TRUE(Terminate(kids->sandboxes(1).sandbox_id()).ok());
+  EXPECT_FALSE(fs::exists(snap_dir));
+  EXPECT_FALSE(fs::exists(forkd_->data() / "journal" / (hidden + ".json")));
+  EXPECT_EQ(Capacity().live_sandboxes(), 0u);
+  // A parent that is gone is typed too.
+  EXPECT_EQ(fork_running(pid, 1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Leftovers(forkd_->data()), "");
 }
 
 TEST_F(DaemonTest, GivenNamespaceKeepsOnlyWhatItHadAfterTerminate) {
