@@ -159,7 +159,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
   {
     auto range = sandbox::ParseUidRange(uid_range);
     if (!range.ok()) {
-      return absl::InvalidArgumentError("--vmm-uid-range: " + std::string(range.status().message()));
+      return absl::InvalidArgumentError("--vmm-uid-range: " +
+                                        std::string(range.status().message()));
     }
     f.jail.uid_first = range->uid_first;
     f.jail.uid_count = range->uid_count;

@@ -131,8 +131,8 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(NodeConfig config, RecoveryRep
   RecoveryReport local;
   if (!report) report = &local;
   node->uids_ = std::make_unique<sandbox::UidPool>(node->config_.jail);
-  FORKD_ASSIGN_OR_RETURN(auto placer,
-                         sandbox::CgroupPlacer::Init(node->config_.cgroup, &report->cgroup_warning));
+  FORKD_ASSIGN_OR_RETURN(
+      auto placer, sandbox::CgroupPlacer::Init(node->config_.cgroup, &report->cgroup_warning));
   node->cgroups_.emplace(std::move(placer));
   FORKD_RETURN_IF_ERROR(node->Recover(report));
   node->watcher_ = std::thread([n = node.get()] { n->WatchLoop(); });
@@ -874,10 +874,10 @@ absl::StatusOr<v1::ForkResponse> Node::ForkRunning(const v1::ForkRunningRequest&
   {
     std::lock_guard lock(mu_);
     if (sandboxes_.size() + request.count() > config_.max_sandboxes) {
-      return absl::ResourceExhaustedError(
-          "ForkRunning of " + std::to_string(request.count()) + " would exceed --max-sandboxes " +
-          std::to_string(config_.max_sandboxes) + " (" + std::to_string(sandboxes_.size()) +
-          " in use)");
+      return absl::ResourceExhaustedError("ForkRunning of " + std::to_string(request.count()) +
+                                          " would exceed --max-sandboxes " +
+                                          std::to_string(config_.max_sandboxes) + " (" +
+                                          std::to_string(sandboxes_.size()) + " in use)");
     }
     char id[64];
     (void)std::snprintf(id, sizeof id, "running-%llx-%llu",
@@ -1128,8 +1128,7 @@ absl::Status Node::PlanVm(Sandbox& sb, const std::string& given_cgroup) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> Node::MakeVm(Sandbox& sb,
-                                                      const std::string& given_cgroup,
+absl::StatusOr<std::vector<std::string>> Node::MakeVm(Sandbox& sb, const std::string& given_cgroup,
                                                       uint32_t memory_mib) {
   const sandbox::VmmJail jail = sandbox::JailLayout(sb.dir, sb.uid);
   FORKD_RETURN_IF_ERROR(sandbox::PrepareJailDirs(jail));
@@ -1520,17 +1519,10 @@ void Node::RefillLoop() {
       o.serial_out = sb->serial;
       o.cgroup_dir = sb->vm_cgroup;
       o.args = std::move(jail_args);
-      o.args.insert(o.args.end(), {"--restore",
-                meta.snapshot().string(),
-                "--standby",
-                "--vsock-uds",
-                sb->info.vsock_path(),
-                "--net-tap",
-                tap,
-                "--net-netns",
-                sb->info.netns_path(),
-                "--net-mac",
-                SlotMac(sb->slot)});
+      o.args.insert(
+          o.args.end(),
+          {"--restore", meta.snapshot().string(), "--standby", "--vsock-uds", sb->info.vsock_path(),
+           "--net-tap", tap, "--net-netns", sb->info.netns_path(), "--net-mac", SlotMac(sb->slot)});
       FORKD_ASSIGN_OR_RETURN(auto vmm, sandbox::VmmChild::Spawn(o));
       sb->info.set_vmm_pid(vmm.pid());
       sb->vmm.emplace(std::move(vmm));

@@ -127,14 +127,13 @@ absl::StatusOr<CgroupPlacer> CgroupPlacer::Init(const CgroupPolicy& policy, std:
   FORKD_ASSIGN_OR_RETURN(p.missing_, PrepareParent(p.mount_, p.parent_));
   if (!p.missing_.empty()) {
     const std::string what = "the cgroup v2 controller(s) " + Join(p.missing_) +
-                             " cannot be enabled for " + p.parent_ +
-                             " (the host's cgroup2 at " + p.mount_ + " offers only '" +
-                             Join(ControllersOf(p.mount_).value_or(std::set<std::string>{})) +
-                             "')";
+                             " cannot be enabled for " + p.parent_ + " (the host's cgroup2 at " +
+                             p.mount_ + " offers only '" +
+                             Join(ControllersOf(p.mount_).value_or(std::set<std::string>{})) + "')";
     if (!policy.allow_missing_controllers) {
-      return absl::FailedPreconditionError(
-          what + "; VMs would run without those limits. Pass "
-                 "--allow-missing-cgroup-controllers to run anyway");
+      return absl::FailedPreconditionError(what +
+                                           "; VMs would run without those limits. Pass "
+                                           "--allow-missing-cgroup-controllers to run anyway");
     }
     if (warning) {
       *warning = what + "; --allow-missing-cgroup-controllers: VMs run WITHOUT those limits";

@@ -24,8 +24,8 @@
 namespace forkd::sandbox {
 
 struct CgroupPolicy {
-  bool enabled = true;             // false: --no-vmm-cgroup (VMMs stay in forkd's cgroup)
-  std::string parent;              // empty: <cgroup2 mount>/forkd.slice
+  bool enabled = true;  // false: --no-vmm-cgroup (VMMs stay in forkd's cgroup)
+  std::string parent;   // empty: <cgroup2 mount>/forkd.slice
   bool allow_missing_controllers = false;
   uint64_t memory_overhead_bytes = 64ull << 20;  // memory.max = guest RAM + this
   uint64_t pids_max = 64;                        // pids.max (the VMM's threads)

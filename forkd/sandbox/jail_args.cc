@@ -118,8 +118,8 @@ absl::StatusOr<std::vector<std::string>> PrepareBuildJail(const JailPolicy& poli
   FORKD_RETURN_IF_ERROR(MakeDir(work, *uid, 0700));
   FORKD_RETURN_IF_ERROR(MakeDir(work / "jail", 0, 0700));
   const std::string id = std::to_string(*uid);
-  return std::vector<std::string>{"--jail-root", (work / "jail").string(), "--jail-uid", id,
-                                  "--jail-gid",  id};
+  return std::vector<std::string>{
+      "--jail-root", (work / "jail").string(), "--jail-uid", id, "--jail-gid", id};
 }
 
 absl::Status SealSnapshotDir(const fs::path& dir) {

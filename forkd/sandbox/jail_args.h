@@ -63,9 +63,9 @@ class UidPool {
 
 // One VM's jail, as forkd prepares it.
 struct VmmJail {
-  uint32_t uid = 0;  // also the gid
-  std::filesystem::path root;        // empty directory, root-owned 0700
-  std::filesystem::path socket_dir;  // uid-owned 0700: the vsock socket lives here
+  uint32_t uid = 0;                    // also the gid
+  std::filesystem::path root;          // empty directory, root-owned 0700
+  std::filesystem::path socket_dir;    // uid-owned 0700: the vsock socket lives here
   std::filesystem::path snapshot_dir;  // uid-owned 0700: SNAPSHOT targets (ForkRunning)
 };
 

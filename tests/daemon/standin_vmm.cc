@@ -23,16 +23,16 @@
 // fails as it would in the jail). The agent behind the multiplexer keeps
 // root (RNDADDENTROPY needs it); that is the real agent's place, in the guest.
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
-#include <grp.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/fsuid.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -147,8 +147,7 @@ void Multiplexer(int listen_fd, forkd::agent::AgentServer* server) {
 int AttachAs(int tap_fd, ifreq* ifr, uid_t uid, gid_t gid) {
   int result = -1, err = 0;
   std::thread([&] {
-    if (::syscall(SYS_setgroups, 0, nullptr) != 0 ||
-        ::syscall(SYS_setresgid, gid, gid, gid) != 0 ||
+    if (::syscall(SYS_setgroups, 0, nullptr) != 0 || ::syscall(SYS_setresgid, gid, gid, gid) != 0 ||
         ::syscall(SYS_setresuid, uid, uid, uid) != 0) {
       err = errno;
       return;
@@ -228,8 +227,8 @@ int main(int argc, char** argv) {
   }
   const std::string uds = g_opt["--vsock-uds"];
   if (jailed) {
-    for (const std::string& d :
-         {fs::path(uds).parent_path().string(), g_opt.count("--jail-rw") ? g_opt["--jail-rw"] : ""}) {
+    for (const std::string& d : {fs::path(uds).parent_path().string(),
+                                 g_opt.count("--jail-rw") ? g_opt["--jail-rw"] : ""}) {
       if (d.empty()) continue;
       const int fd = ::open(d.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
       if (fd < 0) Die("open " + d + ": " + std::strerror(errno));
