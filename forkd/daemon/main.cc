@@ -203,7 +203,10 @@ int Run(int argc, char** argv) {
 
   int sig = 0;
   sigwait(&stop, &sig);
-  spdlog::info("signal {}: stopping (live sandboxes keep running for the next start)", sig);
+  spdlog::info("signal {}: stopping ({})", sig,
+               cfg.jail.enabled ? "jailed VMMs end with forkd (PR_SET_PDEATHSIG); the next start "
+                                  "removes their remains"
+                                : "--no-jail: live sandboxes keep running for the next start");
   (void)sd_notify(0, "STOPPING=1");
   for (auto& u : unix_listeners) u->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -33,6 +33,15 @@
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kRootNetns);
 #ifdef FORKD_DAEMON_TEST_REAL_VMM
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kKvm);
+// Real VMMs are jailed: the host must let them (forkd_harness.h).
+namespace {
+class HostLike : public ::testing::Environment {
+ public:
+  void SetUp() override { ASSERT_TRUE(forkd::testing::MakeHostLike(dir_.path())); }
+  forkd::testing::TempDir dir_{"forkd_hostlike"};
+};
+const auto* const kHostLike = ::testing::AddGlobalTestEnvironment(new HostLike);
+}  // namespace
 #endif
 
 namespace forkd::testing {

@@ -1,6 +1,8 @@
 #include "tests/daemon/forkd_harness.h"
 
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -207,6 +209,52 @@ std::string Leftovers(const fs::path& data_dir) {
     if (line.find(data_dir.string()) != std::string::npos) out += "mount: " + line + "\n";
   }
   return out;
+}
+
+namespace {
+std::string RootFsType() {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream w(line);
+    std::string id, parent, dev, root, mnt;
+    w >> id >> parent >> dev >> root >> mnt;
+    const size_t dash = line.find(" - ");
+    if (mnt == "/" && dash != std::string::npos) {
+      std::istringstream after(line.substr(dash + 3));
+      std::string type;
+      after >> type;
+      return type;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+::testing::AssertionResult MakeHostLike(const fs::path& scratch) {
+  if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr)) {
+    return ::testing::AssertionFailure() << "own mount namespace: " << std::strerror(errno);
+  }
+  if (RootFsType() == "rootfs") {
+    // What switch_root does: the root bound onto itself becomes a mount of
+    // its own, moved over "/", and chrooted into.
+    const fs::path nr = scratch / "root";
+    fs::create_directories(nr);
+    if (::mount("/", nr.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0 ||
+        ::chdir(nr.c_str()) != 0 || ::mount(".", "/", nullptr, MS_MOVE, nullptr) != 0 ||
+        ::chroot(".") != 0 || ::chdir("/") != 0) {
+      return ::testing::AssertionFailure() << "root off rootfs: " << std::strerror(errno);
+    }
+  }
+  if (!sandbox::Cgroup2Mount().ok()) {
+    // Where a host has it (sysfs provides the empty directory); in this
+    // process's namespace only, so nothing under `scratch` is a mount.
+    if (::mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, nullptr) != 0) {
+      return ::testing::AssertionFailure() << "mount cgroup2: " << std::strerror(errno);
+    }
+  }
+  return ::testing::AssertionSuccess();
 }
 
 grpc::Status CreateProbeTemplate(forkd::v1::Forkd::Stub& api, const std::string& id,

@@ -34,54 +34,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string RootFsType() {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream w(line);
-    std::string id, parent, dev, root, mnt;
-    w >> id >> parent >> dev >> root >> mnt;
-    const size_t dash = line.find(" - ");
-    if (mnt == "/" && dash != std::string::npos) {
-      std::istringstream after(line.substr(dash + 3));
-      std::string type;
-      after >> type;
-      return type;
-    }
-  }
-  return "";
-}
-
-// A host as forkd is deployed on: a root file system that is a real mount
-// (the emulated-SVM tier's L1 runs from its initramfs, where pivot_root, and
-// so the VMM's jail, is refused) and a cgroup2 hierarchy (L1 mounts none).
-// Both are made in this test's own mount namespace, which forkd inherits;
-// the host's mounts are never touched.
-::testing::AssertionResult MakeHostLike(const fs::path& scratch) {
-  if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr)) {
-    return ::testing::AssertionFailure() << "own mount namespace: " << std::strerror(errno);
-  }
-  if (RootFsType() == "rootfs") {
-    // What switch_root does: the root bound onto itself becomes a mount of
-    // its own, moved over "/", and chrooted into.
-    const fs::path nr = scratch / "root";
-    fs::create_directories(nr);
-    if (::mount("/", nr.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0 ||
-        ::chdir(nr.c_str()) != 0 || ::mount(".", "/", nullptr, MS_MOVE, nullptr) != 0 ||
-        ::chroot(".") != 0 || ::chdir("/") != 0) {
-      return ::testing::AssertionFailure() << "root off rootfs: " << std::strerror(errno);
-    }
-  }
-  if (!sandbox::Cgroup2Mount().ok()) {
-    const fs::path cg = scratch / "cgroup2";
-    fs::create_directories(cg);
-    if (::mount("cgroup2", cg.c_str(), "cgroup2", 0, nullptr) != 0) {
-      return ::testing::AssertionFailure() << "mount cgroup2: " << std::strerror(errno);
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
-
 struct Vmm {
   std::string uid_line, cap_eff, cgroup;
 };
