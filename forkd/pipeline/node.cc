@@ -972,6 +972,8 @@ absl::Status Node::RunPipeline(Sandbox& sb, const templates::TemplateMeta& meta,
     sb.slot = pooled->slot;
     sb.dir = pooled->dir;
     sb.netns_pin = pooled->netns_pin;
+    sb.uid = pooled->uid;
+    sb.vm_cgroup = pooled->vm_cgroup;
     sb.res = std::move(pooled->res);
     sb.res.fork_id = sb.info.sandbox_id();
     sb.vmm = std::move(pooled->vmm);
