@@ -121,8 +121,10 @@ absl::StatusOr<CgroupPlacer> CgroupPlacer::Init(const CgroupPolicy& policy, std:
     return absl::InvalidArgumentError("--vmm-cgroup-parent " + p.parent_ +
                                       " is not a directory below the cgroup2 mount " + p.mount_);
   }
-  if (::mkdir(p.parent_.c_str(), 0755) != 0 && errno != EEXIST) {
-    return ErrnoStatus(errno, "mkdir cgroup " + p.parent_);
+  bool created = true;
+  if (::mkdir(p.parent_.c_str(), 0755) != 0) {
+    if (errno != EEXIST) return ErrnoStatus(errno, "mkdir cgroup " + p.parent_);
+    created = false;
   }
   FORKD_ASSIGN_OR_RETURN(p.missing_, PrepareParent(p.mount_, p.parent_));
   if (!p.missing_.empty()) {
@@ -131,6 +133,7 @@ absl::StatusOr<CgroupPlacer> CgroupPlacer::Init(const CgroupPolicy& policy, std:
                              p.mount_ + " offers only '" +
                              Join(ControllersOf(p.mount_).value_or(std::set<std::string>{})) + "')";
     if (!policy.allow_missing_controllers) {
+      if (created) (void)::rmdir(p.parent_.c_str());  // refused: nothing of forkd's stays
       return absl::FailedPreconditionError(what +
                                            "; VMs would run without those limits. Pass "
                                            "--allow-missing-cgroup-controllers to run anyway");
