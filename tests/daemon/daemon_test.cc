@@ -70,12 +70,7 @@ class DaemonTest : public ::testing::Test {
       EXPECT_EQ(Leftovers(forkd_->data()), "") << forkd_->Log();
     }
   }
-  virtual std::vector<std::string> ExtraFlags() {
-    // Real VMMs in the emulated-SVM tier's nested, emulated KVM answer the
-    // gate more slowly than the 2 s default allows.
-    if (UsingRealVmm()) return {"--max-sandboxes", "64", "--gate-deadline-ms", "20000"};
-    return {"--max-sandboxes", "64"};
-  }
+  virtual std::vector<std::string> ExtraFlags() { return {"--max-sandboxes", "64"}; }
 
   v1::Forkd::Stub& api() { return forkd_->api(); }
 

@@ -77,6 +77,9 @@ std::string CgroupParentOf(const fs::path& data_dir) {
   if (const std::string cg = CgroupParentOf(data_); !cg.empty()) {
     args.insert(args.end(), {"--vmm-cgroup-parent", cg, "--allow-missing-cgroup-controllers"});
   }
+  // Real VMMs in the emulated-SVM tier (one emulated vCPU, nested KVM)
+  // answer the reseed gate more slowly than its 2 s default allows.
+  if (UsingRealVmm()) args.insert(args.end(), {"--gate-deadline-ms", "20000"});
   args.insert(args.end(), extra_.begin(), extra_.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
