@@ -67,19 +67,12 @@ struct Forkd {
 
 void StartForkd(Forkd& f, const fs::path& dir, const std::string& vmm, uint32_t standby) {
   const std::string sock = (dir / "forkd.sock").string();
-  std::vector<std::string> args = {FORKD_BENCH_FORKD,
-                                   "--data-dir",
-                                   (dir / "data").string(),
-                                   "--listen",
-                                   "unix:" + sock,
-                                   "--vmm",
-                                   vmm,
-                                   "--probe-guest",
-                                   FORKD_BENCH_PROBE_GUEST,
-                                   "--max-sandboxes",
-                                   "256",
-                                   "--standby",
-                                   std::to_string(standby)};
+  std::vector<std::string> args = {FORKD_BENCH_FORKD, "--data-dir", (dir / "data").string(),
+                                   "--listen", "unix:" + sock, "--vmm", vmm, "--probe-guest",
+                                   FORKD_BENCH_PROBE_GUEST, "--max-sandboxes", "256", "--standby",
+                                   std::to_string(standby),
+                                   // hosts whose cgroup2 lacks controllers (forkd logs it)
+                                   "--allow-missing-cgroup-controllers"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -85,7 +85,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
   f.vmm = FORKD_DEFAULT_VMM;
   f.probe_guest = FORKD_DEFAULT_PROBE_GUEST;
   std::vector<std::string> listen;
-  std::string memory_reserve, fault;
+  std::string memory_reserve, fault, uid_range = "100000-165535", vmm_memory_overhead = "64M";
+  bool no_jail = false, no_vmm_cgroup = false;
   CLI::App app{"forkd: the node daemon that forks microVM sandboxes from warm templates"};
   app.option_defaults()->always_capture_default();
   app.add_option("--kernel", f.kernel, "Linux kernel (bzImage/ELF) for Linux templates");
@@ -118,6 +119,31 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
   app.add_option("--probe-guest", f.probe_guest, "the in-tree probe guest image");
   app.add_option("--gate-deadline-ms", f.gate_deadline_ms, "reseed gate deadline")
       ->check(CLI::Range(10, 600000));
+  app.add_option("--vmm-uid-range", uid_range,
+                 "FIRST-LAST: each forkd-vmm runs jailed as its own uid/gid from this range");
+  app.add_flag("--vmm-uid-shared", f.jail.shared,
+               "every forkd-vmm runs as the range's first uid/gid (one uid for all VMs)");
+  app.add_flag("--no-jail", no_jail,
+               "DEBUGGING ONLY: run every forkd-vmm unjailed, as root, with forkd's view of "
+               "the host (guest code then has root's privileges on any VMM escape)");
+  app.add_option("--vmm-cgroup-parent", f.cgroup.parent,
+                 "cgroup v2 directory under which forkd makes each VM's cgroup (default: "
+                 "<cgroup2 mount>/forkd.slice, created when missing)");
+  app.add_flag("--no-vmm-cgroup", no_vmm_cgroup,
+               "don't make a cgroup per VM (VMMs stay in forkd's cgroup, or join a Fork's "
+               "cgroup_path as is)");
+  app.add_flag("--allow-missing-cgroup-controllers", f.cgroup.allow_missing_controllers,
+               "run VMs without the memory/pids/cpu limits the host's cgroup2 cannot give "
+               "(logged at start); without it such a host refuses to start");
+  app.add_option("--vmm-memory-overhead", vmm_memory_overhead,
+                 "memory.max of a VM's cgroup is its guest RAM plus this");
+  app.add_option("--vmm-pids-max", f.cgroup.pids_max, "pids.max of a VM's cgroup")
+      ->check(CLI::Range(16, 100000));
+  app.add_option("--vmm-cpu-weight", f.cgroup.cpu_weight, "cpu.weight of a VM's cgroup")
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--max-fork-running", f.max_fork_running,
+                 "children one ForkRunning call may ask for")
+      ->check(CLI::Range(1, 1000));
   app.add_option("--test-fault-point", fault,
                  "TESTS ONLY (needs FORKD_ENABLE_TEST_FAULTS=1): SIGKILL forkd at this point of "
                  "Fork: " +
@@ -130,6 +156,23 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
     return absl::InvalidArgumentError(e.what());
   }
   if (listen.empty()) listen.push_back("unix:/run/forkd/forkd.sock");
+  {
+    auto range = sandbox::ParseUidRange(uid_range);
+    if (!range.ok()) {
+      return absl::InvalidArgumentError("--vmm-uid-range: " +
+                                        std::string(range.status().message()));
+    }
+    f.jail.uid_first = range->uid_first;
+    f.jail.uid_count = range->uid_count;
+    f.jail.enabled = !no_jail;
+    f.cgroup.enabled = !no_vmm_cgroup;
+    auto overhead = ParseSize(vmm_memory_overhead);
+    if (!overhead.ok()) {
+      return absl::InvalidArgumentError("--vmm-memory-overhead: " +
+                                        std::string(overhead.status().message()));
+    }
+    f.cgroup.memory_overhead_bytes = *overhead;
+  }
   for (const auto& l : listen) {
     auto p = ParseListen(l);
     if (!p.ok()) return p.status();

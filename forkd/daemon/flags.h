@@ -9,6 +9,8 @@
 
 #include "absl/status/statusor.h"
 #include "forkd/pipeline/fault_point.h"
+#include "forkd/sandbox/cgroup.h"
+#include "forkd/sandbox/jail_args.h"
 
 namespace forkd::daemon {
 
@@ -37,6 +39,10 @@ struct Flags {
   std::string vmm, probe_guest;
   uint32_t gate_deadline_ms = 2000;
   pipeline::FaultPoint fault = pipeline::FaultPoint::kNone;
+  // Every forkd-vmm's jail and cgroup (README "Jail and cgroups").
+  sandbox::JailPolicy jail;
+  sandbox::CgroupPolicy cgroup;
+  uint32_t max_fork_running = 16;
 
   bool tls() const { return !tls_cert.empty(); }
 };

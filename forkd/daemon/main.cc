@@ -102,6 +102,17 @@ int Run(int argc, char** argv) {
     spdlog::warn("probe guest {} unreadable: probe templates are refused", flags->probe_guest);
   }
   cfg.insecure_skip_guest_verify = flags->insecure_skip_guest_verify;
+  cfg.jail = flags->jail;
+  cfg.cgroup = flags->cgroup;
+  cfg.max_fork_running = flags->max_fork_running;
+  if (!cfg.jail.enabled) {
+    spdlog::critical(
+        "WARNING: --no-jail: every forkd-vmm runs UNJAILED as root with forkd's view of the "
+        "host; a guest that escapes its VMM owns this machine. For debugging only.");
+  } else {
+    spdlog::info("forkd-vmm jail: uid/gid {} {}-{}", cfg.jail.shared ? "shared" : "per VM from",
+                 cfg.jail.uid_first, cfg.jail.uid_first + cfg.jail.uid_count - 1);
+  }
 
   pipeline::RecoveryReport report;
   auto node = pipeline::Node::Start(cfg, &report);
@@ -112,6 +123,7 @@ int Run(int argc, char** argv) {
   for (const auto& id : report.adopted) spdlog::info("recovery: adopted live sandbox {}", id);
   for (const auto& id : report.removed) spdlog::info("recovery: removed remains of sandbox {}", id);
   for (const auto& n : report.notes) spdlog::info("recovery: {}", n);
+  if (!report.cgroup_warning.empty()) spdlog::warn("cgroups: {}", report.cgroup_warning);
 
   std::unique_ptr<Metrics> metrics;
   if (!flags->metrics_listen.empty()) {
@@ -187,7 +199,10 @@ int Run(int argc, char** argv) {
 
   int sig = 0;
   sigwait(&stop, &sig);
-  spdlog::info("signal {}: stopping (live sandboxes keep running for the next start)", sig);
+  spdlog::info("signal {}: stopping ({})", sig,
+               cfg.jail.enabled ? "jailed VMMs end with forkd (PR_SET_PDEATHSIG); the next start "
+                                  "removes their remains"
+                                : "--no-jail: live sandboxes keep running for the next start");
   (void)sd_notify(0, "STOPPING=1");
   for (auto& u : unix_listeners) u->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

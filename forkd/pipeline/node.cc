@@ -17,6 +17,7 @@
 #include "agent/vsock_connect.h"
 #include "common/errno_status.h"
 #include "forkd/gate/reseed_gate.h"
+#include "forkd/pipeline/fork_running.h"
 #include "forkd/pipeline/restore_pin.h"
 #include "forkd/pipeline/spec.h"
 #include "forkd/sandbox/ids.h"
@@ -73,6 +74,12 @@ std::string Ip(const netfilter::IpAddress& a) {
          std::to_string(a.bytes[2]) + "." + std::to_string(a.bytes[3]);
 }
 
+// The tap's owner: the jailed VMM's uid (and gid), which alone may attach it.
+template <typename S>
+std::optional<uint32_t> TapOwner(const S& sb) {
+  return sb.uid != 0 ? std::optional<uint32_t>(sb.uid) : std::nullopt;
+}
+
 std::string CauseOf(const absl::Status& s) {
   if (auto c = gate::ReapCauseOf(s)) return std::string("gate: ") + gate::ReapCauseName(*c);
   return std::string(absl::StatusCodeToString(s.code()));
@@ -95,6 +102,8 @@ struct Node::Sandbox {
   bool standby = false;
   fs::path dir;
   std::string serial;
+  uint32_t uid = 0;       // the VMM's uid and gid (jail_args.h); 0: not jailed
+  std::string vm_cgroup;  // the cgroup forkd made for the VMM (cgroup.h)
 };
 
 Node::Node(NodeConfig config, journal::Journal journal)
@@ -103,7 +112,7 @@ Node::Node(NodeConfig config, journal::Journal journal)
 absl::StatusOr<std::unique_ptr<Node>> Node::Start(NodeConfig config, RecoveryReport* report) {
   if (!config.guests) return absl::InvalidArgumentError("NodeConfig.guests is required");
   std::error_code ec;
-  for (const char* sub : {"templates", "sandboxes", "netns"}) {
+  for (const char* sub : {"templates", "sandboxes", "netns", "running"}) {
     fs::create_directories(config.data_dir / sub, ec);
     if (ec)
       return absl::InternalError("create " + (config.data_dir / sub).string() + ": " +
@@ -122,7 +131,12 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(NodeConfig config, RecoveryRep
     return ErrnoStatus(errno, "epoll_ctl eventfd");
   }
   RecoveryReport local;
-  FORKD_RETURN_IF_ERROR(node->Recover(report ? report : &local));
+  if (!report) report = &local;
+  node->uids_ = std::make_unique<sandbox::UidPool>(node->config_.jail);
+  FORKD_ASSIGN_OR_RETURN(
+      auto placer, sandbox::CgroupPlacer::Init(node->config_.cgroup, &report->cgroup_warning));
+  node->cgroups_.emplace(std::move(placer));
+  FORKD_RETURN_IF_ERROR(node->Recover(report));
   node->watcher_ = std::thread([n = node.get()] { n->WatchLoop(); });
   node->refiller_ = std::thread([n = node.get()] { n->RefillLoop(); });
   return node;
@@ -171,7 +185,9 @@ absl::Status Node::JournalPut(const Sandbox& sb, const std::string& state) {
                       {"cgroup", sb.info.cgroup_path()},
                       {"created_unix_ms", sb.info.created_unix_ms()},
                       {"generation", sb.info.generation()},
-                      {"standby", sb.standby}};
+                      {"standby", sb.standby},
+                      {"uid", sb.uid},
+                      {"vm_cgroup", sb.vm_cgroup}};
   if (sb.info.vmm_pid() > 0) {
     j["pid"] = sb.info.vmm_pid();
     if (auto id = sandbox::IdentityOf(sb.info.vmm_pid()); id.ok()) {
@@ -211,13 +227,28 @@ absl::Status Node::Recover(RecoveryReport* report) {
   std::set<pid_t> adopted_pids;
   std::set<std::string> kept_keys;
   FORKD_ASSIGN_OR_RETURN(auto records, journal_.LoadAll());
+  // ForkRunning's hidden templates first: an adopted child needs its template.
+  std::vector<std::pair<std::string, templates::TemplateMeta>> hidden;
   for (auto& [key, rec] : records) {
+    if (!IsHiddenTemplateRecord(rec)) continue;
+    templates::TemplateMeta m = HiddenTemplateFromRecord(key, rec);
+    hidden.emplace_back(key, m);
+    Template t;
+    t.meta = m;
+    t.state = v1::Template::READY;
+    templates_.emplace(m.id, std::move(t));
+    hidden_templates_.insert(m.id);
+  }
+  for (auto& [key, rec] : records) {
+    if (IsHiddenTemplateRecord(rec)) continue;
     auto sb = std::make_shared<Sandbox>();
     sb->key = key;
     sb->slot = rec.value("slot", 0u);
     sb->netns_pin = rec.value("netns_pin", "");
     sb->dir = rec.value("dir", "");
     sb->standby = rec.value("standby", false);
+    sb->uid = rec.value("uid", 0u);
+    sb->vm_cgroup = rec.value("vm_cgroup", "");
     sb->info.set_sandbox_id(rec.value("sandbox_id", key));
     sb->info.set_template_id(rec.value("template_id", ""));
     sb->info.set_netns_path(rec.value("netns_path", ""));
@@ -266,6 +297,7 @@ absl::Status Node::Recover(RecoveryReport* report) {
       sb->info.set_state(v1::Sandbox::READY);
       sandboxes_.emplace(sb->info.sandbox_id(), sb);
       slots_.insert(sb->slot);
+      if (sb->uid != 0) uids_->MarkUsed(sb->uid);
       adopted_pids.insert(pid);
       kept_keys.insert(key);
       report->adopted.push_back(sb->info.sandbox_id());
@@ -278,6 +310,7 @@ absl::Status Node::Recover(RecoveryReport* report) {
       absl::Status p = sandbox::RemovePinnedNetns(sb->netns_pin);
       if (s.ok()) s = p;
     }
+    if (s.ok()) s = ReleaseVm(*sb);
     if (!s.ok()) return Annotate(s, "recovery of sandbox " + sb->info.sandbox_id());
     FORKD_RETURN_IF_ERROR(journal_.Remove(key));
     report->removed.push_back(sb->info.sandbox_id());
@@ -318,6 +351,39 @@ absl::Status Node::Recover(RecoveryReport* report) {
         fs::remove_all(entry.path(), ec);
       }
       report->notes.push_back("removed unowned " + entry.path().string());
+    }
+  }
+  // Hidden templates no adopted sandbox uses, and running/ entries no
+  // record names.
+  std::set<std::string> kept_hidden;
+  for (auto& [key, m] : hidden) {
+    bool used = false;
+    for (const auto& [id, sb] : sandboxes_) used = used || sb->info.template_id() == m.id;
+    if (used) {
+      kept_hidden.insert(m.dir.filename().string());
+      continue;
+    }
+    templates_.erase(m.id);
+    hidden_templates_.erase(m.id);
+    if (!m.dir.empty()) fs::remove_all(m.dir, ec);
+    FORKD_RETURN_IF_ERROR(journal_.Remove(key));
+    report->notes.push_back("removed the snapshot of ForkRunning " + m.id + " (no child left)");
+  }
+  for (const auto& entry : fs::directory_iterator(config_.data_dir / "running", ec)) {
+    if (kept_hidden.count(entry.path().filename().string())) continue;
+    fs::remove_all(entry.path(), ec);
+    report->notes.push_back("removed unowned " + entry.path().string());
+  }
+  // VM cgroups in forkd's parent that no kept record names (their VMMs are
+  // gone: a stray was killed above).
+  if (cgroups_->policy().enabled) {
+    std::set<std::string> kept_cgroups;
+    for (const auto& [id, sb] : sandboxes_) kept_cgroups.insert(sb->vm_cgroup);
+    for (const auto& entry : fs::directory_iterator(cgroups_->parent(), ec)) {
+      const std::string n = entry.path().filename().string();
+      if (n.rfind("forkd-vm-", 0) != 0 || kept_cgroups.count(entry.path().string())) continue;
+      FORKD_RETURN_IF_ERROR(sandbox::RemoveVmCgroup(entry.path().string()));
+      report->notes.push_back("removed unowned cgroup " + entry.path().string());
     }
   }
   for (auto& [id, sb] : sandboxes_) Watch(sb);
@@ -410,6 +476,7 @@ void Node::Dispose(Sandbox& sb, v1::Sandbox::State state, const std::string& cau
     absl::Status p = sandbox::RemovePinnedNetns(sb.netns_pin);
     if (s.ok()) s = p;
   }
+  if (s.ok()) s = ReleaseVm(sb);
   if (s.ok()) {
     s = journal_.Remove(sb.key);
   } else {
@@ -423,17 +490,45 @@ void Node::Dispose(Sandbox& sb, v1::Sandbox::State state, const std::string& cau
     Publish(state == v1::Sandbox::EXITED ? v1::Event::EXITED : v1::Event::REAPED,
             sb.info.sandbox_id(), sb.info.template_id(), cause);
   }
-  std::lock_guard lock(mu_);
-  if (!sb.standby) {
-    gone_[sb.info.sandbox_id()] = sb.info;
-    gone_order_.push_back(sb.info.sandbox_id());
-    if (gone_order_.size() > kGoneKept) {
-      gone_.erase(gone_order_.front());
-      gone_order_.erase(gone_order_.begin());
+  {
+    std::lock_guard lock(mu_);
+    if (!sb.standby) {
+      gone_[sb.info.sandbox_id()] = sb.info;
+      gone_order_.push_back(sb.info.sandbox_id());
+      if (gone_order_.size() > kGoneKept) {
+        gone_.erase(gone_order_.front());
+        gone_order_.erase(gone_order_.begin());
+      }
+      sandboxes_.erase(sb.info.sandbox_id());
     }
-    sandboxes_.erase(sb.info.sandbox_id());
+    slots_.erase(sb.slot);
   }
-  slots_.erase(sb.slot);
+  if (!sb.standby) MaybeDropHiddenTemplate(sb.info.template_id());
+}
+
+void Node::MaybeDropHiddenTemplate(const std::string& template_id) {
+  fs::path dir;
+  {
+    std::lock_guard lock(mu_);
+    if (!hidden_templates_.count(template_id)) return;
+    for (const auto& [id, sb] : sandboxes_) {
+      if (sb->info.template_id() == template_id) return;  // a child is left
+    }
+    auto it = templates_.find(template_id);
+    if (it != templates_.end()) {
+      dir = it->second.meta.dir;
+      templates_.erase(it);
+    }
+    hidden_templates_.erase(template_id);
+  }
+  std::error_code ec;
+  if (!dir.empty()) fs::remove_all(dir, ec);
+  absl::Status s = ec ? absl::InternalError("remove " + dir.string() + ": " + ec.message())
+                      : journal_.Remove(template_id);
+  if (!s.ok()) {
+    // Its record stays, so the next start retries the removal.
+    spdlog::error("ForkRunning snapshot {}: removal incomplete: {}", template_id, s.ToString());
+  }
 }
 
 void Node::Forget(const std::string& id, uint32_t slot) {
@@ -506,7 +601,28 @@ absl::StatusOr<v1::Template> Node::CreateTemplate(const v1::CreateTemplateReques
   templates::BuildEnv env{.vmm_binary = config_.vmm_binary,
                           .templates_dir = config_.data_dir / "templates",
                           .guests = config_.guests.get()};
-  auto meta = templates::BuildTemplate(env, request, emit);
+  env.jail = config_.jail;
+  absl::Status uid_status;
+  if (config_.jail.enabled) {
+    auto uid = uids_->Acquire();
+    if (uid.ok()) env.vmm_uid = *uid;
+    uid_status = uid.status();
+  }
+  absl::StatusOr<templates::TemplateMeta> meta =
+      uid_status.ok() ? templates::BuildTemplate(env, request, emit)
+                      : absl::StatusOr<templates::TemplateMeta>(uid_status);
+  if (env.vmm_uid) uids_->Release(*env.vmm_uid);
+  if (meta.ok()) {
+    // The build VMM's uid wrote the snapshot: it becomes root's and
+    // read-only to the forks' uids (jail_args.h); its jail root goes.
+    std::error_code ec;
+    fs::remove(meta->dir / "jail", ec);
+    absl::Status sealed = sandbox::SealSnapshotDir(meta->dir);
+    if (!sealed.ok()) {
+      fs::remove_all(meta->dir, ec);
+      meta = sealed;
+    }
+  }
   v1::Template out;
   {
     std::lock_guard lock(mu_);
@@ -585,6 +701,7 @@ v1::ListTemplatesResponse Node::ListTemplates() {
   v1::ListTemplatesResponse out;
   std::lock_guard lock(mu_);
   for (const auto& [id, t] : templates_) {
+    if (hidden_templates_.count(id)) continue;  // a ForkRunning snapshot
     v1::Template* p = out.add_templates();
     p->set_template_id(id);
     p->set_state(t.state);
@@ -753,11 +870,96 @@ absl::StatusOr<v1::ForkResponse> Node::Fork(const v1::ForkRequest& request) {
 
 absl::StatusOr<v1::ForkResponse> Node::ForkRunning(const v1::ForkRunningRequest& request) {
   FORKD_RETURN_IF_ERROR(sandbox::ValidateId("sandbox id", request.sandbox_id()));
-  FORKD_ASSIGN_OR_RETURN(auto sb, Find(request.sandbox_id(), true));
-  (void)sb;
-  return absl::UnimplementedError(
-      "ForkRunning needs a live snapshot of a running sandbox (PAUSE, SNAPSHOT to a per-fork "
-      "directory, RESUME), which this forkd does not implement yet");
+  if (request.count() == 0) return absl::InvalidArgumentError("count must be at least 1");
+  if (request.count() > config_.max_fork_running) {
+    return absl::InvalidArgumentError("count " + std::to_string(request.count()) +
+                                      " is above --max-fork-running " +
+                                      std::to_string(config_.max_fork_running));
+  }
+  if (request.count() > 1 && !request.spec().sandbox_id().empty()) {
+    return absl::InvalidArgumentError("spec.sandbox_id names one sandbox; count is " +
+                                      std::to_string(request.count()));
+  }
+  FORKD_ASSIGN_OR_RETURN(auto parent, Find(request.sandbox_id(), true));
+  templates::TemplateMeta meta;
+  {
+    std::lock_guard lock(mu_);
+    if (sandboxes_.size() + request.count() > config_.max_sandboxes) {
+      return absl::ResourceExhaustedError("ForkRunning of " + std::to_string(request.count()) +
+                                          " would exceed --max-sandboxes " +
+                                          std::to_string(config_.max_sandboxes) + " (" +
+                                          std::to_string(sandboxes_.size()) + " in use)");
+    }
+    char id[64];
+    (void)std::snprintf(id, sizeof id, "running-%llx-%llu",
+                        static_cast<unsigned long long>(NowMs()),
+                        static_cast<unsigned long long>(next_auto_id_++));
+    meta.id = id;
+  }
+  meta.dir = config_.data_dir / "running" / meta.id;
+  meta.created_unix_ms = NowMs();
+  fs::path target;
+  {
+    std::lock_guard lock(parent->mu);
+    if (parent->info.state() != v1::Sandbox::READY || !parent->vmm) {
+      return absl::FailedPreconditionError("sandbox " + request.sandbox_id() +
+                                           " is not running: " + parent->info.reap_cause());
+    }
+    {
+      std::lock_guard l(mu_);
+      auto t = templates_.find(parent->info.template_id());
+      if (t == templates_.end()) {
+        return absl::FailedPreconditionError("sandbox " + request.sandbox_id() +
+                                             ": its template is gone");
+      }
+      meta.guest = t->second.meta.guest;
+      meta.memory_mib = t->second.meta.memory_mib;
+      meta.kernel_sha256 = t->second.meta.kernel_sha256;
+    }
+    // Recorded before anything exists, so a crash from here on leaves
+    // nothing the next start does not find.
+    FORKD_RETURN_IF_ERROR(journal_.Put(meta.id, HiddenTemplateRecord(meta, request.sandbox_id())));
+    auto drop = [&](const absl::Status& why) {
+      std::error_code ec;
+      fs::remove_all(meta.dir, ec);
+      if (!target.empty()) fs::remove_all(target, ec);
+      (void)journal_.Remove(meta.id);
+      return Annotate(why, "ForkRunning of " + request.sandbox_id());
+    };
+    // The parent VMM writes only its own SNAPSHOT directory (its jail's
+    // --jail-rw); the snapshot is then moved out of its reach and sealed.
+    target = sandbox::JailLayout(parent->dir, parent->uid).snapshot_dir / meta.id;
+    std::error_code ec;
+    fs::create_directories(meta.dir, ec);
+    if (ec) return drop(absl::InternalError("create " + meta.dir.string() + ": " + ec.message()));
+    if (absl::Status s = LiveSnapshot(*parent->vmm, target, kReadyTimeout); !s.ok()) {
+      return drop(s);
+    }
+    fs::rename(target, meta.snapshot(), ec);
+    if (ec) {
+      return drop(absl::InternalError("move " + target.string() + ": " + ec.message()));
+    }
+    target.clear();
+    if (absl::Status s = sandbox::SealSnapshotDir(meta.dir); !s.ok()) return drop(s);
+  }
+  {
+    std::lock_guard lock(mu_);
+    Template t;
+    t.meta = meta;
+    t.state = v1::Template::READY;
+    templates_.emplace(meta.id, std::move(t));
+    hidden_templates_.insert(meta.id);
+  }
+  v1::ForkRequest fork;
+  fork.set_template_id(meta.id);
+  fork.set_count(request.count());
+  *fork.mutable_spec() = request.spec();
+  fork.set_cold(true);
+  auto resp = Fork(fork);
+  // No child (a failed Fork leaves none): the snapshot goes now.
+  MaybeDropHiddenTemplate(meta.id);
+  if (!resp.ok()) return Annotate(resp.status(), "ForkRunning of " + request.sandbox_id());
+  return resp;
 }
 
 absl::Status Node::RunPipeline(Sandbox& sb, const templates::TemplateMeta& meta,
@@ -781,6 +983,8 @@ absl::Status Node::RunPipeline(Sandbox& sb, const templates::TemplateMeta& meta,
     sb.slot = pooled->slot;
     sb.dir = pooled->dir;
     sb.netns_pin = pooled->netns_pin;
+    sb.uid = pooled->uid;
+    sb.vm_cgroup = pooled->vm_cgroup;
     sb.res = std::move(pooled->res);
     sb.res.fork_id = sb.info.sandbox_id();
     sb.vmm = std::move(pooled->vmm);
@@ -860,13 +1064,15 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
   sb.info.set_cgroup_path(spec.cgroup_path());
   sb.info.set_tap(tap);
   sb.info.set_guest_ipv4(Ip(guest));
-  sb.info.set_vsock_path((sb.dir / "vsock.sock").string());
+  sb.info.set_vsock_path((sb.dir / "vm" / "vsock.sock").string());
   sb.res.fork_id = sb.info.sandbox_id();
   sb.res.paths = {sb.dir};
+  FORKD_RETURN_IF_ERROR(PlanVm(sb, spec.cgroup_path()));
   FORKD_RETURN_IF_ERROR(JournalPut(sb, "starting"));
   std::error_code ec;
   fs::create_directories(sb.dir, ec);
   if (ec) return absl::InternalError("create " + sb.dir.string() + ": " + ec.message());
+  FORKD_ASSIGN_OR_RETURN(auto jail_args, MakeVm(sb, spec.cgroup_path(), meta.memory_mib));
   t.set_journal_us(lap());
   MaybeCrash(config_.fault, FaultPoint::kAfterJournal);
 
@@ -879,12 +1085,15 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
   MaybeCrash(config_.fault, FaultPoint::kAfterNetns);
 
   sb.res.tap = tap;  // owned from before it exists: a half-made tap is removed too
-  FORKD_RETURN_IF_ERROR(netfilter::CreateTap(sb.res.netns.get(), {.name = tap,
-                                                                  .owner = std::nullopt,
-                                                                  .group = std::nullopt,
-                                                                  .persistent = true,
-                                                                  .vnet_hdr = true})
-                            .status());
+  {
+    std::shared_lock no_fork(sandbox::ForkLock());  // vmm_child.h
+    FORKD_RETURN_IF_ERROR(netfilter::CreateTap(sb.res.netns.get(), {.name = tap,
+                                                                    .owner = TapOwner(sb),
+                                                                    .group = TapOwner(sb),
+                                                                    .persistent = true,
+                                                                    .vnet_hdr = true})
+                              .status());
+  }
   {
     FORKD_ASSIGN_OR_RETURN(auto rt, netfilter::RtNetlink::Open(sb.res.netns.get()));
     FORKD_RETURN_IF_ERROR(rt.AddAddress(tap, {gw, 30}));
@@ -905,11 +1114,12 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
   sandbox::VmmSpawnOptions o;
   o.binary = config_.vmm_binary;
   o.serial_out = sb.serial;
-  o.cgroup_dir = spec.cgroup_path();
-  o.args = {"--no-jail",   "--restore",          meta.snapshot().string(),
-            "--vsock-uds", sb.info.vsock_path(), "--net-tap",
-            tap,           "--net-netns",        sb.info.netns_path(),
-            "--net-mac",   SlotMac(sb.slot)};
+  // forkd's own cgroup for the VM, or (with --no-vmm-cgroup) the given one as is.
+  o.cgroup_dir = !sb.vm_cgroup.empty() ? sb.vm_cgroup : spec.cgroup_path();
+  o.args = std::move(jail_args);
+  o.args.insert(o.args.end(), {"--restore", meta.snapshot().string(), "--vsock-uds",
+                               sb.info.vsock_path(), "--net-tap", tap, "--net-netns",
+                               sb.info.netns_path(), "--net-mac", SlotMac(sb.slot)});
   {
     FORKD_ASSIGN_OR_RETURN(auto expect, RestorePinArgs(*config_.guests, meta));
     o.args.insert(o.args.end(), expect.begin(), expect.end());
@@ -923,6 +1133,33 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
       ExplainRestoreFailure(sb.vmm->Expect("READY", kReadyTimeout), sb.res.vmm_pidfd.get()));
   t.set_restore_us(lap());
   MaybeCrash(config_.fault, FaultPoint::kAfterSpawn);
+  return absl::OkStatus();
+}
+
+// ---- jail and cgroup of a VMM ----------------------------------------------------
+
+absl::Status Node::PlanVm(Sandbox& sb, const std::string& given_cgroup) {
+  if (config_.jail.enabled && sb.uid == 0) {
+    FORKD_ASSIGN_OR_RETURN(sb.uid, uids_->Acquire());
+  }
+  if (cgroups_->policy().enabled) sb.vm_cgroup = cgroups_->PathFor(sb.key, given_cgroup);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> Node::MakeVm(Sandbox& sb, const std::string& given_cgroup,
+                                                      uint32_t memory_mib) {
+  const sandbox::VmmJail jail = sandbox::JailLayout(sb.dir, sb.uid);
+  FORKD_RETURN_IF_ERROR(sandbox::PrepareJailDirs(jail));
+  if (!sb.vm_cgroup.empty()) {
+    FORKD_RETURN_IF_ERROR(
+        cgroups_->Create(sb.vm_cgroup, given_cgroup, cgroups_->LimitsFor(memory_mib)));
+  }
+  return sandbox::JailArgs(config_.jail, jail);
+}
+
+absl::Status Node::ReleaseVm(Sandbox& sb) {
+  FORKD_RETURN_IF_ERROR(sandbox::RemoveVmCgroup(sb.vm_cgroup));
+  if (sb.uid != 0) uids_->Release(sb.uid);
   return absl::OkStatus();
 }
 
@@ -979,6 +1216,7 @@ absl::Status Node::Terminate(const std::string& sandbox_id) {
     absl::Status p = sandbox::RemovePinnedNetns(sb->netns_pin);
     if (s.ok()) s = p;
   }
+  if (s.ok()) s = ReleaseVm(*sb);
   if (!s.ok()) {
     sb->info.set_state(v1::Sandbox::REAPED);
     sb->info.set_reap_cause("terminate incomplete: " + std::string(s.message()));
@@ -988,6 +1226,7 @@ absl::Status Node::Terminate(const std::string& sandbox_id) {
   FORKD_RETURN_IF_ERROR(journal_.Remove(sb->key));
   sb->info.set_state(v1::Sandbox::REAPED);
   Forget(sandbox_id, sb->slot);
+  MaybeDropHiddenTemplate(sb->info.template_id());
   Publish(v1::Event::TERMINATED, sandbox_id, sb->info.template_id(), "terminated");
   refill_cv_.notify_all();
   return absl::OkStatus();
@@ -1223,7 +1462,7 @@ void Node::RefillLoop() {
       refill_cv_.wait_for(lock, 1s);
       if (stopping_ || config_.standby == 0) continue;
       for (const auto& [id, t] : templates_) {
-        if (t.state != v1::Template::READY) continue;
+        if (t.state != v1::Template::READY || hidden_templates_.count(id)) continue;
         if (pools_[id].size() < config_.standby &&
             sandboxes_.size() + pools_[id].size() < config_.max_sandboxes) {
           want = id;
@@ -1262,21 +1501,26 @@ void Node::RefillLoop() {
       sb->info.set_netns_path(sb->netns_pin);
       sb->info.set_tap(tap);
       sb->info.set_guest_ipv4(Ip(guest));
-      sb->info.set_vsock_path((sb->dir / "vsock.sock").string());
+      sb->info.set_vsock_path((sb->dir / "vm" / "vsock.sock").string());
       sb->res.fork_id = sb->key;
       sb->res.paths = {sb->dir};
+      FORKD_RETURN_IF_ERROR(PlanVm(*sb, ""));
       FORKD_RETURN_IF_ERROR(JournalPut(*sb, "starting"));
       std::error_code ec;
       fs::create_directories(sb->dir, ec);
       if (ec) return absl::InternalError("create " + sb->dir.string() + ": " + ec.message());
+      FORKD_ASSIGN_OR_RETURN(auto jail_args, MakeVm(*sb, "", meta.memory_mib));
       FORKD_ASSIGN_OR_RETURN(sb->res.netns, sandbox::CreatePinnedNetns(sb->netns_pin));
       sb->res.tap = tap;
-      FORKD_RETURN_IF_ERROR(netfilter::CreateTap(sb->res.netns.get(), {.name = tap,
-                                                                       .owner = std::nullopt,
-                                                                       .group = std::nullopt,
-                                                                       .persistent = true,
-                                                                       .vnet_hdr = true})
-                                .status());
+      {
+        std::shared_lock no_fork(sandbox::ForkLock());  // vmm_child.h
+        FORKD_RETURN_IF_ERROR(netfilter::CreateTap(sb->res.netns.get(), {.name = tap,
+                                                                         .owner = TapOwner(*sb),
+                                                                         .group = TapOwner(*sb),
+                                                                         .persistent = true,
+                                                                         .vnet_hdr = true})
+                                  .status());
+      }
       {
         FORKD_ASSIGN_OR_RETURN(auto rt, netfilter::RtNetlink::Open(sb->res.netns.get()));
         FORKD_RETURN_IF_ERROR(rt.AddAddress(tap, {gw, 30}));
@@ -1291,18 +1535,12 @@ void Node::RefillLoop() {
       sandbox::VmmSpawnOptions o;
       o.binary = config_.vmm_binary;
       o.serial_out = sb->serial;
-      o.args = {"--no-jail",  // see forkd/templates/builder.cc
-                "--restore",
-                meta.snapshot().string(),
-                "--standby",
-                "--vsock-uds",
-                sb->info.vsock_path(),
-                "--net-tap",
-                tap,
-                "--net-netns",
-                sb->info.netns_path(),
-                "--net-mac",
-                SlotMac(sb->slot)};
+      o.cgroup_dir = sb->vm_cgroup;
+      o.args = std::move(jail_args);
+      o.args.insert(
+          o.args.end(),
+          {"--restore", meta.snapshot().string(), "--standby", "--vsock-uds", sb->info.vsock_path(),
+           "--net-tap", tap, "--net-netns", sb->info.netns_path(), "--net-mac", SlotMac(sb->slot)});
       {
         FORKD_ASSIGN_OR_RETURN(auto expect, RestorePinArgs(*config_.guests, meta));
         o.args.insert(o.args.end(), expect.begin(), expect.end());

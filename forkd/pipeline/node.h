@@ -26,7 +26,9 @@
 #include "forkd/gate/fork_resources.h"
 #include "forkd/journal/journal.h"
 #include "forkd/pipeline/fault_point.h"
+#include "forkd/sandbox/cgroup.h"
 #include "forkd/sandbox/events.h"
+#include "forkd/sandbox/jail_args.h"
 #include "forkd/sandbox/vmm_child.h"
 #include "forkd/templates/pinned_guests.h"
 #include "forkd/templates/template_meta.h"
@@ -48,6 +50,11 @@ struct NodeConfig {
   bool pvm_host = false;
   std::chrono::milliseconds gate_deadline{2000};
   FaultPoint fault = FaultPoint::kNone;  // test builds only (fault_point.h)
+  // How every forkd-vmm is jailed and placed (forkd/sandbox/jail_args.h,
+  // forkd/sandbox/cgroup.h).
+  sandbox::JailPolicy jail;
+  sandbox::CgroupPolicy cgroup;
+  uint32_t max_fork_running = 16;  // children of one ForkRunning call
 };
 
 // What a restart found and did; logged by the daemon.
@@ -55,6 +62,7 @@ struct RecoveryReport {
   std::vector<std::string> adopted;
   std::vector<std::string> removed;  // sandboxes whose remains were removed
   std::vector<std::string> notes;    // strays killed, stale pins, interrupted builds
+  std::string cgroup_warning;        // controllers missing and allowed (cgroup.h)
 };
 
 class Node {
@@ -118,6 +126,16 @@ class Node {
   absl::Status RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
                            const v1::SandboxSpec& spec, v1::StageTimings& t);
   absl::Status Admit(Sandbox& sb, v1::StageTimings& t);
+  // The VMM's jail and cgroup: PlanVm picks the uid and names the cgroup
+  // (before the journal record that names them), MakeVm creates the
+  // directories and the cgroup and returns forkd-vmm's jail flags,
+  // ReleaseVm removes the cgroup and frees the uid once the VMM is reaped.
+  absl::Status PlanVm(Sandbox& sb, const std::string& given_cgroup);
+  absl::StatusOr<std::vector<std::string>> MakeVm(Sandbox& sb, const std::string& given_cgroup,
+                                                  uint32_t memory_mib);
+  absl::Status ReleaseVm(Sandbox& sb);
+  // Removes a hidden ForkRunning template once it has no sandbox left.
+  void MaybeDropHiddenTemplate(const std::string& template_id);
   // Removes everything of `sb` (its lock held) and records why.
   void Dispose(Sandbox& sb, v1::Sandbox::State state, const std::string& cause);
   void Forget(const std::string& id, uint32_t slot);
@@ -150,6 +168,10 @@ class Node {
   uint32_t pool_filling_ = 0;
   std::atomic<uint64_t> generation_{0};
   std::atomic<uint64_t> next_auto_id_{0};
+
+  std::unique_ptr<sandbox::UidPool> uids_;
+  std::optional<sandbox::CgroupPlacer> cgroups_;
+  std::set<std::string> hidden_templates_;  // ForkRunning snapshots (under mu_)
 
   UniqueFd epoll_, wake_;
   std::map<int, std::string> watched_;  // pidfd dup -> sandbox id (under mu_)

@@ -7,12 +7,80 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
+#include <deque>
 #include <fstream>
+#include <functional>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "common/errno_status.h"
 
 namespace forkd::sandbox {
+
+namespace {
+
+// The one thread every VMM is forked from. A jailed forkd-vmm arms
+// PR_SET_PDEATHSIG, which the kernel fires when the *thread* that forked it
+// ends, not the process: forked from a gRPC or Fork worker thread, a VMM
+// would be killed when that thread retires. This thread lives as long as
+// forkd (it is never joined; the process exit ends it).
+class SpawnThread {
+ public:
+  static SpawnThread& Get() {
+    static auto* const t = new SpawnThread();  // never destroyed: outlives every caller
+    return *t;
+  }
+  // Runs `fn` on the spawn thread and returns its result (and its errno).
+  pid_t Run(const std::function<pid_t()>& fn) {
+    pid_t result = -1;
+    int err = 0;
+    bool done = false;
+    std::unique_lock lock(mu_);
+    queue_.push_back(Work{[&] {
+                            result = fn();
+                            err = errno;
+                          },
+                          &done});
+    cv_.notify_all();
+    done_cv_.wait(lock, [&] { return done; });
+    errno = err;
+    return result;
+  }
+
+ private:
+  struct Work {
+    std::function<void()> fn;
+    bool* done;
+  };
+  SpawnThread() {
+    std::thread([this] { Loop(); }).detach();
+  }
+  [[noreturn]] void Loop() {
+    std::unique_lock lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return !queue_.empty(); });
+      Work work = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      work.fn();
+      lock.lock();
+      *work.done = true;
+      done_cv_.notify_all();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_, done_cv_;
+  std::deque<Work> queue_;
+};
+
+}  // namespace
+
+std::shared_mutex& ForkLock() {
+  static auto* const mu = new std::shared_mutex();
+  return *mu;
+}
 
 absl::StatusOr<VmmChild> VmmChild::Spawn(const VmmSpawnOptions& options) {
   int sv[2];
@@ -37,9 +105,10 @@ absl::StatusOr<VmmChild> VmmChild::Spawn(const VmmSpawnOptions& options) {
 
   const int theirs_fd = theirs.get(), mine_fd = mine.get(), procs_fd = procs.get();
   const bool keep = options.keep_control;
-  const pid_t pid = ::fork();
-  if (pid < 0) return ErrnoStatus(errno, "fork for forkd-vmm");
-  if (pid == 0) {
+  const pid_t pid = SpawnThread::Get().Run([&]() -> pid_t {
+    std::unique_lock no_tap_fds(ForkLock());
+    const pid_t p = ::fork();
+    if (p != 0) return p;
     // Child: async-signal-safe calls only. Move the sources above the target
     // range first so dup2 never clobbers one; dup2 clears CLOEXEC.
     const int c = ::fcntl(theirs_fd, F_DUPFD_CLOEXEC, 10);
@@ -50,7 +119,8 @@ absl::StatusOr<VmmChild> VmmChild::Spawn(const VmmSpawnOptions& options) {
     ::setsid();  // not in forkd's process group: a terminal's ^C is not for VMs
     ::execv(argv[0], argv.data());
     _exit(127);
-  }
+  });
+  if (pid < 0) return ErrnoStatus(errno, "fork for forkd-vmm");
   return VmmChild(pid, std::move(mine));
 }
 

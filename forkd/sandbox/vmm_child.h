@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,13 @@ class VmmChild {
   UniqueFd control_;
   std::string buf_;
 };
+
+// Held shared around code that briefly holds an fd a VMM child must never
+// inherit even until its exec (a tap's /dev/net/tun fd while forkd creates
+// it: a copy in a child not yet exec'd keeps the tap attached, and the
+// VMM that should attach it gets EBUSY); VmmChild::Spawn forks under it
+// exclusively.
+std::shared_mutex& ForkLock();
 
 // The tail of a text file (serial logs in error messages).
 std::string FileTail(const std::string& path, size_t max_bytes = 600);

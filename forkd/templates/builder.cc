@@ -111,8 +111,8 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
   (void)std::snprintf(tap, sizeof tap, "fkb%08x",
                       static_cast<unsigned>(::getpid()) ^ static_cast<unsigned>(NowMs()));
   FORKD_RETURN_IF_ERROR(netfilter::CreateTap(netns.get(), {.name = tap,
-                                                           .owner = std::nullopt,
-                                                           .group = std::nullopt,
+                                                           .owner = env.vmm_uid,
+                                                           .group = env.vmm_uid,
                                                            .persistent = true,
                                                            .vnet_hdr = true})
                             .status());
@@ -124,11 +124,7 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
   o.serial_out = serial;
   o.keep_control = false;
   std::string cmdline;
-  // The jail (forkd/vmm/jail) needs a per-VM root and a uid the snapshot
-  // store is readable by; forkd does not provide those yet, so its VMMs run
-  // unjailed (still under their per-thread seccomp filters). See
-  // docs/threat-model.md.
-  o.args = {"--no-jail"};
+  FORKD_ASSIGN_OR_RETURN(o.args, sandbox::PrepareBuildJail(env.jail, env.vmm_uid, work));
   const GuestFilesConfig& files = env.guests->config();
   if (linux_guest) {
     // Verified above; forkd-vmm then checks the bytes it loads against the

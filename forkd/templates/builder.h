@@ -5,12 +5,14 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "forkd/api/forkd.pb.h"
 #include "forkd/templates/pinned_guests.h"
+#include "forkd/sandbox/jail_args.h"
 #include "forkd/templates/template_meta.h"
 
 namespace forkd::templates {
@@ -23,6 +25,10 @@ struct BuildEnv {
   // operator's waiver Linux builds run --insecure-skip-guest-verify, warn,
   // and their snapshots are stamped unpinned (docs/guest-pin.md).
   PinnedGuests* guests = nullptr;
+  // The build's VMM is jailed as every other (forkd/sandbox/jail_args.h):
+  // its uid/gid (also the build tap's owner; nullopt without the jail).
+  sandbox::JailPolicy jail;
+  std::optional<uint32_t> vmm_uid;
 };
 
 // The agent modes of the probe guest's stand-in agent (honest is the

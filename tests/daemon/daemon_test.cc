@@ -3,20 +3,29 @@
 // Built twice (tests/daemon/CMakeLists.txt): against the stand-in VMM
 // (netns tier: runs where /dev/kvm is missing) and against the real
 // forkd-vmm with the probe guest (kvm tier).
+#include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "forkd/api/forkd.grpc.pb.h"
+#include "forkd/sandbox/cgroup.h"
 #include "gtest/gtest.h"
 #include "netfilter/links.h"
 #include "netfilter/netns.h"
 #include "netfilter/nftables.h"
+#include "nlohmann/json.hpp"
 #include "tests/daemon/forkd_harness.h"
 #include "tests/support/requirements.h"
 #include "tests/support/temp_dir.h"
@@ -24,6 +33,15 @@
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kRootNetns);
 #ifdef FORKD_DAEMON_TEST_REAL_VMM
 FORKD_TEST_REQUIRES(forkd::testing::Requirement::kKvm);
+// Real VMMs are jailed: the host must let them (forkd_harness.h).
+namespace {
+class HostLike : public ::testing::Environment {
+ public:
+  void SetUp() override { ASSERT_TRUE(forkd::testing::MakeHostLike(dir_.path())); }
+  forkd::testing::TempDir dir_{"forkd_hostlike"};
+};
+const auto* const kHostLike = ::testing::AddGlobalTestEnvironment(new HostLike);
+}  // namespace
 #endif
 
 namespace forkd::testing {
@@ -322,6 +340,175 @@ TEST_F(DaemonTest, ExitWatcherReapsAVmmKilledFromOutside) {
   wctx.TryCancel();
 }
 
+// Every VMM runs jailed as its own uid (the jail's uid is what /proc shows
+// as its file-system uid: the real forkd-vmm has it as every uid, the
+// stand-in only there), its socket directory is that uid's alone, and it
+// sits in a cgroup forkd made for it with the limits written; everything
+// goes at Terminate.
+TEST_F(DaemonTest, EachVmmRunsAsItsOwnUidInItsOwnCgroup) {
+  ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
+  auto r = ForkN("base", 2);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::set<uint32_t> uids;
+  const std::string parent = CgroupParentOf(forkd_->data());
+  for (const auto& sb : r->sandboxes()) {
+    std::ifstream rec(forkd_->data() / "journal" / (sb.sandbox_id() + ".json"));
+    const auto j = nlohmann::json::parse(rec);
+    const uint32_t uid = j.value("uid", 0u);
+    EXPECT_GE(uid, 100000u) << j.dump();
+    uids.insert(uid);
+    // The process: its fs uid is the jail's (field 4 of Uid:).
+    std::ifstream st("/proc/" + std::to_string(sb.vmm_pid()) + "/status");
+    std::string line, fsuid;
+    while (std::getline(st, line)) {
+      if (line.rfind("Uid:", 0) == 0) {
+        std::istringstream in(line.substr(4));
+        std::string a, b, c;
+        in >> a >> b >> c >> fsuid;
+      }
+    }
+    EXPECT_EQ(fsuid, std::to_string(uid)) << sb.sandbox_id();
+    // Its socket directory: that uid's, 0700, and the socket in it.
+    struct stat d {};
+    const fs::path vm_dir = fs::path(sb.vsock_path()).parent_path();
+    ASSERT_EQ(::stat(vm_dir.c_str(), &d), 0) << vm_dir;
+    EXPECT_EQ(d.st_uid, uid);
+    EXPECT_EQ(d.st_mode & 0777, 0700u);
+    // Its cgroup: forkd's, named after it, with it inside.
+    const std::string cg = j.value("vm_cgroup", "");
+    EXPECT_EQ(cg, parent + "/forkd-vm-" + sb.sandbox_id());
+    std::ifstream procs(cg + "/cgroup.procs");
+    std::string pid;
+    bool inside = false;
+    while (procs >> pid) inside = inside || pid == std::to_string(sb.vmm_pid());
+    EXPECT_TRUE(inside) << cg;
+    auto ctrl = sandbox::ControllersOf(cg);
+    if (ctrl.ok() && ctrl->count("memory")) {  // hosts whose cgroup2 has the controllers
+      std::ifstream mem(cg + "/memory.max");
+      uint64_t max = 0;
+      mem >> max;
+      EXPECT_EQ(max, (uint64_t{64} << 20) + (uint64_t{64} << 20)) << cg;
+    }
+  }
+  EXPECT_EQ(uids.size(), 2u) << "two VMs share a uid";
+  for (const auto& sb : r->sandboxes()) ASSERT_TRUE(Terminate(sb.sandbox_id()).ok());
+  EXPECT_EQ(Leftovers(forkd_->data()), "");
+}
+
+// ForkRunning: a live fork of a running sandbox into N children, each a
+// sandbox of its own (netns, tap, chains, gate), all from one snapshot owned
+// by a hidden template that goes with its last child.
+TEST_F(DaemonTest, ForkRunningMakesChildrenAndItsSnapshotGoesWithTheLast) {
+  ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
+  auto parent = ForkN("base", 1);
+  ASSERT_TRUE(parent.ok()) << parent.status();
+  const std::string pid = parent->sandboxes(0).sandbox_id();
+  auto fork_running = [&](const std::string& id, uint32_t n) -> absl::StatusOr<v1::ForkResponse> {
+    grpc::ClientContext ctx;
+    v1::ForkRunningRequest req;
+    req.set_sandbox_id(id);
+    req.set_count(n);
+    v1::ForkResponse resp;
+    grpc::Status s = api().ForkRunning(&ctx, req, &resp);
+    if (!s.ok())
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    return resp;
+  };
+  // Bad input, typed.
+  EXPECT_EQ(fork_running("nobody", 2).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(fork_running(pid, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fork_running(pid, 17).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fork_running("../x", 1).status().code(), absl::StatusCode::kInvalidArgument);
+
+  auto kids = fork_running(pid, 2);
+  ASSERT_TRUE(kids.ok()) << kids.status();
+  ASSERT_EQ(kids->sandboxes_size(), 2);
+  const std::string hidden = kids->sandboxes(0).template_id();
+  EXPECT_NE(hidden, "base");
+  EXPECT_EQ(kids->sandboxes(1).template_id(), hidden);
+  EXPECT_NE(kids->sandboxes(0).tap(), kids->sandboxes(1).tap());
+  EXPECT_NE(kids->sandboxes(0).netns_path(), kids->sandboxes(1).netns_path());
+  EXPECT_EQ(Capacity().live_sandboxes(), 3u);
+  // The parent and both children answer.
+  for (const std::string& id :
+       {pid, kids->sandboxes(0).sandbox_id(), kids->sandboxes(1).sandbox_id()}) {
+    auto e = Exec(id, {"echo", id});
+    ASSERT_TRUE(e.ok()) << id << ": " << e.status();
+    EXPECT_EQ(e->stdout(), id + "\n");
+  }
+  // The hidden template is not listed, and its snapshot is root's, read-only.
+  {
+    grpc::ClientContext ctx;
+    v1::ListTemplatesResponse ts;
+    ASSERT_TRUE(api().ListTemplates(&ctx, {}, &ts).ok());
+    ASSERT_EQ(ts.templates_size(), 1);
+    EXPECT_EQ(ts.templates(0).template_id(), "base");
+  }
+  const fs::path snap_dir = forkd_->data() / "running" / hidden;
+  ASSERT_TRUE(fs::exists(snap_dir / "snap"));
+  struct stat st {};
+  ASSERT_EQ(::stat((snap_dir / "snap").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_mode & 0777, 0755u);
+  // The parent goes; the children and the snapshot stay.
+  ASSERT_TRUE(Terminate(pid).ok());
+  ASSERT_TRUE(Terminate(kids->sandboxes(0).sandbox_id()).ok());
+  EXPECT_TRUE(fs::exists(snap_dir)) << "the snapshot went with a child still using it";
+  auto e = Exec(kids->sandboxes(1).sandbox_id(), {"echo", "last"});
+  ASSERT_TRUE(e.ok()) << e.status();
+  // ... and with the last child, the snapshot and its record.
+  ASSERT_TRUE(Terminate(kids->sandboxes(1).sandbox_id()).ok());
+  EXPECT_FALSE(fs::exists(snap_dir));
+  EXPECT_FALSE(fs::exists(forkd_->data() / "journal" / (hidden + ".json")));
+  EXPECT_EQ(Capacity().live_sandboxes(), 0u);
+  // A parent that is gone is typed too.
+  EXPECT_EQ(fork_running(pid, 1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Leftovers(forkd_->data()), "");
+}
+
+// A fork taken from the standby pool keeps the pooled VMM's uid and cgroup,
+// and they go with it (a pool fill that forgot them would leak both).
+class StandbyDaemonTest : public DaemonTest {
+  std::vector<std::string> ExtraFlags() override {
+    auto f = DaemonTest::ExtraFlags();
+    f.insert(f.end(), {"--standby", "1"});
+    return f;
+  }
+};
+
+TEST_F(StandbyDaemonTest, APooledForkKeepsItsJailAndCgroupAndLeavesNothing) {
+  ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
+  // The pool fills in the background; this waits for it (a hang guard, not
+  // a timing claim).
+  for (int i = 0; i < 600; i++) {
+    const auto c = Capacity();
+    if (c.standby_size() == 1 && c.standby(0).ready() == 1) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(Capacity().standby(0).ready(), 1u);
+  auto r = ForkN("base", 1);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Sandbox sb = r->sandboxes(0);
+  ASSERT_TRUE(sb.timings().from_standby());
+  // Its record (under the pooled fork's key) names its uid and cgroup.
+  std::string key;
+  for (const auto& e : fs::directory_iterator(forkd_->data() / "journal")) {
+    std::ifstream in(e.path());
+    const auto j = nlohmann::json::parse(in);
+    if (j.value("sandbox_id", "") == sb.sandbox_id()) {
+      EXPECT_GE(j.value("uid", 0u), 100000u) << j.dump();
+      EXPECT_NE(j.value("vm_cgroup", ""), "") << j.dump();
+      key = j.value("key", "");
+    }
+  }
+  ASSERT_FALSE(key.empty());
+  EXPECT_TRUE(fs::exists(CgroupParentOf(forkd_->data()) + "/forkd-vm-" + key));
+  auto e = Exec(sb.sandbox_id(), {"echo", "pooled"});
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_TRUE(Terminate(sb.sandbox_id()).ok());
+  EXPECT_FALSE(fs::exists(CgroupParentOf(forkd_->data()) + "/forkd-vm-" + key));
+}
+
 TEST_F(DaemonTest, GivenNamespaceKeepsOnlyWhatItHadAfterTerminate) {
   ASSERT_TRUE(CreateProbeTemplate(api(), "base").ok());
   auto ns = netfilter::CreateNetns();
@@ -381,13 +568,16 @@ TEST_F(DaemonTest, ConcurrentForksAndTerminatesLeakNothing) {
 
 // Crash recovery: forkd SIGKILLs itself at each named point of Fork; a
 // restart adopts the sandbox that was live before and removes everything of
-// the one that was being made.
+// the one that was being made. Adoption needs a VMM that outlives forkd: a
+// jailed forkd-vmm never does (PR_SET_PDEATHSIG, JailedVmmDiesWithForkd),
+// so the live sandbox here comes from a --no-jail forkd; the crashing and
+// the restarted ones are jailed.
 class CrashRecoveryTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(CrashRecoveryTest, RestartAdoptsTheLiveAndRemovesTheRest) {
   TempDir tmp("forkd_crash");
   {
-    ForkdProcess first(tmp.path());
+    ForkdProcess first(tmp.path(), {"--no-jail"});
     ASSERT_TRUE(first.Start());
     ASSERT_TRUE(CreateProbeTemplate(first.api(), "base").ok());
     grpc::ClientContext ctx;
@@ -443,6 +633,58 @@ TEST_P(CrashRecoveryTest, RestartAdoptsTheLiveAndRemovesTheRest) {
   }
   again.Stop();
   EXPECT_EQ(Leftovers(again.data()), "") << again.Log();
+}
+
+// A jailed VMM dies with the forkd that spawned it (the jail's
+// PR_SET_PDEATHSIG, armed in a VMM forked from forkd's long-lived spawn
+// thread), and the restart removes everything of its sandbox. Positive
+// control: the same crash with --no-jail leaves the VMM running (and the
+// restart adopts it: CrashRecoveryTest).
+TEST(JailedVmmTest, DiesWithForkdAndTheRestartRemovesItsRemains) {
+  for (const bool jailed : {true, false}) {
+    TempDir tmp("forkd_pdeath");
+    std::vector<std::string> flags;
+    if (!jailed) flags.push_back("--no-jail");
+    pid_t vmm = 0;
+    {
+      ForkdProcess first(tmp.path(), flags);
+      ASSERT_TRUE(first.Start());
+      ASSERT_TRUE(CreateProbeTemplate(first.api(), "base").ok());
+      grpc::ClientContext ctx;
+      v1::ForkRequest req;
+      req.set_template_id("base");
+      req.add_sandboxes()->set_sandbox_id("live");
+      v1::ForkResponse resp;
+      ASSERT_TRUE(first.api().Fork(&ctx, req, &resp).ok());
+      vmm = resp.sandboxes(0).vmm_pid();
+      const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, vmm, 0));
+      ASSERT_GE(pidfd, 0) << std::strerror(errno);
+      first.Kill();
+      if (jailed) {
+        // It ends by itself (the 60 s bound is a hang guard, not a timing claim).
+        pollfd p{pidfd, POLLIN, 0};
+        EXPECT_EQ(::poll(&p, 1, 60000), 1) << "jailed VMM " << vmm << " outlived forkd";
+      } else {
+        EXPECT_EQ(VmmProcessesOf(first.data()), std::vector<pid_t>{vmm});
+      }
+      ::close(pidfd);
+    }
+    ForkdProcess again(tmp.path());
+    ASSERT_TRUE(again.Start());
+    grpc::ClientContext ctx;
+    v1::ListSandboxesResponse all;
+    ASSERT_TRUE(again.api().ListSandboxes(&ctx, {}, &all).ok());
+    ASSERT_EQ(all.sandboxes_size(), jailed ? 0 : 1) << again.Log();
+    if (!jailed) {
+      grpc::ClientContext c;
+      v1::TerminateRequest req;
+      req.set_sandbox_id("live");
+      v1::TerminateResponse resp;
+      ASSERT_TRUE(again.api().Terminate(&c, req, &resp).ok());
+    }
+    again.Stop();
+    EXPECT_EQ(Leftovers(again.data()), "") << again.Log();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AtEachPoint, CrashRecoveryTest,

@@ -1,6 +1,8 @@
 #include "tests/daemon/forkd_harness.h"
 
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -12,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "forkd/sandbox/cgroup.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 
@@ -53,13 +56,30 @@ ForkdProcess::ForkdProcess(fs::path dir, std::vector<std::string> extra,
 
 ForkdProcess::~ForkdProcess() {
   if (pid_ > 0) Kill();
+  // forkd made it (and removes the VMs' cgroups in it); the parent is the test's.
+  if (const std::string cg = CgroupParentOf(data_); !cg.empty()) (void)::rmdir(cg.c_str());
+}
+
+std::string CgroupParentOf(const fs::path& data_dir) {
+  auto mount = sandbox::Cgroup2Mount();
+  if (!mount.ok()) return "";
+  return *mount + "/forkd-test-" + data_dir.parent_path().filename().string();
 }
 
 ::testing::AssertionResult ForkdProcess::Start() {
-  std::vector<std::string> args = {
-      FORKD_DAEMON_PATH,     "--data-dir", data_.string(), "--listen",
-      "unix:" + socket(),    "--vmm",      vmm_,           "--probe-guest",
-      FORKD_PROBE_GUEST_PATH};
+  std::vector<std::string> args = {FORKD_DAEMON_PATH, "--data-dir",       data_.string(),
+                                   "--listen",        "unix:" + socket(), "--vmm",
+                                   vmm_,              "--probe-guest",    FORKD_PROBE_GUEST_PATH};
+  // The VMs' cgroups go under a parent of this test's own, never the
+  // host's forkd.slice. Hosts whose cgroup2 lacks controllers (the
+  // development machines: cgroup v1 hybrid) run without those limits;
+  // CgroupTest checks what is written where the controllers exist.
+  if (const std::string cg = CgroupParentOf(data_); !cg.empty()) {
+    args.insert(args.end(), {"--vmm-cgroup-parent", cg, "--allow-missing-cgroup-controllers"});
+  }
+  // Real VMMs in the emulated-SVM tier (one emulated vCPU, nested KVM)
+  // answer the reseed gate more slowly than its 2 s default allows.
+  if (UsingRealVmm()) args.insert(args.end(), {"--gate-deadline-ms", "20000"});
   args.insert(args.end(), extra_.begin(), extra_.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -181,12 +201,63 @@ std::string Leftovers(const fs::path& data_dir) {
       out += std::string(sub) + "/" + e.path().filename().string() + "\n";
     }
   }
+  if (const std::string cg = CgroupParentOf(data_dir); !cg.empty()) {
+    for (const auto& e : fs::directory_iterator(cg, ec)) {
+      if (e.is_directory()) out += "cgroup " + e.path().string() + "\n";
+    }
+  }
   std::ifstream mi("/proc/self/mountinfo");
   std::string line;
   while (std::getline(mi, line)) {
     if (line.find(data_dir.string()) != std::string::npos) out += "mount: " + line + "\n";
   }
   return out;
+}
+
+namespace {
+std::string RootFsType() {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream w(line);
+    std::string id, parent, dev, root, mnt;
+    w >> id >> parent >> dev >> root >> mnt;
+    const size_t dash = line.find(" - ");
+    if (mnt == "/" && dash != std::string::npos) {
+      std::istringstream after(line.substr(dash + 3));
+      std::string type;
+      after >> type;
+      return type;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+::testing::AssertionResult MakeHostLike(const fs::path& scratch) {
+  if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr)) {
+    return ::testing::AssertionFailure() << "own mount namespace: " << std::strerror(errno);
+  }
+  if (RootFsType() == "rootfs") {
+    // What switch_root does: the root bound onto itself becomes a mount of
+    // its own, moved over "/", and chrooted into.
+    const fs::path nr = scratch / "root";
+    fs::create_directories(nr);
+    if (::mount("/", nr.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0 ||
+        ::chdir(nr.c_str()) != 0 || ::mount(".", "/", nullptr, MS_MOVE, nullptr) != 0 ||
+        ::chroot(".") != 0 || ::chdir("/") != 0) {
+      return ::testing::AssertionFailure() << "root off rootfs: " << std::strerror(errno);
+    }
+  }
+  if (!sandbox::Cgroup2Mount().ok()) {
+    // Where a host has it (sysfs provides the empty directory); in this
+    // process's namespace only, so nothing under `scratch` is a mount.
+    if (::mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, nullptr) != 0) {
+      return ::testing::AssertionFailure() << "mount cgroup2: " << std::strerror(errno);
+    }
+  }
+  return ::testing::AssertionSuccess();
 }
 
 grpc::Status CreateProbeTemplate(forkd::v1::Forkd::Stub& api, const std::string& id,

@@ -58,11 +58,25 @@ class ForkdProcess {
   std::unique_ptr<forkd::v1::Forkd::Stub> stub_;
 };
 
+// The cgroup parent a test's forkd makes its VMs' cgroups in (empty: no
+// cgroup2 mount).
+std::string CgroupParentOf(const std::filesystem::path& data_dir);
+
 // Live (non-zombie) VMM processes serving `data_dir`.
 std::vector<pid_t> VmmProcessesOf(const std::filesystem::path& data_dir);
 // Everything a stopped or restarted forkd must not have left of its
-// sandboxes: empty string when clean, else what is left.
+// sandboxes (processes, files, journal records, pinned namespaces, VM
+// cgroups): empty string when clean, else what is left.
 std::string Leftovers(const std::filesystem::path& data_dir);
+
+// A host as forkd is deployed on, made in this process's own mount namespace
+// (which forkd inherits; the host's mounts are never touched): a root file
+// system that is a real mount (the emulated-SVM tier's L1 runs from its
+// initramfs, where pivot_root, and so the VMM's jail, is refused) and a
+// cgroup2 hierarchy at /sys/fs/cgroup (L1 mounts none). `scratch` (a test's
+// temporary directory) holds the root's mount point. Call it while the
+// process has one thread.
+::testing::AssertionResult MakeHostLike(const std::filesystem::path& scratch);
 
 // Builds template `id` (probe guest / stand-in) and returns the final status.
 grpc::Status CreateProbeTemplate(forkd::v1::Forkd::Stub& api, const std::string& id,

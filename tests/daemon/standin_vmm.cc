@@ -20,12 +20,27 @@
 // (forkd/snapshot, a minimal machine state) stamped with what was "loaded";
 // --restore opens it as forkd-vmm does and refuses a stamp other than
 // --expect-* with kernel_stage::CheckPin (exit 4).
+//
+// The jail flags (--jail-uid/--jail-gid/--jail-root/--jail-rw) are honoured
+// where forkd is concerned, without a mount namespace: the tap is attached
+// by a thread that has given up root for the jail's uid/gid (so the kernel
+// refuses a tap that uid does not own), PR_SET_PDEATHSIG(SIGKILL) is armed
+// (refused when the parent is already gone), and the vsock socket and
+// SNAPSHOT files are created with the jail's fsuid/fsgid through the
+// directories opened beforehand (so a directory that uid cannot write
+// fails as it would in the jail). The agent behind the multiplexer keeps
+// root (RNDADDENTROPY needs it); that is the real agent's place, in the guest.
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/fsuid.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -219,9 +234,40 @@ void Multiplexer(int listen_fd, forkd::agent::AgentServer* server) {
   }
 }
 
+// TUNSETIFF as uid/gid on a thread of its own that gives up root first
+// (raw syscalls: per thread, unlike the libc wrappers).
+int AttachAs(int tap_fd, ifreq* ifr, uid_t uid, gid_t gid) {
+  int result = -1, err = 0;
+  std::thread([&] {
+    if (::syscall(SYS_setgroups, 0, nullptr) != 0 || ::syscall(SYS_setresgid, gid, gid, gid) != 0 ||
+        ::syscall(SYS_setresuid, uid, uid, uid) != 0) {
+      err = errno;
+      return;
+    }
+    result = ::ioctl(tap_fd, TUNSETIFF, ifr);
+    err = errno;
+  }).join();
+  errno = err;
+  return result;
+}
+
+// "/proc/self/fd/N/rest" for `path` under one of the directories opened
+// before the fsuid change (so the jail's uid needs no access to their
+// ancestors, as inside the jail); `path` itself otherwise.
+std::map<std::string, int> g_dirs;
+std::string ViaDir(const std::string& path) {
+  for (const auto& [dir, fd] : g_dirs) {
+    if (path.rfind(dir + "/", 0) == 0) {
+      return "/proc/self/fd/" + std::to_string(fd) + path.substr(dir.size());
+    }
+  }
+  return path;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  const pid_t parent = ::getppid();
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
     if (a == "--standby") {
@@ -249,6 +295,13 @@ int main(int argc, char** argv) {
     g_mode = "refuse";
   }
   if (!restore) PinBoot();
+  const bool jailed = g_opt.count("--jail-uid") != 0;
+  const uid_t jail_uid = jailed ? static_cast<uid_t>(std::stoul(g_opt["--jail-uid"])) : 0;
+  const gid_t jail_gid =
+      g_opt.count("--jail-gid") ? static_cast<gid_t>(std::stoul(g_opt["--jail-gid"])) : 0;
+  if (jailed && (jail_uid == 0 || jail_gid == 0 || !g_opt.count("--jail-root"))) {
+    Die("--jail-uid/--jail-gid/--jail-root: all three, not 0");
+  }
   // The NIC: a queue of the tap, attached in its namespace.
   int tap_fd = -1;
   if (g_opt.count("--net-tap")) {
@@ -261,13 +314,32 @@ int main(int argc, char** argv) {
     ifreq ifr{};
     ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
     std::strncpy(ifr.ifr_name, g_opt["--net-tap"].c_str(), IFNAMSIZ - 1);
-    if (tap_fd < 0 || ::ioctl(tap_fd, TUNSETIFF, &ifr) != 0) {
+    const int r = tap_fd < 0 ? -1
+                  : jailed   ? AttachAs(tap_fd, &ifr, jail_uid, jail_gid)
+                             : ::ioctl(tap_fd, TUNSETIFF, &ifr);
+    if (r != 0) {
       Die("attach tap " + g_opt["--net-tap"] + ": " + std::strerror(errno));
     }
   }
-  forkd::agent::AgentOptions o;
   const std::string uds = g_opt["--vsock-uds"];
-  o.generation_file = uds + ".generation";
+  if (jailed) {
+    for (const std::string& d : {fs::path(uds).parent_path().string(),
+                                 g_opt.count("--jail-rw") ? g_opt["--jail-rw"] : ""}) {
+      if (d.empty()) continue;
+      const int fd = ::open(d.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0) Die("open " + d + ": " + std::strerror(errno));
+      g_dirs[d] = fd;
+    }
+    (void)::setfsgid(jail_gid);
+    (void)::setfsuid(jail_uid);
+    if (static_cast<uid_t>(::setfsuid(static_cast<uid_t>(-1))) != jail_uid) Die("setfsuid");
+    // After the fsuid change, which clears it (as the jail arms it after its uid change).
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || ::getppid() != parent) {
+      Die("PR_SET_PDEATHSIG: the parent is gone");
+    }
+  }
+  forkd::agent::AgentOptions o;
+  o.generation_file = ViaDir(uds) + ".generation";
   o.log = [](std::string_view) {};
   o.net = std::make_shared<StandinNet>();
   forkd::agent::AgentServer server(o);
@@ -276,8 +348,9 @@ int main(int argc, char** argv) {
     lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, uds.c_str(), sizeof addr.sun_path - 1);
-    ::unlink(uds.c_str());
+    const std::string bind_path = ViaDir(uds);
+    std::strncpy(addr.sun_path, bind_path.c_str(), sizeof addr.sun_path - 1);
+    ::unlink(bind_path.c_str());
     if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
         ::listen(lfd, 64) != 0) {
       Die("vsock uds " + uds + ": " + std::strerror(errno));
@@ -296,16 +369,20 @@ int main(int argc, char** argv) {
     const std::string cmd = ReadLine(g_control);
     if (cmd == "\x04" || cmd == "STOP") {
       Send("EXIT stopped: host request");
-      if (!uds.empty()) ::unlink(uds.c_str());
+      if (!uds.empty()) ::unlink(ViaDir(uds).c_str());
       ::unlink(o.generation_file.c_str());
       _exit(0);
     }
     if (cmd.rfind("SNAPSHOT ", 0) == 0) {
-      const fs::path dir = cmd.substr(9);
+      const fs::path dir = ViaDir(cmd.substr(9));
       std::error_code ec;
-      fs::create_directories(dir, ec);
-      std::ofstream(dir / "standin-snapshot") << g_mode << "\n";
-      absl::Status st = ec ? absl::InternalError(ec.message()) : WriteSnapshot(dir);
+      fs::create_directory(dir, ec);
+      std::ofstream out(dir / "standin-snapshot");
+      out << g_mode << "\n";
+      out.close();
+      absl::Status st = ec    ? absl::InternalError(ec.message())
+                        : !out ? absl::InternalError("cannot write " + cmd.substr(9))
+                               : WriteSnapshot(dir);
       Send(st.ok() ? "OK" : "ERR " + std::string(st.message()));
     } else if (cmd == "PAUSE" || cmd == "RESUME") {
       Send("OK");
