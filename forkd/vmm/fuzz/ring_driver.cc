@@ -64,13 +64,6 @@ uint32_t RingDriver::Init(size_t queues, uint16_t size, uint32_t features_lo) {
   return R(reg::kStatus);
 }
 
-uint64_t RingDriver::Alloc(uint32_t len) {
-  if (cursor_ + len > mem_.size()) cursor_ = kDataStart;
-  const uint64_t at = cursor_;
-  cursor_ += len;
-  return at;
-}
-
 void RingDriver::Fill(uint64_t gpa, std::span<const uint8_t> bytes) {
   (void)mem_.Write(gpa, bytes);
 }
@@ -85,17 +78,21 @@ bool RingDriver::Post(size_t q, const std::vector<ChainDesc>& chain) {
     p.ids.push_back(r.free_ids.back());
     r.free_ids.pop_back();
   }
+  p.descs = chain;
   for (size_t k = 0; k < chain.size(); ++k) {
+    ChainDesc& desc = p.descs[k];
+    if (desc.in_slot) desc.addr = SlotAddr(q, p.ids[k]);
+    if (!desc.fill.empty()) Fill(desc.addr, desc.fill);
+    desc.fill.clear();
     const bool more = k + 1 < chain.size();
     const uint64_t d = base + 16ULL * p.ids[k];
-    Put<uint64_t>(d, chain[k].addr);
+    Put<uint64_t>(d, desc.addr);
     Put<uint32_t>(d + 8, chain[k].len);
     Put<uint16_t>(d + 12, static_cast<uint16_t>((chain[k].writable ? kDescFlagWrite : 0) |
                                                 (more ? kDescFlagNext : 0)));
     Put<uint16_t>(d + 14, more ? p.ids[k + 1] : 0);
   }
   const uint16_t head = p.ids[0];
-  p.descs = chain;
   r.posted[head] = std::move(p);
   Put<uint16_t>(base + 0x400 + 4 + 2ULL * (r.avail_idx % r.size), head);
   ++r.avail_idx;

@@ -7,8 +7,11 @@
 // and host memory.
 //
 // Layout: queue q's descriptor table at QueueBase(q), its avail ring at
-// +0x400, its used ring at +0x800 (room for kMaxQueueSize entries); buffers
-// are carved from [kDataStart, memory size) by a wrapping bump allocator.
+// +0x400, its used ring at +0x800 (room for kMaxQueueSize entries); each
+// descriptor id of each queue owns a buffer slot of kSlotSize bytes from
+// kDataStart on. An id is reused only after the device returned its chain,
+// so the buffers the device may still write never overlap (unless a
+// descriptor is longer than its slot: see ChainDesc::in_slot).
 #pragma once
 
 #include <cstdint>
@@ -20,14 +23,24 @@
 
 namespace forkd::vmm::fuzz {
 
-inline constexpr uint16_t kMaxQueueSize = 64;
+inline constexpr uint16_t kMaxQueueSize = 16;
 inline constexpr uint64_t kDataStart = 0x8000;
-inline uint64_t QueueBase(size_t q) { return 0x1000 * (q + 1); }
+inline constexpr uint64_t kSlotSize = 2048;
+constexpr uint64_t QueueBase(size_t q) { return 0x1000 * (q + 1); }
+constexpr uint64_t SlotAddr(size_t q, uint16_t id) {
+  return kDataStart + (q * kMaxQueueSize + id) * kSlotSize;
+}
+// Guest memory the layout needs for `queues` queues.
+constexpr uint64_t MemoryFor(size_t queues) { return kDataStart + queues * kMaxQueueSize * kSlotSize; }
 
 struct ChainDesc {
-  uint64_t addr = 0;
+  uint64_t addr = 0;  // ignored when in_slot: Post puts the slot's address here
   uint32_t len = 0;
   bool writable = false;
+  bool in_slot = true;
+  std::vector<uint8_t> fill;  // written at the buffer's address by Post
+  // Within its slot, so no other live buffer shares its bytes.
+  bool exclusive() const { return in_slot && len <= kSlotSize; }
 };
 
 struct UsedElem {
@@ -52,16 +65,13 @@ class RingDriver {
   // status read back (DRIVER_OK clear when the device refused).
   uint32_t Init(size_t queues, uint16_t size, uint32_t features_lo);
 
-  // A buffer of `len` bytes in the data area, filled with `fill` (the rest
-  // of it zero).
-  uint64_t Alloc(uint32_t len);
   void Fill(uint64_t gpa, std::span<const uint8_t> bytes);
 
   // Publishes `chain` on queue q under free descriptor ids (ids come back
   // when the device returns the chain, as with a real driver). Returns false
   // (nothing posted) when the chain is empty or not enough ids are free.
   bool Post(size_t q, const std::vector<ChainDesc>& chain);
-  // Used elements since the last call.
+  // Used elements since the last call (`posted` with the resolved addresses).
   std::vector<UsedElem> TakeUsed(size_t q);
 
   uint16_t size(size_t q) const { return q < queues_.size() ? queues_[q].size : 0; }
@@ -88,7 +98,6 @@ class RingDriver {
   virtio::MmioTransport* t_;
   const GuestMemory& mem_;
   std::vector<Ring> queues_;
-  uint64_t cursor_ = kDataStart;
 };
 
 }  // namespace forkd::vmm::fuzz

@@ -36,7 +36,7 @@ namespace {
 
 using namespace virtio;
 
-constexpr uint64_t kMemSize = 256 * 1024;
+constexpr uint64_t kMemSize = MemoryFor(3);
 constexpr uint64_t kGuestCid = 3;
 constexpr size_t kRxQ = 0, kTxQ = 1, kEventQ = 2;
 
@@ -98,6 +98,7 @@ struct Harness {
     d.addr = in.U8() % 2 ? in.U64() : kMemSize - in.U8();
     d.len = in.U32();
     d.writable = in.U8() % 2;
+    d.in_slot = false;
     return d;
   }
 
@@ -134,28 +135,31 @@ struct Harness {
     std::vector<uint8_t> packet(sizeof h + payload.size());
     std::memcpy(packet.data(), &h, sizeof h);
     if (!payload.empty()) std::memcpy(packet.data() + sizeof h, payload.data(), payload.size());
-    const uint64_t at = driver.Alloc(static_cast<uint32_t>(packet.size()));
-    driver.Fill(at, packet);
+    auto piece = [&](size_t from, size_t n) {
+      ChainDesc d;
+      d.len = static_cast<uint32_t>(n);
+      d.fill.assign(packet.begin() + static_cast<std::ptrdiff_t>(from),
+                    packet.begin() + static_cast<std::ptrdiff_t>(from + n));
+      return d;
+    };
     std::vector<ChainDesc> chain;
-    const auto len = static_cast<uint32_t>(packet.size());
+    const size_t len = packet.size();
     switch (in.U8() % 4) {
       case 0:  // header and payload in one buffer
-        chain.push_back({at, len, false});
+        chain.push_back(piece(0, len));
         break;
       case 1:  // header, then payload
-        chain.push_back({at, sizeof h, false});
-        if (len > sizeof h) {
-          chain.push_back({at + sizeof h, static_cast<uint32_t>(len - sizeof h), false});
-        }
+        chain.push_back(piece(0, sizeof h));
+        if (len > sizeof h) chain.push_back(piece(sizeof h, len - sizeof h));
         break;
       case 2: {  // the header itself split
-        const uint32_t cut = 1 + in.U8() % (sizeof h - 1);
-        chain.push_back({at, cut, false});
-        chain.push_back({at + cut, len - cut, false});
+        const size_t cut = 1 + in.U8() % (sizeof h - 1);
+        chain.push_back(piece(0, cut));
+        chain.push_back(piece(cut, len - cut));
         break;
       }
       default:  // plus a hostile descriptor (anywhere, any length, maybe writable)
-        chain.push_back({at, len, false});
+        chain.push_back(piece(0, len));
         chain.push_back(Hostile(in));
     }
     driver.Post(kTxQ, chain);
@@ -170,11 +174,11 @@ struct Harness {
       if (shape < 0xf0) {
         // Mostly big enough for a header; a small one is the guest's fault
         // (NEEDS_RESET), the bring-up op recovers.
-        const uint32_t len = shape % 16 == 2 ? in.U8() % 44 : 44 + in.U16() % 4096;
-        chain.push_back({driver.Alloc(len), len, true});
+        const uint32_t len = shape % 16 == 2 ? in.U8() % 44 : 44 + in.U16() % 2004;
+        chain.push_back({.len = len, .writable = true});
         if (shape % 4 == 0) {  // a second piece
           const uint32_t more = in.U16() % 2048;
-          chain.push_back({driver.Alloc(more), more, true});
+          chain.push_back({.len = more, .writable = true});
         }
         if (shape % 16 == 1) chain.front().writable = false;  // a readable rx buffer
       } else {
@@ -189,14 +193,18 @@ struct Harness {
     for (const UsedElem& u : driver.TakeUsed(kRxQ)) {
       FORKD_FUZZ_CHECK(!u.posted.empty(), "rx: used head the driver never posted");
       uint64_t cap = 0;
+      bool exclusive = true;
       std::vector<uint8_t> bytes;
       for (const ChainDesc& d : u.posted) {
         if (!d.writable) continue;
         cap += d.len;
+        exclusive = exclusive && d.exclusive();
         auto s = mem.Slice(d.addr, d.len);
         if (s.ok()) bytes.insert(bytes.end(), s->begin(), s->end());
       }
       FORKD_FUZZ_CHECK(u.len <= cap, "rx: used length beyond the buffer");
+      // A buffer sharing bytes with another one may hold the other's packet.
+      if (!exclusive) continue;
       FORKD_FUZZ_CHECK(u.len >= sizeof(VsockHeader), "rx: a packet shorter than its header");
       VsockHeader h;
       std::memcpy(&h, bytes.data(), sizeof h);
