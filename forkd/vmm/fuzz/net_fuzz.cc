@@ -8,9 +8,9 @@
 // limits (the first byte picks whether rx and tx are limited).
 //
 // Promises checked: every frame the tap gets has a 12-byte header of zeros
-// and a size within [14, 1518] after it, and (unlimited, where the guest's
-// buffers cannot be recycled before the device reads them) exactly the bytes
-// of the next well-formed chain the guest posted; every used buffer is one
+// and a size within [14, 1518] after it, and (unlimited, and no descriptor
+// longer than its buffer slot) exactly the bytes of the next well-formed
+// chain the guest posted; every used buffer is one
 // the driver posted; an rx buffer gets either nothing (len 0, too small) or
 // exactly the next injected frame of at least 26 bytes, behind a header of
 // zeros with num_buffers = 1; tx used lengths are 0.
@@ -19,8 +19,8 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "forkd/vmm/devices/virtio/mmio_transport.h"

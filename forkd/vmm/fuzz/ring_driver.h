@@ -31,7 +31,9 @@ constexpr uint64_t SlotAddr(size_t q, uint16_t id) {
   return kDataStart + (q * kMaxQueueSize + id) * kSlotSize;
 }
 // Guest memory the layout needs for `queues` queues.
-constexpr uint64_t MemoryFor(size_t queues) { return kDataStart + queues * kMaxQueueSize * kSlotSize; }
+constexpr uint64_t MemoryFor(size_t queues) {
+  return kDataStart + queues * kMaxQueueSize * kSlotSize;
+}
 
 struct ChainDesc {
   uint64_t addr = 0;  // ignored when in_slot: Post puts the slot's address here
