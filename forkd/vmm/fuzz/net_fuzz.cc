@@ -106,8 +106,13 @@ struct Harness {
     for (int i = 0; i < pieces; ++i) {
       const uint8_t shape = in.U8();
       if (shape >= 0xf8) {
-        chain.push_back(Hostile(in));
-        well_formed = false;
+        // Anywhere, any length: inside guest memory and readable it is a
+        // legitimate (if odd) piece of the frame, with bytes we do not track.
+        ChainDesc d = Hostile(in);
+        const bool inside = d.addr <= kMemSize && d.len <= kMemSize - d.addr;
+        well_formed = well_formed && inside && !d.writable;
+        exact = false;
+        chain.push_back(d);
         continue;
       }
       ChainDesc d;
@@ -125,8 +130,12 @@ struct Harness {
     for (const ChainDesc& d : chain) total += d.len;
     if (!driver.Post(kTxQ, chain)) return;
     if (well_formed && total >= kMinTapFrame && total - kNetHeaderSize <= Net::kMaxFrameBytes) {
-      std::fill(frame.begin(), frame.begin() + kNetHeaderSize, 0);
-      tx_expected.push_back(exact ? std::optional(std::move(frame)) : std::nullopt);
+      if (exact) {  // then `frame` holds all `total` bytes
+        std::fill(frame.begin(), frame.begin() + kNetHeaderSize, 0);
+        tx_expected.push_back(std::move(frame));
+      } else {
+        tx_expected.push_back(std::nullopt);
+      }
     }
     Notify(in, kTxQ);
   }

@@ -69,7 +69,7 @@ int VirtqueueOneInput(const uint8_t* data, size_t size) {
   s.ready = true;
   const uint8_t pushes = in.U8();
   const auto image = in.Bytes(kMemSize);
-  std::memcpy(mem.host_base(), image.data(), image.size());
+  if (!image.empty()) std::memcpy(mem.host_base(), image.data(), image.size());
 
   const bool valid = q.Validate(mem).ok();
   // Enough pops to wrap the avail ring more than once.
