@@ -12,6 +12,12 @@
 namespace forkd::agent {
 namespace {
 
+// NLMSG_OK without the macro's int/__u32 comparison (clang's -Wsign-compare).
+bool NetlinkMessageOk(const nlmsghdr* h, int len) {
+  return len >= static_cast<int>(sizeof(nlmsghdr)) && h->nlmsg_len >= sizeof(nlmsghdr) &&
+         h->nlmsg_len <= static_cast<unsigned>(len);
+}
+
 constexpr size_t kRecvBufBytes = 32 * 1024;
 constexpr time_t kReplyTimeoutSec = 5;
 
@@ -119,7 +125,7 @@ absl::Status NetlinkSocket::Dump(NetlinkMessage& msg, std::string_view what,
       return ErrnoStatus(errno, absl::StrCat(std::string(what), ": recv netlink"));
     }
     int len = static_cast<int>(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, len);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NetlinkMessageOk(h, len);
          h = NLMSG_NEXT(h, len)) {
       if (h->nlmsg_seq != seq) continue;  // a stale reply to an earlier request
       if (h->nlmsg_type == NLMSG_DONE) return absl::OkStatus();

@@ -16,7 +16,13 @@ get_filename_component(_forkd_absl_libdir "${_forkd_absl_so}" DIRECTORY)
 file(GLOB FORKD_ABSL_ARCHIVES "${_forkd_absl_libdir}/libabsl_*.a")
 find_library(FORKD_PROTOBUF_LITE_ARCHIVE NAMES libprotobuf-lite.a)
 find_library(FORKD_CRYPTO_ARCHIVE NAMES libcrypto.a)
-if(FORKD_ABSL_ARCHIVES AND FORKD_PROTOBUF_LITE_ARCHIVE AND FORKD_CRYPTO_ARCHIVE)
+# FORKD_STATIC=OFF links forkd-vmm dynamically and leaves the guest agent out:
+# the sanitizer build (scripts/sanitize) needs it, as ASan cannot be linked
+# into a static executable.
+option(FORKD_STATIC "Link forkd-vmm and the guest agent statically" ON)
+if(NOT FORKD_STATIC)
+  set(FORKD_STATIC_OK OFF)
+elseif(FORKD_ABSL_ARCHIVES AND FORKD_PROTOBUF_LITE_ARCHIVE AND FORKD_CRYPTO_ARCHIVE)
   set(FORKD_STATIC_OK ON)
 else()
   set(FORKD_STATIC_OK OFF)

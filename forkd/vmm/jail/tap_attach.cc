@@ -23,6 +23,12 @@
 namespace forkd::vmm::jail {
 namespace {
 
+// NLMSG_OK without the macro's int/__u32 comparison (clang's -Wsign-compare).
+bool NetlinkMessageOk(const nlmsghdr* h, int len) {
+  return len >= static_cast<int>(sizeof(nlmsghdr)) && h->nlmsg_len >= sizeof(nlmsghdr) &&
+         h->nlmsg_len <= static_cast<unsigned>(len);
+}
+
 // Walks the attributes in [data, data + len) and calls fn(type, payload, size).
 template <typename Fn>
 void ForEachAttr(const void* data, size_t len, Fn fn) {
@@ -84,7 +90,8 @@ absl::StatusOr<TapOwner> QueryTapOwner(const std::string& name) {
   const ssize_t n = ::recv(sock.get(), buf, sizeof buf, 0);
   if (n < 0) return ErrnoStatus(errno, "RTM_GETLINK answer");
   int len = static_cast<int>(n);
-  for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+  for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NetlinkMessageOk(h, len);
+       h = NLMSG_NEXT(h, len)) {
     if (h->nlmsg_type == NLMSG_ERROR) {
       const auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
       if (e->error == -ENODEV) return absl::NotFoundError("no such interface " + name);

@@ -91,7 +91,8 @@ absl::StatusOr<std::span<uint8_t>> GuestMemory::Slice(uint64_t gpa, uint64_t len
 
 absl::Status GuestMemory::Write(uint64_t gpa, std::span<const uint8_t> data) const {
   FORKD_ASSIGN_OR_RETURN(auto dst, Slice(gpa, data.size()));
-  std::memcpy(dst.data(), data.data(), data.size());
+  // An empty span may have a null data(): memcpy of it is undefined.
+  if (!data.empty()) std::memcpy(dst.data(), data.data(), data.size());
   return absl::OkStatus();
 }
 

@@ -141,7 +141,11 @@ void MmioTransport::WriteRegLocked(uint64_t offset, uint32_t v, bool* raise) {
       s_.queue_sel = v;
       break;
     case reg::kQueueNum:
-      if (queue_setup) q->state().size = static_cast<uint16_t>(std::min<uint32_t>(v, 0xffff));
+      // A size above QueueNumMax is kept as 0 (no size): QueueReady refuses
+      // it either way, and the saved state stays one restore() accepts (a
+      // larger size there reads as corruption, so a guest could otherwise
+      // make its own snapshots unrestorable).
+      if (queue_setup) q->state().size = v <= q->state().max_size ? static_cast<uint16_t>(v) : 0;
       break;
     case reg::kQueueReady:
       if (q == nullptr || !(s_.status & kStatusFeaturesOk)) break;
