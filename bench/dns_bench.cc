@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "forkd/dns/dns_proxy.h"
-#include "forkd/dns/test_messages.h"
+#include "forkd/dns/ldns_ptr.h"
 #include "netfilter/links.h"
 #include "netfilter/netns.h"
 #include "netfilter/nftables.h"
@@ -47,6 +47,41 @@ sockaddr_in Loopback(const char* ip, uint16_t port) {
   a.sin_port = htons(port);
   ::inet_pton(AF_INET, ip, &a.sin_addr);
   return a;
+}
+
+std::vector<uint8_t> Wire(const ldns_pkt* pkt) {
+  auto wire = dns::ToWire(pkt);
+  if (!wire.ok()) Die("encode a DNS message", wire.status());
+  return *wire;
+}
+
+// The bench's own messages (ldns; test code is not linked into benches).
+std::vector<uint8_t> MakeQuery(const std::string& name, uint16_t id) {
+  ldns_rdf* owner = ldns_dname_new_frm_str(name.c_str());
+  if (owner == nullptr) Die("query name " + name, absl::InvalidArgumentError("bad name"));
+  dns::LdnsPkt pkt(ldns_pkt_query_new(owner, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, LDNS_RD));
+  ldns_pkt_set_id(pkt.get(), id);
+  return Wire(pkt.get());
+}
+
+// An answer to `query` (its id and question) carrying the record `rr`.
+std::vector<uint8_t> MakeAnswer(const ldns_pkt* query, const std::string& rr) {
+  dns::LdnsPkt pkt(ldns_pkt_new());
+  ldns_pkt_set_id(pkt.get(), ldns_pkt_id(query));
+  ldns_pkt_set_qr(pkt.get(), true);
+  ldns_pkt_set_rd(pkt.get(), true);
+  ldns_pkt_set_ra(pkt.get(), true);
+  const ldns_rr_list* questions = ldns_pkt_question(query);
+  for (size_t i = 0; i < ldns_rr_list_rr_count(questions); ++i) {
+    ldns_pkt_push_rr(pkt.get(), LDNS_SECTION_QUESTION,
+                     ldns_rr_clone(ldns_rr_list_rr(questions, i)));
+  }
+  ldns_rr* record = nullptr;
+  if (ldns_rr_new_frm_str(&record, rr.c_str(), 0, nullptr, nullptr) != LDNS_STATUS_OK) {
+    Die("answer record " + rr, absl::InvalidArgumentError("does not parse"));
+  }
+  ldns_pkt_push_rr(pkt.get(), LDNS_SECTION_ANSWER, record);
+  return Wire(pkt.get());
 }
 
 // The upstream: answers every query for N.bench.example with the public address 45.<N>.
@@ -71,15 +106,14 @@ void ServeUpstream(int sock, int stop) {
     const std::string rr = (*labels)[0] + ".bench.example. 60 IN A 45." +
                            std::to_string((i >> 16) & 255) + "." + std::to_string((i >> 8) & 255) +
                            "." + std::to_string(i & 255);
-    const auto answer = dns::testing::MakeResponse(query, {.answer = {rr}});
+    const auto answer = MakeAnswer(pkt->get(), rr);
     (void)::sendto(sock, answer.data(), answer.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
   }
 }
 
 // One query round trip from `client` to `server`, in microseconds.
 double Ask(int client, const sockaddr_in& server, int i, uint16_t id) {
-  const auto query =
-      dns::testing::MakeQuery(std::to_string(i) + ".bench.example", LDNS_RR_TYPE_A, id);
+  const auto query = MakeQuery(std::to_string(i) + ".bench.example", id);
   std::vector<uint8_t> buf(4096);
   const auto start = Clock::now();
   if (::sendto(client, query.data(), query.size(), 0, reinterpret_cast<const sockaddr*>(&server),
