@@ -7,7 +7,13 @@
 // Every query asks a new name whose answer is a new address, so every proxied
 // query inserts new set elements (the realistic, slower case).
 //
+// Then what a proxy adds to forkd's fork path (forkd starts one per sandbox
+// that names DNS names, between the chains and the restore): DnsProxy::Start
+// with a fresh NftPinner (thread, setns, bind: serving when it returns)
+// against the chains stage's own work, AddTap of a tap's policy, alternating.
+//
 // Usage (root): build/bench/dns_bench [rounds]
+// RESULT dns_proxy_start start_p50_us=<n> addtap_p50_us=<n> ratio=<x>
 // Last line: RESULT dns_pin added_p50_us=<n> direct_p50_us=<n>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -208,6 +214,37 @@ int main(int argc, char** argv) {
   if (m.pins < static_cast<uint64_t>(rounds)) {
     Die("metrics", absl::InternalError("fewer pins than answers: " + dns::ToString(m)));
   }
+
+  // Fork-path cost: proxy start against AddTap, alternating.
+  const int start_rounds = std::max(20, rounds / 10);
+  std::vector<double> starts, addtaps;
+  netfilter::TapPolicy other = policy;
+  other.tap = "sbt1";
+  other.guest_v4 = netfilter::IpAddress::V4(10, 200, 0, 6);
+  other.resolvers = {netfilter::IpAddress::V4(127, 0, 0, 54)};
+  dns::ProxyConfig other_config = config;
+  other_config.listen_address = netfilter::IpAddress::V4(127, 0, 0, 54);
+  for (int i = 0; i < start_rounds; ++i) {
+    auto t0 = Clock::now();
+    if (auto s = nft->AddTap(other); !s.ok()) Die("add tap sbt1", s);
+    addtaps.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    t0 = Clock::now();
+    auto other_pinner = dns::NftPinner::Open(ns->get(), 1, "sbt1", {443, 80});
+    if (!other_pinner.ok()) Die("pinner sbt1", other_pinner.status());
+    auto started = dns::DnsProxy::Start(other_config, std::move(*other_pinner));
+    if (!started.ok()) Die("start proxy sbt1", started.status());
+    starts.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    if (auto s = (*started)->Stop(); !s.ok()) Die("stop proxy sbt1", s);
+    if (auto s = nft->RemoveTap("sbt1"); !s.ok()) Die("remove tap sbt1", s);
+  }
+  const double st = P50(starts);
+  const double at = P50(addtaps);
+  std::printf(
+      "proxy start (fresh pinner, thread, setns, bind) p50 %.0f us, AddTap p50 %.0f us, "
+      "%d alternating rounds\n",
+      st, at, start_rounds);
+  std::printf("RESULT dns_proxy_start start_p50_us=%.0f addtap_p50_us=%.0f ratio=%.2f\n", st, at,
+              st / at);
 
   const double d = P50(direct);
   const double p = P50(proxied);

@@ -229,7 +229,13 @@ absl::Status Node::Recover(RecoveryReport* report) {
     sb->info.set_cgroup_path(rec.value("cgroup", ""));
     sb->info.set_created_unix_ms(rec.value("created_unix_ms", int64_t{0}));
     sb->info.set_generation(rec.value("generation", uint64_t{0}));
-    sb->info.set_tap(SlotTap(sb->slot));
+    // The tap the record names (taps were once named otherwise), else the
+    // slot's.
+    std::string tap = rec.value("tap", SlotTap(sb->slot));
+    if (!netfilter::ValidateName("tap", tap, netfilter::kMaxTapNameLength).ok()) {
+      tap = SlotTap(sb->slot);
+    }
+    sb->info.set_tap(tap);
     if (rec.contains("labels") && rec["labels"].is_object()) {
       for (auto& [k, v] : rec["labels"].items()) {
         if (v.is_string()) (*sb->info.mutable_labels())[k] = v.get<std::string>();
@@ -269,7 +275,7 @@ absl::Status Node::Recover(RecoveryReport* report) {
     if (!ns_path.empty() && sandbox::IsNetnsPath(ns_path)) {
       if (auto ns = netfilter::OpenNetns(ns_path); ns.ok()) sb->res.netns = std::move(*ns);
     }
-    if (sb->res.netns) sb->res.tap = SlotTap(sb->slot);
+    if (sb->res.netns) sb->res.tap = sb->info.tap();
 
     bool adopt = key_ok && vmm_alive && rec.value("state", "") == "ready" && !sb->standby &&
                  templates_.count(sb->info.template_id()) != 0;
@@ -986,7 +992,7 @@ absl::Status Node::StartDns(Sandbox& sb) {
     sb.dns_ports.assign(std::begin(kDefaultDnsPorts), std::end(kDefaultDnsPorts));
   }
   FORKD_ASSIGN_OR_RETURN(
-      sb.dns, StartSandboxDns(sb.res.netns.get(), SlotTap(sb.slot), 1, SlotAddress(sb.slot, 1),
+      sb.dns, StartSandboxDns(sb.res.netns.get(), sb.info.tap(), 1, SlotAddress(sb.slot, 1),
                               *config_.dns_upstream, sb.allow_dns, sb.dns_ports));
   return absl::OkStatus();
 }
