@@ -81,31 +81,27 @@ int Run(int argc, char** argv) {
     spdlog::critical("--vmm {} is not executable", cfg.vmm_binary);
     return 1;
   }
-  if (!flags->kernel.empty()) {
-    auto k = VerifyGuestPin("kernel", flags->kernel, flags->kernel_sha256,
-                            flags->insecure_skip_guest_verify);
-    if (!k.ok()) {
-      spdlog::critical("guest pin: {}", k.status().ToString());
-      return 1;
+  {
+    auto guests = OpenGuestPin(*flags);
+    if (!guests.ok()) {
+      spdlog::critical("guest pin: {}", guests.status().ToString());
+      return kGuestPinRefusedExit;
     }
-    cfg.kernel = flags->kernel;
-    cfg.kernel_sha256 = *k;
-    if (flags->insecure_skip_guest_verify) {
-      spdlog::warn("--insecure-skip-guest-verify: kernel {} not checked (sha256 {})", cfg.kernel,
-                   *k);
-    }
+    cfg.guests = std::move(*guests);
   }
-  if (!flags->initrd.empty()) {
-    auto i = VerifyGuestPin("initrd", flags->initrd, flags->initrd_sha256,
-                            flags->insecure_skip_guest_verify);
-    if (!i.ok()) {
-      spdlog::critical("guest pin: {}", i.status().ToString());
-      return 1;
-    }
-    cfg.initrd = flags->initrd;
-    cfg.initrd_sha256 = *i;
+  cfg.kernel = flags->kernel;
+  cfg.initrd = flags->initrd;
+  cfg.kernel_sha256 = cfg.guests->kernel_hex();
+  if (!cfg.initrd.empty()) cfg.initrd_sha256 = cfg.guests->initrd_hex();
+  if (flags->insecure_skip_guest_verify && !cfg.kernel.empty()) {
+    spdlog::warn(
+        "--insecure-skip-guest-verify: kernel {} (sha256 {}) and initrd {} not checked; Linux "
+        "templates are stamped unpinned and every restore of one is logged",
+        cfg.kernel, cfg.kernel_sha256, cfg.initrd.empty() ? "(none)" : cfg.initrd);
   }
-
+  if (cfg.guests->probe_hex().empty()) {
+    spdlog::warn("probe guest {} unreadable: probe templates are refused", flags->probe_guest);
+  }
   cfg.insecure_skip_guest_verify = flags->insecure_skip_guest_verify;
 
   pipeline::RecoveryReport report;

@@ -17,6 +17,7 @@
 #include "agent/vsock_connect.h"
 #include "common/errno_status.h"
 #include "forkd/gate/reseed_gate.h"
+#include "forkd/pipeline/restore_pin.h"
 #include "forkd/pipeline/spec.h"
 #include "forkd/sandbox/ids.h"
 #include "forkd/sandbox/netns_pin.h"
@@ -108,6 +109,7 @@ Node::Node(NodeConfig config, journal::Journal journal)
     : config_(std::move(config)), journal_(std::move(journal)) {}
 
 absl::StatusOr<std::unique_ptr<Node>> Node::Start(NodeConfig config, RecoveryReport* report) {
+  if (!config.guests) return absl::InvalidArgumentError("NodeConfig.guests is required");
   std::error_code ec;
   for (const char* sub : {"templates", "sandboxes", "netns"}) {
     fs::create_directories(config.data_dir / sub, ec);
@@ -206,6 +208,13 @@ absl::Status Node::Recover(RecoveryReport* report) {
     Template t;
     t.meta = m;
     t.state = v1::Template::READY;
+    // The guest pin of its snapshot (restore_pin.h): a template this daemon
+    // may not restore is kept, FAILED with the reason (Fork names it too).
+    if (auto pin = RestorePinArgs(*config_.guests, m, false); !pin.ok()) {
+      t.state = v1::Template::FAILED;
+      t.error = std::string(pin.status().message());
+      report->notes.push_back("template " + m.id + " refused: " + t.error);
+    }
     templates_.emplace(m.id, std::move(t));
   }
 
@@ -535,11 +544,9 @@ absl::StatusOr<v1::Template> Node::CreateTemplate(const v1::CreateTemplateReques
     p.set_elapsed_us(Us(start, Clock::now()));
     if (progress) progress(p);
   };
-  templates::BuildEnv env{config_.vmm_binary,    config_.probe_guest,
-                          config_.kernel,        config_.initrd,
-                          config_.kernel_sha256, config_.data_dir / "templates"};
-  env.initrd_sha256 = config_.initrd_sha256;
-  env.insecure_skip_guest_verify = config_.insecure_skip_guest_verify;
+  templates::BuildEnv env{.vmm_binary = config_.vmm_binary,
+                          .templates_dir = config_.data_dir / "templates",
+                          .guests = config_.guests.get()};
   auto meta = templates::BuildTemplate(env, request, emit);
   v1::Template out;
   {
@@ -626,6 +633,7 @@ v1::ListTemplatesResponse Node::ListTemplates() {
     p->set_memory_mib(t.meta.memory_mib);
     p->set_kernel_sha256(t.meta.kernel_sha256);
     p->set_created_unix_ms(t.meta.created_unix_ms);
+    p->set_error(t.error);
     uint32_t live = 0;
     for (const auto& [sid, sb] : sandboxes_) live += sb->info.template_id() == id ? 1 : 0;
     p->set_live_forks(live);
@@ -736,12 +744,15 @@ absl::StatusOr<v1::ForkResponse> Node::Fork(const v1::ForkRequest& request) {
                                       " sandboxes in one call");
   }
   uint32_t mem = 0;
+  std::optional<templates::TemplateMeta> pin_meta;  // the guest pin, checked before anything
   {
     std::lock_guard lock(mu_);
     auto it = templates_.find(request.template_id());
     if (it == templates_.end()) return absl::NotFoundError("no template " + request.template_id());
     mem = it->second.meta.memory_mib;
+    if (it->second.state != v1::Template::BUILDING) pin_meta = it->second.meta;
   }
+  if (pin_meta) FORKD_RETURN_IF_ERROR(RestorePinArgs(*config_.guests, *pin_meta, false).status());
   for (size_t i = 0; i < specs.size(); i++) {
     FORKD_RETURN_IF_ERROR(ValidateSpec(specs[i], "sandboxes[" + std::to_string(i) + "]", mem,
                                        config_.dns_upstream.has_value()));
@@ -950,12 +961,17 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
             "--vsock-uds", sb.info.vsock_path(), "--net-tap",
             tap,           "--net-netns",        sb.info.netns_path(),
             "--net-mac",   SlotMac(sb.slot)};
+  {
+    FORKD_ASSIGN_OR_RETURN(auto expect, RestorePinArgs(*config_.guests, meta));
+    o.args.insert(o.args.end(), expect.begin(), expect.end());
+  }
   FORKD_ASSIGN_OR_RETURN(auto vmm, sandbox::VmmChild::Spawn(o));
   sb.info.set_vmm_pid(vmm.pid());
   sb.vmm.emplace(std::move(vmm));
   FORKD_ASSIGN_OR_RETURN(sb.res.vmm_pidfd, gate::OpenPidfd(sb.vmm->pid()));
   FORKD_RETURN_IF_ERROR(JournalPut(sb, "spawned"));
-  FORKD_RETURN_IF_ERROR(sb.vmm->Expect("READY", kReadyTimeout));
+  FORKD_RETURN_IF_ERROR(
+      ExplainRestoreFailure(sb.vmm->Expect("READY", kReadyTimeout), sb.res.vmm_pidfd.get()));
   t.set_restore_us(lap());
   MaybeCrash(config_.fault, FaultPoint::kAfterSpawn);
   return absl::OkStatus();
@@ -1389,12 +1405,17 @@ void Node::RefillLoop() {
                 sb->info.netns_path(),
                 "--net-mac",
                 SlotMac(sb->slot)};
+      {
+        FORKD_ASSIGN_OR_RETURN(auto expect, RestorePinArgs(*config_.guests, meta));
+        o.args.insert(o.args.end(), expect.begin(), expect.end());
+      }
       FORKD_ASSIGN_OR_RETURN(auto vmm, sandbox::VmmChild::Spawn(o));
       sb->info.set_vmm_pid(vmm.pid());
       sb->vmm.emplace(std::move(vmm));
       FORKD_ASSIGN_OR_RETURN(sb->res.vmm_pidfd, gate::OpenPidfd(sb->vmm->pid()));
       FORKD_RETURN_IF_ERROR(JournalPut(*sb, "standby"));
-      return sb->vmm->Expect("STANDBY", kReadyTimeout);
+      return ExplainRestoreFailure(sb->vmm->Expect("STANDBY", kReadyTimeout),
+                                   sb->res.vmm_pidfd.get());
     }();
     if (!s.ok()) {
       spdlog::error("standby pool of {}: {}", want, s.ToString());

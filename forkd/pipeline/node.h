@@ -30,6 +30,7 @@
 #include "forkd/pipeline/sandbox_dns.h"
 #include "forkd/sandbox/events.h"
 #include "forkd/sandbox/vmm_child.h"
+#include "forkd/templates/pinned_guests.h"
 #include "forkd/templates/template_meta.h"
 
 namespace forkd::pipeline {
@@ -40,6 +41,9 @@ struct NodeConfig {
   std::string probe_guest;
   std::string kernel, initrd, kernel_sha256, initrd_sha256;
   bool insecure_skip_guest_verify = false;  // Linux snapshots stamped unpinned
+  // The pinned guest images (required): re-verified before each build, and
+  // what every restore expects (forkd/pipeline/restore_pin.h).
+  std::shared_ptr<templates::PinnedGuests> guests;
   uint32_t max_sandboxes = 64;
   uint64_t memory_reserve_bytes = 0;
   uint32_t standby = 0;  // per template

@@ -16,6 +16,7 @@
 #include "netfilter/links.h"
 #include "netfilter/netns.h"
 #include "netfilter/tap_name.h"
+#include "spdlog/spdlog.h"
 
 namespace forkd::templates {
 namespace fs = std::filesystem;
@@ -95,6 +96,15 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
   const std::string uds = (work / "build.sock").string();
   const std::string serial = (work / "serial.log").string();
 
+  // The guest pin, re-verified before anything of the build exists.
+  FORKD_RETURN_IF_ERROR(env.guests->VerifyForBuild(linux_guest));
+  if (linux_guest && env.guests->insecure_skip_guest_verify()) {
+    spdlog::warn(
+        "--insecure-skip-guest-verify: template {} boots kernel {} (sha256 {}) unverified; its "
+        "snapshot is stamped unpinned and pinned daemons refuse it",
+        request.template_id(), env.guests->config().kernel, env.guests->kernel_hex());
+  }
+
   // A scratch namespace and tap for the template's NIC; both go away with
   // the namespace handle when this function returns.
   FORKD_ASSIGN_OR_RETURN(UniqueFd netns, netfilter::CreateNetns());
@@ -119,38 +129,25 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
   // unjailed (still under their per-thread seccomp filters). See
   // docs/threat-model.md.
   o.args = {"--no-jail"};
+  const GuestFilesConfig& files = env.guests->config();
   if (linux_guest) {
-    // Re-verified before every build (docs/guest-pin.md): forkd-vmm then
-    // checks the bytes it loads against the same digests.
-    if (env.insecure_skip_guest_verify) {
+    // Verified above; forkd-vmm then checks the bytes it loads against the
+    // same digests, so nothing can be swapped in between (docs/guest-pin.md).
+    if (env.guests->insecure_skip_guest_verify()) {
       o.args.emplace_back("--insecure-skip-guest-verify");
     } else {
-      FORKD_ASSIGN_OR_RETURN(auto kernel, kernel_stage::HashFile(env.kernel));
-      const std::string got = kernel_stage::HexDigest(kernel);
-      if (got != env.kernel_sha256) {
-        return absl::FailedPreconditionError("kernel " + env.kernel + " changed on disk: SHA-256 " +
-                                             got + ", pinned " + env.kernel_sha256);
-      }
-      o.args.insert(o.args.end(), {"--kernel-sha256", env.kernel_sha256});
-      if (!env.initrd.empty()) {
-        FORKD_ASSIGN_OR_RETURN(auto initrd, kernel_stage::HashFile(env.initrd));
-        const std::string got_initrd = kernel_stage::HexDigest(initrd);
-        if (got_initrd != env.initrd_sha256) {
-          return absl::FailedPreconditionError("initrd " + env.initrd +
-                                               " changed on disk: SHA-256 " + got_initrd +
-                                               ", pinned " + env.initrd_sha256);
-        }
-        o.args.insert(o.args.end(), {"--initrd-sha256", env.initrd_sha256});
+      o.args.insert(o.args.end(), {"--kernel-sha256", env.guests->kernel_hex()});
+      if (!files.initrd.empty()) {
+        o.args.insert(o.args.end(), {"--initrd-sha256", env.guests->initrd_hex()});
       }
     }
-    o.args.insert(o.args.end(), {"--kernel", env.kernel});
-    if (!env.initrd.empty()) o.args.insert(o.args.end(), {"--initrd", env.initrd});
+    o.args.insert(o.args.end(), {"--kernel", files.kernel});
+    if (!files.initrd.empty()) o.args.insert(o.args.end(), {"--initrd", files.initrd});
     cmdline = "console=ttyS0 reboot=k panic=-1 quiet " + request.linux().extra_cmdline();
   } else {
-    // The in-tree probe guest is pinned to its own digest, taken now.
-    FORKD_ASSIGN_OR_RETURN(auto probe, kernel_stage::HashFile(env.probe_guest));
+    // The in-tree probe guest, pinned to its own digest at daemon start.
     o.args.insert(o.args.end(),
-                  {"--kernel", env.probe_guest, "--kernel-sha256", kernel_stage::HexDigest(probe)});
+                  {"--kernel", files.probe_guest, "--kernel-sha256", env.guests->probe_hex()});
     const std::string mode =
         request.probe().agent_mode().empty() ? "honest" : request.probe().agent_mode();
     cmdline = "probe.scenario=agent probe.agent=" + mode;
@@ -174,7 +171,7 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
   meta.id = request.template_id();
   meta.guest = linux_guest ? "linux" : "probe";
   meta.memory_mib = mem;
-  meta.kernel_sha256 = linux_guest ? env.kernel_sha256 : "";
+  meta.kernel_sha256 = linux_guest ? env.guests->kernel_hex() : env.guests->probe_hex();
   meta.created_unix_ms = NowMs();
   const fs::path snap = work / "snap";
   FORKD_RETURN_IF_ERROR(vm.vmm->Send("SNAPSHOT " + snap.string()));

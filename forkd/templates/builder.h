@@ -10,20 +10,19 @@
 
 #include "absl/status/statusor.h"
 #include "forkd/api/forkd.pb.h"
+#include "forkd/templates/pinned_guests.h"
 #include "forkd/templates/template_meta.h"
 
 namespace forkd::templates {
 
 struct BuildEnv {
   std::string vmm_binary;
-  std::string probe_guest;  // the in-tree probe guest image
-  std::string kernel, initrd, kernel_sha256;
   std::filesystem::path templates_dir;
-  // The initrd's pinned digest (empty without --initrd), and the operator's
-  // waiver: with it, Linux builds run --insecure-skip-guest-verify and their
-  // snapshots are stamped unpinned (docs/guest-pin.md).
-  std::string initrd_sha256;
-  bool insecure_skip_guest_verify = false;
+  // The guest images and their pins (the in-tree probe guest, the Linux
+  // kernel and initramfs). Re-verified before every build; under the
+  // operator's waiver Linux builds run --insecure-skip-guest-verify, warn,
+  // and their snapshots are stamped unpinned (docs/guest-pin.md).
+  PinnedGuests* guests = nullptr;
 };
 
 // The agent modes of the probe guest's stand-in agent (honest is the

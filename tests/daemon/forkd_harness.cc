@@ -56,9 +56,10 @@ ForkdProcess::~ForkdProcess() {
 }
 
 ::testing::AssertionResult ForkdProcess::Start() {
-  std::vector<std::string> args = {FORKD_DAEMON_PATH, "--data-dir",       data_.string(),
-                                   "--listen",        "unix:" + socket(), "--vmm",
-                                   TestVmmBinary(),   "--probe-guest",    FORKD_PROBE_GUEST_PATH};
+  std::vector<std::string> args = {
+      FORKD_DAEMON_PATH,     "--data-dir", data_.string(), "--listen",
+      "unix:" + socket(),    "--vmm",      vmm_,           "--probe-guest",
+      FORKD_PROBE_GUEST_PATH};
   args.insert(args.end(), extra_.begin(), extra_.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());

@@ -30,6 +30,8 @@ class ForkdProcess {
                std::map<std::string, std::string> env = {});
   ~ForkdProcess();
 
+  // The --vmm forkd runs (default TestVmmBinary()); before Start().
+  void set_vmm(std::string vmm) { vmm_ = std::move(vmm); }
   // Starts forkd and waits until its health service answers SERVING.
   ::testing::AssertionResult Start();
   // SIGTERM and wait: a clean stop.
@@ -50,6 +52,7 @@ class ForkdProcess {
   std::filesystem::path dir_, data_;
   std::vector<std::string> extra_;
   std::map<std::string, std::string> env_;
+  std::string vmm_ = TestVmmBinary();
   pid_t pid_ = -1;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<forkd::v1::Forkd::Stub> stub_;

@@ -12,6 +12,14 @@
 // test's user) and NotifyForked really credits entropy (RNDADDENTROPY).
 // `probe.agent=refuse` in --cmdline is remembered in the "snapshot" and
 // makes every restore refuse to reseed, as the probe guest's agent does.
+//
+// The guest pin is forkd-vmm's (docs/guest-pin.md), through the same
+// libraries: a boot hashes --kernel/--initrd and refuses a digest other than
+// --kernel-sha256/--initrd-sha256 (exit 4) unless
+// --insecure-skip-guest-verify; SNAPSHOT writes a real snapshot
+// (forkd/snapshot, a minimal machine state) stamped with what was "loaded";
+// --restore opens it as forkd-vmm does and refuses a stamp other than
+// --expect-* with kernel_stage::CheckPin (exit 4).
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
@@ -35,6 +43,11 @@
 #include "agent/netconfig.h"
 #include "agent/protocol.h"
 #include "agent/server.h"
+#include "forkd/snapshot/snapshot_dir.h"
+#include "forkd/snapshot/test_states.h"
+#include "kernel-stage/digest.h"
+#include "kernel-stage/guest_pin.h"
+#include "kernel-stage/pinned_file.h"
 
 namespace {
 
@@ -60,10 +73,89 @@ std::string ReadLine(int fd) {
   return line.empty() ? "\x04" : line;  // EOF marker
 }
 
-[[noreturn]] void Die(const std::string& why) {
+[[noreturn]] void Die(const std::string& why, int code = 1) {
   if (g_control >= 0) Send("EXIT error: " + why);
   std::fprintf(stderr, "standin-vmm: %s\n", why.c_str());
-  _exit(1);
+  _exit(code);
+}
+
+// forkd-vmm's exit code for a guest pin refusal.
+constexpr int kGuestPinRefused = 4;
+bool g_insecure = false;
+forkd::kernel_stage::GuestPin g_pin;  // what this "VM" loaded (or was restored from)
+
+[[noreturn]] void DieOn(const absl::Status& s) {
+  Die(std::string(s.message()), forkd::kernel_stage::IsPinMismatch(s) ? kGuestPinRefused : 1);
+}
+
+forkd::kernel_stage::Sha256Digest DigestFlag(const std::string& flag) {
+  auto d = forkd::kernel_stage::ParseSha256Hex(g_opt[flag]);
+  if (!d.ok()) Die(flag + ": " + std::string(d.status().message()));
+  return *d;
+}
+
+// A boot: hash what would be loaded and hold it to the given digests.
+void PinBoot() {
+  namespace ks = forkd::kernel_stage;
+  g_pin.agent_protocol = g_opt.count("--agent-protocol")
+                             ? static_cast<uint32_t>(std::stoul(g_opt["--agent-protocol"]))
+                             : forkd::agent::kProtocolVersion;
+  g_pin.unpinned = g_insecure;
+  g_pin.initrd_sha256 = ks::EmptySha256();
+  if (!g_insecure && !g_opt.count("--kernel-sha256")) {
+    Die("--kernel-sha256 is required (or --insecure-skip-guest-verify)");
+  }
+  for (const char* what : {"kernel", "initrd"}) {
+    const std::string path = g_opt["--" + std::string(what)];
+    if (path.empty()) continue;
+    auto got = ks::HashFile(path);
+    if (!got.ok()) DieOn(got.status());
+    const std::string flag = "--" + std::string(what) + "-sha256";
+    if (!g_insecure && g_opt.count(flag)) {
+      const ks::Sha256Digest want = DigestFlag(flag);
+      if (want != *got) DieOn(ks::DigestMismatch(std::string(what) + " " + path, want, *got));
+    }
+    (std::string(what) == "kernel" ? g_pin.kernel_sha256 : g_pin.initrd_sha256) = *got;
+  }
+}
+
+// A restore: open the snapshot as forkd-vmm does and check its stamp.
+void PinRestore(const fs::path& dir) {
+  namespace snap = forkd::snapshot;
+  auto opened = snap::OpenSnapshot(dir, snap::VerifyMode::kStateOnly, snap::HostCpuIdentity());
+  if (!opened.ok()) DieOn(opened.status());
+  const snap::SnapshotHeader& h = opened->state.header;
+  g_pin = {.kernel_sha256 = h.kernel_sha256,
+           .initrd_sha256 = h.initrd_sha256,
+           .agent_protocol = h.guest_protocol_version,
+           .unpinned = h.unpinned};
+  if (!g_opt.count("--expect-kernel-sha256")) return;
+  forkd::kernel_stage::GuestPin want{
+      .kernel_sha256 = DigestFlag("--expect-kernel-sha256"),
+      .initrd_sha256 = DigestFlag("--expect-initrd-sha256"),
+      .agent_protocol = g_opt.count("--expect-agent-protocol")
+                            ? static_cast<uint32_t>(std::stoul(g_opt["--expect-agent-protocol"]))
+                            : forkd::agent::kProtocolVersion};
+  if (absl::Status s = forkd::kernel_stage::CheckPin(want, g_pin); !s.ok()) DieOn(s);
+}
+
+// SNAPSHOT: a real snapshot of a minimal machine, stamped with g_pin.
+absl::Status WriteSnapshot(const fs::path& dir) {
+  namespace snap = forkd::snapshot;
+  snap::SnapshotState s = snap::testing::MinimalState();
+  s.header.cpu = snap::HostCpuIdentity();
+  s.header.kernel_sha256 = g_pin.kernel_sha256;
+  s.header.initrd_sha256 = g_pin.initrd_sha256;
+  s.header.guest_protocol_version = g_pin.agent_protocol;
+  s.header.unpinned = g_pin.unpinned;
+  std::error_code ec;
+  fs::resize_file(snap::MemoryPath(dir), s.header.memory[0].size, ec);
+  if (ec) {
+    std::ofstream(snap::MemoryPath(dir)).close();
+    fs::resize_file(snap::MemoryPath(dir), s.header.memory[0].size, ec);
+  }
+  if (ec) return absl::InternalError("memory file: " + ec.message());
+  return snap::SaveSnapshot(dir, s);
 }
 
 // The stand-in has no guest NIC: it takes the network identity forkd sends
@@ -134,8 +226,10 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--standby") {
       g_standby = true;
+    } else if (a == "--insecure-skip-guest-verify") {
+      g_insecure = true;
     } else if (a == "--virtio-rng" || a == "--no-ioeventfd" || a == "--no-jail" ||
-               a == "--no-seccomp" || a == "--insecure-skip-guest-verify") {
+               a == "--no-seccomp") {
     } else if (a.rfind("--", 0) == 0 && i + 1 < argc) {
       g_opt[a] = argv[++i];
     } else {
@@ -150,9 +244,11 @@ int main(int argc, char** argv) {
     std::ifstream in(marker);
     if (!in) Die("restore " + g_opt["--restore"] + ": not a snapshot");
     std::getline(in, g_mode);
+    PinRestore(g_opt["--restore"]);
   } else if (g_opt["--cmdline"].find("probe.agent=refuse") != std::string::npos) {
     g_mode = "refuse";
   }
+  if (!restore) PinBoot();
   // The NIC: a queue of the tap, attached in its namespace.
   int tap_fd = -1;
   if (g_opt.count("--net-tap")) {
@@ -209,7 +305,8 @@ int main(int argc, char** argv) {
       std::error_code ec;
       fs::create_directories(dir, ec);
       std::ofstream(dir / "standin-snapshot") << g_mode << "\n";
-      Send(ec ? "ERR " + ec.message() : "OK");
+      absl::Status st = ec ? absl::InternalError(ec.message()) : WriteSnapshot(dir);
+      Send(st.ok() ? "OK" : "ERR " + std::string(st.message()));
     } else if (cmd == "PAUSE" || cmd == "RESUME") {
       Send("OK");
     } else {

@@ -55,7 +55,11 @@ int skip(struct reader* r, uint32_t wire_type) {
   }
 }
 
-int decode_notify_forked(const uint8_t* buf, uint32_t len, struct agent_request* out) {
+// Walks a message's fields: `on_field(reader, field, wire)` consumes a field it
+// knows and returns 1 (or 0 on a malformed payload), or returns -1 to have it
+// skipped by wire type. Returns 0 on a malformed message.
+template <typename OnField>
+int for_each_field(const uint8_t* buf, uint32_t len, OnField on_field) {
   struct reader r = {buf, buf + len};
   while (r.p != r.end) {
     uint64_t tag;
@@ -63,39 +67,33 @@ int decode_notify_forked(const uint8_t* buf, uint32_t len, struct agent_request*
     const uint32_t wire = static_cast<uint32_t>(tag & 7);
     const uint64_t field = tag >> 3;
     if (field == 0) return 0;
-    if (field == 1 && wire == 0) {
-      if (!read_varint(&r, &out->generation)) return 0;
-    } else if (field == 3 && wire == 2) {
-      if (!read_len(&r, &out->entropy, &out->entropy_len)) return 0;
-    } else if (!skip(&r, wire)) {
-      return 0;
-    }
+    const int taken = on_field(&r, field, wire);
+    if (taken == 0 || (taken < 0 && !skip(&r, wire))) return 0;
   }
   return 1;
 }
 
+int decode_notify_forked(const uint8_t* buf, uint32_t len, struct agent_request* out) {
+  return for_each_field(buf, len, [out](struct reader* r, uint64_t field, uint32_t wire) {
+    if (field == 1 && wire == 0) return read_varint(r, &out->generation);
+    if (field == 3 && wire == 2) return read_len(r, &out->entropy, &out->entropy_len);
+    return -1;
+  });
+}
+
 int decode_exec(const uint8_t* buf, uint32_t len, struct agent_request* out) {
-  struct reader r = {buf, buf + len};
-  while (r.p != r.end) {
-    uint64_t tag;
-    if (!read_varint(&r, &tag)) return 0;
-    const uint32_t wire = static_cast<uint32_t>(tag & 7);
-    const uint64_t field = tag >> 3;
-    if (field == 0) return 0;
-    if (field == 1 && wire == 2) {  // repeated string argv = 1
-      const uint8_t* d;
-      uint32_t n;
-      if (!read_len(&r, &d, &n)) return 0;
-      if (out->argc < AGENT_MAX_ARGV) {
-        out->argv[out->argc] = d;
-        out->argv_len[out->argc] = n;
-      }
-      out->argc++;
-    } else if (!skip(&r, wire)) {
-      return 0;
+  return for_each_field(buf, len, [out](struct reader* r, uint64_t field, uint32_t wire) {
+    if (field != 1 || wire != 2) return -1;  // repeated string argv = 1
+    const uint8_t* d;
+    uint32_t n;
+    if (!read_len(r, &d, &n)) return 0;
+    if (out->argc < AGENT_MAX_ARGV) {
+      out->argv[out->argc] = d;
+      out->argv_len[out->argc] = n;
     }
-  }
-  return 1;
+    out->argc++;
+    return 1;
+  });
 }
 
 struct writer {
@@ -134,11 +132,8 @@ void put_bytes(struct writer* w, uint32_t field, const uint8_t* b, uint32_t n) {
 }
 
 void put_string(struct writer* w, uint32_t field, const char* s) {
-  const uint32_t n = str_len(s);
-  if (n == 0) return;  // proto3: empty strings are not encoded
-  put_varint(w, (field << 3) | 2);
-  put_varint(w, n);
-  for (uint32_t i = 0; i < n; i++) put_byte(w, static_cast<uint8_t>(s[i]));
+  // proto3: empty strings are not encoded (put_bytes skips them).
+  put_bytes(w, field, reinterpret_cast<const uint8_t*>(s), str_len(s));
 }
 
 uint32_t varint_size(uint64_t v) {
@@ -155,6 +150,28 @@ uint32_t string_field_size(uint32_t field, const char* s) {
   return n == 0 ? 0 : varint_size(field << 3) + varint_size(n) + n;
 }
 
+// A varint field (wire type 0) with a one-byte tag.
+void put_uint(struct writer* w, uint32_t field, uint64_t v) {
+  put_byte(w, static_cast<uint8_t>(field << 3));
+  put_varint(w, v);
+}
+
+// Starts a Response: its id (when set), then the oneof `kind` holding a
+// message of `inner` bytes, which the caller writes next.
+struct writer begin_response(uint8_t* out, uint32_t cap, uint64_t id, uint32_t kind,
+                             uint32_t inner) {
+  struct writer w = {out, out + cap, 1};
+  if (id != 0) put_uint(&w, 1, id);
+  put_byte(&w, static_cast<uint8_t>((kind << 3) | 2));
+  put_varint(&w, inner);
+  return w;
+}
+
+// The encoded length, or 0 when the message did not fit.
+uint32_t finish(const struct writer* w, const uint8_t* out) {
+  return w->ok ? static_cast<uint32_t>(w->p - out) : 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -168,40 +185,22 @@ int agent_decode_request(const uint8_t* buf, uint32_t len, struct agent_request*
   out->is_ping = 0;
   out->is_exec = 0;
   out->argc = 0;
-  struct reader r = {buf, buf + len};
-  while (r.p != r.end) {
-    uint64_t tag;
-    if (!read_varint(&r, &tag)) return 0;
-    const uint32_t wire = static_cast<uint32_t>(tag & 7);
-    const uint64_t field = tag >> 3;
-    if (field == 0) return 0;
-    if (field == 1 && wire == 0) {
-      if (!read_varint(&r, &out->id)) return 0;
-    } else if (field == 3 && wire == 2) {
-      const uint8_t* sub;
-      uint32_t sub_len;
-      if (!read_len(&r, &sub, &sub_len)) return 0;
-      // oneof: the last kind on the wire wins; a repeated notify_forked
-      // merges, which restarting the decode over both would not model, but
-      // the host never sends that.
-      out->is_notify_forked = 1;
-      out->is_ping = out->is_exec = 0;
-      if (!decode_notify_forked(sub, sub_len, out)) return 0;
-    } else if (field >= 2 && field <= 6 && wire == 2) {
-      // Another kind of the oneof replaces notify_forked.
-      const uint8_t* sub;
-      uint32_t sub_len;
-      if (!read_len(&r, &sub, &sub_len)) return 0;
-      out->is_notify_forked = 0;
-      out->is_ping = field == 2;
-      out->is_exec = field == 4;
-      out->argc = 0;
-      if (field == 4 && !decode_exec(sub, sub_len, out)) return 0;
-    } else if (!skip(&r, wire)) {
-      return 0;
-    }
-  }
-  return 1;
+  return for_each_field(buf, len, [out](struct reader* r, uint64_t field, uint32_t wire) {
+    if (field == 1 && wire == 0) return read_varint(r, &out->id);
+    if (wire != 2 || field < 2 || field > 6) return -1;
+    const uint8_t* sub;
+    uint32_t sub_len;
+    if (!read_len(r, &sub, &sub_len)) return 0;
+    // oneof: the last kind on the wire wins; a repeated notify_forked merges,
+    // which restarting the decode over both would not model, but the host
+    // never sends that. Another kind replaces notify_forked.
+    out->is_notify_forked = field == 3;
+    out->is_ping = field == 2;
+    out->is_exec = field == 4;
+    if (field == 3) return decode_notify_forked(sub, sub_len, out);
+    out->argc = 0;
+    return field == 4 ? decode_exec(sub, sub_len, out) : 1;
+  });
 }
 
 uint32_t agent_encode_notify_forked(uint64_t id, int reseeded, const char* error,
@@ -221,25 +220,13 @@ uint32_t agent_encode_notify_forked_full(uint64_t id, int reseeded, const char* 
   inner += string_field_size(5, network_error);
   inner += string_field_size(6, generation_error);
   if (generation != 0) inner += 1 + varint_size(generation);
-  struct writer w = {out, out + cap, 1};
-  if (id != 0) {
-    put_byte(&w, (1 << 3) | 0);
-    put_varint(&w, id);
-  }
-  put_byte(&w, (4 << 3) | 2);  // Response.notify_forked = 4
-  put_varint(&w, inner);
-  if (reseeded) {
-    put_byte(&w, (1 << 3) | 0);
-    put_byte(&w, 1);
-  }
+  struct writer w = begin_response(out, cap, id, 4, inner);  // Response.notify_forked = 4
+  if (reseeded) put_uint(&w, 1, 1);
   put_string(&w, 2, error);
   put_string(&w, 5, network_error);
   put_string(&w, 6, generation_error);
-  if (generation != 0) {
-    put_byte(&w, (7 << 3) | 0);
-    put_varint(&w, generation);
-  }
-  return w.ok ? static_cast<uint32_t>(w.p - out) : 0;
+  if (generation != 0) put_uint(&w, 7, generation);
+  return finish(&w, out);
 }
 
 uint32_t agent_encode_ping(uint64_t id, const char* version, uint32_t protocol, uint8_t* out,
@@ -247,19 +234,10 @@ uint32_t agent_encode_ping(uint64_t id, const char* version, uint32_t protocol, 
   // PingResponse: agent_version = 1, protocol_version = 2.
   uint32_t inner = string_field_size(1, version);
   if (protocol != 0) inner += 1 + varint_size(protocol);
-  struct writer w = {out, out + cap, 1};
-  if (id != 0) {
-    put_byte(&w, (1 << 3) | 0);
-    put_varint(&w, id);
-  }
-  put_byte(&w, (3 << 3) | 2);  // Response.ping = 3
-  put_varint(&w, inner);
+  struct writer w = begin_response(out, cap, id, 3, inner);  // Response.ping = 3
   put_string(&w, 1, version);
-  if (protocol != 0) {
-    put_byte(&w, (2 << 3) | 0);
-    put_varint(&w, protocol);
-  }
-  return w.ok ? static_cast<uint32_t>(w.p - out) : 0;
+  if (protocol != 0) put_uint(&w, 2, protocol);
+  return finish(&w, out);
 }
 
 uint32_t agent_encode_exec(uint64_t id, int32_t exit_code, const uint8_t* out_bytes,
@@ -271,18 +249,11 @@ uint32_t agent_encode_exec(uint64_t id, int32_t exit_code, const uint8_t* out_by
   uint32_t inner = 1 + varint_size(code);
   if (out_len) inner += 1 + varint_size(out_len) + out_len;
   if (err_len) inner += 1 + varint_size(err_len) + err_len;
-  struct writer w = {out, out + cap, 1};
-  if (id != 0) {
-    put_byte(&w, (1 << 3) | 0);
-    put_varint(&w, id);
-  }
-  put_byte(&w, (5 << 3) | 2);  // Response.exec = 5
-  put_varint(&w, inner);
-  put_byte(&w, (1 << 3) | 0);
-  put_varint(&w, code);
+  struct writer w = begin_response(out, cap, id, 5, inner);  // Response.exec = 5
+  put_uint(&w, 1, code);
   put_bytes(&w, 4, out_bytes, out_len);
   put_bytes(&w, 5, err_bytes, err_len);
-  return w.ok ? static_cast<uint32_t>(w.p - out) : 0;
+  return finish(&w, out);
 }
 
 uint32_t agent_encode_error(uint64_t id, uint32_t code, const char* message, uint8_t* out,
@@ -290,19 +261,10 @@ uint32_t agent_encode_error(uint64_t id, uint32_t code, const char* message, uin
   uint32_t inner = 0;
   if (code != 0) inner += 1 + varint_size(code);
   inner += string_field_size(2, message);
-  struct writer w = {out, out + cap, 1};
-  if (id != 0) {
-    put_byte(&w, (1 << 3) | 0);
-    put_varint(&w, id);
-  }
-  put_byte(&w, (2 << 3) | 2);  // Response.error = 2
-  put_varint(&w, inner);
-  if (code != 0) {
-    put_byte(&w, (1 << 3) | 0);
-    put_varint(&w, code);
-  }
+  struct writer w = begin_response(out, cap, id, 2, inner);  // Response.error = 2
+  if (code != 0) put_uint(&w, 1, code);
   put_string(&w, 2, message);
-  return w.ok ? static_cast<uint32_t>(w.p - out) : 0;
+  return finish(&w, out);
 }
 
 }  // extern "C"
