@@ -7,7 +7,13 @@
 // Every query asks a new name whose answer is a new address, so every proxied
 // query inserts new set elements (the realistic, slower case).
 //
+// Then what a proxy adds to forkd's fork path (forkd starts one per sandbox
+// that names DNS names, between the chains and the restore): DnsProxy::Start
+// with a fresh NftPinner (thread, setns, bind: serving when it returns)
+// against the chains stage's own work, AddTap of a tap's policy, alternating.
+//
 // Usage (root): build/bench/dns_bench [rounds]
+// RESULT dns_proxy_start start_p50_us=<n> addtap_p50_us=<n> ratio=<x>
 // Last line: RESULT dns_pin added_p50_us=<n> direct_p50_us=<n>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -26,7 +32,7 @@
 #include <vector>
 
 #include "forkd/dns/dns_proxy.h"
-#include "forkd/dns/test_messages.h"
+#include "forkd/dns/ldns_ptr.h"
 #include "netfilter/links.h"
 #include "netfilter/netns.h"
 #include "netfilter/nftables.h"
@@ -47,6 +53,41 @@ sockaddr_in Loopback(const char* ip, uint16_t port) {
   a.sin_port = htons(port);
   ::inet_pton(AF_INET, ip, &a.sin_addr);
   return a;
+}
+
+std::vector<uint8_t> Wire(const ldns_pkt* pkt) {
+  auto wire = dns::ToWire(pkt);
+  if (!wire.ok()) Die("encode a DNS message", wire.status());
+  return *wire;
+}
+
+// The bench's own messages (ldns; test code is not linked into benches).
+std::vector<uint8_t> MakeQuery(const std::string& name, uint16_t id) {
+  ldns_rdf* owner = ldns_dname_new_frm_str(name.c_str());
+  if (owner == nullptr) Die("query name " + name, absl::InvalidArgumentError("bad name"));
+  dns::LdnsPkt pkt(ldns_pkt_query_new(owner, LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, LDNS_RD));
+  ldns_pkt_set_id(pkt.get(), id);
+  return Wire(pkt.get());
+}
+
+// An answer to `query` (its id and question) carrying the record `rr`.
+std::vector<uint8_t> MakeAnswer(const ldns_pkt* query, const std::string& rr) {
+  dns::LdnsPkt pkt(ldns_pkt_new());
+  ldns_pkt_set_id(pkt.get(), ldns_pkt_id(query));
+  ldns_pkt_set_qr(pkt.get(), true);
+  ldns_pkt_set_rd(pkt.get(), true);
+  ldns_pkt_set_ra(pkt.get(), true);
+  const ldns_rr_list* questions = ldns_pkt_question(query);
+  for (size_t i = 0; i < ldns_rr_list_rr_count(questions); ++i) {
+    ldns_pkt_push_rr(pkt.get(), LDNS_SECTION_QUESTION,
+                     ldns_rr_clone(ldns_rr_list_rr(questions, i)));
+  }
+  ldns_rr* record = nullptr;
+  if (ldns_rr_new_frm_str(&record, rr.c_str(), 0, nullptr, nullptr) != LDNS_STATUS_OK) {
+    Die("answer record " + rr, absl::InvalidArgumentError("does not parse"));
+  }
+  ldns_pkt_push_rr(pkt.get(), LDNS_SECTION_ANSWER, record);
+  return Wire(pkt.get());
 }
 
 // The upstream: answers every query for N.bench.example with the public address 45.<N>.
@@ -71,15 +112,14 @@ void ServeUpstream(int sock, int stop) {
     const std::string rr = (*labels)[0] + ".bench.example. 60 IN A 45." +
                            std::to_string((i >> 16) & 255) + "." + std::to_string((i >> 8) & 255) +
                            "." + std::to_string(i & 255);
-    const auto answer = dns::testing::MakeResponse(query, {.answer = {rr}});
+    const auto answer = MakeAnswer(pkt->get(), rr);
     (void)::sendto(sock, answer.data(), answer.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
   }
 }
 
 // One query round trip from `client` to `server`, in microseconds.
 double Ask(int client, const sockaddr_in& server, int i, uint16_t id) {
-  const auto query =
-      dns::testing::MakeQuery(std::to_string(i) + ".bench.example", LDNS_RR_TYPE_A, id);
+  const auto query = MakeQuery(std::to_string(i) + ".bench.example", id);
   std::vector<uint8_t> buf(4096);
   const auto start = Clock::now();
   if (::sendto(client, query.data(), query.size(), 0, reinterpret_cast<const sockaddr*>(&server),
@@ -174,6 +214,37 @@ int main(int argc, char** argv) {
   if (m.pins < static_cast<uint64_t>(rounds)) {
     Die("metrics", absl::InternalError("fewer pins than answers: " + dns::ToString(m)));
   }
+
+  // Fork-path cost: proxy start against AddTap, alternating.
+  const int start_rounds = std::max(20, rounds / 10);
+  std::vector<double> starts, addtaps;
+  netfilter::TapPolicy other = policy;
+  other.tap = "sbt1";
+  other.guest_v4 = netfilter::IpAddress::V4(10, 200, 0, 6);
+  other.resolvers = {netfilter::IpAddress::V4(127, 0, 0, 54)};
+  dns::ProxyConfig other_config = config;
+  other_config.listen_address = netfilter::IpAddress::V4(127, 0, 0, 54);
+  for (int i = 0; i < start_rounds; ++i) {
+    auto t0 = Clock::now();
+    if (auto s = nft->AddTap(other); !s.ok()) Die("add tap sbt1", s);
+    addtaps.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    t0 = Clock::now();
+    auto other_pinner = dns::NftPinner::Open(ns->get(), 1, "sbt1", {443, 80});
+    if (!other_pinner.ok()) Die("pinner sbt1", other_pinner.status());
+    auto started = dns::DnsProxy::Start(other_config, std::move(*other_pinner));
+    if (!started.ok()) Die("start proxy sbt1", started.status());
+    starts.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    if (auto s = (*started)->Stop(); !s.ok()) Die("stop proxy sbt1", s);
+    if (auto s = nft->RemoveTap("sbt1"); !s.ok()) Die("remove tap sbt1", s);
+  }
+  const double st = P50(starts);
+  const double at = P50(addtaps);
+  std::printf(
+      "proxy start (fresh pinner, thread, setns, bind) p50 %.0f us, AddTap p50 %.0f us, "
+      "%d alternating rounds\n",
+      st, at, start_rounds);
+  std::printf("RESULT dns_proxy_start start_p50_us=%.0f addtap_p50_us=%.0f ratio=%.2f\n", st, at,
+              st / at);
 
   const double d = P50(direct);
   const double p = P50(proxied);

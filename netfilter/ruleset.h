@@ -12,6 +12,7 @@
 
 #include "netfilter/ip.h"
 #include "netfilter/policy.h"
+#include "netfilter/tap_name.h"
 
 namespace forkd::netfilter {
 
@@ -43,8 +44,9 @@ inline constexpr char kNeighbourDiscoveryChain[] = "neighbour_discovery";
 // removes it first.
 inline constexpr char kGuardTable[] = "forkd_guard";
 inline constexpr char kGuardSet[] = "installed_taps";
-// Forkd's tap naming: SkeletonConfig::tap_prefix unless configured otherwise.
-inline constexpr char kDefaultTapPrefix[] = "sbt";
+// Forkd's tap naming (tap_name.h): SkeletonConfig::tap_prefix unless
+// configured otherwise.
+inline constexpr const char* kDefaultTapPrefix = kForkdTapPrefix;
 
 enum class Verdict : uint8_t { kNone, kAccept, kDrop, kReturn, kGoto, kJump, kMasquerade };
 

@@ -85,7 +85,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
   f.vmm = FORKD_DEFAULT_VMM;
   f.probe_guest = FORKD_DEFAULT_PROBE_GUEST;
   std::vector<std::string> listen;
-  std::string memory_reserve, fault, uid_range = "100000-165535", vmm_memory_overhead = "64M";
+  std::string memory_reserve, fault, dns_upstream, uid_range = "100000-165535",
+                                                   vmm_memory_overhead = "64M";
   bool no_jail = false, no_vmm_cgroup = false;
   CLI::App app{"forkd: the node daemon that forks microVM sandboxes from warm templates"};
   app.option_defaults()->always_capture_default();
@@ -115,6 +116,10 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
   app.add_option("--log-format", f.log_format, "json or text")
       ->check(CLI::IsMember({"json", "text"}));
   app.add_option("--metrics-listen", f.metrics_listen, "HOST:PORT for Prometheus metrics");
+  app.add_option("--dns-upstream", dns_upstream,
+                 "IP:PORT ([IPv6]:PORT) of the recursive resolver the sandboxes' DNS proxies "
+                 "forward allowlisted names to, reached from each sandbox's network namespace; "
+                 "without it a Fork naming DNS names is refused");
   app.add_option("--vmm", f.vmm, "forkd-vmm binary");
   app.add_option("--probe-guest", f.probe_guest, "the in-tree probe guest image");
   app.add_option("--gate-deadline-ms", f.gate_deadline_ms, "reseed gate deadline")
@@ -183,6 +188,12 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
     if (!r.ok())
       return absl::InvalidArgumentError("--memory-reserve: " + std::string(r.status().message()));
     f.memory_reserve_bytes = *r;
+  }
+  if (!dns_upstream.empty()) {
+    auto u = pipeline::ParseDnsUpstream(dns_upstream);
+    if (!u.ok())
+      return absl::InvalidArgumentError("--dns-upstream " + std::string(u.status().message()));
+    f.dns_upstream = *u;
   }
   // Guest pin.
   if (!f.kernel.empty() && f.kernel_sha256.empty() && !f.insecure_skip_guest_verify) {

@@ -4,11 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "forkd/pipeline/fault_point.h"
+#include "forkd/pipeline/sandbox_dns.h"
 #include "forkd/sandbox/cgroup.h"
 #include "forkd/sandbox/jail_args.h"
 
@@ -38,6 +40,8 @@ struct Flags {
   std::string metrics_listen;
   std::string vmm, probe_guest;
   uint32_t gate_deadline_ms = 2000;
+  // --dns-upstream HOST:PORT: where the sandboxes' DNS proxies forward.
+  std::optional<pipeline::DnsUpstream> dns_upstream;
   pipeline::FaultPoint fault = pipeline::FaultPoint::kNone;
   // Every forkd-vmm's jail and cgroup (README "Jail and cgroups").
   sandbox::JailPolicy jail;

@@ -76,6 +76,16 @@ TEST(FlagsTest, FaultPointNeedsTheEnvironmentSwitch) {
   EXPECT_EQ(f->fault, pipeline::FaultPoint::kAfterTap);
 }
 
+TEST(FlagsTest, DnsUpstreamIsAnAddressAndPort) {
+  auto f = Parse({"--dns-upstream", "10.96.0.10:5353"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  ASSERT_TRUE(f->dns_upstream.has_value());
+  EXPECT_EQ(f->dns_upstream->ToString(), "10.96.0.10:5353");
+  EXPECT_FALSE(Parse({}).value().dns_upstream.has_value());
+  ExpectRefused({"--dns-upstream", "kube-dns:53"}, "--dns-upstream");
+  ExpectRefused({"--dns-upstream", "10.96.0.10:0"}, "--dns-upstream");
+}
+
 TEST(FlagsTest, SizesAndListenShapes) {
   EXPECT_EQ(*ParseSize("512M"), 512ull << 20);
   EXPECT_EQ(*ParseSize("2G"), 2ull << 30);

@@ -71,6 +71,7 @@ int Run(int argc, char** argv) {
   cfg.standby = flags->standby;
   cfg.gate_deadline = std::chrono::milliseconds(flags->gate_deadline_ms);
   cfg.fault = flags->fault;
+  cfg.dns_upstream = flags->dns_upstream;
   cfg.pvm_host = PvmHost();
   if (flags->fault != pipeline::FaultPoint::kNone) {
     spdlog::warn("TEST FAULT POINT ARMED: forkd kills itself at {}",

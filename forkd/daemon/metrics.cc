@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "forkd/dns/address_class.h"
+
 namespace forkd::daemon {
 
 namespace {
@@ -10,6 +12,12 @@ const prometheus::Histogram::BucketBoundaries& Buckets() {
       0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
   return b;
 }
+// Counters sampled from totals: add what grew since the last sample.
+void Advance(prometheus::Counter& c, uint64_t now, uint64_t& seen) {
+  if (now > seen) c.Increment(static_cast<double>(now - seen));
+  seen = now;
+}
+
 }  // namespace
 
 Metrics::Metrics(pipeline::Node& node)
@@ -41,6 +49,21 @@ Metrics::Metrics(pipeline::Node& node)
                 .Help("Host MemAvailable")
                 .Register(*registry_)
                 .Add({});
+  dns_ = &prometheus::BuildCounter()
+              .Name("forkd_dns_total")
+              .Help(
+                  "Sandbox DNS proxies: guest queries and what became of them, pins, upstream "
+                  "failures (forkd/dns/README.md lists the events)")
+              .Register(*registry_);
+  dns_stripped_ = &prometheus::BuildCounter()
+                       .Name("forkd_dns_stripped_total")
+                       .Help("Answer records the sandbox DNS proxies removed, by reason")
+                       .Register(*registry_);
+  dns_proxies_ = &prometheus::BuildGauge()
+                      .Name("forkd_dns_proxies")
+                      .Help("Sandbox DNS proxies serving")
+                      .Register(*registry_)
+                      .Add({});
 }
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& listen,
@@ -75,6 +98,39 @@ void Metrics::Sample() {
   pss_->Set(static_cast<double>(c.sandboxes_pss_bytes()));
   avail_->Set(static_cast<double>(c.memory_available_bytes()));
   for (const auto& p : c.standby()) pool_->Add({{"template", p.template_id()}}).Set(p.ready());
+  uint32_t proxies = 0;
+  const dns::ProxyMetrics d = node_.DnsMetrics(&proxies);
+  dns_proxies_->Set(proxies);
+  const std::pair<const char*, uint64_t dns::ProxyMetrics::*> events[] = {
+      {"queries", &dns::ProxyMetrics::queries},
+      {"malformed_queries", &dns::ProxyMetrics::malformed_queries},
+      {"refused", &dns::ProxyMetrics::refused},
+      {"forwarded", &dns::ProxyMetrics::forwarded},
+      {"answered", &dns::ProxyMetrics::answered},
+      {"servfail", &dns::ProxyMetrics::servfail},
+      {"overloaded", &dns::ProxyMetrics::overloaded},
+      {"pins", &dns::ProxyMetrics::pins},
+      {"pin_failures", &dns::ProxyMetrics::pin_failures},
+      {"upstream_timeouts", &dns::ProxyMetrics::upstream_timeouts},
+      {"upstream_errors", &dns::ProxyMetrics::upstream_errors},
+      {"malformed_answers", &dns::ProxyMetrics::malformed_answers},
+      {"tcp_fallbacks", &dns::ProxyMetrics::tcp_fallbacks},
+      {"send_errors", &dns::ProxyMetrics::send_errors}};
+  for (const auto& [name, field] : events) {
+    Advance(dns_->Add({{"event", name}}), d.*field, dns_seen_.*field);
+  }
+  const std::pair<const char*, uint64_t dns::ProxyMetrics::*> sections[] = {
+      {"off_chain", &dns::ProxyMetrics::stripped_off_chain},
+      {"other_sections", &dns::ProxyMetrics::stripped_other_sections},
+      {"too_large", &dns::ProxyMetrics::stripped_too_large}};
+  for (const auto& [name, field] : sections) {
+    Advance(dns_stripped_->Add({{"reason", name}}), d.*field, dns_seen_.*field);
+  }
+  for (int i = 1; i < dns::kAddressClassCount; i++) {  // 0 is kPublic: never stripped
+    const std::string_view name = dns::ToString(static_cast<dns::AddressClass>(i));
+    Advance(dns_stripped_->Add({{"reason", std::string(name)}}), d.stripped_by_class[i],
+            dns_seen_.stripped_by_class[i]);
+  }
 }
 
 void Metrics::ForkDone(const v1::StageTimings& t) {

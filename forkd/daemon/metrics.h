@@ -3,6 +3,9 @@
 //   forkd_reaps_total{cause}             reaps by cause
 //   forkd_live_sandboxes, forkd_standby_pool{template},
 //   forkd_sandboxes_pss_bytes, forkd_memory_available_bytes
+//   forkd_dns_total{event}               the sandboxes' DNS proxies (forkd/dns)
+//   forkd_dns_stripped_total{reason}     answer records removed, by reason
+//   forkd_dns_proxies                    proxies serving now
 #pragma once
 
 #include <atomic>
@@ -42,6 +45,10 @@ class Metrics final : public pipeline::Node::Observer {
   prometheus::Gauge* live_;
   prometheus::Gauge* pss_;
   prometheus::Gauge* avail_;
+  prometheus::Family<prometheus::Counter>* dns_;
+  prometheus::Family<prometheus::Counter>* dns_stripped_;
+  prometheus::Gauge* dns_proxies_;
+  dns::ProxyMetrics dns_seen_;  // what the counters hold (sampler thread only)
   std::atomic<bool> stop_{false};
   std::thread sampler_;
 };

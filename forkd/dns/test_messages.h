@@ -1,6 +1,6 @@
 // Test-only DNS message builders (ldns), shared by the unit tests, the fuzz
-// seeds, the netns test's upstream server and the benchmark. Never linked
-// into forkd.
+// seeds, the netns tests' upstream server and queries. Never linked into
+// forkd or a benchmark.
 #pragma once
 
 #include <cstdint>

@@ -27,6 +27,8 @@
 #include "netfilter/links.h"
 #include "netfilter/netns.h"
 #include "netfilter/nftables.h"
+#include "netfilter/sysctl.h"
+#include "netfilter/tap_name.h"
 #include "spdlog/spdlog.h"
 
 #ifndef P_PIDFD
@@ -56,13 +58,14 @@ int64_t NowMs() {
 }
 
 // Each sandbox owns a /30 out of 10.192.0.0/10 picked by its slot: the tap
-// (host side) is .1, the guest .2. Slots also name taps: "fks<slot>".
+// (host side, also the guest's resolver) is .1, the guest .2. Slots also
+// name taps (netfilter/tap_name.h: the fail-closed guard's naming).
 netfilter::IpAddress SlotAddress(uint32_t slot, uint32_t host) {
   const uint32_t a = (10u << 24) | (192u << 16) | (slot * 4 + host);
   return netfilter::IpAddress::V4(static_cast<uint8_t>(a >> 24), static_cast<uint8_t>(a >> 16),
                                   static_cast<uint8_t>(a >> 8), static_cast<uint8_t>(a));
 }
-std::string SlotTap(uint32_t slot) { return "fks" + std::to_string(slot); }
+std::string SlotTap(uint32_t slot) { return netfilter::SandboxTapName(slot); }
 std::string SlotMac(uint32_t slot) {
   char mac[32];
   (void)std::snprintf(mac, sizeof mac, "02:fd:00:%02x:%02x:%02x", (slot >> 16) & 0xff,
@@ -104,6 +107,11 @@ struct Node::Sandbox {
   std::string serial;
   uint32_t uid = 0;       // the VMM's uid and gid (jail_args.h); 0: not jailed
   std::string vm_cgroup;  // the cgroup forkd made for the VMM (cgroup.h)
+  // DNS: the names it may resolve and the ports their addresses are pinned
+  // with (journaled, so an adopted sandbox gets its proxy back), and the proxy.
+  std::vector<std::string> allow_dns;
+  std::vector<uint16_t> dns_ports;
+  std::unique_ptr<dns::DnsProxy> dns;
 };
 
 Node::Node(NodeConfig config, journal::Journal journal)
@@ -195,6 +203,10 @@ absl::Status Node::JournalPut(const Sandbox& sb, const std::string& state) {
       j["start_ticks"] = id->start_ticks;
     }
   }
+  if (!sb.allow_dns.empty()) {
+    j["allow_dns"] = sb.allow_dns;
+    j["dns_ports"] = sb.dns_ports;
+  }
   nlohmann::json labels = nlohmann::json::object();
   for (const auto& [k, v] : sb.info.labels()) labels[k] = v;
   j["labels"] = labels;
@@ -257,10 +269,26 @@ absl::Status Node::Recover(RecoveryReport* report) {
     sb->info.set_cgroup_path(rec.value("cgroup", ""));
     sb->info.set_created_unix_ms(rec.value("created_unix_ms", int64_t{0}));
     sb->info.set_generation(rec.value("generation", uint64_t{0}));
-    sb->info.set_tap(SlotTap(sb->slot));
+    // The tap the record names (taps were once named otherwise), else the
+    // slot's.
+    std::string tap = rec.value("tap", SlotTap(sb->slot));
+    if (!netfilter::ValidateName("tap", tap, netfilter::kMaxTapNameLength).ok()) {
+      tap = SlotTap(sb->slot);
+    }
+    sb->info.set_tap(tap);
     if (rec.contains("labels") && rec["labels"].is_object()) {
       for (auto& [k, v] : rec["labels"].items()) {
         if (v.is_string()) (*sb->info.mutable_labels())[k] = v.get<std::string>();
+      }
+    }
+    if (rec.contains("allow_dns") && rec["allow_dns"].is_array()) {
+      for (const auto& n : rec["allow_dns"]) {
+        if (n.is_string()) sb->allow_dns.push_back(n.get<std::string>());
+      }
+      for (const auto& p : rec.value("dns_ports", nlohmann::json::array())) {
+        if (p.is_number_unsigned() && p.get<uint32_t>() >= 1 && p.get<uint32_t>() <= 65535) {
+          sb->dns_ports.push_back(static_cast<uint16_t>(p.get<uint32_t>()));
+        }
       }
     }
     sb->res.fork_id = sb->info.sandbox_id();
@@ -287,10 +315,22 @@ absl::Status Node::Recover(RecoveryReport* report) {
     if (!ns_path.empty() && sandbox::IsNetnsPath(ns_path)) {
       if (auto ns = netfilter::OpenNetns(ns_path); ns.ok()) sb->res.netns = std::move(*ns);
     }
-    if (sb->res.netns) sb->res.tap = SlotTap(sb->slot);
+    if (sb->res.netns) sb->res.tap = sb->info.tap();
 
-    const bool adopt = key_ok && vmm_alive && rec.value("state", "") == "ready" && !sb->standby &&
-                       templates_.count(sb->info.template_id()) != 0;
+    bool adopt = key_ok && vmm_alive && rec.value("state", "") == "ready" && !sb->standby &&
+                 templates_.count(sb->info.template_id()) != 0;
+    // Its DNS proxy died with the old forkd (sockets and threads are the
+    // process's; its pins live on in the tap's sets until they expire). A
+    // sandbox whose resolver cannot be served again is not adopted: the
+    // guest must never be left with a resolver that is not there.
+    if (adopt && !sb->allow_dns.empty()) {
+      if (absl::Status d = StartDns(*sb); !d.ok()) {
+        report->notes.push_back(
+            "sandbox " + sb->info.sandbox_id() +
+            " not adopted: its DNS proxy did not start: " + std::string(d.message()));
+        adopt = false;
+      }
+    }
     if (adopt) {
       auto vmm = sandbox::VmmChild::Adopt(pid, sb->res.vmm_pidfd.get());
       if (vmm.ok()) sb->vmm.emplace(std::move(*vmm));
@@ -469,6 +509,7 @@ void Node::OnExit(const std::string& id) {
 // ---- disposal ------------------------------------------------------------------
 
 void Node::Dispose(Sandbox& sb, v1::Sandbox::State state, const std::string& cause) {
+  StopDns(sb);
   absl::Status s = gate::Reap(sb.res);
   sb.vmm.reset();
   if (!sb.netns_pin.empty()) {
@@ -830,7 +871,8 @@ absl::StatusOr<v1::ForkResponse> Node::Fork(const v1::ForkRequest& request) {
   }
   if (pin_meta) FORKD_RETURN_IF_ERROR(RestorePinArgs(*config_.guests, *pin_meta, false).status());
   for (size_t i = 0; i < specs.size(); i++) {
-    FORKD_RETURN_IF_ERROR(ValidateSpec(specs[i], "sandboxes[" + std::to_string(i) + "]", mem));
+    FORKD_RETURN_IF_ERROR(ValidateSpec(specs[i], "sandboxes[" + std::to_string(i) + "]", mem,
+                                       config_.dns_upstream.has_value()));
   }
   templates::TemplateMeta meta;
   FORKD_ASSIGN_OR_RETURN(auto sbs, Reserve(request.template_id(), specs, &meta));
@@ -968,6 +1010,8 @@ absl::Status Node::RunPipeline(Sandbox& sb, const templates::TemplateMeta& meta,
   v1::StageTimings t;
   const auto t0 = Clock::now();
   sb.env.assign(spec.env().begin(), spec.env().end());
+  sb.allow_dns = DnsNamesOf(spec);
+  if (!sb.allow_dns.empty()) sb.dns_ports = DnsPortsOf(spec);
   for (const auto& [k, v] : spec.labels()) (*sb.info.mutable_labels())[k] = v;
   sb.info.set_generation(++generation_ + static_cast<uint64_t>(NowMs()) * 1000);
   absl::Status s;
@@ -1001,12 +1045,14 @@ absl::Status Node::RunPipeline(Sandbox& sb, const templates::TemplateMeta& meta,
     // Its record stays "standby" until the gate admits it: a crash before
     // that removes it at the next start, which is right for a fork that was
     // never served. One durable write ("ready") is all a take costs.
-    if (!spec.egress().allow().empty()) {
+    if (!spec.egress().allow().empty() || !sb.allow_dns.empty()) {
       auto nft = netfilter::Nftables::Open(sb.res.netns.get(), 1);
       s = nft.ok() ? nft->ReplaceTap(PolicyFor(spec, sb.info.tap(),
-                                               *netfilter::IpAddress::Parse(sb.info.guest_ipv4())))
+                                               *netfilter::IpAddress::Parse(sb.info.guest_ipv4()),
+                                               SlotAddress(sb.slot, 1)))
                    : nft.status();
     }
+    if (s.ok()) s = StartDns(sb);  // serving before the vCPUs start
     const auto r0 = Clock::now();
     if (s.ok()) s = sb.vmm->Send("GO");
     if (s.ok()) s = sb.vmm->Expect("READY", kReadyTimeout, sb.serial);
@@ -1099,6 +1145,9 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
     FORKD_RETURN_IF_ERROR(rt.AddAddress(tap, {gw, 30}));
     FORKD_RETURN_IF_ERROR(rt.SetUp(tap));
   }
+  // Namespace sysctls (the created namespace or the caller's) before any
+  // VMM attaches to the tap.
+  FORKD_RETURN_IF_ERROR(netfilter::HardenNamespace(sb.res.netns.get(), tap));
   t.set_tap_us(lap());
   MaybeCrash(config_.fault, FaultPoint::kAfterTap);
 
@@ -1106,8 +1155,10 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
     FORKD_ASSIGN_OR_RETURN(auto nft, netfilter::Nftables::Open(sb.res.netns.get(), 1));
     FORKD_RETURN_IF_ERROR(
         nft.EnsureSkeleton({.uplink = std::nullopt, .guest_subnets = {}, .shards = 1}));
-    FORKD_RETURN_IF_ERROR(nft.AddTap(PolicyFor(spec, tap, guest)));
+    FORKD_RETURN_IF_ERROR(nft.AddTap(PolicyFor(spec, tap, guest, gw)));
   }
+  // The resolver serves before the VMM exists (its pins need the tap's sets).
+  FORKD_RETURN_IF_ERROR(StartDns(sb));
   t.set_chains_us(lap());
   MaybeCrash(config_.fault, FaultPoint::kAfterChains);
 
@@ -1182,6 +1233,55 @@ absl::Status Node::Admit(Sandbox& sb, v1::StageTimings& t) {
   return s;
 }
 
+// ---- DNS -----------------------------------------------------------------------
+
+absl::Status Node::StartDns(Sandbox& sb) {
+  if (sb.allow_dns.empty()) return absl::OkStatus();
+  if (!config_.dns_upstream) {
+    return absl::FailedPreconditionError("sandbox " + sb.info.sandbox_id() +
+                                         " names DNS names and forkd runs without --dns-upstream");
+  }
+  if (sb.dns_ports.empty()) {
+    sb.dns_ports.assign(std::begin(kDefaultDnsPorts), std::end(kDefaultDnsPorts));
+  }
+  FORKD_ASSIGN_OR_RETURN(
+      sb.dns, StartSandboxDns(sb.res.netns.get(), sb.info.tap(), 1, SlotAddress(sb.slot, 1),
+                              *config_.dns_upstream, sb.allow_dns, sb.dns_ports));
+  return absl::OkStatus();
+}
+
+void Node::StopDns(Sandbox& sb) {
+  if (!sb.dns) return;
+  // A loop that had failed is reported; the sandbox goes anyway.
+  if (absl::Status s = sb.dns->Stop(); !s.ok()) {
+    spdlog::error("sandbox {}: its DNS proxy had stopped early: {}", sb.info.sandbox_id(),
+                  s.ToString());
+  }
+  const dns::ProxyMetrics m = sb.dns->Metrics();
+  sb.dns.reset();
+  std::lock_guard lock(mu_);
+  Accumulate(dns_retired_, m);
+}
+
+dns::ProxyMetrics Node::DnsMetrics(uint32_t* live_proxies) {
+  std::vector<std::shared_ptr<Sandbox>> all;
+  dns::ProxyMetrics total;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, sb] : sandboxes_) all.push_back(sb);
+    total = dns_retired_;
+  }
+  uint32_t live = 0;
+  for (const auto& sb : all) {
+    std::lock_guard lock(sb->mu);
+    if (!sb->dns) continue;
+    live++;
+    Accumulate(total, sb->dns->Metrics());
+  }
+  if (live_proxies) *live_proxies = live;
+  return total;
+}
+
 // ---- sandboxes -----------------------------------------------------------------
 
 absl::StatusOr<std::shared_ptr<Node::Sandbox>> Node::Find(const std::string& id, bool ready_only) {
@@ -1209,6 +1309,7 @@ absl::Status Node::Terminate(const std::string& sandbox_id) {
   if (sb->info.state() != v1::Sandbox::READY) {
     return absl::NotFoundError("sandbox " + sandbox_id + " is already gone");
   }
+  StopDns(*sb);
   absl::Status s = gate::Reap(sb->res);
   sb->vmm.reset();
   if (!sb->netns_pin.empty()) {
@@ -1526,11 +1627,12 @@ void Node::RefillLoop() {
         FORKD_RETURN_IF_ERROR(rt.AddAddress(tap, {gw, 30}));
         FORKD_RETURN_IF_ERROR(rt.SetUp(tap));
       }
+      FORKD_RETURN_IF_ERROR(netfilter::HardenNamespace(sb->res.netns.get(), tap));
       {
         FORKD_ASSIGN_OR_RETURN(auto nft, netfilter::Nftables::Open(sb->res.netns.get(), 1));
         FORKD_RETURN_IF_ERROR(
             nft.EnsureSkeleton({.uplink = std::nullopt, .guest_subnets = {}, .shards = 1}));
-        FORKD_RETURN_IF_ERROR(nft.AddTap(PolicyFor(spec, tap, guest)));
+        FORKD_RETURN_IF_ERROR(nft.AddTap(PolicyFor(spec, tap, guest, gw)));
       }
       sandbox::VmmSpawnOptions o;
       o.binary = config_.vmm_binary;

@@ -23,9 +23,11 @@
 #include "absl/status/statusor.h"
 #include "common/unique_fd.h"
 #include "forkd/api/forkd.pb.h"
+#include "forkd/dns/proxy_metrics.h"
 #include "forkd/gate/fork_resources.h"
 #include "forkd/journal/journal.h"
 #include "forkd/pipeline/fault_point.h"
+#include "forkd/pipeline/sandbox_dns.h"
 #include "forkd/sandbox/cgroup.h"
 #include "forkd/sandbox/events.h"
 #include "forkd/sandbox/jail_args.h"
@@ -49,6 +51,9 @@ struct NodeConfig {
   uint32_t standby = 0;  // per template
   bool pvm_host = false;
   std::chrono::milliseconds gate_deadline{2000};
+  // Where sandboxes' DNS proxies forward (--dns-upstream); unset: a Fork
+  // naming DNS names is FAILED_PRECONDITION.
+  std::optional<DnsUpstream> dns_upstream;
   FaultPoint fault = FaultPoint::kNone;  // test builds only (fault_point.h)
   // How every forkd-vmm is jailed and placed (forkd/sandbox/jail_args.h,
   // forkd/sandbox/cgroup.h).
@@ -95,6 +100,10 @@ class Node {
   absl::StatusOr<v1::Sandbox> GetSandbox(const std::string& sandbox_id);
   v1::Capacity GetCapacity();
 
+  // The DNS proxies' counters, summed over every sandbox since the start
+  // (live proxies and stopped ones), and how many proxies serve now.
+  dns::ProxyMetrics DnsMetrics(uint32_t* live_proxies = nullptr);
+
   sandbox::EventHub& events() { return events_; }
   const NodeConfig& config() const { return config_; }
 
@@ -136,6 +145,11 @@ class Node {
   absl::Status ReleaseVm(Sandbox& sb);
   // Removes a hidden ForkRunning template once it has no sandbox left.
   void MaybeDropHiddenTemplate(const std::string& template_id);
+  // The sandbox's DNS proxy (sandbox_dns.h), when it names DNS names; its
+  // names and ports are in `sb` (set from the spec, or from the journal).
+  absl::Status StartDns(Sandbox& sb);
+  // Stops it (before its tap goes) and keeps its counters.
+  void StopDns(Sandbox& sb);
   // Removes everything of `sb` (its lock held) and records why.
   void Dispose(Sandbox& sb, v1::Sandbox::State state, const std::string& cause);
   void Forget(const std::string& id, uint32_t slot);
@@ -163,6 +177,7 @@ class Node {
   std::map<std::string, std::shared_ptr<Sandbox>> sandboxes_;
   std::map<std::string, v1::Sandbox> gone_;  // recently reaped/exited, for GetSandbox
   std::vector<std::string> gone_order_;
+  dns::ProxyMetrics dns_retired_;  // counters of stopped proxies
   std::set<uint32_t> slots_;
   std::map<std::string, std::vector<std::shared_ptr<Sandbox>>> pools_;
   uint32_t pool_filling_ = 0;

@@ -6,6 +6,8 @@
 
 #include <set>
 
+#include "common/errno_status.h"
+#include "forkd/pipeline/sandbox_dns.h"
 #include "forkd/sandbox/ids.h"
 #include "forkd/sandbox/netns_pin.h"
 
@@ -31,7 +33,7 @@ bool IsCgroup2Dir(const std::string& path) {
 }
 
 absl::Status ValidateSpec(const v1::SandboxSpec& spec, const std::string& where,
-                          uint32_t memory_mib) {
+                          uint32_t memory_mib, bool have_dns_upstream) {
   using sandbox::Printable;
   if (!spec.sandbox_id().empty()) {
     if (absl::Status s = sandbox::ValidateId("sandbox id", spec.sandbox_id()); !s.ok()) {
@@ -82,18 +84,12 @@ absl::Status ValidateSpec(const v1::SandboxSpec& spec, const std::string& where,
     }
   }
   if (absl::Status s =
-          netfilter::Validate(PolicyFor(spec, "fkcheck", netfilter::IpAddress::V4(10, 0, 0, 2)));
+          netfilter::Validate(PolicyFor(spec, "fkcheck", netfilter::IpAddress::V4(10, 0, 0, 2),
+                                        netfilter::IpAddress::V4(10, 0, 0, 1)));
       !s.ok()) {
     return Bad(where, "egress: " + std::string(s.message()));
   }
-  if (spec.egress().allow_dns_size() > 0) {
-    return absl::UnimplementedError(
-        where +
-        ": egress.allow_dns names DNS names for the sandbox's resolver, and this forkd "
-        "has no DNS proxy yet (it comes with the datapath's DNS issue); refusing rather "
-        "than ignoring " +
-        std::to_string(spec.egress().allow_dns_size()) + " name(s)");
-  }
+  FORKD_RETURN_IF_ERROR(ValidateDns(spec, where, have_dns_upstream));
   std::set<std::string> names;
   for (int i = 0; i < spec.env_size(); i++) {
     const std::string& n = spec.env(i).name();
@@ -126,10 +122,14 @@ absl::Status ValidateSpec(const v1::SandboxSpec& spec, const std::string& where,
 }
 
 netfilter::TapPolicy PolicyFor(const v1::SandboxSpec& spec, const std::string& tap,
-                               const netfilter::IpAddress& guest) {
+                               const netfilter::IpAddress& guest,
+                               const netfilter::IpAddress& resolver) {
   netfilter::TapPolicy p;
   p.tap = tap;
   p.guest_v4 = guest;
+  // The guest reaches its resolver (the DNS proxy at the tap's host side,
+  // port 53) only when the sandbox names DNS names; otherwise it has no DNS.
+  if (spec.egress().allow_dns_size() > 0) p.resolvers = {resolver};
   p.mode = netfilter::EgressMode::kDenyByDefault;
   for (const auto& r : spec.egress().allow()) {
     std::string cidr = r.cidr();

@@ -15,6 +15,7 @@
 #include "kernel-stage/digest.h"
 #include "netfilter/links.h"
 #include "netfilter/netns.h"
+#include "netfilter/tap_name.h"
 #include "spdlog/spdlog.h"
 
 namespace forkd::templates {
@@ -107,9 +108,8 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
   // A scratch namespace and tap for the template's NIC; both go away with
   // the namespace handle when this function returns.
   FORKD_ASSIGN_OR_RETURN(UniqueFd netns, netfilter::CreateNetns());
-  char tap[16];
-  (void)std::snprintf(tap, sizeof tap, "fkb%08x",
-                      static_cast<unsigned>(::getpid()) ^ static_cast<unsigned>(NowMs()));
+  const std::string tap =
+      netfilter::BuildTapName(static_cast<uint32_t>(::getpid()) ^ static_cast<uint32_t>(NowMs()));
   FORKD_RETURN_IF_ERROR(netfilter::CreateTap(netns.get(), {.name = tap,
                                                            .owner = env.vmm_uid,
                                                            .group = env.vmm_uid,

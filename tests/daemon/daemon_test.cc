@@ -229,10 +229,14 @@ TEST_F(DaemonTest, BadInputGetsItsCodeAndTheDaemonStaysHealthy) {
       {"cgroup outside cgroup2",
        with([](v1::ForkRequest& r) { r.mutable_spec()->set_cgroup_path("/tmp"); }),
        absl::StatusCode::kInvalidArgument},
-      {"DNS names without a DNS proxy", with([](v1::ForkRequest& r) {
+      {"DNS names without --dns-upstream", with([](v1::ForkRequest& r) {
          r.mutable_spec()->mutable_egress()->add_allow_dns("example.com");
        }),
-       absl::StatusCode::kUnimplemented},
+       absl::StatusCode::kFailedPrecondition},
+      {"a bad DNS name", with([](v1::ForkRequest& r) {
+         r.mutable_spec()->mutable_egress()->add_allow_dns("bad..example.com");
+       }),
+       absl::StatusCode::kInvalidArgument},
   };
   for (const auto& c : cases) {
     auto r = Fork(c.req);
