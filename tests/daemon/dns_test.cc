@@ -180,12 +180,20 @@ class DnsDaemonTest : public ::testing::Test {
 
     metrics_port_ = FreeLoopbackPort();
     ASSERT_NE(metrics_port_, 0);
-    forkd_ = std::make_unique<ForkdProcess>(
-        tmp_.path(),
-        std::vector<std::string>{"--dns-upstream", std::string(kUpstream) + ":53",
-                                 "--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port_)});
-    ASSERT_TRUE(forkd_->Start());
+    StartForkd({});
     ASSERT_TRUE(CreateProbeTemplate(forkd_->api(), "base").ok()) << forkd_->Log();
+  }
+
+  // (Re)starts forkd on the same data directory with the fixture's flags
+  // and `extra`.
+  void StartForkd(const std::vector<std::string>& extra) {
+    if (forkd_) forkd_->Stop();
+    std::vector<std::string> flags = {"--dns-upstream", std::string(kUpstream) + ":53",
+                                      "--metrics-listen",
+                                      "127.0.0.1:" + std::to_string(metrics_port_)};
+    flags.insert(flags.end(), extra.begin(), extra.end());
+    forkd_ = std::make_unique<ForkdProcess>(tmp_.path(), flags);
+    ASSERT_TRUE(forkd_->Start());
   }
 
   void TearDown() override {
@@ -355,6 +363,10 @@ TEST_F(DnsDaemonTest, TerminateStopsTheProxyAndRemovesItsPins) {
 }
 
 TEST_F(DnsDaemonTest, KilledForkdLeavesNoProxyAndItsRestartServesTheAdoptedSandboxAgain) {
+  // Adoption needs a VMM that outlives forkd; a jailed one dies with it
+  // (PR_SET_PDEATHSIG, docs/threat-model.md), so this forkd runs --no-jail,
+  // as daemon_test's crash-recovery tests do.
+  StartForkd({"--no-jail"});
   auto sb = Fork(DnsFork());
   ASSERT_TRUE(sb.ok()) << sb.status() << forkd_->Log();
   const std::string resolver = ResolverOf(*sb);
