@@ -380,7 +380,7 @@ int main(int argc, char** argv) {
       std::ofstream out(dir / "standin-snapshot");
       out << g_mode << "\n";
       out.close();
-      absl::Status st = ec    ? absl::InternalError(ec.message())
+      absl::Status st = ec     ? absl::InternalError(ec.message())
                         : !out ? absl::InternalError("cannot write " + cmd.substr(9))
                                : WriteSnapshot(dir);
       Send(st.ok() ? "OK" : "ERR " + std::string(st.message()));
