@@ -11,8 +11,8 @@
 
 #include "absl/status/statusor.h"
 #include "forkd/api/forkd.pb.h"
-#include "forkd/templates/pinned_guests.h"
 #include "forkd/sandbox/jail_args.h"
+#include "forkd/templates/pinned_guests.h"
 #include "forkd/templates/template_meta.h"
 
 namespace forkd::templates {

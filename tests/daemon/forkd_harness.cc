@@ -67,9 +67,10 @@ std::string CgroupParentOf(const fs::path& data_dir) {
 }
 
 ::testing::AssertionResult ForkdProcess::Start() {
-  std::vector<std::string> args = {FORKD_DAEMON_PATH, "--data-dir",       data_.string(),
-                                   "--listen",        "unix:" + socket(), "--vmm",
-                                   vmm_,              "--probe-guest",    FORKD_PROBE_GUEST_PATH};
+  std::vector<std::string> args = {
+      FORKD_DAEMON_PATH,     "--data-dir", data_.string(), "--listen",
+      "unix:" + socket(),    "--vmm",      vmm_,           "--probe-guest",
+      FORKD_PROBE_GUEST_PATH};
   // The VMs' cgroups go under a parent of this test's own, never the
   // host's forkd.slice. Hosts whose cgroup2 lacks controllers (the
   // development machines: cgroup v1 hybrid) run without those limits;
