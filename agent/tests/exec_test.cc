@@ -2,7 +2,9 @@
 
 #include <signal.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "agent/tests/test_util.h"
@@ -72,13 +74,20 @@ TEST(ExecTest, TimeoutKillsTheWholeProcessGroup) {
   const std::string pid_text = testing::ReadAll(pidfile);
   ASSERT_FALSE(pid_text.empty());
   const pid_t bg = std::stoi(pid_text);
-  // The background sleep got SIGKILL too: it is gone or a zombie awaiting its reaper.
-  const std::string stat = testing::ReadAll("/proc/" + std::to_string(bg) + "/stat");
-  if (!stat.empty()) {
+  // The background sleep got SIGKILL too: it is gone or a zombie awaiting its
+  // reaper. A killed task is briefly still running its exit (state R); the
+  // loop is a hang guard for that, the assertion is on the state reached.
+  std::string stat, state;
+  for (int i = 0; i < 200; i++) {
+    stat = testing::ReadAll("/proc/" + std::to_string(bg) + "/stat");
+    if (stat.empty()) return;  // gone
     const auto close_paren = stat.rfind(')');
     ASSERT_NE(close_paren, std::string::npos);
-    EXPECT_EQ(stat.substr(close_paren + 2, 1), "Z") << stat;
+    state = stat.substr(close_paren + 2, 1);
+    if (state != "R") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  EXPECT_EQ(state, "Z") << stat;
 }
 
 TEST(ExecTest, ReportsACommandThatCannotStart) {
