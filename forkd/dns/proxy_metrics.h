@@ -32,6 +32,10 @@ struct ProxyMetrics {
   std::string last_error;          // the most recent per-query error, for the daemon's log
 };
 
+// Adds `m`'s counters into `total` (last_error: `m`'s when it has one):
+// the daemon's sum over its sandboxes' proxies.
+ProxyMetrics& operator+=(ProxyMetrics& total, const ProxyMetrics& m);
+
 // "queries=3 refused=1 ... stripped{metadata}=2": for logs and test failures.
 std::string ToString(const ProxyMetrics& m);
 

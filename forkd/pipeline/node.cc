@@ -1260,7 +1260,7 @@ void Node::StopDns(Sandbox& sb) {
   const dns::ProxyMetrics m = sb.dns->Metrics();
   sb.dns.reset();
   std::lock_guard lock(mu_);
-  Accumulate(dns_retired_, m);
+  dns_retired_ += m;
 }
 
 dns::ProxyMetrics Node::DnsMetrics(uint32_t* live_proxies) {
@@ -1276,7 +1276,7 @@ dns::ProxyMetrics Node::DnsMetrics(uint32_t* live_proxies) {
     std::lock_guard lock(sb->mu);
     if (!sb->dns) continue;
     live++;
-    Accumulate(total, sb->dns->Metrics());
+    total += sb->dns->Metrics();
   }
   if (live_proxies) *live_proxies = live;
   return total;

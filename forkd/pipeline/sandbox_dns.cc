@@ -131,28 +131,4 @@ absl::StatusOr<std::unique_ptr<dns::DnsProxy>> StartSandboxDns(
   return std::move(*proxy);
 }
 
-void Accumulate(dns::ProxyMetrics& total, const dns::ProxyMetrics& m) {
-  total.queries += m.queries;
-  total.malformed_queries += m.malformed_queries;
-  total.refused += m.refused;
-  total.forwarded += m.forwarded;
-  total.answered += m.answered;
-  total.servfail += m.servfail;
-  total.overloaded += m.overloaded;
-  for (size_t i = 0; i < total.stripped_by_class.size(); i++) {
-    total.stripped_by_class[i] += m.stripped_by_class[i];
-  }
-  total.stripped_off_chain += m.stripped_off_chain;
-  total.stripped_other_sections += m.stripped_other_sections;
-  total.stripped_too_large += m.stripped_too_large;
-  total.pins += m.pins;
-  total.pin_failures += m.pin_failures;
-  total.upstream_timeouts += m.upstream_timeouts;
-  total.upstream_errors += m.upstream_errors;
-  total.malformed_answers += m.malformed_answers;
-  total.tcp_fallbacks += m.tcp_fallbacks;
-  total.send_errors += m.send_errors;
-  if (!m.last_error.empty()) total.last_error = m.last_error;
-}
-
 }  // namespace forkd::pipeline

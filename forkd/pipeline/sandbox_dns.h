@@ -59,7 +59,4 @@ absl::StatusOr<std::unique_ptr<dns::DnsProxy>> StartSandboxDns(
     const DnsUpstream& upstream, const std::vector<std::string>& names,
     const std::vector<uint16_t>& ports);
 
-// Adds `m`'s counters into `total` (last_error: `m`'s when it has one).
-void Accumulate(dns::ProxyMetrics& total, const dns::ProxyMetrics& m);
-
 }  // namespace forkd::pipeline

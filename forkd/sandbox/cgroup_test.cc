@@ -71,8 +71,8 @@ class CgroupPlacerTest : public ::testing::Test {
 
 TEST_F(CgroupPlacerTest, AParentOutsideTheCgroup2MountIsRefused) {
   std::string warning;
-  for (const std::string& bad : {std::string("/tmp/forkd-not-a-cgroup"), mount_,
-                                 mount_ + "-sibling/forkd"}) {
+  for (const std::string& bad :
+       {std::string("/tmp/forkd-not-a-cgroup"), mount_, mount_ + "-sibling/forkd"}) {
     auto p = CgroupPlacer::Init({.parent = bad}, &warning);
     ASSERT_FALSE(p.ok()) << bad;
     EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << p.status();
@@ -159,8 +159,7 @@ TEST_F(CgroupPlacerTest, ACallersCgroupThatCannotDelegateIsRefusedUnlessAllowed)
   if (!MissingAtRoot().empty()) {
     // Positive path only: a strict placer cannot start on this host
     // (MissingControllersAreRefusedUnlessAllowed).
-    auto lax =
-        CgroupPlacer::Init({.parent = parent_, .allow_missing_controllers = true}, &warning);
+    auto lax = CgroupPlacer::Init({.parent = parent_, .allow_missing_controllers = true}, &warning);
     ASSERT_OK(lax.status());
     ASSERT_EQ(::mkdir(given.c_str(), 0755), 0) << ::strerror(errno);
     const std::string dir = lax->PathFor("k2", given);
