@@ -101,13 +101,18 @@ absl::StatusOr<BpfProgram> Compile(const AllowList& list) {
   return prog;
 }
 
-absl::Status InstallOnThisThread(const BpfProgram& program) {
+absl::Status InstallOnThisThread(std::span<const sock_filter> program) {
+  if (program.empty() || program.size() > BPF_MAXINSNS) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seccomp program of ", program.size(), " instructions"));
+  }
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
     return ErrnoStatus(errno, "PR_SET_NO_NEW_PRIVS");
   }
   sock_fprog fprog{};
-  fprog.len = static_cast<unsigned short>(program.insns.size());
-  fprog.filter = const_cast<sock_filter*>(program.insns.data());
+  fprog.len = static_cast<unsigned short>(program.size());
+  // The kernel copies the program; it never writes through this pointer.
+  fprog.filter = const_cast<sock_filter*>(program.data());
   if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) != 0) {
     return ErrnoStatus(errno, "seccomp(SECCOMP_SET_MODE_FILTER)");
   }

@@ -24,6 +24,7 @@
 #include "forkd/snapshot/test_states.h"
 #include "forkd/vmm/seccomp/allow_list.h"
 #include "forkd/vmm/seccomp/filter.h"
+#include "forkd/vmm/seccomp/precompiled.h"
 #include "forkd/vmm/seccomp/test_hook.h"
 #include "forkd/vmm/vstate/memory.h"
 #include "gmock/gmock.h"
@@ -45,7 +46,7 @@ struct Outcome {
 Outcome RunChild(const BpfProgram* program, const std::function<void()>& body) {
   const pid_t pid = ::fork();
   if (pid == 0) {
-    if (program != nullptr && !InstallOnThisThread(*program).ok()) _exit(100);
+    if (program != nullptr && !InstallOnThisThread(program->insns).ok()) _exit(100);
     body();
     _exit(0);
   }
@@ -259,6 +260,26 @@ TEST(Seccomp, ControlFilterCoversTheSnapshotFileWrites) {
                           (void)mem->SaveToFile(snapshot::MemoryPath(dir).string());
                         }),
                "snapshot files under the vCPU filter");
+}
+
+// forkd-vmm installs the programs compiled at build time (precompiled.h):
+// each must be exactly what the allow-list compiles to now, so the shipped
+// filters are the ones every test above checks.
+TEST_P(PerKind, PrecompiledProgramMatchesTheAllowList) {
+  auto prog = Compile(AllowListFor(GetParam()));
+  ASSERT_OK(prog.status());
+  const std::span<const sock_filter> pre = PrecompiledProgram(GetParam());
+  ASSERT_EQ(pre.size(), prog->insns.size()) << ThreadKindName(GetParam());
+  for (size_t i = 0; i < pre.size(); ++i) {
+    const sock_filter& a = pre[i];
+    const sock_filter& b = prog->insns[i];
+    EXPECT_TRUE(a.code == b.code && a.jt == b.jt && a.jf == b.jf && a.k == b.k)
+        << ThreadKindName(GetParam()) << " instruction " << i;
+  }
+}
+
+TEST(Seccomp, InstallRefusesAnEmptyProgram) {
+  EXPECT_EQ(InstallOnThisThread({}).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Seccomp, GeneratedDocMatchesTheCode) {

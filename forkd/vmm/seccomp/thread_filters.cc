@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "forkd/vmm/seccomp/filter.h"
+#include "forkd/vmm/seccomp/precompiled.h"
 
 // Defined only by the test build of forkd-vmm (seccomp/test_hook.cc, linked
 // into forkd-vmm-test-hook), never by the shipped binary: there the weak
@@ -20,20 +21,18 @@ namespace {
 
 // Written once by ArmThreadFilters before any thread exists, read-only after.
 bool armed = false;
-std::array<BpfProgram, kThreadKinds.size()> programs;
 
 }  // namespace
 
 absl::Status ArmThreadFilters() {
   if (armed) return absl::FailedPreconditionError("seccomp filters already armed");
+  // The programs were compiled at build time (precompiled.h): nothing to
+  // compile on the restore path, only checked to be there.
   for (ThreadKind kind : kThreadKinds) {
-    auto prog = Compile(AllowListFor(kind));
-    if (!prog.ok()) {
-      return absl::Status(prog.status().code(),
-                          absl::StrCat("seccomp filter for ", ThreadKindName(kind),
-                                       " threads: ", prog.status().message()));
+    if (PrecompiledProgram(kind).empty()) {
+      return absl::InternalError(
+          absl::StrCat("no precompiled seccomp program for ", ThreadKindName(kind), " threads"));
     }
-    programs[static_cast<size_t>(kind)] = *std::move(prog);
   }
   armed = true;
   return absl::OkStatus();
@@ -43,7 +42,7 @@ bool ThreadFiltersArmed() { return armed; }
 
 absl::Status EnterThreadOrError(ThreadKind kind) {
   if (!armed) return absl::OkStatus();
-  absl::Status st = InstallOnThisThread(programs[static_cast<size_t>(kind)]);
+  absl::Status st = InstallOnThisThread(PrecompiledProgram(kind));
   if (!st.ok()) {
     return absl::Status(st.code(), absl::StrCat("seccomp filter for a ", ThreadKindName(kind),
                                                 " thread: ", st.message()));
