@@ -249,9 +249,8 @@ class LinuxForkIoTest : public ::testing::Test {
   }
 
   absl::StatusOr<agent::AgentClient> Connect() {
-    FORKD_ASSIGN_OR_RETURN(
-        UniqueFd fd,
-        agent::ConnectVsockMux(uds_, agent::kDefaultVsockPort, agent::DeadlineIn(10s)));
+    FORKD_ASSIGN_OR_RETURN(UniqueFd fd, agent::ConnectVsockMux(uds_, agent::kDefaultVsockPort,
+                                                               agent::DeadlineIn(10s)));
     return agent::AgentClient(std::move(fd));
   }
 
@@ -302,8 +301,8 @@ TEST_F(LinuxForkIoTest, NetReachesAnAllowedHostThroughTapAndChains) {
   auto rt = netfilter::RtNetlink::Open(topo_->pod.get());
   ASSERT_TRUE(rt.ok()) << rt.status();
   ASSERT_NO_FATAL_FAILURE(RestoreFork("net", kTap, kMac));
-  absl::Status s = rt->AddAddress(kTap, *netfilter::InterfaceAddress::Parse(
-                                            absl::StrCat(kGateway, "/29")));
+  absl::Status s =
+      rt->AddAddress(kTap, *netfilter::InterfaceAddress::Parse(absl::StrCat(kGateway, "/29")));
   ASSERT_TRUE(s.ok()) << s;
   s = rt->SetUp(kTap);
   ASSERT_TRUE(s.ok()) << s;
@@ -340,8 +339,8 @@ TEST_F(LinuxForkIoTest, NetReachesAnAllowedHostThroughTapAndChains) {
   };
   auto allowed = ping(kAllowedHost);
   ASSERT_TRUE(allowed.ok()) << allowed.status();
-  EXPECT_EQ(allowed->exit_code(), 0) << "the allowed host did not answer: " << allowed->stdout()
-                                     << allowed->stderr();
+  EXPECT_EQ(allowed->exit_code(), 0)
+      << "the allowed host did not answer: " << allowed->stdout() << allowed->stderr();
   auto blocked = ping(kOtherHost);
   ASSERT_TRUE(blocked.ok()) << blocked.status();
   EXPECT_TRUE(blocked->has_exit_code() && blocked->exit_code() != 0)

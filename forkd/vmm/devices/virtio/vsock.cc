@@ -350,8 +350,8 @@ size_t Vsock::queued_for_guest() const {
 
 size_t Vsock::held_connects() const {
   std::lock_guard lock(mu_);
-  return static_cast<size_t>(std::count_if(
-      conns_.begin(), conns_.end(), [](const auto& kv) { return kv.second.request_held; }));
+  return static_cast<size_t>(std::count_if(conns_.begin(), conns_.end(),
+                                           [](const auto& kv) { return kv.second.request_held; }));
 }
 
 bool Vsock::HasToHost(VsockConnKey key) const {
