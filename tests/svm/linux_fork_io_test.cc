@@ -379,7 +379,7 @@ TEST_F(LinuxForkIoTest, VsockMoves4MiBBothWays) {
     req.set_path(absl::StrCat("/tmp/host", half));
     req.set_data(payload.substr(static_cast<size_t>(half) * kHalf, kHalf));
     auto resp = client->WriteFile(req, agent::DeadlineIn(kBigCallDeadline));
-    ASSERT_TRUE(resp.ok()) << resp.status();
+    ASSERT_TRUE(resp.ok()) << resp.status() << "\nserial:\n" << Serial();
     ASSERT_EQ(resp->error(), "");
   }
   const std::string want = kernel_stage::HexDigest(
@@ -403,7 +403,7 @@ TEST_F(LinuxForkIoTest, VsockMoves4MiBBothWays) {
     req.set_path(absl::StrCat("/tmp/g", half));
     req.set_max_bytes(kHalf);
     auto resp = client->ReadFile(req, agent::DeadlineIn(kBigCallDeadline));
-    ASSERT_TRUE(resp.ok()) << resp.status();
+    ASSERT_TRUE(resp.ok()) << resp.status() << "\nserial:\n" << Serial();
     ASSERT_EQ(resp->error(), "");
     EXPECT_FALSE(resp->truncated());
     back += resp->data();
