@@ -148,7 +148,7 @@ absl::Status Vsock::MaybeReleaseConnectsLocked(Queue& event, const GuestMemory& 
   const TimePoint now = clock_();
   for (const VsockConnKey& key : held_) {
     auto it = conns_.find(key);
-    if (it == conns_.end() || !it->second.request_held) continue;  // expired or closed
+    if (it == conns_.end() || !it->second.request_held) continue;
     it->second.request_held = false;
     it->second.connect_deadline = now + kConnectTimeout;  // the guest's time to answer
     to_guest_.push_back({HeaderLocked(key, kVsockOpRequest), {}});
@@ -186,6 +186,7 @@ void Vsock::RstLocked(VsockConnKey key) { PushControlLocked(HeaderLocked(key, kV
 
 void Vsock::ForgetLocked(VsockConnKey key) {
   conns_.erase(key);
+  std::erase(held_, key);
   std::erase_if(to_guest_, [&](const Packet& p) {
     return p.hdr.src_port == key.local_port && p.hdr.dst_port == key.guest_port;
   });
@@ -196,6 +197,7 @@ void Vsock::ResetConnLocked(VsockConnKey key) {
   // A held connect never reached the guest: nothing to reset there.
   if (it == conns_.end() || !it->second.request_held) RstLocked(key);
   conns_.erase(key);
+  std::erase(held_, key);  // so held_ stays bounded by the connections
 }
 
 void Vsock::MaybeCreditUpdateLocked(VsockConnKey key, Connection& c) {
@@ -350,8 +352,7 @@ size_t Vsock::queued_for_guest() const {
 
 size_t Vsock::held_connects() const {
   std::lock_guard lock(mu_);
-  return static_cast<size_t>(std::count_if(conns_.begin(), conns_.end(),
-                                           [](const auto& kv) { return kv.second.request_held; }));
+  return held_.size();
 }
 
 bool Vsock::HasToHost(VsockConnKey key) const {

@@ -309,7 +309,9 @@ class Vsock : public VirtioDevice {
   // since. event_available_after_reset_: the buffers still available then.
   bool reset_unacked_ = false;
   uint16_t event_available_after_reset_ = 0;
-  std::vector<VsockConnKey> held_;  // in Connect order
+  // Connections whose REQUEST is held, in Connect order; a connection leaves
+  // it when released, expired, closed or forgotten.
+  std::vector<VsockConnKey> held_;
 };
 
 }  // namespace forkd::vmm::virtio
