@@ -101,7 +101,7 @@ std::optional<ReapCause> ReapCauseOf(const absl::Status& status) {
 
 absl::Status AdmitFork(ForkResources& fork, absl::StatusOr<UniqueFd> connection,
                        uint64_t generation, const std::optional<agent::v1::Network>& network,
-                       const GateOptions& options) {
+                       const GateOptions& options, agent::v1::NotifyForkedResponse* answer_out) {
   if (!connection.ok()) {
     return ReapWith(fork, ReapCause::kConnectFailed, std::string(connection.status().message()));
   }
@@ -115,6 +115,7 @@ absl::Status AdmitFork(ForkResources& fork, absl::StatusOr<UniqueFd> connection,
   args.network = network;
   const agent::NotifyForkedResult result =
       client.NotifyForked(std::move(args), agent::DeadlineIn(options.deadline));
+  if (answer_out != nullptr && result.response) *answer_out = *result.response;
   if (!result.reseeded()) return ReapWith(fork, CauseFor(result.outcome), result.detail);
   // Reseeded, and the client checked the generation echo. The answer must
   // also report the fork's own network identity and generation applied.

@@ -52,8 +52,11 @@ struct GateOptions {
 //   kWrongGeneration -> DATA_LOSS, kNoAnswer -> DEADLINE_EXCEEDED,
 //   kMalformed -> DATA_LOSS, kClosed/kConnectFailed -> UNAVAILABLE,
 //   kHostError -> INTERNAL; INTERNAL also when the reap itself left something.
+// `answer`, when given, receives the agent's answer whenever there was one
+// (admitted or not): its clock step and per-step errors.
 absl::Status AdmitFork(ForkResources& fork, absl::StatusOr<UniqueFd> connection,
                        uint64_t generation, const std::optional<agent::v1::Network>& network,
-                       const GateOptions& options = {});
+                       const GateOptions& options = {},
+                       agent::v1::NotifyForkedResponse* answer = nullptr);
 
 }  // namespace forkd::gate

@@ -29,8 +29,9 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> BootLinux(const std::string& uds,
                                                       const std::vector<std::string>& extra = {});
 
 // Connects to the agent and Pings it, retrying until `guard` runs out: until
-// the agent listens, and after a restore until the guest has handled the
-// vsock transport reset (which closes connections made before it).
+// the agent listens. (After a restore forkd-vmm holds the connect until the
+// guest has handled the vsock transport reset, so a restored fork needs no
+// retry: linux_fork_io_test's ConnectRightAfterReadyIsServed.)
 absl::StatusOr<agent::AgentClient> ConnectAgent(const std::string& uds, std::chrono::seconds guard);
 
 absl::StatusOr<std::string> ReadGuestFile(agent::AgentClient& client, const std::string& path,

@@ -1,5 +1,6 @@
 #include "forkd/vmm/seccomp/thread_filters.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <array>
@@ -24,8 +25,14 @@ bool armed = false;
 
 }  // namespace
 
+absl::Status KeepMallocInOneArena() {
+  if (::mallopt(M_ARENA_MAX, 1) != 1) return absl::InternalError("mallopt(M_ARENA_MAX, 1) failed");
+  return absl::OkStatus();
+}
+
 absl::Status ArmThreadFilters() {
   if (armed) return absl::FailedPreconditionError("seccomp filters already armed");
+  if (absl::Status st = KeepMallocInOneArena(); !st.ok()) return st;
   // The programs were compiled at build time (precompiled.h): nothing to
   // compile on the restore path, only checked to be there.
   for (ThreadKind kind : kThreadKinds) {

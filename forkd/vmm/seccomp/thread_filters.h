@@ -17,8 +17,19 @@
 
 namespace forkd::vmm::seccomp {
 
-// Compiles every kind's allow-list. Call once, before any thread exists.
+// Compiles every kind's allow-list and keeps malloc in one arena
+// (KeepMallocInOneArena). Call once, before any thread exists.
 absl::Status ArmThreadFilters();
+
+// glibc gives threads malloc arenas of their own, and the first time one of
+// those arenas' heaps shrinks it reads /proc/sys/vm/overcommit_memory
+// (openat, glibc's check_may_shrink_heap), a call only the control thread may
+// make: a device thread freeing a burst of large buffers (the vsock muxer
+// moving a 200 KiB agent frame to a Linux guest) was killed with SIGSYS. With
+// M_ARENA_MAX 1 every thread allocates from the main arena, which grows and
+// shrinks with brk. Call before any other thread exists (arenas already made
+// would still be used).
+absl::Status KeepMallocInOneArena();
 bool ThreadFiltersArmed();
 
 // Installs the armed filter of `kind` on the calling thread. A thread that

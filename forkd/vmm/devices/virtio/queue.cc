@@ -67,6 +67,17 @@ absl::Status Queue::Validate(const GuestMemory& mem) const {
   return CheckRing(mem, "used ring", s_.used_addr, UsedBytes(s_.size), 4);
 }
 
+absl::StatusOr<uint16_t> Queue::Available(const GuestMemory& mem) const {
+  FORKD_RETURN_IF_ERROR(Validate(mem));
+  FORKD_ASSIGN_OR_RETURN(uint16_t avail_idx, Load<uint16_t>(mem, s_.avail_addr + 2));
+  const uint16_t pending = static_cast<uint16_t>(avail_idx - s_.next_avail);
+  if (pending > s_.size) {
+    return absl::InvalidArgumentError(absl::StrCat("avail idx ", avail_idx, " is ", pending,
+                                                   " ahead of the device, queue size ", s_.size));
+  }
+  return pending;
+}
+
 absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop(const GuestMemory& mem) {
   // Re-validated on every pop: the checks are cheap, and it keeps a restored
   // or reconfigured queue from being walked with stale assumptions.

@@ -67,6 +67,11 @@ class Queue {
   // error when the guest's rings or descriptors are malformed.
   absl::StatusOr<std::optional<DescriptorChain>> Pop(const GuestMemory& mem);
 
+  // How many chains the driver has made available that the device has not
+  // popped yet (avail idx - next_avail), without touching them; an error
+  // when the rings are malformed or the count exceeds the queue size.
+  absl::StatusOr<uint16_t> Available(const GuestMemory& mem) const;
+
   // Puts the last `n` popped chains back (the device will pop them again):
   // a rate-limited device that cannot serve a chain yet, or a look at what
   // the driver posted.

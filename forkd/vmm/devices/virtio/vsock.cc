@@ -76,6 +76,10 @@ void Vsock::Reset() {
     conns_.clear();
     to_guest_.clear();
     rx_room_ = 0;
+    // The driver's removal reset its sockets; a reset event still pending
+    // goes to the next driver, whose acknowledgement is awaited afresh.
+    held_.clear();
+    reset_unacked_ = false;
   }
   for (const VsockConnKey& k : closed) backend_->OnClosed(k);
 }
@@ -115,6 +119,8 @@ absl::Status Vsock::RestoreSpecific(std::span<const uint8_t> bytes) {
   to_guest_.clear();
   rx_room_ = 0;
   reset_event_pending_ = true;
+  reset_unacked_ = false;
+  held_.clear();
   return absl::OkStatus();
 }
 
@@ -127,7 +133,28 @@ absl::StatusOr<bool> Vsock::DeliverEventLocked(Queue& event, const GuestMemory& 
       size_t n, Scatter(mem, *chain, 0, {reinterpret_cast<const uint8_t*>(&id), sizeof id}));
   FORKD_RETURN_IF_ERROR(event.PushUsed(mem, chain->head, static_cast<uint32_t>(n)));
   reset_event_pending_ = false;
+  // The guest acknowledges by making a buffer available again (Linux
+  // re-posts the one it handled, after resetting its sockets).
+  FORKD_ASSIGN_OR_RETURN(event_available_after_reset_, event.Available(mem));
+  reset_unacked_ = true;
   return true;
+}
+
+absl::Status Vsock::MaybeReleaseConnectsLocked(Queue& event, const GuestMemory& mem) {
+  if (!reset_unacked_ || !event.state().ready) return absl::OkStatus();
+  FORKD_ASSIGN_OR_RETURN(uint16_t available, event.Available(mem));
+  if (available <= event_available_after_reset_) return absl::OkStatus();
+  reset_unacked_ = false;
+  const TimePoint now = clock_();
+  for (const VsockConnKey& key : held_) {
+    auto it = conns_.find(key);
+    if (it == conns_.end() || !it->second.request_held) continue;
+    it->second.request_held = false;
+    it->second.connect_deadline = now + kConnectTimeout;  // the guest's time to answer
+    to_guest_.push_back({HeaderLocked(key, kVsockOpRequest), {}});
+  }
+  held_.clear();
+  return absl::OkStatus();
 }
 
 VsockHeader Vsock::HeaderLocked(VsockConnKey key, uint16_t op) const {
@@ -159,14 +186,18 @@ void Vsock::RstLocked(VsockConnKey key) { PushControlLocked(HeaderLocked(key, kV
 
 void Vsock::ForgetLocked(VsockConnKey key) {
   conns_.erase(key);
+  std::erase(held_, key);
   std::erase_if(to_guest_, [&](const Packet& p) {
     return p.hdr.src_port == key.local_port && p.hdr.dst_port == key.guest_port;
   });
 }
 
 void Vsock::ResetConnLocked(VsockConnKey key) {
-  RstLocked(key);
+  auto it = conns_.find(key);
+  // A held connect never reached the guest: nothing to reset there.
+  if (it == conns_.end() || !it->second.request_held) RstLocked(key);
   conns_.erase(key);
+  std::erase(held_, key);  // so held_ stays bounded by the connections
 }
 
 void Vsock::MaybeCreditUpdateLocked(VsockConnKey key, Connection& c) {
@@ -202,6 +233,11 @@ bool Vsock::Connect(VsockConnKey key) {
   auto [it, inserted] = conns_.try_emplace(key);
   if (!inserted) return false;
   it->second.connect_deadline = clock_() + kConnectTimeout;
+  if (HoldingConnectsLocked()) {
+    it->second.request_held = true;
+    held_.push_back(key);
+    return true;
+  }
   to_guest_.push_back({HeaderLocked(key, kVsockOpRequest), {}});
   return true;
 }
@@ -312,6 +348,11 @@ RateLimiterConfig Vsock::limit() const {
 size_t Vsock::queued_for_guest() const {
   std::lock_guard lock(mu_);
   return to_guest_.size();
+}
+
+size_t Vsock::held_connects() const {
+  std::lock_guard lock(mu_);
+  return held_.size();
 }
 
 bool Vsock::HasToHost(VsockConnKey key) const {
@@ -457,7 +498,8 @@ void Vsock::HandlePacketLocked(const VsockHeader& h, std::span<const uint8_t> pa
   bool violation = false;
   switch (h.op) {
     case kVsockOpResponse:
-      if (c.established || c.guest_initiated) {
+      // A RESPONSE to a REQUEST the guest never got breaks the protocol.
+      if (c.established || c.guest_initiated || c.request_held) {
         violation = true;
         break;
       }
@@ -568,6 +610,8 @@ absl::StatusOr<bool> Vsock::ProcessQueue(size_t index, std::span<Queue> queues,
     std::lock_guard lock(mu_);
     FORKD_ASSIGN_OR_RETURN(bool event, DeliverEventLocked(queues[kEvent], mem));
     used = used || event;
+    // Held REQUESTs go out with the rx delivery below.
+    FORKD_RETURN_IF_ERROR(MaybeReleaseConnectsLocked(queues[kEvent], mem));
     if (queues[kRx].state().ready) {
       const uint64_t room_before = rx_room_;
       FORKD_ASSIGN_OR_RETURN(bool delivered, DeliverLocked(queues[kRx], mem));

@@ -31,6 +31,18 @@
 // either way restart it) to finish; then ExpireCloses sends RST and forgets
 // it. An established connection whose guest merely stops reading is never
 // timed out: only a full shutdown from one side arms the timer.
+// Restore: connections are never saved, so a restore queues a
+// TRANSPORT_RESET event, and the guest then resets every connection it has
+// (Linux: virtio_transport_event_work handles the event, resetting every
+// connected socket, then re-posts the buffer and kicks the event queue). A
+// host REQUEST that reached the guest before it handled the event would be
+// accepted and then reset with the others, so after a restore host-initiated
+// connections are held (their REQUEST not sent) until the guest has
+// acknowledged the reset: the event went out and the guest made a new event
+// buffer available. A hold is bounded by kConnectTimeout from Connect: a guest
+// that never acknowledges gets nothing sent and the connection forgotten at
+// the deadline (ExpireCloses), as for an unanswered REQUEST; a released
+// REQUEST then has its own kConnectTimeout for the answer.
 //
 // Locking: the transport calls ProcessQueue with its lock held; the device
 // then takes its own lock and calls Backend with neither... except the
@@ -161,7 +173,9 @@ class Vsock : public VirtioDevice {
   // queued packets reach the guest).
   // Starts a connection from host key.local_port to guest key.guest_port;
   // false when that pair is taken (e.g. by a guest's own connection). The
-  // guest has kConnectTimeout to answer (see ExpireCloses).
+  // guest has kConnectTimeout to answer (see ExpireCloses). After a
+  // restore the REQUEST waits until the guest acknowledged the transport
+  // reset (see the header comment), at most kConnectTimeout.
   bool Connect(VsockConnKey key);
   // Answers OnGuestConnect: RESPONSE when ok, else RST. False when the
   // connection is not (or no longer) the device's: refused, or its
@@ -193,6 +207,9 @@ class Vsock : public VirtioDevice {
 
   // Packets waiting for guest rx buffers (bounded: see PushControlLocked).
   size_t queued_for_guest() const;
+  // Host connects held until the guest acknowledges a restore's transport
+  // reset (REQUEST not sent yet).
+  size_t held_connects() const;
   RateLimiterConfig limit() const;
 
   // Whether guest bytes or a write shutdown wait for the host socket.
@@ -217,7 +234,8 @@ class Vsock : public VirtioDevice {
     bool host_gone = false;  // HostGone: SHUTDOWN(RCV) sent
     bool shut_write_done = false;
     std::optional<TimePoint> close_deadline;    // closing: see kCloseTimeout
-    std::optional<TimePoint> connect_deadline;  // REQUEST sent, unanswered
+    std::optional<TimePoint> connect_deadline;  // REQUEST held or sent, unanswered
+    bool request_held = false;                  // REQUEST not sent: see Connect
     uint32_t tx_cnt = 0;                        // bytes queued for the guest
     uint32_t rx_cnt = 0;                        // bytes received from the guest
     uint32_t fwd_cnt = 0;                       // guest bytes written to the host socket
@@ -262,6 +280,11 @@ class Vsock : public VirtioDevice {
   // The earlier of the close and connect deadlines, if any.
   static std::optional<TimePoint> DeadlineOf(const Connection& c);
   absl::StatusOr<bool> DeliverEventLocked(Queue& event, const GuestMemory& mem);
+  // Whether host REQUESTs wait for the guest's reset acknowledgement.
+  bool HoldingConnectsLocked() const { return reset_event_pending_ || reset_unacked_; }
+  // Once the guest made a new event buffer available after the reset event,
+  // sends the held REQUESTs (each with a fresh connect deadline).
+  absl::Status MaybeReleaseConnectsLocked(Queue& event, const GuestMemory& mem);
   absl::StatusOr<bool> DeliverLocked(Queue& rx, const GuestMemory& mem);
   absl::Status HandleTxLocked(Queue& tx, const GuestMemory& mem, TxResult* out);
   void HandlePacketLocked(const VsockHeader& h, std::span<const uint8_t> payload, TxResult* out);
@@ -282,6 +305,13 @@ class Vsock : public VirtioDevice {
   RateLimiter limiter_;
   const bool limit_pinned_;
   bool reset_event_pending_ = false;
+  // The reset event went out; the guest has not re-posted an event buffer
+  // since. event_available_after_reset_: the buffers still available then.
+  bool reset_unacked_ = false;
+  uint16_t event_available_after_reset_ = 0;
+  // Connections whose REQUEST is held, in Connect order; a connection leaves
+  // it when released, expired, closed or forgotten.
+  std::vector<VsockConnKey> held_;
 };
 
 }  // namespace forkd::vmm::virtio

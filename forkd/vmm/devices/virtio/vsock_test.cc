@@ -5,7 +5,7 @@
 // connect timeouts (on a fake clock; the muxer's side on real unix
 // sockets), RST for unknown
 // connections, spoofed CIDs, config space, and the TRANSPORT_RESET event
-// after a restore.
+// after a restore, with host connects held until the guest acknowledged it.
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -1040,6 +1040,149 @@ TEST(Vsock, RestoreQueuesATransportResetEvent) {
   EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRequest});
   f.d->Send(FromGuest(5000, 1001, kVsockOpResponse), "", &t2);
   EXPECT_EQ(backend2.connected, (std::vector<VsockConnKey>{{1001, 5000}}));
+}
+
+// A restored device on the fixture's rings and memory, with its own clock
+// and backend: what a fork's forkd-vmm is right after --restore.
+struct Restored {
+  Backend backend;
+  Vsock::TimePoint now{};
+  Vsock* dev = nullptr;
+  std::unique_ptr<MmioTransport> t;
+  explicit Restored(Fixture& f) {
+    DeviceState saved = f.t->SaveDevice();
+    auto v = std::make_unique<Vsock>(3, &backend, [this] { return now; });
+    dev = v.get();
+    t = std::make_unique<MmioTransport>("virtio-vsock", f.mem, std::move(v), nullptr);
+    absl::Status s = t->RestoreDevice(saved);
+    EXPECT_TRUE(s.ok()) << s;
+  }
+  void Kick(uint32_t q) {
+    uint8_t b[4];
+    std::memcpy(b, &q, 4);
+    t->Write(reg::kQueueNotify, b);
+  }
+};
+
+// The race a Linux guest loses without the hold: a host REQUEST reaching it
+// before it handled the restore's TRANSPORT_RESET is accepted, then reset with
+// every other connection. The REQUEST goes out only once the guest re-posted
+// an event buffer (Linux does that right after resetting its sockets); a
+// buffer that was already available does not count.
+TEST(Vsock, HostConnectAfterRestoreWaitsUntilTheGuestAcknowledgedTheReset) {
+  Fixture f;
+  f.d->Post(2, 0, 8, true);  // the guest posted two event buffers before the snapshot
+  f.d->Post(2, 1, 8, true);
+  Establish(f);
+  Restored r(f);
+  const VsockConnKey k{1001, 5000};
+  ASSERT_TRUE(r.dev->Connect(k));  // right after READY: nothing ran in the guest yet
+  r.Kick(0);
+  EXPECT_TRUE(f.d->Received().empty()) << "REQUEST sent before the reset event went out";
+  EXPECT_EQ(r.dev->held_connects(), 1u);
+  r.Kick(2);  // the machine's first pass: the event goes out
+  ASSERT_EQ(f.d->Used(2).size(), 1u);
+  EXPECT_EQ(f.d->Get<uint32_t>(BufBase(2, 0)), kVsockEventTransportReset);
+  r.Kick(0);
+  r.Kick(2);  // kicks without a new event buffer (buffer 1 was there before)
+  EXPECT_TRUE(f.d->Received().empty()) << "REQUEST sent before the guest handled the reset";
+  EXPECT_EQ(r.dev->held_connects(), 1u);
+  // The hold ate into the connect timeout; the released REQUEST gets its own.
+  r.now += Vsock::kConnectTimeout - std::chrono::milliseconds(1);
+  EXPECT_TRUE(r.dev->ExpireCloses().empty());
+  // The guest handled the event and re-posts its buffer: the REQUEST goes.
+  f.d->Post(2, 0, 8, true);
+  r.Kick(2);
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRequest});
+  EXPECT_EQ(r.dev->held_connects(), 0u);
+  EXPECT_EQ(r.dev->TimeToNextClose(), Vsock::kConnectTimeout);
+  f.d->Send(FromGuest(5000, 1001, kVsockOpResponse), "", r.t.get());
+  EXPECT_EQ(r.backend.connected, std::vector<VsockConnKey>{k});
+  EXPECT_EQ(r.dev->TimeToNextClose(), std::nullopt);
+  // Later connects are not held.
+  ASSERT_TRUE(r.dev->Connect({1002, 5000}));
+  r.Kick(0);
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRequest});
+}
+
+// Held connects go out in the order they were made, all at once.
+TEST(Vsock, HeldConnectsAreReleasedInOrder) {
+  Fixture f;
+  f.d->Post(2, 0, 8, true);
+  Restored r(f);
+  for (uint32_t port : {1003u, 1001u, 1002u}) ASSERT_TRUE(r.dev->Connect({port, 5000}));
+  r.Kick(2);
+  ASSERT_EQ(f.d->Used(2).size(), 1u);
+  EXPECT_TRUE(f.d->Received().empty());
+  f.d->Post(2, 0, 8, true);
+  r.Kick(2);
+  std::vector<uint32_t> ports;
+  for (const auto& [h, p] : f.d->Received()) {
+    EXPECT_EQ(h.op, kVsockOpRequest);
+    ports.push_back(h.src_port);
+  }
+  EXPECT_EQ(ports, (std::vector<uint32_t>{1003, 1001, 1002}));
+}
+
+// A guest that never acknowledges the reset (it never re-posts an event
+// buffer, or never posted one so the event never went out) gets nothing: at
+// the connect deadline the connection is forgotten without a packet (it never
+// knew of it), the caller closes its socket, and nothing hangs. A late
+// acknowledgement sends no stale REQUEST.
+TEST(Vsock, HeldConnectTheGuestNeverAcknowledgesIsRefusedAtTheDeadline) {
+  for (const bool event_buffer : {true, false}) {
+    SCOPED_TRACE(event_buffer ? "event delivered, never acknowledged" : "no event buffer");
+    Fixture f;
+    if (event_buffer) f.d->Post(2, 0, 8, true);
+    Restored r(f);
+    const VsockConnKey k{1001, 5000};
+    ASSERT_TRUE(r.dev->Connect(k));
+    r.Kick(2);
+    EXPECT_EQ(f.d->Used(2).size(), event_buffer ? 1u : 0u);
+    EXPECT_EQ(r.dev->TimeToNextClose(), Vsock::kConnectTimeout);
+    r.now += Vsock::kConnectTimeout - std::chrono::milliseconds(1);
+    EXPECT_TRUE(r.dev->ExpireCloses().empty());
+    r.now += std::chrono::milliseconds(1);
+    EXPECT_EQ(r.dev->ExpireCloses(), std::vector<VsockConnKey>{k});
+    EXPECT_EQ(r.dev->held_connects(), 0u);
+    EXPECT_EQ(r.dev->TimeToNextClose(), std::nullopt);
+    r.Kick(0);
+    EXPECT_TRUE(f.d->Received().empty()) << "a packet for a connection the guest never saw";
+    // A RESPONSE the guest makes up for it is reset, and never connects.
+    f.d->Send(FromGuest(5000, 1001, kVsockOpResponse), "", r.t.get());
+    EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRst});
+    EXPECT_TRUE(r.backend.connected.empty());
+    // The acknowledgement coming late sends no stale REQUEST.
+    f.d->Post(2, event_buffer ? 0 : 1, 8, true);
+    r.Kick(2);
+    if (!event_buffer) {
+      ASSERT_EQ(f.d->Used(2).size(), 1u);  // the event goes out now
+      f.d->Post(2, 1, 8, true);
+      r.Kick(2);
+    }
+    EXPECT_TRUE(f.d->Received().empty());
+    // And the pair is free again, not held: the guest acknowledged.
+    ASSERT_TRUE(r.dev->Connect(k));
+    r.Kick(0);
+    EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRequest});
+  }
+}
+
+// A host that gives up on a held connect (closes its socket) frees it: no
+// RST for a connection the guest never heard of, no REQUEST later.
+TEST(Vsock, HostClosingAHeldConnectSendsNothing) {
+  Fixture f;
+  f.d->Post(2, 0, 8, true);
+  Restored r(f);
+  const VsockConnKey k{1001, 5000};
+  ASSERT_TRUE(r.dev->Connect(k));
+  r.dev->Close(k);
+  EXPECT_EQ(r.dev->held_connects(), 0u);
+  r.Kick(2);
+  f.d->Post(2, 0, 8, true);
+  r.Kick(2);
+  EXPECT_TRUE(f.d->Received().empty());
+  EXPECT_EQ(r.dev->TimeToNextClose(), std::nullopt);
 }
 
 }  // namespace
