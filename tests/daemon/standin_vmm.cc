@@ -25,7 +25,8 @@
 // where forkd is concerned, without a mount namespace: the tap is attached
 // by a thread that has given up root for the jail's uid/gid (so the kernel
 // refuses a tap that uid does not own), PR_SET_PDEATHSIG(SIGKILL) is armed
-// (refused when the parent is already gone), and the vsock socket and
+// (refused when the parent is already gone; the parent is the VMM's keeper,
+// forkd/sandbox/keeper, as for the real one), and the vsock socket and
 // SNAPSHOT files are created with the jail's fsuid/fsgid through the
 // directories opened beforehand (so a directory that uid cannot write
 // fails as it would in the jail). The agent behind the multiplexer keeps
