@@ -15,7 +15,8 @@
 // reaches EOF, so that a VMM never outlives its supervisor by accident. A
 // daemon that is killed must still be able to re-adopt its live VMMs, so the
 // child also inherits a duplicate of forkd's end of the control socket at
-// kControlKeeperFd: the socket never reaches EOF while the VMM lives, and a
+// kControlKeeperFd (which the jail must keep: JailArgs passes --keep-fd):
+// the socket never reaches EOF while the VMM lives, and a
 // restarted forkd takes its end back with pidfd_getfd(pidfd, kControlKeeperFd)
 // (Adopt). What protects against a VMM outliving forkd is then the journal:
 // a restarted forkd adopts every VMM it has a "ready" record for and kills
