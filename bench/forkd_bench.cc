@@ -68,9 +68,9 @@ struct Forkd {
 void StartForkd(Forkd& f, const fs::path& dir, const std::string& vmm, uint32_t standby) {
   const std::string sock = (dir / "forkd.sock").string();
   std::vector<std::string> args = {FORKD_BENCH_FORKD, "--data-dir", (dir / "data").string(),
-                                   "--listen", "unix:" + sock, "--vmm", vmm, "--probe-guest",
-                                   FORKD_BENCH_PROBE_GUEST, "--max-sandboxes", "256", "--standby",
-                                   std::to_string(standby),
+                                   "--listen", "unix:" + sock, "--vmm", vmm, "--vmm-keeper",
+                                   FORKD_BENCH_KEEPER, "--probe-guest", FORKD_BENCH_PROBE_GUEST,
+                                   "--max-sandboxes", "256", "--standby", std::to_string(standby),
                                    // hosts whose cgroup2 lacks controllers (forkd logs it)
                                    "--allow-missing-cgroup-controllers"};
   std::vector<char*> argv;
@@ -140,6 +140,7 @@ uint64_t Baseline(const std::string& vmm, const fs::path& snap, const fs::path& 
   const std::string uds = (dir / ("b" + std::to_string(i) + ".sock")).string();
   const auto t0 = Clock::now();
   forkd::sandbox::VmmSpawnOptions o;
+  o.keeper = FORKD_BENCH_KEEPER;  // as forkd spawns every VMM
   o.binary = vmm;
   o.keep_control = false;
   o.args = {"--restore", snap.string(), "--vsock-uds", uds};
@@ -147,9 +148,8 @@ uint64_t Baseline(const std::string& vmm, const fs::path& snap, const fs::path& 
   if (!child.ok()) Die(child.status().ToString());
   forkd::gate::ForkResources res;
   res.fork_id = "baseline";
-  auto pidfd = forkd::gate::OpenPidfd(child->pid());
-  if (!pidfd.ok()) Die(pidfd.status().ToString());
-  res.vmm_pidfd = std::move(*pidfd);
+  res.vmm_pidfd = child->TakePidfd();
+  res.keeper_pidfd = child->TakeKeeperPidfd();
   if (auto s = child->Expect("READY", 30s); !s.ok()) Die("baseline restore: " + s.ToString());
   absl::Status g = forkd::gate::AdmitFork(
       res, forkd::agent::ConnectVsockMux(uds, 1024, forkd::agent::DeadlineIn(2s)), 1, std::nullopt,

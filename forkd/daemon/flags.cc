@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 
+#include <filesystem>
+
 #include "CLI/CLI.hpp"
 
 namespace forkd::daemon {
@@ -121,6 +123,9 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
                  "forward allowlisted names to, reached from each sandbox's network namespace; "
                  "without it a Fork naming DNS names is refused");
   app.add_option("--vmm", f.vmm, "forkd-vmm binary");
+  app.add_option("--vmm-keeper", f.vmm_keeper,
+                 "forkd-vmm-keeper binary, every forkd-vmm's parent (default: forkd-vmm-keeper "
+                 "in --vmm's directory)");
   app.add_option("--probe-guest", f.probe_guest, "the in-tree probe guest image");
   app.add_option("--gate-deadline-ms", f.gate_deadline_ms, "reseed gate deadline")
       ->check(CLI::Range(10, 600000));
@@ -161,6 +166,9 @@ absl::StatusOr<Flags> ParseFlags(int argc, const char* const* argv, bool env_fau
     return absl::InvalidArgumentError(e.what());
   }
   if (listen.empty()) listen.push_back("unix:/run/forkd/forkd.sock");
+  if (f.vmm_keeper.empty()) {
+    f.vmm_keeper = (std::filesystem::path(f.vmm).parent_path() / "forkd-vmm-keeper").string();
+  }
   {
     auto range = sandbox::ParseUidRange(uid_range);
     if (!range.ok()) {

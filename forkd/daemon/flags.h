@@ -39,6 +39,9 @@ struct Flags {
   std::string log_format = "text";
   std::string metrics_listen;
   std::string vmm, probe_guest;
+  // forkd-vmm-keeper, every VMM's parent (forkd/sandbox/keeper); empty on
+  // the command line: next to --vmm.
+  std::string vmm_keeper;
   uint32_t gate_deadline_ms = 2000;
   // --dns-upstream HOST:PORT: where the sandboxes' DNS proxies forward.
   std::optional<pipeline::DnsUpstream> dns_upstream;

@@ -1,5 +1,6 @@
 #include "forkd/daemon/flags.h"
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -31,14 +32,42 @@ TEST(FlagsTest, DefaultsListenOnTheUnixSocket) {
   EXPECT_EQ(f->data_dir, "/var/lib/forkd");
 }
 
+TEST(FlagsTest, TheKeeperDefaultsToTheOneNextToTheVmm) {
+  auto f = Parse({});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->vmm_keeper,
+            (std::filesystem::path(f->vmm).parent_path() / "forkd-vmm-keeper").string());
+  f = Parse({"--vmm", "/opt/x/forkd-vmm"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->vmm_keeper, "/opt/x/forkd-vmm-keeper");
+  f = Parse({"--vmm", "/opt/x/forkd-vmm", "--vmm-keeper", "/k/keeper"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->vmm_keeper, "/k/keeper");
+}
+
 TEST(FlagsTest, HelpListsEveryFlag) {
   auto f = Parse({"--help"});
   ASSERT_EQ(f.status().code(), absl::StatusCode::kCancelled);
-  for (const char* flag :
-       {"--kernel", "--initrd", "--kernel-sha256", "--initrd-sha256", "--data-dir", "--listen",
-        "--tls-cert", "--tls-key", "--tls-ca", "--tls-allowed-san", "--allow-insecure-tcp",
-        "--max-sandboxes", "--memory-reserve", "--standby", "--log-format", "--metrics-listen",
-        "--vmm", "--insecure-skip-guest-verify", "--socket-group"}) {
+  for (const char* flag : {"--kernel",
+                           "--initrd",
+                           "--kernel-sha256",
+                           "--initrd-sha256",
+                           "--data-dir",
+                           "--listen",
+                           "--tls-cert",
+                           "--tls-key",
+                           "--tls-ca",
+                           "--tls-allowed-san",
+                           "--allow-insecure-tcp",
+                           "--max-sandboxes",
+                           "--memory-reserve",
+                           "--standby",
+                           "--log-format",
+                           "--metrics-listen",
+                           "--vmm",
+                           "--vmm-keeper",
+                           "--insecure-skip-guest-verify",
+                           "--socket-group"}) {
     EXPECT_NE(f.status().message().find(flag), std::string_view::npos) << flag;
   }
 }

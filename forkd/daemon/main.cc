@@ -65,6 +65,7 @@ int Run(int argc, char** argv) {
   pipeline::NodeConfig cfg;
   cfg.data_dir = flags->data_dir;
   cfg.vmm_binary = flags->vmm;
+  cfg.keeper_binary = flags->vmm_keeper;
   cfg.probe_guest = flags->probe_guest;
   cfg.max_sandboxes = flags->max_sandboxes;
   cfg.memory_reserve_bytes = flags->memory_reserve_bytes;
@@ -80,6 +81,18 @@ int Run(int argc, char** argv) {
   if (::access(cfg.vmm_binary.c_str(), X_OK) != 0) {
     spdlog::critical("--vmm {} is not executable", cfg.vmm_binary);
     return 1;
+  }
+  if (::access(cfg.keeper_binary.c_str(), X_OK) != 0) {
+    spdlog::critical("--vmm-keeper {} is not executable", cfg.keeper_binary);
+    return 1;
+  }
+  if (::getpid() == 1) {
+    // The kernel kills every process of a pid namespace whose init dies: a
+    // crash of forkd would take every VM along, and nobody would reap the
+    // keepers of a previous forkd (README "Crash safety").
+    spdlog::warn(
+        "forkd is pid 1 of its pid namespace: its crash kills every VM; run it under an init "
+        "that reaps orphans (tini, a pod's pause container)");
   }
   {
     auto guests = OpenGuestPin(*flags);
@@ -200,10 +213,10 @@ int Run(int argc, char** argv) {
 
   int sig = 0;
   sigwait(&stop, &sig);
-  spdlog::info("signal {}: stopping ({})", sig,
-               cfg.jail.enabled ? "jailed VMMs end with forkd (PR_SET_PDEATHSIG); the next start "
-                                  "removes their remains"
-                                : "--no-jail: live sandboxes keep running for the next start");
+  spdlog::info(
+      "signal {}: stopping (live sandboxes keep running under their keepers for the "
+      "next start)",
+      sig);
   (void)sd_notify(0, "STOPPING=1");
   for (auto& u : unix_listeners) u->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

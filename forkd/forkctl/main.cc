@@ -10,6 +10,7 @@
 
 #include "CLI/CLI.hpp"
 #include "forkd/api/forkd.grpc.pb.h"
+#include "forkd/forkctl/dns_ports.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 
@@ -220,13 +221,16 @@ int main(int argc, char** argv) {
   auto* fork = app.add_subcommand("fork", "fork sandboxes from a template");
   std::string f_tmpl, f_netns, f_cgroup;
   uint32_t f_count = 1;
-  std::vector<std::string> f_ids, f_allow, f_dns, f_env, f_secret;
+  std::vector<std::string> f_ids, f_allow, f_dns, f_dns_ports, f_env, f_secret;
   bool f_cold = false, f_timings = false;
   fork->add_option("TEMPLATE", f_tmpl)->required();
   fork->add_option("--count", f_count, "how many sandboxes");
   fork->add_option("--id", f_ids, "sandbox id (repeatable; one per sandbox)");
   fork->add_option("--allow", f_allow, "egress CIDR[:PORTS][/tcp|/udp] (repeatable)");
   fork->add_option("--allow-dns", f_dns, "DNS name the sandbox may resolve (repeatable)");
+  fork->add_option("--dns-port", f_dns_ports,
+                   "port (1-65535) the addresses of --allow-dns names are opened for, TCP and "
+                   "UDP (repeatable or a comma list; default 443,80)");
   fork->add_option("--env", f_env, "K=V (repeatable)");
   fork->add_option("--secret-env", f_secret, "K=V, never logged (repeatable)");
   fork->add_option("--netns", f_netns, "existing network namespace path");
@@ -332,6 +336,11 @@ int main(int argc, char** argv) {
     spec.set_cgroup_path(f_cgroup);
     for (const auto& a : f_allow) *spec.mutable_egress()->add_allow() = ParseAllow(a);
     for (const auto& d : f_dns) spec.mutable_egress()->add_allow_dns(d);
+    {
+      auto ports = forkd::forkctl::ParseDnsPorts(f_dns_ports);
+      if (!ports.ok()) Usage(std::string(ports.status().message()));
+      for (uint32_t p : *ports) spec.mutable_egress()->add_dns_ports(p);
+    }
     for (const auto& e : f_env) *spec.add_env() = ParseEnv(e, false);
     for (const auto& e : f_secret) *spec.add_env() = ParseEnv(e, true);
     if (!f_ids.empty()) {

@@ -23,20 +23,32 @@ namespace {
 // How long a killed VMM may take to disappear before the reap reports it.
 constexpr int kExitWaitMs = 5000;
 
-absl::Status KillAndWait(int pidfd, const std::string& who) {
-  if (::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0) != 0 && errno != ESRCH) {
-    return ErrnoStatus(errno, who + ": kill VMM");
+// Waits for the process behind `pidfd` to exit, reaping it when it is our
+// child. `grace_ms` > 0: first give it that long to exit by itself.
+absl::Status KillAndWait(int pidfd, const std::string& who, const char* what, int grace_ms = 0) {
+  pollfd p{pidfd, POLLIN, 0};
+  int n = 0;
+  if (grace_ms > 0) {
+    while ((n = ::poll(&p, 1, grace_ms)) < 0 && errno == EINTR) {
+    }
+  }
+  if (n <= 0 && ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0) != 0 &&
+      errno != ESRCH) {
+    return ErrnoStatus(errno, who + ": kill " + what);
   }
   siginfo_t info{};
-  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED) == 0) {
-    return absl::OkStatus();
+  while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED) != 0) {
+    if (errno == EINTR) continue;
+    if (errno != ECHILD) return ErrnoStatus(errno, who + ": wait for " + what);
+    // Not our child (a VMM is its keeper's; a keeper after a restart is
+    // init's): the pidfd turns readable on exit.
+    while ((n = ::poll(&p, 1, kExitWaitMs)) < 0 && errno == EINTR) {
+    }
+    if (n < 0) return ErrnoStatus(errno, who + ": wait for " + what + " exit");
+    if (n == 0)
+      return absl::DeadlineExceededError(who + ": " + what + " still alive after SIGKILL");
+    break;
   }
-  if (errno != ECHILD) return ErrnoStatus(errno, who + ": wait for VMM");
-  // Not our child (adopted after a restart): the pidfd turns readable on exit.
-  pollfd p{pidfd, POLLIN, 0};
-  const int n = ::poll(&p, 1, kExitWaitMs);
-  if (n < 0) return ErrnoStatus(errno, who + ": wait for VMM exit");
-  if (n == 0) return absl::DeadlineExceededError(who + ": VMM still alive after SIGKILL");
   return absl::OkStatus();
 }
 
@@ -83,9 +95,18 @@ absl::StatusOr<UniqueFd> OpenPidfd(pid_t pid) {
 absl::Status Reap(ForkResources& fork) {
   const std::string who = "reap fork " + fork.fork_id;
   absl::Status first;
+  const bool had_vmm = static_cast<bool>(fork.vmm_pidfd);
   if (fork.vmm_pidfd) {
-    absl::Status s = KillAndWait(fork.vmm_pidfd.get(), who);
+    absl::Status s = KillAndWait(fork.vmm_pidfd.get(), who, "VMM");
     if (s.ok()) fork.vmm_pidfd.reset();
+    Keep(first, s);
+  }
+  if (fork.keeper_pidfd) {
+    // A keeper exits right after reaping its VMM; one whose VMM is gone
+    // already (an orphan found by recovery) has nothing left to wait for.
+    absl::Status s = KillAndWait(fork.keeper_pidfd.get(), who, "VMM keeper",
+                                 had_vmm && !fork.vmm_pidfd ? kExitWaitMs : 0);
+    if (s.ok()) fork.keeper_pidfd.reset();
     Keep(first, s);
   }
   if (!fork.tap.empty()) {

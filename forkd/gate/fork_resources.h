@@ -22,6 +22,10 @@ struct ForkResources {
   // The fork's VMM process, as a pidfd so a recycled pid can never be killed
   // by mistake. Invalid: no process (already gone or never started).
   UniqueFd vmm_pidfd;
+  // The VMM's parent, its keeper (forkd/sandbox/keeper), when forkd knows
+  // it: reaped (forkd's child) or waited for after the VMM, and killed when
+  // it does not exit by itself.
+  UniqueFd keeper_pidfd;
   // The fork's tap, in the network namespace `netns` (its nftables objects are
   // found through the same namespace). Empty tap: no network.
   UniqueFd netns;
@@ -35,7 +39,7 @@ struct ForkResources {
 // Opens a pidfd for `pid` (which must be alive).
 absl::StatusOr<UniqueFd> OpenPidfd(pid_t pid);
 
-// Kills and waits for the VMM, then removes the tap's nftables objects, the
+// Kills and waits for the VMM (and then its keeper), then removes the tap's nftables objects, the
 // tap itself and every path. Every step runs even when an earlier one fails;
 // what was already gone is not an error. Returns the first failure, naming
 // the fork and the step; on success nothing of the fork is left.

@@ -23,6 +23,7 @@
 #include "forkd/sandbox/ids.h"
 #include "forkd/sandbox/netns_pin.h"
 #include "forkd/sandbox/process_identity.h"
+#include "forkd/sandbox/vmm_exit.h"
 #include "forkd/templates/builder.h"
 #include "netfilter/links.h"
 #include "netfilter/netns.h"
@@ -46,6 +47,8 @@ constexpr uint32_t kAgentPort = 1024;
 constexpr uint32_t kMaxPerCall = 1000;
 constexpr size_t kGoneKept = 1024;
 constexpr auto kReadyTimeout = 30s;  // hang guard: a restore takes milliseconds
+// Hang guard: a keeper exits as soon as it has reaped its VMM.
+constexpr auto kKeeperExitWait = std::chrono::milliseconds(5000);
 
 uint64_t Us(Clock::time_point a, Clock::time_point b) {
   return static_cast<uint64_t>(
@@ -106,6 +109,7 @@ struct Node::Sandbox {
   fs::path dir;
   std::string serial;
   uint32_t uid = 0;       // the VMM's uid and gid (jail_args.h); 0: not jailed
+  pid_t keeper_pid = 0;   // the VMM's keeper (journaled with its identity); 0: unknown
   std::string vm_cgroup;  // the cgroup forkd made for the VMM (cgroup.h)
   // DNS: the names it may resolve and the ports their addresses are pinned
   // with (journaled, so an adopted sandbox gets its proxy back), and the proxy.
@@ -203,6 +207,13 @@ absl::Status Node::JournalPut(const Sandbox& sb, const std::string& state) {
       j["start_ticks"] = id->start_ticks;
     }
   }
+  if (sb.keeper_pid > 0) {
+    j["keeper_pid"] = sb.keeper_pid;
+    if (auto id = sandbox::IdentityOf(sb.keeper_pid); id.ok()) {
+      j["keeper_exe"] = id->exe;
+      j["keeper_start_ticks"] = id->start_ticks;
+    }
+  }
   if (!sb.allow_dns.empty()) {
     j["allow_dns"] = sb.allow_dns;
     j["dns_ports"] = sb.dns_ports;
@@ -236,7 +247,9 @@ absl::Status Node::Recover(RecoveryReport* report) {
 
   std::error_code ec;
   const std::string vmm_real = fs::weakly_canonical(config_.vmm_binary, ec).string();
-  std::set<pid_t> adopted_pids;
+  const std::string keeper_real = fs::weakly_canonical(config_.keeper_binary, ec).string();
+  std::set<pid_t> adopted_pids, adopted_keepers;
+  std::vector<std::shared_ptr<Sandbox>> to_remove;
   std::set<std::string> kept_keys;
   FORKD_ASSIGN_OR_RETURN(auto records, journal_.LoadAll());
   // ForkRunning's hidden templates first: an adopted child needs its template.
@@ -310,6 +323,20 @@ absl::Status Node::Recover(RecoveryReport* report) {
         }
       }
     }
+    // Its keeper, by the same identity check: no longer forkd's child, so
+    // its status is unknown, but it is waited for (and killed, when its VMM
+    // is gone and it is not) with the rest of the sandbox.
+    const pid_t keeper = rec.value("keeper_pid", 0);
+    if (keeper > 0 && rec.contains("keeper_start_ticks")) {
+      auto id = sandbox::IdentityOf(keeper);
+      if (id.ok() && id->exe == rec.value("keeper_exe", "") &&
+          id->start_ticks == rec.value("keeper_start_ticks", uint64_t{0})) {
+        if (auto pidfd = gate::OpenPidfd(keeper); pidfd.ok()) {
+          sb->res.keeper_pidfd = std::move(*pidfd);
+          sb->keeper_pid = keeper;
+        }
+      }
+    }
     // Its namespace: the pin forkd made, or the one it was given.
     const std::string ns_path = !sb->netns_pin.empty() ? sb->netns_pin : sb->info.netns_path();
     if (!ns_path.empty() && sandbox::IsNetnsPath(ns_path)) {
@@ -339,11 +366,48 @@ absl::Status Node::Recover(RecoveryReport* report) {
       slots_.insert(sb->slot);
       if (sb->uid != 0) uids_->MarkUsed(sb->uid);
       adopted_pids.insert(pid);
+      // Its parent is its keeper (a jailed VMM dies with it), whatever the
+      // record says.
+      if (auto parent = sandbox::ParentOf(pid); parent.ok()) adopted_keepers.insert(*parent);
+      if (sb->keeper_pid > 0) adopted_keepers.insert(sb->keeper_pid);
       kept_keys.insert(key);
       report->adopted.push_back(sb->info.sandbox_id());
       continue;
     }
-    // Everything else of it goes: process, tap, chains, files, namespace.
+    // Everything else of it goes, once the strays are dead (below: a VMM
+    // its record no longer identifies still sits in the record's cgroup).
+    to_remove.push_back(sb);
+  }
+
+  // Strays: forkd-vmm processes serving this data dir that no kept record
+  // names (a crash between spawn and its journal write cannot leave one,
+  // but a VMM whose record was lost must not run on unaccounted), and
+  // keepers of such VMMs (a keeper's command line holds its VMM's).
+  const std::string marker = (config_.data_dir / "sandboxes").string() + "/";
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    const pid_t pid = std::stoi(name);
+    if (adopted_pids.count(pid) || adopted_keepers.count(pid)) continue;
+    auto id = sandbox::IdentityOf(pid);
+    if (!id.ok() || (id->exe != vmm_real && id->exe != keeper_real)) continue;
+    const bool is_keeper = id->exe == keeper_real;
+    auto cmd = sandbox::CommandLineOf(pid);
+    if (!cmd.ok()) continue;
+    const bool ours = std::any_of(cmd->begin(), cmd->end(),
+                                  [&](const std::string& a) { return a.rfind(marker, 0) == 0; });
+    if (!ours) continue;
+    gate::ForkResources stray;
+    stray.fork_id = std::string(is_keeper ? "stray-keeper-" : "stray-vmm-") + name;
+    auto pidfd = gate::OpenPidfd(pid);
+    if (!pidfd.ok()) continue;  // already gone
+    (is_keeper ? stray.keeper_pidfd : stray.vmm_pidfd) = std::move(*pidfd);
+    FORKD_RETURN_IF_ERROR(gate::Reap(stray));
+    report->notes.push_back(std::string("killed stray ") +
+                            (is_keeper ? "forkd-vmm-keeper" : "forkd-vmm") + " pid " + name);
+  }
+  // Records not adopted: process, tap, chains, files, namespace, cgroup.
+  for (const auto& sb : to_remove) {
     absl::Status s = gate::Reap(sb->res);
     if (!sb->netns_pin.empty()) {
       sb->res.netns.reset();
@@ -352,33 +416,8 @@ absl::Status Node::Recover(RecoveryReport* report) {
     }
     if (s.ok()) s = ReleaseVm(*sb);
     if (!s.ok()) return Annotate(s, "recovery of sandbox " + sb->info.sandbox_id());
-    FORKD_RETURN_IF_ERROR(journal_.Remove(key));
+    FORKD_RETURN_IF_ERROR(journal_.Remove(sb->key));
     report->removed.push_back(sb->info.sandbox_id());
-  }
-
-  // Strays: forkd-vmm processes serving this data dir that no kept record
-  // names (a crash between spawn and its journal write cannot leave one,
-  // but a VMM whose record was lost must not run on unaccounted).
-  const std::string marker = (config_.data_dir / "sandboxes").string() + "/";
-  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
-    const pid_t pid = std::stoi(name);
-    if (adopted_pids.count(pid)) continue;
-    auto id = sandbox::IdentityOf(pid);
-    if (!id.ok() || id->exe != vmm_real) continue;
-    auto cmd = sandbox::CommandLineOf(pid);
-    if (!cmd.ok()) continue;
-    const bool ours = std::any_of(cmd->begin(), cmd->end(),
-                                  [&](const std::string& a) { return a.rfind(marker, 0) == 0; });
-    if (!ours) continue;
-    gate::ForkResources stray;
-    stray.fork_id = "stray-vmm-" + name;
-    auto pidfd = gate::OpenPidfd(pid);
-    if (!pidfd.ok()) continue;  // already gone
-    stray.vmm_pidfd = std::move(*pidfd);
-    FORKD_RETURN_IF_ERROR(gate::Reap(stray));
-    report->notes.push_back("killed stray forkd-vmm pid " + name);
   }
   // Files and pins no kept record owns.
   for (const char* sub : {"sandboxes", "netns"}) {
@@ -487,21 +526,12 @@ void Node::OnExit(const std::string& id) {
   }
   std::lock_guard lock(sb->mu);
   if (sb->info.state() != v1::Sandbox::READY) return;  // terminated meanwhile
-  std::string cause = "vmm exited";
-  v1::Sandbox::State state = v1::Sandbox::REAPED;
-  siginfo_t si{};
-  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(sb->res.vmm_pidfd.get()), &si,
-               WEXITED | WNOHANG | WNOWAIT) == 0 &&
-      si.si_pid != 0) {
-    if (si.si_code == CLD_EXITED) {
-      cause = "vmm exited with status " + std::to_string(si.si_status);
-      state = v1::Sandbox::EXITED;
-    } else {
-      cause = "vmm killed by signal " + std::to_string(si.si_status);
-    }
-  } else {
-    cause = "vmm exited (adopted: status unknown)";
-  }
+  // The VMM is its keeper's child; the keeper (forkd's child unless the
+  // sandbox was adopted after a restart) exits with its status.
+  const sandbox::VmmExit exit = sandbox::KeeperReport(sb->res.keeper_pidfd.get(), kKeeperExitWait);
+  const std::string cause = exit.Describe();
+  const v1::Sandbox::State state =
+      exit.kind == sandbox::VmmExit::Kind::kExited ? v1::Sandbox::EXITED : v1::Sandbox::REAPED;
   spdlog::warn("sandbox {}: {}; reaping it", id, cause);
   Dispose(*sb, state, cause);
 }
@@ -640,6 +670,7 @@ absl::StatusOr<v1::Template> Node::CreateTemplate(const v1::CreateTemplateReques
     if (progress) progress(p);
   };
   templates::BuildEnv env{.vmm_binary = config_.vmm_binary,
+                          .keeper_binary = config_.keeper_binary,
                           .templates_dir = config_.data_dir / "templates",
                           .guests = config_.guests.get()};
   env.jail = config_.jail;
@@ -1037,6 +1068,7 @@ absl::Status Node::RunPipeline(Sandbox& sb, const templates::TemplateMeta& meta,
     sb.info.set_vsock_path(pooled->info.vsock_path());
     sb.info.set_netns_path(pooled->info.netns_path());
     sb.info.set_vmm_pid(pooled->info.vmm_pid());
+    sb.keeper_pid = pooled->keeper_pid;
     {
       std::lock_guard l(mu_);
       slots_.erase(my_slot);
@@ -1163,6 +1195,7 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
   MaybeCrash(config_.fault, FaultPoint::kAfterChains);
 
   sandbox::VmmSpawnOptions o;
+  o.keeper = config_.keeper_binary;
   o.binary = config_.vmm_binary;
   o.serial_out = sb.serial;
   // forkd's own cgroup for the VM, or (with --no-vmm-cgroup) the given one as is.
@@ -1177,11 +1210,13 @@ absl::Status Node::RestoreCold(Sandbox& sb, const templates::TemplateMeta& meta,
   }
   FORKD_ASSIGN_OR_RETURN(auto vmm, sandbox::VmmChild::Spawn(o));
   sb.info.set_vmm_pid(vmm.pid());
+  sb.keeper_pid = vmm.keeper_pid();
+  sb.res.vmm_pidfd = vmm.TakePidfd();
+  sb.res.keeper_pidfd = vmm.TakeKeeperPidfd();
   sb.vmm.emplace(std::move(vmm));
-  FORKD_ASSIGN_OR_RETURN(sb.res.vmm_pidfd, gate::OpenPidfd(sb.vmm->pid()));
   FORKD_RETURN_IF_ERROR(JournalPut(sb, "spawned"));
-  FORKD_RETURN_IF_ERROR(
-      ExplainRestoreFailure(sb.vmm->Expect("READY", kReadyTimeout), sb.res.vmm_pidfd.get()));
+  FORKD_RETURN_IF_ERROR(ExplainRestoreFailure(sb.vmm->Expect("READY", kReadyTimeout),
+                                              sb.res.vmm_pidfd.get(), sb.res.keeper_pidfd.get()));
   t.set_restore_us(lap());
   MaybeCrash(config_.fault, FaultPoint::kAfterSpawn);
   return absl::OkStatus();
@@ -1635,6 +1670,7 @@ void Node::RefillLoop() {
         FORKD_RETURN_IF_ERROR(nft.AddTap(PolicyFor(spec, tap, guest, gw)));
       }
       sandbox::VmmSpawnOptions o;
+      o.keeper = config_.keeper_binary;
       o.binary = config_.vmm_binary;
       o.serial_out = sb->serial;
       o.cgroup_dir = sb->vm_cgroup;
@@ -1649,11 +1685,13 @@ void Node::RefillLoop() {
       }
       FORKD_ASSIGN_OR_RETURN(auto vmm, sandbox::VmmChild::Spawn(o));
       sb->info.set_vmm_pid(vmm.pid());
+      sb->keeper_pid = vmm.keeper_pid();
+      sb->res.vmm_pidfd = vmm.TakePidfd();
+      sb->res.keeper_pidfd = vmm.TakeKeeperPidfd();
       sb->vmm.emplace(std::move(vmm));
-      FORKD_ASSIGN_OR_RETURN(sb->res.vmm_pidfd, gate::OpenPidfd(sb->vmm->pid()));
       FORKD_RETURN_IF_ERROR(JournalPut(*sb, "standby"));
       return ExplainRestoreFailure(sb->vmm->Expect("STANDBY", kReadyTimeout),
-                                   sb->res.vmm_pidfd.get());
+                                   sb->res.vmm_pidfd.get(), sb->res.keeper_pidfd.get());
     }();
     if (!s.ok()) {
       spdlog::error("standby pool of {}: {}", want, s.ToString());

@@ -40,6 +40,7 @@ namespace forkd::pipeline {
 struct NodeConfig {
   std::filesystem::path data_dir = "/var/lib/forkd";
   std::string vmm_binary;
+  std::string keeper_binary;  // forkd-vmm-keeper: every VMM's parent (sandbox/vmm_child.h)
   std::string probe_guest;
   std::string kernel, initrd, kernel_sha256, initrd_sha256;
   bool insecure_skip_guest_verify = false;  // Linux snapshots stamped unpinned

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include "common/errno_status.h"
+#include "forkd/sandbox/vmm_exit.h"
 #include "forkd/snapshot/snapshot_dir.h"
 #include "kernel-stage/digest.h"
 #include "kernel-stage/pinned_file.h"
@@ -53,19 +54,17 @@ absl::StatusOr<std::vector<std::string>> RestorePinArgs(const templates::PinnedG
       "--expect-agent-protocol", std::to_string(expected->agent_protocol)};
 }
 
-absl::Status ExplainRestoreFailure(const absl::Status& failed, int vmm_pidfd) {
+absl::Status ExplainRestoreFailure(const absl::Status& failed, int vmm_pidfd, int keeper_pidfd) {
   if (failed.ok() || vmm_pidfd < 0) return failed;
   pollfd p{vmm_pidfd, POLLIN, 0};
   int n = 0;
   while ((n = ::poll(&p, 1, kExitWaitMs)) < 0 && errno == EINTR) {
   }
   if (n <= 0) return failed;  // still running (or poll failed): not a refusal we can name
-  siginfo_t info{};
-  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(vmm_pidfd), &info,
-               WEXITED | WNOHANG | WNOWAIT) != 0) {
-    return failed;
-  }
-  if (info.si_pid != 0 && info.si_code == CLD_EXITED && info.si_status == kVmmPinRefusedExit) {
+  // The VMM is its keeper's child: the keeper's status is the VMM's.
+  const sandbox::VmmExit exit =
+      sandbox::KeeperReport(keeper_pidfd, std::chrono::milliseconds(kExitWaitMs));
+  if (exit.kind == sandbox::VmmExit::Kind::kExited && exit.value == kVmmPinRefusedExit) {
     return ks::PinMismatch("forkd-vmm refused the snapshot's guest pin (exit 4): " +
                            std::string(failed.message()));
   }

@@ -38,9 +38,10 @@ absl::StatusOr<std::vector<std::string>> RestorePinArgs(const templates::PinnedG
                                                         bool warn_waiver = true);
 
 // For a restore whose VMM did not answer READY/STANDBY (`failed`): waits (bounded) for the VMM
-// behind `vmm_pidfd` to exit without reaping it, and when it exited kVmmPinRefusedExit returns
+// behind `vmm_pidfd` to exit and reads its status from its keeper (`keeper_pidfd`,
+// sandbox/vmm_exit.h) without reaping it, and when it exited kVmmPinRefusedExit returns
 // FAILED_PRECONDITION marked as a pin mismatch quoting `failed` (forkd-vmm's EXIT line names
 // both digests). Any other outcome returns `failed` unchanged.
-absl::Status ExplainRestoreFailure(const absl::Status& failed, int vmm_pidfd);
+absl::Status ExplainRestoreFailure(const absl::Status& failed, int vmm_pidfd, int keeper_pidfd);
 
 }  // namespace forkd::pipeline

@@ -10,6 +10,7 @@
 
 #include "common/errno_status.h"
 #include "common/unique_fd.h"
+#include "forkd/sandbox/vmm_child.h"
 
 namespace forkd::sandbox {
 namespace fs = std::filesystem;
@@ -106,8 +107,14 @@ absl::Status PrepareJailDirs(const VmmJail& jail) {
 std::vector<std::string> JailArgs(const JailPolicy& policy, const VmmJail& jail) {
   if (!policy.enabled) return {"--no-jail"};
   const std::string id = std::to_string(jail.uid);
-  return {"--jail-root", jail.root.string(),        "--jail-uid", id, "--jail-gid", id,
-          "--jail-rw",   jail.snapshot_dir.string()};
+  // The jail closes every inherited fd it is not told to keep: forkd's
+  // duplicate of its control end must stay, or the control socket reaches
+  // EOF when forkd dies and the VM stops instead of waiting to be adopted.
+  return {"--jail-root", jail.root.string(),
+          "--jail-uid",  id,
+          "--jail-gid",  id,
+          "--jail-rw",   jail.snapshot_dir.string(),
+          "--keep-fd",   std::to_string(kControlKeeperFd)};
 }
 
 absl::StatusOr<std::vector<std::string>> PrepareBuildJail(const JailPolicy& policy,

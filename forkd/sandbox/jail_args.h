@@ -78,7 +78,8 @@ VmmJail JailLayout(const std::filesystem::path& vm_dir, uint32_t uid);
 absl::Status PrepareJailDirs(const VmmJail& jail);
 
 // forkd-vmm's jail flags for `jail` (--jail-root/-uid/-gid, --jail-rw of the
-// snapshot directory), or {"--no-jail"} when the policy disables it.
+// snapshot directory, --keep-fd of forkd's control duplicate: vmm_child.h
+// kControlKeeperFd), or {"--no-jail"} when the policy disables it.
 std::vector<std::string> JailArgs(const JailPolicy& policy, const VmmJail& jail);
 
 // A template build's jail: `work` (the build's socket directory, where its

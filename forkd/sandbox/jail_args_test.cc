@@ -60,7 +60,8 @@ TEST(JailArgsTest, NamesRootUidGidAndTheSnapshotDirectory) {
   const VmmJail j = JailLayout("/d/sandboxes/k", 4242);
   EXPECT_EQ(JailArgs(JailPolicy{}, j),
             (std::vector<std::string>{"--jail-root", "/d/sandboxes/k/jail", "--jail-uid", "4242",
-                                      "--jail-gid", "4242", "--jail-rw", "/d/sandboxes/k/snap"}));
+                                      "--jail-gid", "4242", "--jail-rw", "/d/sandboxes/k/snap",
+                                      "--keep-fd", "4"}));
   JailPolicy off;
   off.enabled = false;
   EXPECT_EQ(JailArgs(off, j), std::vector<std::string>{"--no-jail"});

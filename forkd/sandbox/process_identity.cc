@@ -41,6 +41,22 @@ absl::StatusOr<ProcessIdentity> IdentityOf(pid_t pid) {
   return id;
 }
 
+absl::StatusOr<pid_t> ParentOf(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');
+  if (stat.empty() || close == std::string::npos) {
+    return absl::NotFoundError("process " + std::to_string(pid) + " is gone");
+  }
+  std::istringstream fields(stat.substr(close + 2));
+  std::string state;
+  long ppid = 0;
+  if (!(fields >> state >> ppid) || ppid < 0) {
+    return absl::DataLossError("/proc/" + std::to_string(pid) + "/stat has no parent");
+  }
+  return static_cast<pid_t>(ppid);
+}
+
 absl::StatusOr<std::vector<std::string>> CommandLineOf(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
   if (!in) return absl::NotFoundError("process " + std::to_string(pid) + " is gone");

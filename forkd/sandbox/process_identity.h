@@ -22,6 +22,9 @@ struct ProcessIdentity {
 // NOT_FOUND when the process is gone.
 absl::StatusOr<ProcessIdentity> IdentityOf(pid_t pid);
 
+// The process's parent pid (/proc/PID/stat field 4); NOT_FOUND when gone.
+absl::StatusOr<pid_t> ParentOf(pid_t pid);
+
 // The process's NUL-separated command line as a vector.
 absl::StatusOr<std::vector<std::string>> CommandLineOf(pid_t pid);
 

@@ -3,15 +3,24 @@
 // output to a file or /dev/null, optionally moved into a cgroup v2 before
 // exec, and owned through a pidfd.
 //
+// Its parent is not forkd but a per-VM keeper (forkd/sandbox/keeper,
+// `forkd-vmm-keeper`): forkd forks and execs the keeper, which forks and
+// execs forkd-vmm and only waits for it. The jail's PR_SET_PDEATHSIG then
+// follows the keeper, so a crash of forkd leaves the VMM running for the
+// next start to adopt, while a dead keeper takes its VMM along. The keeper
+// hands forkd a pidfd of the VMM (no pid race), and its exit status is the
+// VMM's (vmm_exit.h).
+//
 // Surviving a forkd restart: forkd-vmm stops its VM when its control socket
 // reaches EOF, so that a VMM never outlives its supervisor by accident. A
 // daemon that is killed must still be able to re-adopt its live VMMs, so the
 // child also inherits a duplicate of forkd's end of the control socket at
-// kControlKeeperFd: the socket never reaches EOF while the VMM lives, and a
+// kControlKeeperFd (which the jail must keep: JailArgs passes --keep-fd):
+// the socket never reaches EOF while the VMM lives, and a
 // restarted forkd takes its end back with pidfd_getfd(pidfd, kControlKeeperFd)
 // (Adopt). What protects against a VMM outliving forkd is then the journal:
 // a restarted forkd adopts every VMM it has a "ready" record for and kills
-// everything else it finds (forkd/sandbox/recovery.cc).
+// everything else it finds (Node::Recover, forkd/pipeline/node.cc).
 #pragma once
 
 #include <sys/types.h>
@@ -32,6 +41,7 @@ inline constexpr int kChildControlFd = 3;
 inline constexpr int kControlKeeperFd = 4;
 
 struct VmmSpawnOptions {
+  std::string keeper;  // the forkd-vmm-keeper binary (required)
   std::string binary;
   std::vector<std::string> args;  // after the binary; --control-fd/--serial-out are added
   std::string serial_out = "/dev/null";
@@ -50,7 +60,15 @@ class VmmChild {
   VmmChild& operator=(VmmChild&&) = default;
 
   pid_t pid() const { return pid_; }
+  // The keeper (forkd's child until forkd restarts; -1 when adopted).
+  pid_t keeper_pid() const { return keeper_pid_; }
   int control() const { return control_.get(); }
+  // The pidfds of the VMM and of its keeper (a spawned child only), for
+  // whoever reaps it (gate::ForkResources); invalid once taken.
+  UniqueFd TakePidfd() { return std::move(pidfd_); }
+  UniqueFd TakeKeeperPidfd() { return std::move(keeper_pidfd_); }
+  // SIGKILLs the VMM and reaps its keeper, with the pidfds not taken.
+  absl::Status KillAndReap();
 
   absl::Status Send(const std::string& line) const;
   // The next control line; DEADLINE_EXCEEDED or UNAVAILABLE (EOF: the VMM
@@ -64,13 +82,14 @@ class VmmChild {
  private:
   VmmChild(pid_t pid, UniqueFd control) : pid_(pid), control_(std::move(control)) {}
   pid_t pid_ = -1;
-  UniqueFd control_;
+  pid_t keeper_pid_ = -1;
+  UniqueFd control_, pidfd_, keeper_pidfd_;
   std::string buf_;
 };
 
 // Held shared around code that briefly holds an fd a VMM child must never
 // inherit even until its exec (a tap's /dev/net/tun fd while forkd creates
-// it: a copy in a child not yet exec'd keeps the tap attached, and the
+// it: a copy in a keeper not yet exec'd keeps the tap attached, and the
 // VMM that should attach it gets EBUSY); VmmChild::Spawn forks under it
 // exclusively.
 std::shared_mutex& ForkLock();

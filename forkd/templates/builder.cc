@@ -42,9 +42,8 @@ struct BuildVm {
   std::optional<sandbox::VmmChild> vmm;
   ~BuildVm() {
     if (!vmm) return;
-    (void)::kill(vmm->pid(), SIGKILL);
-    int st = 0;
-    while (::waitpid(vmm->pid(), &st, 0) < 0 && errno == EINTR) {
+    if (absl::Status s = vmm->KillAndReap(); !s.ok()) {
+      spdlog::error("template build: {}", s.ToString());
     }
   }
 };
@@ -120,6 +119,7 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
       "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(netns.get());
 
   sandbox::VmmSpawnOptions o;
+  o.keeper = env.keeper_binary;
   o.binary = env.vmm_binary;
   o.serial_out = serial;
   o.keep_control = false;

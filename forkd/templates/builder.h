@@ -19,6 +19,7 @@ namespace forkd::templates {
 
 struct BuildEnv {
   std::string vmm_binary;
+  std::string keeper_binary;  // forkd-vmm-keeper (sandbox/vmm_child.h)
   std::filesystem::path templates_dir;
   // The guest images and their pins (the in-tree probe guest, the Linux
   // kernel and initramfs). Re-verified before every build; under the

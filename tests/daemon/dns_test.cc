@@ -363,10 +363,9 @@ TEST_F(DnsDaemonTest, TerminateStopsTheProxyAndRemovesItsPins) {
 }
 
 TEST_F(DnsDaemonTest, KilledForkdLeavesNoProxyAndItsRestartServesTheAdoptedSandboxAgain) {
-  // Adoption needs a VMM that outlives forkd; a jailed one dies with it
-  // (PR_SET_PDEATHSIG, docs/threat-model.md), so this forkd runs --no-jail,
-  // as daemon_test's crash-recovery tests do.
-  StartForkd({"--no-jail"});
+  // Jailed: the VMM's parent is its keeper, so it outlives forkd
+  // (forkd/daemon/README.md "Crash safety").
+  StartForkd({});
   auto sb = Fork(DnsFork());
   ASSERT_TRUE(sb.ok()) << sb.status() << forkd_->Log();
   const std::string resolver = ResolverOf(*sb);

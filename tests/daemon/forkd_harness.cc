@@ -67,10 +67,17 @@ std::string CgroupParentOf(const fs::path& data_dir) {
 }
 
 ::testing::AssertionResult ForkdProcess::Start() {
-  std::vector<std::string> args = {
-      FORKD_DAEMON_PATH,     "--data-dir", data_.string(), "--listen",
-      "unix:" + socket(),    "--vmm",      vmm_,           "--probe-guest",
-      FORKD_PROBE_GUEST_PATH};
+  std::vector<std::string> args = {FORKD_DAEMON_PATH,
+                                   "--data-dir",
+                                   data_.string(),
+                                   "--listen",
+                                   "unix:" + socket(),
+                                   "--vmm",
+                                   vmm_,
+                                   "--probe-guest",
+                                   FORKD_PROBE_GUEST_PATH,
+                                   "--vmm-keeper",
+                                   FORKD_KEEPER_PATH};
   // The VMs' cgroups go under a parent of this test's own, never the
   // host's forkd.slice. Hosts whose cgroup2 lacks controllers (the
   // development machines: cgroup v1 hybrid) run without those limits;
@@ -173,7 +180,11 @@ std::string ForkdProcess::Log() const {
   return ss.str();
 }
 
-std::vector<pid_t> VmmProcessesOf(const fs::path& data_dir) {
+namespace {
+// Live (non-zombie) processes serving `data_dir`'s sandboxes whose argv[0]
+// is (keepers) or is not (VMMs) forkd-vmm-keeper: a keeper's command line
+// holds its VMM's.
+std::vector<pid_t> ProcessesOf(const fs::path& data_dir, bool keepers) {
   std::vector<pid_t> out;
   const std::string marker = (data_dir / "sandboxes").string() + "/";
   std::error_code ec;
@@ -186,16 +197,26 @@ std::vector<pid_t> VmmProcessesOf(const fs::path& data_dir) {
     if (close == std::string::npos || close + 2 >= s.size() || s[close + 2] == 'Z') continue;
     std::ifstream cmd(e.path() / "cmdline");
     std::string c((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
-    if (c.find(marker) != std::string::npos && c.find("--restore") != std::string::npos) {
+    const bool keeper = fs::path(c.substr(0, c.find('\0'))).filename() == "forkd-vmm-keeper";
+    if (c.find(marker) != std::string::npos && c.find("--restore") != std::string::npos &&
+        keeper == keepers) {
       out.push_back(std::stoi(name));
     }
   }
   return out;
 }
+}  // namespace
+
+std::vector<pid_t> VmmProcessesOf(const fs::path& data_dir) { return ProcessesOf(data_dir, false); }
+
+std::vector<pid_t> KeeperProcessesOf(const fs::path& data_dir) {
+  return ProcessesOf(data_dir, true);
+}
 
 std::string Leftovers(const fs::path& data_dir) {
   std::string out;
   for (pid_t p : VmmProcessesOf(data_dir)) out += "VMM process " + std::to_string(p) + "\n";
+  for (pid_t p : KeeperProcessesOf(data_dir)) out += "keeper process " + std::to_string(p) + "\n";
   std::error_code ec;
   for (const char* sub : {"sandboxes", "netns", "journal"}) {
     for (const auto& e : fs::directory_iterator(data_dir / sub, ec)) {

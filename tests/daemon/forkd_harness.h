@@ -62,8 +62,10 @@ class ForkdProcess {
 // cgroup2 mount).
 std::string CgroupParentOf(const std::filesystem::path& data_dir);
 
-// Live (non-zombie) VMM processes serving `data_dir`.
+// Live (non-zombie) VMM processes serving `data_dir`, and their keepers
+// (forkd/sandbox/keeper).
 std::vector<pid_t> VmmProcessesOf(const std::filesystem::path& data_dir);
+std::vector<pid_t> KeeperProcessesOf(const std::filesystem::path& data_dir);
 // Everything a stopped or restarted forkd must not have left of its
 // sandboxes (processes, files, journal records, pinned namespaces, VM
 // cgroups): empty string when clean, else what is left.

@@ -151,6 +151,8 @@ class PinTest : public ::testing::Test {
                                      "unix:" + (tmp_.path() / "refused.sock").string(),
                                      "--vmm",
                                      TestVmmBinary(),
+                                     "--vmm-keeper",
+                                     FORKD_KEEPER_PATH,
                                      "--probe-guest",
                                      FORKD_PROBE_GUEST_PATH};
     args.insert(args.end(), flags.begin(), flags.end());

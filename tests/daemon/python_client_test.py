@@ -3,7 +3,7 @@
 forkd/api/forkd.proto (python3-grpc-tools) run CreateTemplate, Fork, Exec
 and Terminate against a real forkd on its unix socket.
 
-argv: <forkd> <vmm> <probe guest> <repo root>. Exits 77 (skip) unless root.
+argv: <forkd> <vmm> <probe guest> <repo root> <forkd-vmm-keeper>. Exits 77 (skip) unless root.
 """
 import os
 import shutil
@@ -15,7 +15,7 @@ import time
 
 
 def main():
-    forkd, vmm, probe, root = sys.argv[1:5]
+    forkd, vmm, probe, root, keeper = sys.argv[1:6]
     if os.geteuid() != 0:
         print("SKIP: needs root (network namespaces, taps, nftables)")
         return 77
@@ -39,7 +39,8 @@ def main():
         sock = os.path.join(tmp, "forkd.sock")
         log = open(os.path.join(tmp, "forkd.log"), "w")
         proc = subprocess.Popen([forkd, "--data-dir", os.path.join(tmp, "data"), "--listen",
-                                 "unix:" + sock, "--vmm", vmm, "--probe-guest", probe,
+                                 "unix:" + sock, "--vmm", vmm, "--vmm-keeper", keeper,
+                                 "--probe-guest", probe,
                                  # the client is the subject here; cgroups are daemon_test's
                                  "--no-vmm-cgroup"],
                                 stderr=log)

@@ -2,8 +2,11 @@
 // in-tree probe guest, each VMM in its jail (own uid/gid, no capabilities,
 // own root) and its own cgroup, in real network namespaces:
 //   CreateTemplate -> Fork 4 -> Exec in each -> ForkRunning 2 -> Exec in the
-//   children -> Terminate all -> capacity back -> nothing left (processes,
-//   namespaces with their taps and chains, files, journal, cgroups).
+//   children -> kill -9 of forkd: the six jailed VMMs live on (their parent
+//   is their keeper, forkd/sandbox/keeper) -> a restart adopts all six, each
+//   answers an Exec -> Terminate all -> capacity back -> nothing left
+//   (processes, namespaces with their taps and chains, files, journal,
+//   cgroups).
 // Needs /dev/kvm (kvm label): on PVM development hosts it runs inside the
 // emulated-SVM tier's L1 (docs/testing-tiers.md).
 #include <sched.h>
@@ -11,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -64,9 +68,10 @@ TEST(RealVmmTest, JailedForksOfTheProbeGuestLiveAndLeaveNothing) {
   ASSERT_TRUE(MakeHostLike(tmp.path()));
   ForkdProcess forkd(tmp.path(), {"--max-sandboxes", "16"});
   ASSERT_TRUE(forkd.Start()) << forkd.Log();
-  auto& api = forkd.api();
+  // The forkd the test talks to: `forkd`, then the restarted one.
+  v1::Forkd::Stub* api_now = &forkd.api();
   {
-    grpc::Status s = CreateProbeTemplate(api, "probe");
+    grpc::Status s = CreateProbeTemplate(*api_now, "probe");
     ASSERT_TRUE(s.ok()) << s.error_message() << "\n" << forkd.Log();
   }
   auto exec = [&](const std::string& id, std::vector<std::string> argv) {
@@ -75,7 +80,7 @@ TEST(RealVmmTest, JailedForksOfTheProbeGuestLiveAndLeaveNothing) {
     req.set_sandbox_id(id);
     for (auto& a : argv) req.add_argv(a);
     v1::ExecResponse resp;
-    grpc::Status s = api.Exec(&ctx, req, &resp);
+    grpc::Status s = api_now->Exec(&ctx, req, &resp);
     EXPECT_TRUE(s.ok()) << id << ": " << s.error_message();
     return resp;
   };
@@ -105,7 +110,7 @@ TEST(RealVmmTest, JailedForksOfTheProbeGuestLiveAndLeaveNothing) {
   {
     grpc::ClientContext ctx;
     v1::ForkResponse resp;
-    grpc::Status s = api.Fork(&ctx, req, &resp);
+    grpc::Status s = api_now->Fork(&ctx, req, &resp);
     ASSERT_TRUE(s.ok()) << s.error_message() << "\n" << forkd.Log();
     ASSERT_EQ(resp.sandboxes_size(), 4);
     for (const auto& sb : resp.sandboxes()) check_vm(sb);
@@ -116,7 +121,7 @@ TEST(RealVmmTest, JailedForksOfTheProbeGuestLiveAndLeaveNothing) {
     fr.set_sandbox_id(ids[0]);
     fr.set_count(2);
     v1::ForkResponse resp;
-    grpc::Status s = api.ForkRunning(&ctx, fr, &resp);
+    grpc::Status s = api_now->ForkRunning(&ctx, fr, &resp);
     ASSERT_TRUE(s.ok()) << s.error_message() << "\n" << forkd.Log();
     ASSERT_EQ(resp.sandboxes_size(), 2);
     for (const auto& sb : resp.sandboxes()) check_vm(sb);
@@ -126,29 +131,53 @@ TEST(RealVmmTest, JailedForksOfTheProbeGuestLiveAndLeaveNothing) {
   {
     grpc::ClientContext ctx;
     v1::Capacity c;
-    ASSERT_TRUE(api.GetCapacity(&ctx, {}, &c).ok());
+    ASSERT_TRUE(api_now->GetCapacity(&ctx, {}, &c).ok());
     EXPECT_EQ(c.live_sandboxes(), 6u);
   }
+  // kill -9 of forkd: the jailed VMMs' parent-death signal follows their
+  // keepers, so all six live on, and the restart adopts them.
+  auto sorted = [](std::vector<pid_t> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  const std::vector<pid_t> vmms = sorted(VmmProcessesOf(forkd.data()));
+  EXPECT_EQ(vmms.size(), 6u);
+  const std::string first_log = forkd.Log();
+  forkd.Kill();
+  EXPECT_EQ(sorted(VmmProcessesOf(forkd.data())), vmms) << "VMMs died with forkd";
+  ForkdProcess again(tmp.path(), {"--max-sandboxes", "16"});
+  ASSERT_TRUE(again.Start()) << again.Log();
+  api_now = &again.api();
+  {
+    grpc::ClientContext ctx;
+    v1::ListSandboxesResponse all;
+    ASSERT_TRUE(api_now->ListSandboxes(&ctx, {}, &all).ok());
+    std::vector<pid_t> adopted;
+    for (const auto& sb : all.sandboxes()) adopted.push_back(sb.vmm_pid());
+    EXPECT_EQ(sorted(adopted), vmms) << again.Log();
+  }
+  // Adopted and still itself: each answers with its own id.
+  for (const auto& id : ids) EXPECT_EQ(exec(id, {"echo", id}).stdout(), id + "\n");
   // The parent goes first: its children run on from their own snapshot.
   for (const auto& id : ids) {
     grpc::ClientContext ctx;
     v1::TerminateRequest t;
     t.set_sandbox_id(id);
     v1::TerminateResponse r;
-    EXPECT_TRUE(api.Terminate(&ctx, t, &r).ok()) << id;
+    EXPECT_TRUE(api_now->Terminate(&ctx, t, &r).ok()) << id;
   }
   {
     grpc::ClientContext ctx;
     v1::Capacity c;
-    ASSERT_TRUE(api.GetCapacity(&ctx, {}, &c).ok());
+    ASSERT_TRUE(api_now->GetCapacity(&ctx, {}, &c).ok());
     EXPECT_EQ(c.live_sandboxes(), 0u);
     EXPECT_EQ(c.free_slots(), 16u);
   }
-  EXPECT_EQ(Leftovers(forkd.data()), "") << forkd.Log();
-  EXPECT_TRUE(fs::is_empty(forkd.data() / "running"));
-  forkd.Stop();
-  EXPECT_EQ(Leftovers(forkd.data()), "");
-  std::cout << forkd.Log();
+  EXPECT_EQ(Leftovers(again.data()), "") << again.Log();
+  EXPECT_TRUE(fs::is_empty(again.data() / "running"));
+  again.Stop();
+  EXPECT_EQ(Leftovers(again.data()), "");
+  std::cout << first_log << again.Log();
 }
 
 }  // namespace

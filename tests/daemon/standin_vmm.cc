@@ -25,7 +25,8 @@
 // where forkd is concerned, without a mount namespace: the tap is attached
 // by a thread that has given up root for the jail's uid/gid (so the kernel
 // refuses a tap that uid does not own), PR_SET_PDEATHSIG(SIGKILL) is armed
-// (refused when the parent is already gone), and the vsock socket and
+// (refused when the parent is already gone; the parent is the VMM's keeper,
+// forkd/sandbox/keeper, as for the real one), and the vsock socket and
 // SNAPSHOT files are created with the jail's fsuid/fsgid through the
 // directories opened beforehand (so a directory that uid cannot write
 // fails as it would in the jail). The agent behind the multiplexer keeps
@@ -44,6 +45,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -53,6 +55,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "agent/framing.h"
 #include "agent/netconfig.h"
@@ -284,6 +287,21 @@ int main(int argc, char** argv) {
     }
   }
   g_control = g_opt.count("--control-fd") ? std::stoi(g_opt["--control-fd"]) : 2;
+  if (g_opt.count("--jail-uid")) {
+    // The jail closes every inherited fd but 0-2, the control fd and the
+    // --keep-fd one (forkd/vmm/jail/jail_config.h keep_fds): so does the
+    // stand-in, first, so a daemon that forgets to keep one fails here too.
+    std::vector<unsigned> keep = {static_cast<unsigned>(g_control)};
+    if (g_opt.count("--keep-fd"))
+      keep.push_back(static_cast<unsigned>(std::stoi(g_opt["--keep-fd"])));
+    std::sort(keep.begin(), keep.end());
+    unsigned lo = 3;
+    for (unsigned k : keep) {
+      if (k > lo) (void)::syscall(SYS_close_range, lo, k - 1, 0);
+      lo = std::max(lo, k + 1);
+    }
+    (void)::syscall(SYS_close_range, lo, ~0U, 0);
+  }
   const bool restore = g_opt.count("--restore") != 0;
   if (restore) {
     const fs::path marker = fs::path(g_opt["--restore"]) / "standin-snapshot";

@@ -45,8 +45,8 @@ struct JailConfig {
   // The parent the VMM must not outlive (PR_SET_PDEATHSIG): when it is no
   // longer our parent by the time the signal is armed, the jail refuses.
   // The kernel sends the signal when the parent *thread* that forked us
-  // ends, so forkd must spawn VMMs from a thread that lives as long as they
-  // should.
+  // ends: forkd's VMMs are forked by their single-threaded keeper
+  // (forkd/sandbox/keeper), so they live as long as it does.
   pid_t expected_parent = 0;
 };
 
