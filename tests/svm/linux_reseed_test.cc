@@ -124,7 +124,7 @@ class LinuxReseedTest : public ::testing::Test {
       return;
     }
     template_uptime_ms_ = *uptime;
-    // A kernel with the vmgenid driver (a minimal kernel, docs/guest-kernel.md)
+    // A kernel with the vmgenid driver (linux_vmgenid_test has all three cases)
     // reseeds by itself on restore: then the control shows VMGenID alone.
     // Bound to a device: an entry with a colon ("VMGENCTR:00") under the driver.
     has_vmgenid_ =
