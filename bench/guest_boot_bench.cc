@@ -31,7 +31,7 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-constexpr int kRoundsPerKind = 3;
+constexpr int kRoundsPerKind = 5;
 constexpr auto kBootGuard = 600s;  // hang guard only
 
 [[noreturn]] void Die(const std::string& why) {
