@@ -35,7 +35,7 @@ constexpr int kRoundsPerKind = 5;
 constexpr auto kBootGuard = 600s;  // hang guard only
 
 [[noreturn]] void Die(const std::string& why) {
-  std::fprintf(stderr, "guest_boot_bench: %s\n", why.c_str());
+  (void)std::fprintf(stderr, "guest_boot_bench: %s\n", why.c_str());
   std::exit(1);
 }
 

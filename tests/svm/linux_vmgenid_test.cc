@@ -112,7 +112,12 @@ class LinuxVmGenIdTest : public ::testing::Test {
                         ("forkd_linux_vmgenid." + std::to_string(::getpid())));
     fs::create_directories(*dir_);
     const std::string uds = (*dir_ / "template.sock").string();
-    auto vm = BootLinuxImage(std::getenv("FORKD_LINUX_KERNEL_VMGENID"), VmGenIdInitrd(), uds);
+    const char* kernel = std::getenv("FORKD_LINUX_KERNEL_VMGENID");  // checked by the requirement
+    if (kernel == nullptr) {
+      *setup_error_ = "FORKD_LINUX_KERNEL_VMGENID is not set";
+      return;
+    }
+    auto vm = BootLinuxImage(kernel, VmGenIdInitrd(), uds);
     if (!vm.ok()) {
       *setup_error_ = vm.status().ToString();
       return;
