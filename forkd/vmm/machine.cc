@@ -339,7 +339,7 @@ absl::StatusOr<MachineState> Machine::SaveState() const {
   return s;
 }
 
-absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
+absl::StatusOr<int> Machine::RestoreState(const MachineState& state, bool new_vm_generation) {
   if (started_) return absl::FailedPreconditionError("restore state: machine already started");
   if (state.vcpus.size() != vcpus_.size()) {
     return absl::InvalidArgumentError(
@@ -388,10 +388,12 @@ absl::StatusOr<int> Machine::RestoreState(const MachineState& state) {
       if (d.bytes != std::vector<uint8_t>{kVmGenIdStateVersion}) {
         return absl::DataLossError("vmgenid state: bad version or length");
       }
-      // Every restore is a new generation: a fresh value, announced in Start().
-      FORKD_RETURN_IF_ERROR(acpi::WriteNewGenerationId(mem_, layout::kVmGenIdAddr).status());
       vmgenid_ = true;
-      pending_vmgenid_notify_ = true;
+      if (new_vm_generation) {
+        // Every restore is a new generation: a fresh value, announced in Start().
+        FORKD_RETURN_IF_ERROR(acpi::WriteNewGenerationId(mem_, layout::kVmGenIdAddr).status());
+        pending_vmgenid_notify_ = true;
+      }
     } else if (auto it = std::find_if(virtio_.begin(), virtio_.end(),
                                       [&](const auto& v) { return v->name() == d.name; });
                it != virtio_.end()) {

@@ -160,7 +160,11 @@ class Machine {
   // Applies a snapshot's state to a freshly created (not started) machine.
   // Returns the number of host-specific MSRs KVM refused (msr::IsHostSpecific:
   // kvm_pvm's read-only ones); a refusal of any other MSR fails the restore.
-  absl::StatusOr<int> RestoreState(const MachineState& state);
+  // `new_vm_generation` (always true in forkd-vmm): a snapshot with a VM
+  // generation ID gets a fresh value, announced through the GED in Start().
+  // False keeps the snapshot's value and raises nothing: forkd-vmm-test-hook's
+  // "VMGenID off" fork (RestoreOptions::new_vm_generation).
+  absl::StatusOr<int> RestoreState(const MachineState& state, bool new_vm_generation = true);
 
  private:
   Machine(std::shared_ptr<const Kvm> kvm, Vm vm, GuestMemory mem, const SerialConfig& serial);

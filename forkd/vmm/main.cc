@@ -138,7 +138,8 @@ struct Options {
   std::vector<std::string> jail_rw;
   std::vector<int> keep_fds;
   jail::Rlimits rlimits;
-  std::string test_forbidden;  // forkd-vmm-test-hook only
+  std::string test_forbidden;     // forkd-vmm-test-hook only
+  bool new_vm_generation = true;  // forkd-vmm-test-hook's --test-same-vm-generation clears it
   RateLimits limits;
   // The guest pin (docs/guest-pin.md).
   std::optional<kernel_stage::Sha256Digest> kernel_sha256, initrd_sha256;
@@ -209,6 +210,14 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       o.acpi = false;
       continue;
     }
+#ifdef FORKD_VMM_TEST_HOOK
+    // A restore that keeps the snapshot's VM generation ID and raises no
+    // notify: the "VMGenID off" fork of tests/svm/linux_vmgenid_test.cc.
+    if (a == "--test-same-vm-generation") {
+      o.new_vm_generation = false;
+      continue;
+    }
+#endif
     if (a == "--insecure-skip-guest-verify") {
       o.insecure_skip_guest_verify = true;
       continue;
@@ -666,7 +675,8 @@ int Main(int argc, char** argv) {
                                .ioeventfd = opts->ioeventfd,
                                .net = net,
                                .limits = opts->limits,
-                               .expect_pin = expect_pin});
+                               .expect_pin = expect_pin,
+                               .new_vm_generation = opts->new_vm_generation});
   } else {
     BootConfig cfg;
     cfg.kernel_path = opts->kernel;

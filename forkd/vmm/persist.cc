@@ -200,7 +200,7 @@ absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const K
   ms.vm.clock.flags |= KVM_CLOCK_HOST_TSC;
   for (const auto& d : s.devices) ms.devices.push_back({d.name, d.bytes});
   machine->set_guest_pin(stamped);
-  FORKD_ASSIGN_OR_RETURN(int rejected, machine->RestoreState(ms));
+  FORKD_ASSIGN_OR_RETURN(int rejected, machine->RestoreState(ms, options.new_vm_generation));
   if (report != nullptr) report->rejected_msrs = rejected;
   return machine;
 }

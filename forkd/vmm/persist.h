@@ -53,6 +53,10 @@ struct RestoreOptions {
   // FAILED_PRECONDITION naming both values (kernel_stage::CheckPin) before any VM is created.
   // Unset: any pin is accepted and carried over (the snapshot's own stamp is kept either way).
   std::optional<kernel_stage::GuestPin> expect_pin;
+  // A fresh VM generation ID and its notify (Machine::RestoreState). Only
+  // forkd-vmm-test-hook's --test-same-vm-generation clears it: the "VMGenID off"
+  // control of tests/svm/linux_vmgenid_test.cc.
+  bool new_vm_generation = true;
 };
 absl::StatusOr<std::unique_ptr<Machine>> RestoreSnapshot(std::shared_ptr<const Kvm> kvm,
                                                          const std::filesystem::path& dir,

@@ -18,6 +18,10 @@ enum class Requirement {
   // FORKD_LINUX_KERNEL names a readable guest kernel (bzImage or vmlinux)
   // built as docs/guest-kernel.md describes.
   kLinuxGuestKernel,
+  // FORKD_LINUX_KERNEL_VMGENID names a readable guest kernel with Linux's
+  // vmgenid driver (CONFIG_VMGENID=y; the emulated-SVM tier sets it to
+  // Debian's generic amd64 kernel, docs/guest-kernel.md).
+  kVmGenIdGuestKernel,
 };
 
 // Why `r` is not met on this machine, or nullopt when it is.

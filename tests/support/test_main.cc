@@ -86,6 +86,18 @@ std::optional<std::string> Unmet(Requirement r) {
       }
       return std::nullopt;
     }
+    case Requirement::kVmGenIdGuestKernel: {
+      const char* kernel = std::getenv("FORKD_LINUX_KERNEL_VMGENID");
+      if (kernel == nullptr || *kernel == '\0') {
+        return std::string(
+            "set FORKD_LINUX_KERNEL_VMGENID (and FORKD_LINUX_INITRD_VMGENID) to a guest kernel "
+            "with CONFIG_VMGENID=y (the emulated-SVM tier does: docs/guest-kernel.md)");
+      }
+      if (::access(kernel, R_OK) != 0) {
+        return "FORKD_LINUX_KERNEL_VMGENID=" + std::string(kernel) + " is not a readable file";
+      }
+      return std::nullopt;
+    }
   }
   return std::string("unknown requirement");
 }

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "agent/protocol.h"
 #include "agent/vsock_connect.h"
@@ -26,8 +27,15 @@ absl::StatusOr<std::unique_ptr<VmmProcess>> BootLinux(const std::string& uds,
                                                       const std::vector<std::string>& extra) {
   const char* kernel = std::getenv("FORKD_LINUX_KERNEL");
   if (kernel == nullptr) return absl::FailedPreconditionError("FORKD_LINUX_KERNEL is not set");
+  return BootLinuxImage(kernel, LinuxInitrd(), uds, extra);
+}
+
+absl::StatusOr<std::unique_ptr<VmmProcess>> BootLinuxImage(const std::string& kernel,
+                                                           const std::string& initrd,
+                                                           const std::string& uds,
+                                                           const std::vector<std::string>& extra) {
   std::vector<std::string> args = {
-      "--kernel",  kernel, "--initrd",     LinuxInitrd(), "--cmdline", LinuxCmdline(),
+      "--kernel",  kernel, "--initrd",     initrd,        "--cmdline", LinuxCmdline(),
       "--mem-mib", "256",  "--virtio-rng", "--vsock-cid", "3",         "--vsock-uds",
       uds};
   args.insert(args.end(), extra.begin(), extra.end());
@@ -68,6 +76,23 @@ absl::StatusOr<std::string> ReadGuestFile(agent::AgentClient& client, const std:
   FORKD_ASSIGN_OR_RETURN(auto resp, client.ReadFile(req, agent::DeadlineIn(kLinuxCallDeadline)));
   if (!resp.error().empty()) return absl::InternalError(absl::StrCat(path, ": ", resp.error()));
   return resp.data();
+}
+
+absl::StatusOr<std::string> ReadGuestRandom(agent::AgentClient& client, uint64_t n) {
+  FORKD_ASSIGN_OR_RETURN(std::string bytes, ReadGuestFile(client, "/dev/urandom", n));
+  if (bytes.size() != n) {
+    return absl::InternalError(absl::StrCat("/dev/urandom: ", bytes.size(), " bytes"));
+  }
+  return bytes;
+}
+
+absl::StatusOr<int64_t> GuestUptimeMs(agent::AgentClient& client) {
+  FORKD_ASSIGN_OR_RETURN(std::string text, ReadGuestFile(client, "/proc/uptime", 128));
+  double s = 0;
+  if (!absl::SimpleAtod(text.substr(0, text.find(' ')), &s)) {
+    return absl::InternalError(absl::StrCat("/proc/uptime: '", text, "'"));
+  }
+  return static_cast<int64_t>(s * 1000);
 }
 
 absl::StatusOr<std::string> ExecInGuest(agent::AgentClient& client,

@@ -27,6 +27,10 @@ std::string LinuxCmdline();
 // and vsock on `uds`, plus `extra` arguments; waits for READY.
 absl::StatusOr<std::unique_ptr<VmmProcess>> BootLinux(const std::string& uds,
                                                       const std::vector<std::string>& extra = {});
+// The same with the given kernel and initramfs.
+absl::StatusOr<std::unique_ptr<VmmProcess>> BootLinuxImage(
+    const std::string& kernel, const std::string& initrd, const std::string& uds,
+    const std::vector<std::string>& extra = {});
 
 // Connects to the agent and Pings it, retrying until `guard` runs out: until
 // the agent listens. (After a restore forkd-vmm holds the connect until the
@@ -38,6 +42,14 @@ absl::StatusOr<std::string> ReadGuestFile(agent::AgentClient& client, const std:
                                           uint64_t max_bytes);
 
 // Runs argv in the guest; its stdout when it exits 0, an error otherwise.
+// `n` bytes of the guest's /dev/urandom (the same CRNG output as getrandom(2)
+// since Linux 5.18), read by the agent without running a process (an exec
+// draws from the CRNG itself).
+absl::StatusOr<std::string> ReadGuestRandom(agent::AgentClient& client, uint64_t n);
+
+// The guest's CLOCK_BOOTTIME in ms, from /proc/uptime.
+absl::StatusOr<int64_t> GuestUptimeMs(agent::AgentClient& client);
+
 absl::StatusOr<std::string> ExecInGuest(agent::AgentClient& client,
                                         const std::vector<std::string>& argv);
 

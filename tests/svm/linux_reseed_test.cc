@@ -30,7 +30,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "agent/client.h"
 #include "agent/protocol.h"
@@ -63,21 +62,7 @@ constexpr size_t kRandomBytes = 64;
 constexpr int64_t kTemplateUptimeMs = 121'000;
 
 absl::StatusOr<std::string> ReadRandom(agent::AgentClient& client) {
-  FORKD_ASSIGN_OR_RETURN(std::string bytes, ReadGuestFile(client, "/dev/urandom", kRandomBytes));
-  if (bytes.size() != kRandomBytes) {
-    return absl::InternalError(absl::StrCat("/dev/urandom: ", bytes.size(), " bytes"));
-  }
-  return bytes;
-}
-
-// The guest's CLOCK_BOOTTIME in ms, from /proc/uptime ("123.45 67.89").
-absl::StatusOr<int64_t> UptimeMs(agent::AgentClient& client) {
-  FORKD_ASSIGN_OR_RETURN(std::string text, ReadGuestFile(client, "/proc/uptime", 128));
-  double s = 0;
-  if (!absl::SimpleAtod(text.substr(0, text.find(' ')), &s)) {
-    return absl::InternalError(absl::StrCat("/proc/uptime: '", text, "'"));
-  }
-  return static_cast<int64_t>(s * 1000);
+  return ReadGuestRandom(client, kRandomBytes);
 }
 
 struct Fork {
@@ -113,7 +98,7 @@ class LinuxReseedTest : public ::testing::Test {
     // (cycle counter, RDSEED) and would hide the control's collision. Waiting
     // until two minutes of uptime makes that interval 60 s.
     for (;;) {
-      auto up = UptimeMs(*client);
+      auto up = GuestUptimeMs(*client);
       if (!up.ok()) {
         *setup_error_ = up.status().ToString();
         return;
@@ -133,13 +118,13 @@ class LinuxReseedTest : public ::testing::Test {
                                    reseed.detail);
       return;
     }
-    auto uptime = UptimeMs(*client);
+    auto uptime = GuestUptimeMs(*client);
     if (!uptime.ok()) {
       *setup_error_ = uptime.status().ToString();
       return;
     }
     template_uptime_ms_ = *uptime;
-    // A kernel with the vmgenid driver (a minimal kernel, docs/guest-kernel.md)
+    // A kernel with the vmgenid driver (linux_vmgenid_test has all three cases)
     // reseeds by itself on restore: then the control shows VMGenID alone.
     // Bound to a device: an entry with a colon ("VMGENCTR:00") under the driver.
     has_vmgenid_ =
@@ -209,7 +194,7 @@ TEST_F(LinuxReseedTest, WithoutReseedSiblingsCollide) {
     auto b = ReadRandom(*client);  // first thing after restore
     ASSERT_TRUE(b.ok()) << b.status();
     bytes[i] = *b;
-    auto u = UptimeMs(*client);
+    auto u = GuestUptimeMs(*client);
     ASSERT_TRUE(u.ok()) << u.status();
     uptime[i] = *u;
   }

@@ -6,8 +6,14 @@ namespace forkd::vmm::testing {
 
 absl::StatusOr<OwnedFork> SpawnOwnedFork(const std::vector<std::string>& args,
                                          gate::ForkResources& resources) {
+  return SpawnOwnedForkBinary(ForkdVmmPath(), args, resources);
+}
+
+absl::StatusOr<OwnedFork> SpawnOwnedForkBinary(const std::string& binary,
+                                               const std::vector<std::string>& args,
+                                               gate::ForkResources& resources) {
   OwnedFork f;
-  FORKD_ASSIGN_OR_RETURN(f.vmm, VmmProcess::Spawn(args));
+  FORKD_ASSIGN_OR_RETURN(f.vmm, VmmProcess::SpawnBinary(binary, args));
   if (auto ready = f.vmm->ReadLine(); ready != "READY") {
     return absl::InternalError("fork VMM answered '" + ready.value_or("<none>") +
                                "' instead of READY; serial:\n" + f.vmm->serial().text());

@@ -24,5 +24,9 @@ struct OwnedFork {
 // puts the process's pidfd into `resources`.
 absl::StatusOr<OwnedFork> SpawnOwnedFork(const std::vector<std::string>& args,
                                          gate::ForkResources& resources);
+// The same with another build of the VMM (e.g. forkd-vmm-test-hook).
+absl::StatusOr<OwnedFork> SpawnOwnedForkBinary(const std::string& binary,
+                                               const std::vector<std::string>& args,
+                                               gate::ForkResources& resources);
 
 }  // namespace forkd::vmm::testing

@@ -376,6 +376,34 @@ TEST(VmmSnapshot, EveryRestoreHasANewGenerationIdAndTheSnapshotsCpuid) {
   }
 }
 
+// forkd-vmm-test-hook's "VMGenID off" restore (RestoreOptions::new_vm_generation
+// = false, the control of tests/svm/linux_vmgenid_test.cc) keeps the snapshot's
+// generation ID; the test above is the positive control (a new one each time).
+TEST(VmmSnapshot, RestoreKeepingTheGenerationKeepsTheSnapshotsId) {
+  TempDir tmp;
+  ASSERT_FALSE(MakeSnapshot(tmp.path()).empty());
+  acpi::GenerationId saved{};
+  {
+    std::ifstream mem(snapshot::MemoryPath(tmp.path()), std::ios::binary);
+    mem.seekg(static_cast<std::streamoff>(layout::kVmGenIdAddr));
+    mem.read(reinterpret_cast<char*>(saved.data()), saved.size());
+    ASSERT_TRUE(mem.good());
+  }
+  ASSERT_NE(saved, acpi::GenerationId{}) << "boot wrote no generation ID";
+  Fork f;
+  auto m = RestoreSnapshot(SharedKvm(), tmp.path(), {f.vm.out->write_fd(), f.vm.in.read.get()},
+                           &f.report, {.new_vm_generation = false});
+  ASSERT_TRUE(m.ok()) << m.status();
+  f.vm.machine = *std::move(m);
+  ASSERT_TRUE(f.vm.machine->Start().ok());
+  auto id = f.vm.machine->generation_id();
+  ASSERT_TRUE(id.has_value());
+  EXPECT_EQ(*id, saved);
+  // The guest runs on (the probe keeps counting) without the notify.
+  EXPECT_TRUE(f.vm.out->WaitFor("PROBE count 6").has_value()) << f.vm.out->text();
+  EXPECT_EQ(f.vm.machine->Stop().kind, ExitKind::kStopped);
+}
+
 // A snapshot whose guest saw a CPUID feature this host's KVM cannot provide is
 // refused, naming the register (the test above is the positive control).
 TEST(VmmSnapshot, RestoreRefusesACpuidTheHostCannotProvide) {

@@ -112,5 +112,18 @@ TEST(ForkdVmmCli, TheSeccompTestHookIsOnlyInTheTestBuild) {
   EXPECT_NE(ReadFile(FORKD_VMM_TEST_HOOK_PATH).find("AttemptForbiddenCall"), std::string::npos);
 }
 
+// Keeping the VM generation ID across a restore ("VMGenID off", the control of
+// tests/svm/linux_vmgenid_test.cc) is not a flag of the shipped binary.
+TEST(ForkdVmmCli, TheSameVmGenerationSwitchIsOnlyInTheTestBuild) {
+  Result r = Exec(FORKD_VMM_BINARY_PATH,
+                  {"--restore", "/nonexistent", "--no-jail", "--test-same-vm-generation"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("unknown argument '--test-same-vm-generation'"), std::string::npos) << r.err;
+  Result hook = Exec(FORKD_VMM_TEST_HOOK_PATH,
+                     {"--restore", "/nonexistent", "--no-jail", "--test-same-vm-generation"});
+  EXPECT_EQ(hook.err.find("unknown argument"), std::string::npos) << hook.err;
+  EXPECT_NE(hook.code, 0);  // the snapshot does not exist
+}
+
 }  // namespace
 }  // namespace forkd::vmm
