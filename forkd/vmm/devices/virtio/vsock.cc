@@ -477,6 +477,13 @@ void Vsock::HandlePacketLocked(const VsockHeader& h, std::span<const uint8_t> pa
                                TxResult* out) {
   const VsockConnKey key{h.dst_port, h.src_port};
   auto it = conns_.find(key);
+  if (it != conns_.end() && it->second.request_held) {
+    // The guest has not heard of a held connect: what it sends on the pair
+    // belongs to a connection from before the restore (the template's, which
+    // a fork's first host port can repeat), reset like any stranger's.
+    if (h.op != kVsockOpRst) RstLocked(key);
+    return;
+  }
   if (it == conns_.end()) {
     if (h.op == kVsockOpRequest && conns_.size() < kMaxConnections) {
       Connection c;

@@ -42,7 +42,11 @@
 // buffer available. A hold is bounded by kConnectTimeout from Connect: a guest
 // that never acknowledges gets nothing sent and the connection forgotten at
 // the deadline (ExpireCloses), as for an unanswered REQUEST; a released
-// REQUEST then has its own kConnectTimeout for the answer.
+// REQUEST then has its own kConnectTimeout for the answer. Until then the
+// guest knows nothing of a held pair, so whatever it sends on it is from a
+// connection before the restore (still open in the template, or left in its
+// tx ring at the snapshot) and is reset as an unknown pair's, never applied
+// to the held connect.
 //
 // Locking: the transport calls ProcessQueue with its lock held; the device
 // then takes its own lock and calls Backend with neither... except the
@@ -103,7 +107,8 @@ inline constexpr uint32_t kVsockShutdownSend = 2;
 struct VsockConnKey {
   uint32_t local_port = 0;
   uint32_t guest_port = 0;
-  auto operator<=>(const VsockConnKey&) const = default;
+  // clang-tidy 14 mistakes the defaulted <=> for a literal 0 compared to a pointer.
+  auto operator<=>(const VsockConnKey&) const = default;  // NOLINT(modernize-use-nullptr)
 };
 
 class VsockBackend {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -52,7 +53,14 @@ absl::StatusOr<std::unique_ptr<VsockMuxer>> VsockMuxer::Listen(const std::string
   if (::listen(fd.get(), 16) != 0) return ErrnoStatus(errno, "listen " + uds_path);
   UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake) return ErrnoStatus(errno, "eventfd");
-  return std::unique_ptr<VsockMuxer>(new VsockMuxer(uds_path, std::move(fd), std::move(wake)));
+  uint32_t seed = 0;
+  if (::getrandom(&seed, sizeof seed, 0) != static_cast<ssize_t>(sizeof seed)) {
+    return ErrnoStatus(errno, "getrandom for the first vsock host port");
+  }
+  auto muxer =
+      std::unique_ptr<VsockMuxer>(new VsockMuxer(uds_path, std::move(fd), std::move(wake)));
+  muxer->next_port_ = kFirstLocalPort + seed % (0u - kFirstLocalPort);
+  return muxer;
 }
 
 VsockMuxer::~VsockMuxer() {
@@ -155,7 +163,7 @@ void VsockMuxer::AcceptOne() {
 uint32_t VsockMuxer::NextLocalPort() {
   while (true) {
     const uint32_t port = next_port_++;
-    if (next_port_ == 0) next_port_ = 1u << 30;
+    if (next_port_ == 0) next_port_ = kFirstLocalPort;
     auto it = conns_.lower_bound({port, 0});
     if (it == conns_.end() || it->first.local_port != port) return port;
   }

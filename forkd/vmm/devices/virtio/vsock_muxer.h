@@ -106,7 +106,14 @@ class VsockMuxer : public VsockBackend {
   // Poll thread only.
   std::map<VsockConnKey, Conn> conns_;
   std::map<int, Pending> pending_;  // before CONNECT, by fd
-  uint32_t next_port_ = 1u << 30;
+  // Host ports for host-initiated connections: [kFirstLocalPort, 2^32),
+  // above any port a guest listens on or connects to, starting at a random
+  // one. A restored fork's forkd-vmm is a new process: counting from a fixed
+  // start, its first connect would repeat the pair of the template's last
+  // connection, which the guest still holds open until it handles the
+  // restore's TRANSPORT_RESET (vsock.h, "Restore").
+  static constexpr uint32_t kFirstLocalPort = 1u << 30;
+  uint32_t next_port_ = kFirstLocalPort;
 };
 
 }  // namespace forkd::vmm::virtio

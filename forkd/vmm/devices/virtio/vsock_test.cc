@@ -1105,6 +1105,46 @@ TEST(Vsock, HostConnectAfterRestoreWaitsUntilTheGuestAcknowledgedTheReset) {
   EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRequest});
 }
 
+// The template's own connection was still open in the guest at the snapshot
+// (forkd's builder closes its Ping connection right before it snapshots), and
+// a fork's first host connect gets the same host port: the pair is the one
+// the guest still talks on until it handles the reset. What it sends there
+// before then (bytes, a shutdown, a reset, packets left in its tx ring at the
+// snapshot) belongs to the old connection: it is reset as a stranger's and
+// never touches the held connect, which goes out and connects as usual.
+TEST(Vsock, StalePacketsOnAHeldPairNeverReachTheHeldConnect) {
+  Fixture f;
+  f.d->Post(2, 0, 8, true);
+  Establish(f);  // kHostConn is open in the guest at the snapshot
+  Restored r(f);
+  ASSERT_TRUE(r.dev->Connect(kHostConn));
+  EXPECT_EQ(r.dev->held_connects(), 1u);
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRw), "stale", r.t.get());
+  VsockHeader shutdown = FromGuest(5000, 1000, kVsockOpShutdown);
+  shutdown.flags = 3;
+  f.d->Send(shutdown, "", r.t.get());
+  f.d->Send(FromGuest(5000, 1000, kVsockOpCreditRequest), "", r.t.get());
+  f.d->Send(FromGuest(5000, 1000, kVsockOpResponse), "", r.t.get());
+  f.d->Send(FromGuest(5000, 1000, kVsockOpRst), "", r.t.get());
+  EXPECT_TRUE(r.backend.closed.empty()) << "a stale packet closed the held connect";
+  EXPECT_TRUE(r.backend.connected.empty()) << "a stale RESPONSE connected it";
+  EXPECT_EQ(r.dev->held_connects(), 1u);
+  EXPECT_FALSE(r.dev->HasToHost(kHostConn));
+  // Each stale packet but the RST is answered with one, as for any unknown
+  // pair; no REQUEST yet.
+  EXPECT_EQ(Ops(f.d->Received()),
+            (std::vector<uint16_t>{kVsockOpRst, kVsockOpRst, kVsockOpRst, kVsockOpRst}));
+  // The guest handles the reset and re-posts its event buffer: the REQUEST
+  // goes out with a fresh connect deadline and the RESPONSE connects.
+  ASSERT_EQ(f.d->Used(2).size(), 1u);
+  f.d->Post(2, 0, 8, true);
+  r.Kick(2);
+  EXPECT_EQ(Ops(f.d->Received()), std::vector<uint16_t>{kVsockOpRequest});
+  f.d->Send(FromGuest(5000, 1000, kVsockOpResponse), "", r.t.get());
+  EXPECT_EQ(r.backend.connected, std::vector<VsockConnKey>{kHostConn});
+  EXPECT_TRUE(r.backend.closed.empty());
+}
+
 // Held connects go out in the order they were made, all at once.
 TEST(Vsock, HeldConnectsAreReleasedInOrder) {
   Fixture f;
