@@ -282,9 +282,14 @@ std::string RootFsType() {
   return ::testing::AssertionSuccess();
 }
 
+void GuardRpc(grpc::ClientContext& ctx) {
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(3));
+}
+
 grpc::Status CreateProbeTemplate(forkd::v1::Forkd::Stub& api, const std::string& id,
                                  const std::string& agent_mode) {
   grpc::ClientContext ctx;
+  GuardRpc(ctx);
   forkd::v1::CreateTemplateRequest req;
   req.set_template_id(id);
   req.mutable_probe()->set_agent_mode(agent_mode);

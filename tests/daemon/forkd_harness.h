@@ -80,6 +80,11 @@ std::string Leftovers(const std::filesystem::path& data_dir);
 // process has one thread.
 ::testing::AssertionResult MakeHostLike(const std::filesystem::path& scratch);
 
+// A hang guard for one call (never a timing assertion): a forkd that stops
+// answering fails the test with its log instead of hanging it until the
+// tier's per-test kill, which shows nothing.
+void GuardRpc(grpc::ClientContext& ctx);
+
 // Builds template `id` (probe guest / stand-in) and returns the final status.
 grpc::Status CreateProbeTemplate(forkd::v1::Forkd::Stub& api, const std::string& id,
                                  const std::string& agent_mode = "honest");

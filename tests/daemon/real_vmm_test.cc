@@ -76,6 +76,7 @@ TEST(RealVmmTest, JailedForksOfTheProbeGuestLiveAndLeaveNothing) {
   }
   auto exec = [&](const std::string& id, std::vector<std::string> argv) {
     grpc::ClientContext ctx;
+    GuardRpc(ctx);
     v1::ExecRequest req;
     req.set_sandbox_id(id);
     for (auto& a : argv) req.add_argv(a);
@@ -109,6 +110,7 @@ TEST(RealVmmTest, JailedForksOfTheProbeGuestLiveAndLeaveNothing) {
   req.set_count(4);
   {
     grpc::ClientContext ctx;
+    GuardRpc(ctx);
     v1::ForkResponse resp;
     grpc::Status s = api_now->Fork(&ctx, req, &resp);
     ASSERT_TRUE(s.ok()) << s.error_message() << "\n" << forkd.Log();
@@ -117,6 +119,7 @@ TEST(RealVmmTest, JailedForksOfTheProbeGuestLiveAndLeaveNothing) {
   }
   {
     grpc::ClientContext ctx;
+    GuardRpc(ctx);
     v1::ForkRunningRequest fr;
     fr.set_sandbox_id(ids[0]);
     fr.set_count(2);
@@ -130,6 +133,7 @@ TEST(RealVmmTest, JailedForksOfTheProbeGuestLiveAndLeaveNothing) {
   EXPECT_EQ(prngs.size(), 6u) << "two forks have the same PRNG state: not reseeded";
   {
     grpc::ClientContext ctx;
+    GuardRpc(ctx);
     v1::Capacity c;
     ASSERT_TRUE(api_now->GetCapacity(&ctx, {}, &c).ok());
     EXPECT_EQ(c.live_sandboxes(), 6u);
@@ -150,6 +154,7 @@ TEST(RealVmmTest, JailedForksOfTheProbeGuestLiveAndLeaveNothing) {
   api_now = &again.api();
   {
     grpc::ClientContext ctx;
+    GuardRpc(ctx);
     v1::ListSandboxesResponse all;
     ASSERT_TRUE(api_now->ListSandboxes(&ctx, {}, &all).ok());
     std::vector<pid_t> adopted;
@@ -161,6 +166,7 @@ TEST(RealVmmTest, JailedForksOfTheProbeGuestLiveAndLeaveNothing) {
   // The parent goes first: its children run on from their own snapshot.
   for (const auto& id : ids) {
     grpc::ClientContext ctx;
+    GuardRpc(ctx);
     v1::TerminateRequest t;
     t.set_sandbox_id(id);
     v1::TerminateResponse r;
@@ -168,6 +174,7 @@ TEST(RealVmmTest, JailedForksOfTheProbeGuestLiveAndLeaveNothing) {
   }
   {
     grpc::ClientContext ctx;
+    GuardRpc(ctx);
     v1::Capacity c;
     ASSERT_TRUE(api_now->GetCapacity(&ctx, {}, &c).ok());
     EXPECT_EQ(c.live_sandboxes(), 0u);
