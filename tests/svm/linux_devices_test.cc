@@ -30,7 +30,7 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-constexpr auto kBootGuard = 600s;  // hang guard only (emulated SVM is slow)
+constexpr auto kBootGuard = kLinuxBootGuard;
 
 // nproc, the hwrng the kernel uses, and 32 bytes of /dev/hwrng.
 void CheckGuest(agent::AgentClient& client, const std::string& who) {

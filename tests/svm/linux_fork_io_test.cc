@@ -73,7 +73,7 @@ namespace fs = std::filesystem;
 using forkd::testing::kAllowedHost;
 using forkd::testing::kOtherHost;
 
-constexpr auto kBootGuard = 600s;  // hang guard only (emulated SVM is slow)
+constexpr auto kBootGuard = kLinuxBootGuard;
 // Hang guard for one agent call: a 2 MiB frame through the L2 guest's vsock
 // under QEMU TCG takes seconds, not minutes.
 constexpr auto kBigCallDeadline = 120s;

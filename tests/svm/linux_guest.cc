@@ -95,6 +95,19 @@ absl::StatusOr<int64_t> GuestUptimeMs(agent::AgentClient& client) {
   return static_cast<int64_t>(s * 1000);
 }
 
+absl::Status WaitForGuestUptime(agent::AgentClient& client, int64_t min_ms,
+                                std::chrono::steady_clock::time_point give_up) {
+  for (;;) {
+    FORKD_ASSIGN_OR_RETURN(int64_t up, GuestUptimeMs(client));
+    if (up >= min_ms) return absl::OkStatus();
+    if (std::chrono::steady_clock::now() > give_up) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "guest uptime still ", up, " ms at the hang guard (waiting for ", min_ms, " ms)"));
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+}
+
 absl::StatusOr<std::string> ExecInGuest(agent::AgentClient& client,
                                         const std::vector<std::string>& argv) {
   agent::v1::ExecRequest req;

@@ -15,6 +15,9 @@
 namespace forkd::vmm::testing {
 
 inline constexpr auto kLinuxCallDeadline = std::chrono::seconds(10);
+// Hang guard only, for a cold boot to the agent: under the emulated-SVM tier a
+// stock kernel with its modules needs minutes of host time to reach it.
+inline constexpr auto kLinuxBootGuard = std::chrono::seconds(600);
 
 // FORKD_LINUX_INITRD (the agent initramfs with the kernel's modules, set by the
 // emulated-SVM tier) or the plain agent initramfs.
@@ -49,6 +52,10 @@ absl::StatusOr<std::string> ReadGuestRandom(agent::AgentClient& client, uint64_t
 
 // The guest's CLOCK_BOOTTIME in ms, from /proc/uptime.
 absl::StatusOr<int64_t> GuestUptimeMs(agent::AgentClient& client);
+
+// Polls GuestUptimeMs until it reaches `min_ms`; an error at `give_up`.
+absl::Status WaitForGuestUptime(agent::AgentClient& client, int64_t min_ms,
+                                std::chrono::steady_clock::time_point give_up);
 
 absl::StatusOr<std::string> ExecInGuest(agent::AgentClient& client,
                                         const std::vector<std::string>& argv);

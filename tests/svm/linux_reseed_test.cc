@@ -39,6 +39,7 @@
 #include "forkd/gate/reseed_gate.h"
 #include "gtest/gtest.h"
 #include "tests/support/requirements.h"
+#include "tests/svm/linux_fork.h"
 #include "tests/svm/linux_guest.h"
 #include "tests/vmm/owned_fork.h"
 #include "tests/vmm/vmm_process.h"
@@ -52,9 +53,7 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-// Hang guard only: under the emulated-SVM tier a stock kernel with its modules
-// needs minutes of host time to reach the agent.
-constexpr auto kBootGuard = 600s;
+constexpr auto kBootGuard = kLinuxBootGuard;
 constexpr auto kCallDeadline = kLinuxCallDeadline;
 constexpr uint32_t kAgentPort = agent::kDefaultVsockPort;
 constexpr size_t kRandomBytes = 64;
@@ -64,12 +63,6 @@ constexpr int64_t kTemplateUptimeMs = 121'000;
 absl::StatusOr<std::string> ReadRandom(agent::AgentClient& client) {
   return ReadGuestRandom(client, kRandomBytes);
 }
-
-struct Fork {
-  gate::ForkResources resources;
-  OwnedFork vmm;
-  std::string uds;
-};
 
 class LinuxReseedTest : public ::testing::Test {
  protected:
@@ -97,18 +90,9 @@ class LinuxReseedTest : public ::testing::Test {
     // soon as that much guest time has passed; it mixes per-fork inputs
     // (cycle counter, RDSEED) and would hide the control's collision. Waiting
     // until two minutes of uptime makes that interval 60 s.
-    for (;;) {
-      auto up = GuestUptimeMs(*client);
-      if (!up.ok()) {
-        *setup_error_ = up.status().ToString();
-        return;
-      }
-      if (*up >= kTemplateUptimeMs) break;
-      if (std::chrono::steady_clock::now() > give_up) {
-        *setup_error_ = absl::StrCat("template uptime still ", *up, " ms at the hang guard");
-        return;
-      }
-      std::this_thread::sleep_for(1s);
+    if (absl::Status up = WaitForGuestUptime(*client, kTemplateUptimeMs, give_up); !up.ok()) {
+      *setup_error_ = up.ToString();
+      return;
     }
     // Reseed the template now: its CRNG key is then as young as it can be at
     // the snapshot.
@@ -148,23 +132,15 @@ class LinuxReseedTest : public ::testing::Test {
   void SetUp() override { ASSERT_TRUE(setup_error_->empty()) << *setup_error_; }
 
   // Restores `n` forks side by side, each READY and owned by its resources.
-  static void Restore(const std::string& name, int n, std::vector<Fork>& forks) {
+  static void Restore(const std::string& name, int n, std::vector<LinuxFork>& forks) {
     for (int i = 0; i < n; ++i) {
-      Fork f;
-      const fs::path fork_dir = *dir_ / absl::StrCat(name, i);
-      fs::create_directories(fork_dir);
-      f.uds = (fork_dir / "vsock.sock").string();
-      f.resources.fork_id = absl::StrCat(name, i);
-      f.resources.paths = {fork_dir};
-      auto vmm = SpawnOwnedFork({"--restore", (*dir_ / "snap").string(), "--vsock-uds", f.uds},
-                                f.resources);
-      ASSERT_TRUE(vmm.ok()) << vmm.status();
-      f.vmm = std::move(*vmm);
-      forks.push_back(std::move(f));
+      auto f = RestoreLinuxFork(*dir_, absl::StrCat(name, i), *dir_ / "snap");
+      ASSERT_TRUE(f.ok()) << f.status();
+      forks.push_back(std::move(*f));
     }
   }
-  static void ReapAll(std::vector<Fork>& forks) {
-    for (Fork& f : forks) EXPECT_TRUE(gate::Reap(f.resources).ok());
+  static void ReapAll(std::vector<LinuxFork>& forks) {
+    for (LinuxFork& f : forks) EXPECT_TRUE(gate::Reap(f.resources).ok());
   }
 
   static fs::path* dir_;
@@ -184,7 +160,7 @@ std::string LinuxReseedTest::control_bytes_;
 // guest) the siblings' CRNG output collides. With the driver (a minimal
 // kernel), this is the "VMGenID alone" case: they must differ.
 TEST_F(LinuxReseedTest, WithoutReseedSiblingsCollide) {
-  std::vector<Fork> forks;
+  std::vector<LinuxFork> forks;
   Restore("control", 2, forks);
   std::string bytes[2];
   int64_t uptime[2] = {0, 0};
@@ -225,11 +201,11 @@ TEST_F(LinuxReseedTest, WithoutReseedSiblingsCollide) {
 
 // The gate's reseed: each admitted fork's first 64 bytes are its own.
 TEST_F(LinuxReseedTest, GateAdmittedSiblingsDiffer) {
-  std::vector<Fork> forks;
+  std::vector<LinuxFork> forks;
   Restore("reseeded", 2, forks);
   std::string bytes[2];
   for (int i = 0; i < 2 && !HasFatalFailure(); ++i) {
-    Fork& f = forks[static_cast<size_t>(i)];
+    LinuxFork& f = forks[static_cast<size_t>(i)];
     // The guest resets every vsock connection when it handles the transport
     // reset event of the restore; a connection made before that is closed
     // under the gate. An answered Ping shows the agent is reachable.

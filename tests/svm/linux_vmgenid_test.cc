@@ -47,6 +47,7 @@
 #include "forkd/gate/reseed_gate.h"
 #include "gtest/gtest.h"
 #include "tests/support/requirements.h"
+#include "tests/svm/linux_fork.h"
 #include "tests/svm/linux_guest.h"
 #include "tests/vmm/owned_fork.h"
 #include "tests/vmm/vmm_process.h"
@@ -60,9 +61,7 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-// Hang guard only: under the emulated-SVM tier a stock kernel with its modules
-// needs minutes of host time to reach the agent.
-constexpr auto kBootGuard = 600s;
+constexpr auto kBootGuard = kLinuxBootGuard;
 constexpr auto kCallDeadline = kLinuxCallDeadline;
 constexpr uint32_t kAgentPort = agent::kDefaultVsockPort;
 constexpr size_t kRandomBytes = 64;
@@ -92,12 +91,6 @@ absl::StatusOr<int> VmForkLines(agent::AgentClient& client) {
   }
   return n;
 }
-
-struct Fork {
-  gate::ForkResources resources;
-  OwnedFork vmm;
-  std::string uds;
-};
 
 struct CaseResult {
   std::string bytes[2];
@@ -140,18 +133,9 @@ class LinuxVmGenIdTest : public ::testing::Test {
       return;
     }
     // Wait out the early-boot schedule (linux_reseed_test.cc explains why).
-    for (;;) {
-      auto up = GuestUptimeMs(*client);
-      if (!up.ok()) {
-        *setup_error_ = up.status().ToString();
-        return;
-      }
-      if (*up >= kTemplateUptimeMs) break;
-      if (std::chrono::steady_clock::now() > give_up) {
-        *setup_error_ = absl::StrCat("template uptime still ", *up, " ms at the hang guard");
-        return;
-      }
-      std::this_thread::sleep_for(1s);
+    if (absl::Status up = WaitForGuestUptime(*client, kTemplateUptimeMs, give_up); !up.ok()) {
+      *setup_error_ = up.ToString();
+      return;
     }
     auto lines = VmForkLines(*client);
     if (!lines.ok() || *lines != 0) {
@@ -189,30 +173,18 @@ class LinuxVmGenIdTest : public ::testing::Test {
   // notify, or the snapshot's kept), then in each: Ping, NotifyForked through
   // the gate when `agent_reseed`, 64 random bytes, the uptime, the vmfork lines.
   static void RunCase(const std::string& name, bool vmgenid, bool agent_reseed, CaseResult& r) {
-    std::vector<Fork> forks;
+    std::vector<LinuxFork> forks;
     for (int i = 0; i < 2; ++i) {
-      Fork f;
-      const fs::path fork_dir = *dir_ / absl::StrCat(name, i);
-      fs::create_directories(fork_dir);
-      f.uds = (fork_dir / "vsock.sock").string();
-      f.resources.fork_id = absl::StrCat(name, i);
-      f.resources.paths = {fork_dir};
-      std::vector<std::string> args = {"--restore", (*dir_ / "snap").string(), "--vsock-uds",
-                                       f.uds};
-      absl::StatusOr<OwnedFork> vmm;
-      if (vmgenid) {
-        vmm = SpawnOwnedFork(args, f.resources);
-      } else {
-        args.emplace_back("--test-same-vm-generation");
-        vmm = SpawnOwnedForkBinary(FORKD_VMM_TEST_HOOK_PATH, args, f.resources);
-      }
-      ASSERT_TRUE(vmm.ok()) << vmm.status();
-      f.vmm = std::move(*vmm);
-      forks.push_back(std::move(f));
+      absl::StatusOr<LinuxFork> f =
+          vmgenid ? RestoreLinuxFork(*dir_, absl::StrCat(name, i), *dir_ / "snap")
+                  : RestoreLinuxFork(*dir_, absl::StrCat(name, i), *dir_ / "snap",
+                                     {"--test-same-vm-generation"}, FORKD_VMM_TEST_HOOK_PATH);
+      ASSERT_TRUE(f.ok()) << f.status();
+      forks.push_back(std::move(*f));
     }
     int64_t uptime[2] = {0, 0};
     for (size_t i = 0; i < 2 && !HasFatalFailure(); ++i) {
-      Fork& f = forks[i];
+      LinuxFork& f = forks[i];
       auto client = ConnectAgent(f.uds, 60s);
       ASSERT_TRUE(client.ok()) << client.status() << "\nserial:\n" << f.vmm.vmm->serial().text();
       if (agent_reseed) {
@@ -235,7 +207,7 @@ class LinuxVmGenIdTest : public ::testing::Test {
       ASSERT_TRUE(lines.ok()) << lines.status();
       r.vmfork_lines[i] = *lines;
     }
-    for (Fork& f : forks) EXPECT_TRUE(gate::Reap(f.resources).ok());
+    for (LinuxFork& f : forks) EXPECT_TRUE(gate::Reap(f.resources).ok());
     r.gap_ms = std::max(uptime[0], uptime[1]) - template_uptime_ms_;
     std::printf(
         "RESULT linux_vmgenid case=%s differ=%d vmfork_lines=%d,%d gap_ms=%lld "
