@@ -382,8 +382,12 @@ absl::Status Node::Recover(RecoveryReport* report) {
   // Strays: forkd-vmm processes serving this data dir that no kept record
   // names (a crash between spawn and its journal write cannot leave one,
   // but a VMM whose record was lost must not run on unaccounted), and
-  // keepers of such VMMs (a keeper's command line holds its VMM's).
+  // keepers of such VMMs (a keeper's command line holds its VMM's). Also a
+  // template build's: a build VMM has no control duplicate, so it stops by
+  // itself when the forkd that ran the build dies, but one still on its way
+  // out is reaped here, before its VM cgroup goes with the unowned ones below.
   const std::string marker = (config_.data_dir / "sandboxes").string() + "/";
+  const std::string build_marker = (config_.data_dir / "templates" / ".build-").string();
   for (const auto& entry : fs::directory_iterator("/proc", ec)) {
     const std::string name = entry.path().filename().string();
     if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
@@ -394,8 +398,9 @@ absl::Status Node::Recover(RecoveryReport* report) {
     const bool is_keeper = id->exe == keeper_real;
     auto cmd = sandbox::CommandLineOf(pid);
     if (!cmd.ok()) continue;
-    const bool ours = std::any_of(cmd->begin(), cmd->end(),
-                                  [&](const std::string& a) { return a.rfind(marker, 0) == 0; });
+    const bool ours = std::any_of(cmd->begin(), cmd->end(), [&](const std::string& a) {
+      return a.rfind(marker, 0) == 0 || a.rfind(build_marker, 0) == 0;
+    });
     if (!ours) continue;
     gate::ForkResources stray;
     stray.fork_id = std::string(is_keeper ? "stray-keeper-" : "stray-vmm-") + name;
@@ -674,6 +679,7 @@ absl::StatusOr<v1::Template> Node::CreateTemplate(const v1::CreateTemplateReques
                           .templates_dir = config_.data_dir / "templates",
                           .guests = config_.guests.get()};
   env.jail = config_.jail;
+  if (cgroups_) env.cgroups = &*cgroups_;
   absl::Status uid_status;
   if (config_.jail.enabled) {
     auto uid = uids_->Acquire();

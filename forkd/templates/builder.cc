@@ -88,10 +88,16 @@ absl::Status RunInit(const std::string& uds, const v1::InitCommand& cmd) {
   return absl::OkStatus();
 }
 
+uint32_t MemoryMibOf(const v1::CreateTemplateRequest& request) {
+  if (request.memory_mib() != 0) return request.memory_mib();
+  return request.has_linux() ? 256 : 64;
+}
+
 absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplateRequest& request,
-                                   const ProgressFn& progress, const fs::path& work) {
+                                   const ProgressFn& progress, const fs::path& work,
+                                   const std::string& cgroup) {
   const bool linux_guest = request.has_linux();
-  const uint32_t mem = request.memory_mib() ? request.memory_mib() : (linux_guest ? 256 : 64);
+  const uint32_t mem = MemoryMibOf(request);
   const std::string uds = (work / "build.sock").string();
   const std::string serial = (work / "serial.log").string();
 
@@ -123,6 +129,7 @@ absl::StatusOr<TemplateMeta> Build(const BuildEnv& env, const v1::CreateTemplate
   o.binary = env.vmm_binary;
   o.serial_out = serial;
   o.keep_control = false;
+  o.cgroup_dir = cgroup;
   std::string cmdline;
   FORKD_ASSIGN_OR_RETURN(o.args, sandbox::PrepareBuildJail(env.jail, env.vmm_uid, work));
   const GuestFilesConfig& files = env.guests->config();
@@ -194,7 +201,27 @@ absl::StatusOr<TemplateMeta> BuildTemplate(const BuildEnv& env,
   fs::remove_all(work, ec);
   fs::create_directories(work, ec);
   if (ec) return absl::InternalError("create " + work.string() + ": " + ec.message());
-  auto meta = Build(env, request, progress, work);
+  std::string cgroup;
+  if (env.cgroups != nullptr && env.cgroups->policy().enabled) {
+    cgroup = env.cgroups->PathFor("build-" + request.template_id(), "");
+    // An empty one left by an earlier build of this id goes; one that still
+    // holds a process is an error.
+    absl::Status made = sandbox::RemoveVmCgroup(cgroup);
+    if (made.ok()) {
+      made = env.cgroups->Create(cgroup, "", env.cgroups->LimitsFor(MemoryMibOf(request)));
+    }
+    if (!made.ok()) {  // Create leaves nothing behind on error
+      fs::remove_all(work, ec);
+      return made;
+    }
+  }
+  auto meta = Build(env, request, progress, work, cgroup);
+  // Build returned: its VMM and keeper are reaped, so the cgroup is empty.
+  if (absl::Status removed = sandbox::RemoveVmCgroup(cgroup); !removed.ok()) {
+    // The template is good; forkd's next start removes unowned VM cgroups.
+    spdlog::warn("template {}: build cgroup left behind: {}", request.template_id(),
+                 removed.ToString());
+  }
   if (meta.ok()) {
     fs::remove(work / "serial.log", ec);
     fs::remove(work / "build.sock", ec);

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "forkd/api/forkd.pb.h"
+#include "forkd/sandbox/cgroup.h"
 #include "forkd/sandbox/jail_args.h"
 #include "forkd/templates/pinned_guests.h"
 #include "forkd/templates/template_meta.h"
@@ -30,6 +31,11 @@ struct BuildEnv {
   // its uid/gid (also the build tap's owner; nullopt without the jail).
   sandbox::JailPolicy jail;
   std::optional<uint32_t> vmm_uid;
+  // forkd's VM cgroups (forkd/sandbox/cgroup.h): when set and enabled, the
+  // build's keeper and VMM run in their own, forkd-vm-build-<template id>
+  // under forkd's parent, with a VM's limits for the template's memory, as
+  // every fork does; it is removed when the build ends either way.
+  const sandbox::CgroupPlacer* cgroups = nullptr;
 };
 
 // The agent modes of the probe guest's stand-in agent (honest is the
@@ -39,7 +45,7 @@ bool IsProbeAgentMode(const std::string& mode);
 using ProgressFn = std::function<void(v1::TemplateProgress::Stage, const std::string&)>;
 
 // Builds `request` (already validated) into templates_dir/<id>. On error
-// nothing of the build is left (process, tap, namespace, files).
+// nothing of the build is left (process, tap, namespace, cgroup, files).
 absl::StatusOr<TemplateMeta> BuildTemplate(const BuildEnv& env,
                                            const v1::CreateTemplateRequest& request,
                                            const ProgressFn& progress);

@@ -510,6 +510,43 @@ TEST_F(DaemonTest, AForkNamingACgroupPathGetsItsVmCgroupUnderIt) {
   ASSERT_EQ(::rmdir(pod.c_str()), 0) << std::strerror(errno);
 }
 
+// A template build's VMM runs in its own VM cgroup, as a fork's does, and the
+// cgroup goes when the build ends. The build's init command checks from
+// inside: it fails the build unless its own cgroup is the one named. Control:
+// the same check for another build's cgroup fails that build, and that
+// failed build leaves no cgroup either.
+TEST_F(DaemonTest, ATemplateBuildRunsInItsOwnVmCgroupWhichGoesAfterwards) {
+  const std::string parent = CgroupParentOf(forkd_->data());
+  if (parent.empty()) GTEST_SKIP() << "no cgroup2 mount on this host: nothing to place";
+  if (UsingRealVmm()) {
+    GTEST_SKIP() << "the probe guest's agent runs no shell; the stand-in VMM's runs it on the host";
+  }
+  const std::string mount = *sandbox::Cgroup2Mount();
+  auto build = [&](const std::string& id, const std::string& expected_cgroup) {
+    grpc::ClientContext ctx;
+    GuardRpc(ctx);
+    v1::CreateTemplateRequest req;
+    req.set_template_id(id);
+    req.mutable_probe()->set_agent_mode("honest");
+    auto* cmd = req.add_init_commands();
+    for (const char* a : {"/bin/sh", "-c", "grep -qx \"$0\" /proc/self/cgroup"}) cmd->add_argv(a);
+    cmd->add_argv("0::" + expected_cgroup.substr(mount.size()));
+    auto reader = forkd_->api().CreateTemplate(&ctx, req);
+    v1::TemplateProgress p;
+    while (reader->Read(&p)) {
+    }
+    return reader->Finish();
+  };
+  const std::string placed = parent + "/forkd-vm-build-placed";
+  grpc::Status s = build("placed", placed);
+  EXPECT_TRUE(s.ok()) << s.error_message() << "\n" << forkd_->Log();
+  EXPECT_FALSE(fs::exists(placed)) << "the build's cgroup outlived the build";
+  s = build("control", placed);
+  EXPECT_FALSE(s.ok()) << "the init command did not see its own cgroup";
+  EXPECT_NE(s.error_message().find("exited 1"), std::string::npos) << s.error_message();
+  EXPECT_FALSE(fs::exists(parent + "/forkd-vm-build-control"));
+}
+
 // ForkRunning: a live fork of a running sandbox into N children, each a
 // sandbox of its own (netns, tap, chains, gate), all from one snapshot owned
 // by a hidden template that goes with its last child.
@@ -840,6 +877,58 @@ TEST(JailedVmmTest, AnAdoptedVmmThatDiesIsReapedWithAnUnknownStatus) {
   ASSERT_TRUE(reaped);
   EXPECT_EQ(e.cause(), "vmm exited (status unknown: adopted after a forkd restart)");
   wctx.TryCancel();
+  again.Stop();
+  EXPECT_EQ(Leftovers(again.data()), "") << again.Log();
+}
+
+// A template build dies with the forkd that ran it (kill -9 in the middle):
+// its VMM stops by itself (a build's control socket has no duplicate, so it
+// reaches EOF), and what the build leaves, its VM cgroup and work directory,
+// the next start removes.
+TEST(JailedVmmTest, ABuildCutShortByAKillOfForkdLeavesNothingAfterTheRestart) {
+  TempDir tmp("forkd_build_kill");
+  std::string cgroup;
+  {
+    ForkdProcess first(tmp.path(), {});
+    ASSERT_TRUE(first.Start());
+    if (const std::string parent = CgroupParentOf(first.data()); !parent.empty()) {
+      cgroup = parent + "/forkd-vm-build-slow";
+    }
+    std::atomic<bool> agent_ready{false};
+    std::thread build([&] {
+      grpc::ClientContext ctx;
+      GuardRpc(ctx);
+      v1::CreateTemplateRequest req;
+      req.set_template_id("slow");
+      req.mutable_probe()->set_agent_mode("honest");
+      for (const char* a : {"sleep", "600"}) req.add_init_commands()->add_argv(a);
+      auto reader = first.api().CreateTemplate(&ctx, req);
+      v1::TemplateProgress p;
+      while (reader->Read(&p)) {
+        if (p.stage() == v1::TemplateProgress::AGENT_READY) agent_ready = true;
+      }
+      (void)reader->Finish();  // forkd is killed under it
+    });
+    const auto guard = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+    while (!agent_ready && std::chrono::steady_clock::now() < guard) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_TRUE(agent_ready) << first.Log();
+    first.Kill();
+    build.join();
+    // The positive control: the build left its cgroup and work directory.
+    if (!cgroup.empty()) {
+      EXPECT_TRUE(fs::is_directory(cgroup));
+    }
+    EXPECT_TRUE(fs::is_directory(first.data() / "templates" / ".build-slow"));
+  }
+  ForkdProcess again(tmp.path(), {});
+  ASSERT_TRUE(again.Start());
+  EXPECT_TRUE(BuildProcessesOf(again.data()).empty()) << again.Log();
+  if (!cgroup.empty()) {
+    EXPECT_FALSE(fs::exists(cgroup)) << again.Log();
+  }
+  EXPECT_FALSE(fs::exists(again.data() / "templates" / ".build-slow"));
   again.Stop();
   EXPECT_EQ(Leftovers(again.data()), "") << again.Log();
 }

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <thread>
 
@@ -181,12 +182,11 @@ std::string ForkdProcess::Log() const {
 }
 
 namespace {
-// Live (non-zombie) processes serving `data_dir`'s sandboxes whose argv[0]
-// is (keepers) or is not (VMMs) forkd-vmm-keeper: a keeper's command line
-// holds its VMM's.
-std::vector<pid_t> ProcessesOf(const fs::path& data_dir, bool keepers) {
+// Live (non-zombie) processes whose command line names `marker`; `want`
+// filters them.
+std::vector<pid_t> ProcessesNaming(const std::string& marker,
+                                   const std::function<bool(const std::string&)>& want) {
   std::vector<pid_t> out;
-  const std::string marker = (data_dir / "sandboxes").string() + "/";
   std::error_code ec;
   for (const auto& e : fs::directory_iterator("/proc", ec)) {
     const std::string name = e.path().filename().string();
@@ -197,13 +197,19 @@ std::vector<pid_t> ProcessesOf(const fs::path& data_dir, bool keepers) {
     if (close == std::string::npos || close + 2 >= s.size() || s[close + 2] == 'Z') continue;
     std::ifstream cmd(e.path() / "cmdline");
     std::string c((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
-    const bool keeper = fs::path(c.substr(0, c.find('\0'))).filename() == "forkd-vmm-keeper";
-    if (c.find(marker) != std::string::npos && c.find("--restore") != std::string::npos &&
-        keeper == keepers) {
-      out.push_back(std::stoi(name));
-    }
+    if (c.find(marker) != std::string::npos && want(c)) out.push_back(std::stoi(name));
   }
   return out;
+}
+
+// Live (non-zombie) processes serving `data_dir`'s sandboxes whose argv[0]
+// is (keepers) or is not (VMMs) forkd-vmm-keeper: a keeper's command line
+// holds its VMM's.
+std::vector<pid_t> ProcessesOf(const fs::path& data_dir, bool keepers) {
+  return ProcessesNaming((data_dir / "sandboxes").string() + "/", [&](const std::string& c) {
+    const bool keeper = fs::path(c.substr(0, c.find('\0'))).filename() == "forkd-vmm-keeper";
+    return c.find("--restore") != std::string::npos && keeper == keepers;
+  });
 }
 }  // namespace
 
@@ -213,8 +219,16 @@ std::vector<pid_t> KeeperProcessesOf(const fs::path& data_dir) {
   return ProcessesOf(data_dir, true);
 }
 
+std::vector<pid_t> BuildProcessesOf(const fs::path& data_dir) {
+  const std::string marker = (data_dir / "templates" / ".build-").string();
+  return ProcessesNaming(marker, [](const std::string&) { return true; });
+}
+
 std::string Leftovers(const fs::path& data_dir) {
   std::string out;
+  for (pid_t p : BuildProcessesOf(data_dir)) {
+    out += "template build process " + std::to_string(p) + "\n";
+  }
   for (pid_t p : VmmProcessesOf(data_dir)) out += "VMM process " + std::to_string(p) + "\n";
   for (pid_t p : KeeperProcessesOf(data_dir)) out += "keeper process " + std::to_string(p) + "\n";
   std::error_code ec;

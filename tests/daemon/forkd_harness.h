@@ -66,6 +66,8 @@ std::string CgroupParentOf(const std::filesystem::path& data_dir);
 // (forkd/sandbox/keeper).
 std::vector<pid_t> VmmProcessesOf(const std::filesystem::path& data_dir);
 std::vector<pid_t> KeeperProcessesOf(const std::filesystem::path& data_dir);
+// Live keeper and VMM processes of a template build in `data_dir`.
+std::vector<pid_t> BuildProcessesOf(const std::filesystem::path& data_dir);
 // Everything a stopped or restarted forkd must not have left of its
 // sandboxes (processes, files, journal records, pinned namespaces, VM
 // cgroups): empty string when clean, else what is left.
