@@ -459,14 +459,15 @@ absl::Status Node::Recover(RecoveryReport* report) {
     report->notes.push_back("removed unowned " + entry.path().string());
   }
   // VM cgroups in forkd's parent that no kept record names (their VMMs are
-  // gone: a stray was killed above).
+  // gone: a stray was killed above; anything else still in one, e.g. a
+  // process a build's VMM left, is killed with it: the cgroup is forkd's).
   if (cgroups_->policy().enabled) {
     std::set<std::string> kept_cgroups;
     for (const auto& [id, sb] : sandboxes_) kept_cgroups.insert(sb->vm_cgroup);
     for (const auto& entry : fs::directory_iterator(cgroups_->parent(), ec)) {
       const std::string n = entry.path().filename().string();
       if (n.rfind("forkd-vm-", 0) != 0 || kept_cgroups.count(entry.path().string())) continue;
-      FORKD_RETURN_IF_ERROR(sandbox::RemoveVmCgroup(entry.path().string()));
+      FORKD_RETURN_IF_ERROR(sandbox::KillAndRemoveVmCgroup(entry.path().string()));
       report->notes.push_back("removed unowned cgroup " + entry.path().string());
     }
   }

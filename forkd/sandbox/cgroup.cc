@@ -1,6 +1,7 @@
 #include "forkd/sandbox/cgroup.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -185,6 +186,24 @@ absl::Status CgroupPlacer::Create(const std::string& dir, const std::string& giv
     return st;
   }
   return absl::OkStatus();
+}
+
+absl::Status KillAndRemoveVmCgroup(const std::string& dir) {
+  if (dir.empty()) return absl::OkStatus();
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) return absl::OkStatus();
+  // cgroup.kill (Linux 5.14+) SIGKILLs every process in the cgroup and
+  // below; on older kernels each pid in cgroup.procs gets one.
+  absl::Status killed = WriteFile(dir + "/cgroup.kill", "1");
+  if (!killed.ok()) {
+    std::ifstream procs(dir + "/cgroup.procs");
+    for (pid_t pid; procs >> pid;) {
+      if (::kill(pid, SIGKILL) != 0 && errno != ESRCH) {
+        return ErrnoStatus(errno, "kill " + std::to_string(pid) + " in cgroup " + dir);
+      }
+    }
+  }
+  return RemoveVmCgroup(dir);
 }
 
 absl::Status RemoveVmCgroup(const std::string& dir) {

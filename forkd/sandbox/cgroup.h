@@ -76,6 +76,10 @@ class CgroupPlacer {
 // VMM reaped); a cgroup whose last task is still exiting is retried for a
 // short while. A missing directory is OK.
 absl::Status RemoveVmCgroup(const std::string& dir);
+// Kills whatever still runs in a cgroup forkd made (one nothing owns any more:
+// an unowned VM cgroup at recovery, a build's after its VMM was reaped), then
+// removes it. A missing directory is OK.
+absl::Status KillAndRemoveVmCgroup(const std::string& dir);
 
 // Where cgroup v2 is mounted (from /proc/self/mountinfo).
 absl::StatusOr<std::string> Cgroup2Mount();

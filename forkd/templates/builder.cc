@@ -216,8 +216,8 @@ absl::StatusOr<TemplateMeta> BuildTemplate(const BuildEnv& env,
     }
   }
   auto meta = Build(env, request, progress, work, cgroup);
-  // Build returned: its VMM and keeper are reaped, so the cgroup is empty.
-  if (absl::Status removed = sandbox::RemoveVmCgroup(cgroup); !removed.ok()) {
+  // Build returned: its VMM and keeper are reaped; nothing else belongs there.
+  if (absl::Status removed = sandbox::KillAndRemoveVmCgroup(cgroup); !removed.ok()) {
     // The template is good; forkd's next start removes unowned VM cgroups.
     spdlog::warn("template {}: build cgroup left behind: {}", request.template_id(),
                  removed.ToString());

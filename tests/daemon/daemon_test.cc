@@ -718,6 +718,33 @@ TEST_F(DaemonTest, ConcurrentForksAndTerminatesLeakNothing) {
   EXPECT_EQ(Leftovers(forkd_->data()), "");
 }
 
+// An adopted sandbox `id` of a restarted forkd answers an Exec and terminates
+// cleanly; then forkd stops and nothing of it is left.
+void ExpectAdoptedAnswersThenLeavesNothing(ForkdProcess& again, const std::string& id) {
+  {
+    grpc::ClientContext c;
+    GuardRpc(c);
+    v1::ExecRequest req;
+    req.set_sandbox_id(id);
+    req.add_argv("echo");
+    req.add_argv("adopted");
+    v1::ExecResponse resp;
+    grpc::Status s = again.api().Exec(&c, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message() << again.Log();
+    EXPECT_EQ(resp.stdout(), "adopted\n");
+  }
+  {
+    grpc::ClientContext c;
+    GuardRpc(c);
+    v1::TerminateRequest req;
+    req.set_sandbox_id(id);
+    v1::TerminateResponse resp;
+    ASSERT_TRUE(again.api().Terminate(&c, req, &resp).ok());
+  }
+  again.Stop();
+  EXPECT_EQ(Leftovers(again.data()), "") << again.Log();
+}
+
 // Crash recovery: forkd SIGKILLs itself at each named point of Fork; a
 // restart adopts the sandbox that was live before and removes everything of
 // the one that was being made. Every forkd here is jailed: a jailed VMM's
@@ -763,26 +790,7 @@ TEST_P(CrashRecoveryTest, RestartAdoptsTheLiveAndRemovesTheRest) {
   EXPECT_FALSE(fs::exists(again.data() / "sandboxes" / "doomed"));
   EXPECT_FALSE(fs::exists(again.data() / "journal" / "doomed.json"));
   // The adopted one still answers, and terminates cleanly.
-  {
-    grpc::ClientContext c;
-    v1::ExecRequest req;
-    req.set_sandbox_id("keep");
-    req.add_argv("echo");
-    req.add_argv("adopted");
-    v1::ExecResponse resp;
-    grpc::Status s = again.api().Exec(&c, req, &resp);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-    EXPECT_EQ(resp.stdout(), "adopted\n");
-  }
-  {
-    grpc::ClientContext c;
-    v1::TerminateRequest req;
-    req.set_sandbox_id("keep");
-    v1::TerminateResponse resp;
-    ASSERT_TRUE(again.api().Terminate(&c, req, &resp).ok());
-  }
-  again.Stop();
-  EXPECT_EQ(Leftovers(again.data()), "") << again.Log();
+  ExpectAdoptedAnswersThenLeavesNothing(again, "keep");
 }
 
 // A jailed VMM survives `kill -9` of forkd (its parent is its keeper, so the
@@ -822,26 +830,7 @@ TEST(JailedVmmTest, SurvivesAKillOfForkdAndIsAdoptedByTheRestart) {
     ASSERT_TRUE(again.api().ListSandboxes(&ctx, {}, &all).ok());
     ASSERT_EQ(all.sandboxes_size(), 1) << again.Log();
     EXPECT_EQ(all.sandboxes(0).vmm_pid(), vmm);
-    {
-      grpc::ClientContext c;
-      v1::ExecRequest req;
-      req.set_sandbox_id("live");
-      req.add_argv("echo");
-      req.add_argv("adopted");
-      v1::ExecResponse resp;
-      grpc::Status s = again.api().Exec(&c, req, &resp);
-      ASSERT_TRUE(s.ok()) << s.error_message() << again.Log();
-      EXPECT_EQ(resp.stdout(), "adopted\n");
-    }
-    {
-      grpc::ClientContext c;
-      v1::TerminateRequest req;
-      req.set_sandbox_id("live");
-      v1::TerminateResponse resp;
-      ASSERT_TRUE(again.api().Terminate(&c, req, &resp).ok());
-    }
-    again.Stop();
-    EXPECT_EQ(Leftovers(again.data()), "") << again.Log();
+    ExpectAdoptedAnswersThenLeavesNothing(again, "live");
   }
 }
 
@@ -901,7 +890,8 @@ TEST(JailedVmmTest, ABuildCutShortByAKillOfForkdLeavesNothingAfterTheRestart) {
       v1::CreateTemplateRequest req;
       req.set_template_id("slow");
       req.mutable_probe()->set_agent_mode("honest");
-      for (const char* a : {"sleep", "600"}) req.add_init_commands()->add_argv(a);
+      auto* cmd = req.add_init_commands();
+      for (const char* a : {"sleep", "600"}) cmd->add_argv(a);
       auto reader = first.api().CreateTemplate(&ctx, req);
       v1::TemplateProgress p;
       while (reader->Read(&p)) {
