@@ -18,6 +18,7 @@
 #include "forkd/gate/reseed_gate.h"
 #include "gtest/gtest.h"
 #include "tests/support/requirements.h"
+#include "tests/svm/linux_fork.h"
 #include "tests/svm/linux_guest.h"
 #include "tests/vmm/owned_fork.h"
 
@@ -62,21 +63,17 @@ TEST(LinuxDevicesTest, FourVcpusAndHwrngInTemplateAndRestoredFork) {
     absl::Status saved = (*vm)->SnapshotAndStop(snap.string());
     ASSERT_TRUE(saved.ok()) << saved;
   }
-  const fs::path fork_dir = dir / "fork";
-  fs::create_directories(fork_dir);
-  const std::string uds = (fork_dir / "vsock.sock").string();
-  gate::ForkResources resources;
-  resources.fork_id = "fork";
-  resources.paths = {fork_dir};
-  auto fork = SpawnOwnedFork({"--restore", snap.string(), "--vsock-uds", uds}, resources);
+  auto fork = RestoreLinuxFork(dir, "fork", snap);
   ASSERT_TRUE(fork.ok()) << fork.status();
+  const std::string& uds = fork->uds;
+  gate::ForkResources& resources = fork->resources;
   auto client = ConnectAgent(uds, 60s);  // after the restore's vsock reset
   ASSERT_TRUE(client.ok()) << client.status();
   absl::Status admitted = gate::AdmitFork(
       resources,
       agent::ConnectVsockMux(uds, agent::kDefaultVsockPort, agent::DeadlineIn(kLinuxCallDeadline)),
       2, std::nullopt, {.deadline = kLinuxCallDeadline});
-  ASSERT_TRUE(admitted.ok()) << admitted << "\nserial:\n" << fork->vmm->serial().text();
+  ASSERT_TRUE(admitted.ok()) << admitted << "\nserial:\n" << fork->vmm.vmm->serial().text();
   CheckGuest(*client, "fork");
   EXPECT_TRUE(gate::Reap(resources).ok());
   std::error_code ec;
